@@ -1,0 +1,1 @@
+//! Shared helpers of idem's examples.

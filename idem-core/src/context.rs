@@ -1,0 +1,119 @@
+//! What the body can read about its own attempt.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+/// The attempt the body runs under: handed to the body by [`Call::run`](crate::Call::run)
+/// and readable through [`Context::current`].
+///
+/// Pass [`token`](Context::token) downstream as the idempotency key of the external API
+/// the body calls (a payment provider's `Idempotency-Key`, a cloud API's client token).
+/// idem deduplicates calls at the entry; the downstream key covers the one gap no entry
+/// check can: a crash after the side effect but before the completion was recorded.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    namespace: String,
+    token: String,
+    fence: u64,
+    lease_until_ms: AtomicU64,
+    lost: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("namespace", &self.inner.namespace)
+            .field("token", &self.inner.token)
+            .field("fence", &self.inner.fence)
+            .field("lease_lost", &self.lease_lost())
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        namespace: String,
+        token: String,
+        fence: u64,
+        lease_until_ms: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Context {
+            inner: Arc::new(Inner {
+                namespace,
+                token,
+                fence,
+                lease_until_ms: AtomicU64::new(lease_until_ms),
+                lost: AtomicBool::new(false),
+                clock,
+            }),
+        }
+    }
+
+    /// The context of the attempt this task runs under, if any.
+    ///
+    /// A task-local: it is set while the guarded body is polled, and is `None` anywhere
+    /// else, including inside tasks the body starts with `tokio::spawn` (pass the
+    /// context to them by hand).
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(Context::clone).ok()
+    }
+
+    pub(crate) async fn scope<F: std::future::Future>(self, body: F) -> F::Output {
+        CURRENT.scope(self, body).await
+    }
+
+    /// The call's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// A stable token for the key: its 64-character lowercase hex digest. The same key
+    /// in the same namespace always gives the same token, in every process and version;
+    /// pass it downstream as an idempotency key.
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The fencing number of this attempt: higher than that of every attempt that held
+    /// the key before, while the record exists. Downstream systems that store it can
+    /// refuse writes from an older attempt.
+    pub fn fence(&self) -> u64 {
+        self.inner.fence
+    }
+
+    /// Whether the lease may be lost: a heartbeat was refused (another attempt took
+    /// over), or the lease's end has passed without a renewal (the store was unreachable,
+    /// the body ran past `max_duration`, or it blocked its thread). A body that sees
+    /// `true` should stop before its next side effect; its completion will be refused if
+    /// another attempt took over.
+    pub fn lease_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::Acquire)
+            || self.inner.clock.now_ms() >= self.inner.lease_until_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn renewed(&self, lease_until_ms: u64) {
+        self.inner
+            .lease_until_ms
+            .store(lease_until_ms, Ordering::Release);
+    }
+
+    pub(crate) fn is_marked_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_lost(&self) {
+        self.inner.lost.store(true, Ordering::Release);
+    }
+}

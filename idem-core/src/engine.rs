@@ -1,0 +1,215 @@
+//! The engine: a store, a clock and the defaults every call starts from.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::store::Store;
+
+static GLOBAL: OnceLock<Engine> = OnceLock::new();
+
+/// The defaults a call starts from; each can be overridden per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// How long a completed record is replayed (counted from completion). 1 hour.
+    pub ttl: Duration,
+    /// How long a lease lasts without a heartbeat. 30 seconds; heartbeats renew it
+    /// every `lease / 3`.
+    pub lease: Duration,
+    /// How long heartbeats keep a running body's lease alive. 15 minutes; after that
+    /// the lease lapses, so a hung body cannot hold a key forever.
+    pub max_duration: Duration,
+    /// How long a duplicate waits for an in-progress call to finish; `None` (the
+    /// default) answers at once with [`Error::InProgress`].
+    pub wait: Option<Duration>,
+    /// The timeout of every store call. 5 seconds.
+    pub store_timeout: Duration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            ttl: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+            max_duration: Duration::from_secs(15 * 60),
+            wait: None,
+            store_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A store, a clock and the defaults: what guarded calls run against.
+///
+/// Cheap to clone (one `Arc`). Install one per process at start-up with
+/// [`Engine::install`]; calls that name no engine use it. Tests run engines with
+/// different stores or clocks side by side and pass them to each call.
+///
+/// ```
+/// use idem_core::{Engine, MemoryStore};
+/// use std::time::Duration;
+///
+/// let engine = Engine::builder(MemoryStore::new())
+///     .ttl(Duration::from_secs(24 * 3600))
+///     .build()
+///     .unwrap();
+/// # let _ = engine;
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) defaults: Defaults,
+    pub(crate) secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("defaults", &self.inner.defaults)
+            .field("secret", &self.inner.secret.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over `store` with the system clock and the default settings.
+    pub fn new(store: impl Store) -> Engine {
+        Engine::builder(store)
+            .build()
+            .expect("the default settings are valid")
+    }
+
+    /// A builder over `store`, to set the clock, the defaults or a secret.
+    pub fn builder(store: impl Store) -> EngineBuilder {
+        EngineBuilder::from_arc(Arc::new(store))
+    }
+
+    /// Installs this engine as the process-wide one, used by every call that names no
+    /// engine. Once per process: a second call returns [`Error::AlreadyInstalled`].
+    pub fn install(self) -> Result<(), Error> {
+        GLOBAL.set(self).map_err(|_| Error::AlreadyInstalled)
+    }
+
+    /// The process-wide engine, if one is installed.
+    pub fn global() -> Option<&'static Engine> {
+        GLOBAL.get()
+    }
+
+    /// The store this engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The clock this engine reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The defaults of this engine's calls.
+    pub fn defaults(&self) -> &Defaults {
+        &self.inner.defaults
+    }
+}
+
+/// Builds an [`Engine`]: see [`Engine::builder`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    defaults: Defaults,
+    secret: Option<Vec<u8>>,
+}
+
+impl EngineBuilder {
+    /// A builder over a store that is already shared.
+    pub fn from_arc(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            defaults: Defaults::default(),
+            secret: None,
+        }
+    }
+
+    /// The clock (the system clock by default; tests pass a
+    /// [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a completed record is replayed. Default 1 hour.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.defaults.ttl = ttl;
+        self
+    }
+
+    /// How long a lease lasts without a heartbeat. Default 30 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.defaults.lease = lease;
+        self
+    }
+
+    /// How long heartbeats keep a running body's lease alive. Default 15 min.
+    pub fn max_duration(mut self, max_duration: Duration) -> Self {
+        self.defaults.max_duration = max_duration;
+        self
+    }
+
+    /// How long a duplicate waits for an in-progress call. Default: no wait.
+    pub fn wait(mut self, wait: Option<Duration>) -> Self {
+        self.defaults.wait = wait;
+        self
+    }
+
+    /// The timeout of every store call. Default 5 s.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.defaults.store_timeout = timeout;
+        self
+    }
+
+    /// A secret: digests become HMAC-SHA-256 keyed with it instead of plain SHA-256.
+    /// Recommended where keys carry personal data, since a plain digest of a guessable
+    /// key can be recomputed. Changing the secret changes every digest and token, so
+    /// every key is new again.
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// The engine, or [`Error::Config`] when the settings cannot work.
+    pub fn build(self) -> Result<Engine, Error> {
+        check_timing(self.defaults.ttl, self.defaults.lease)?;
+        if self.defaults.store_timeout.is_zero() {
+            return Err(Error::Config("the store timeout must be positive".into()));
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: self.store,
+                clock: self.clock,
+                defaults: self.defaults,
+                secret: self.secret,
+            }),
+        })
+    }
+}
+
+/// The checks every call's ttl and lease pass, whether they come from the engine or the
+/// call.
+pub(crate) fn check_timing(ttl: Duration, lease: Duration) -> Result<(), Error> {
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "ttl must be at least 1s (records expire on whole seconds), got {ttl:?}"
+        )));
+    }
+    if lease < Duration::from_millis(30) {
+        return Err(Error::Config(format!(
+            "lease must be at least 30ms (heartbeats renew it every lease / 3), got {lease:?}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The in-memory store: the embedded default.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::record::{Record, State, CODEC_JSON, FORMAT};
+use crate::store::{Attempt, Begin, Completion, Lease, Limits, Store, StoreError, Written};
+
+/// The number of records a [`MemoryStore`] holds by default.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+/// Records kept in this process's memory.
+///
+/// **Process-local**: it deduplicates calls within one process only. Two Lambda
+/// instances, two pods or two consumers each have their own, and a duplicate delivered
+/// to the other one runs the body again. Use a shared store (DynamoDB) wherever
+/// duplicates can reach more than one process; use this one for tests, for single-process
+/// services, and to try idem out.
+///
+/// The store is bounded: it holds at most `capacity` records (1,000,000 by default). A
+/// record that is neither live nor within its TTL (`now >= expires_at`) is reclaimed;
+/// a live record is never evicted. When the store is full of records that cannot be
+/// reclaimed, begin fails with a transient [`StoreError`] and the body does not run.
+///
+/// ```
+/// use idem_core::{Engine, MemoryStore};
+/// let engine = Engine::new(MemoryStore::new());
+/// ```
+#[derive(Debug)]
+pub struct MemoryStore {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: HashMap<String, Record>,
+    /// New records since the last sweep; a sweep runs once this reaches the map's size,
+    /// so sweeping costs O(1) per insert, amortized.
+    inserts_since_sweep: usize,
+}
+
+impl MemoryStore {
+    /// A store holding up to [`DEFAULT_CAPACITY`] records.
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A store holding up to `capacity` records.
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryStore {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The number of records held now, expired ones not yet reclaimed included.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a record half-written (every
+        // mutation below is a single assignment), so a poisoned lock is safe to reuse.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `write` if the record with `id` is held by `attempt`.
+    fn update_held(
+        &self,
+        attempt: &Attempt,
+        write: impl FnOnce(&mut Record),
+    ) -> Result<Written<()>, StoreError> {
+        let mut inner = self.lock();
+        match inner.records.get_mut(&attempt.id) {
+            Some(record) if record.is_held_by(&attempt.owner, attempt.fence) => {
+                write(record);
+                Ok(Written::Applied(()))
+            }
+            other => Ok(Written::Refused(other.cloned())),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inner {
+    /// Removes every record that has expired at `now_ms` (which implies its lease
+    /// lapsed at least a TTL ago).
+    fn sweep(&mut self, now_ms: u64) {
+        self.records.retain(|_, record| !record.is_expired(now_ms));
+        self.inserts_since_sweep = 0;
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_id_bytes: 2048,
+            max_data_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        let mut inner = self.lock();
+        let fence = match inner.records.get(&request.id) {
+            Some(record) if record.is_live(request.now_ms) => {
+                return Ok(Written::Refused(Some(record.clone())))
+            }
+            Some(record) => record.fence + 1,
+            None => {
+                if inner.records.len() >= self.capacity {
+                    inner.sweep(request.now_ms);
+                }
+                if inner.records.len() >= self.capacity {
+                    return Err(StoreError::transient(format!(
+                        "the in-memory store is full: all {} records are live or within their ttl; \
+                         raise MemoryStore::with_capacity, shorten the ttl, or use a shared store",
+                        self.capacity
+                    )));
+                }
+                inner.inserts_since_sweep += 1;
+                if inner.inserts_since_sweep >= inner.records.len().max(1024) {
+                    inner.sweep(request.now_ms);
+                }
+                1
+            }
+        };
+        inner.records.insert(
+            request.id.clone(),
+            Record {
+                id: request.id.clone(),
+                state: State::InProgress,
+                owner: request.owner.clone(),
+                fence,
+                lease_until_ms: request.lease_until_ms,
+                expires_at_s: request.expires_at_s,
+                fingerprint: request.fingerprint.clone(),
+                outcome: None,
+                data: None,
+                format: FORMAT,
+                codec: CODEC_JSON.to_owned(),
+            },
+        );
+        Ok(Written::Applied(fence))
+    }
+
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError> {
+        self.update_held(attempt, |record| {
+            record.state = State::Completed;
+            record.outcome = Some(completion.outcome);
+            record.data = completion.data.clone();
+            record.expires_at_s = completion.expires_at_s;
+        })
+    }
+
+    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError> {
+        self.update_held(attempt, |record| {
+            record.lease_until_ms = lease.lease_until_ms;
+            record.expires_at_s = lease.expires_at_s;
+        })
+    }
+
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        self.update_held(attempt, |record| record.lease_until_ms = 0)
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        Ok(self.lock().records.get(id).cloned())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().records.remove(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The record a store keeps per key, and its states.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The record format this build writes. A record with a higher format was written by a
+/// newer version of idem and is refused with a decode error, never overwritten.
+pub const FORMAT: u32 = 1;
+
+/// The codec this build writes values with.
+pub const CODEC_JSON: &str = "json";
+
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// A call holds (or held) the key's lease and has not recorded an outcome.
+    InProgress,
+    /// A call recorded its outcome; duplicates replay it until the record expires.
+    Completed,
+}
+
+impl State {
+    /// The stored form: `INPROGRESS` or `COMPLETED`, as AWS Lambda Powertools writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::InProgress => "INPROGRESS",
+            State::Completed => "COMPLETED",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "INPROGRESS" => Ok(State::InProgress),
+            "COMPLETED" => Ok(State::Completed),
+            other => Err(format!("unknown record state `{other}`")),
+        }
+    }
+}
+
+/// What a completed record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// `data` holds the encoded value the body returned.
+    Ok,
+    /// `data` holds an encoded error the body returned, recorded under `replay_errors`.
+    Err,
+    /// The value was too large for the store; duplicates get a result-not-stored error.
+    NotStored,
+}
+
+impl Outcome {
+    /// The stored form: `ok`, `err` or `not_stored`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Err => "err",
+            Outcome::NotStored => "not_stored",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ok" => Ok(Outcome::Ok),
+            "err" => Ok(Outcome::Err),
+            "not_stored" => Ok(Outcome::NotStored),
+            other => Err(format!("unknown record outcome `{other}`")),
+        }
+    }
+}
+
+/// One key's record, as a store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `{namespace}#{digest}` (without any prefix the store adds).
+    pub id: String,
+    /// In progress or completed.
+    pub state: State,
+    /// The attempt that wrote the record: random per attempt, kept on completion.
+    pub owner: String,
+    /// The fencing number: +1 at every successful begin, never reset while the record
+    /// exists.
+    pub fence: u64,
+    /// Epoch milliseconds; the lease is live iff `now_ms < lease_until_ms`.
+    pub lease_until_ms: u64,
+    /// Epoch seconds (the TTL attribute); a completed record is live iff
+    /// `now_ms < expires_at_s * 1000`.
+    pub expires_at_s: u64,
+    /// The digest of the payload's fingerprint, when the call that began gave one.
+    pub fingerprint: Option<String>,
+    /// Completed records only: what `data` holds.
+    pub outcome: Option<Outcome>,
+    /// The encoded value or error.
+    pub data: Option<String>,
+    /// The record format version ([`FORMAT`] for this build).
+    pub format: u32,
+    /// The codec of `data` ([`CODEC_JSON`] for this build).
+    pub codec: String,
+}
+
+impl Record {
+    /// Whether the lease is live at `now_ms`.
+    pub fn lease_is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.lease_until_ms
+    }
+
+    /// Whether the record has expired at `now_ms` (its TTL has passed).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_at_s.saturating_mul(1000)
+    }
+
+    /// Whether the record is live at `now_ms`: completed and not expired, or in progress
+    /// with a live lease. A record that is not live is *free*: begin may take it.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        match self.state {
+            State::Completed => !self.is_expired(now_ms),
+            State::InProgress => self.lease_is_live(now_ms),
+        }
+    }
+
+    /// Whether `owner` and `fence` name the attempt that holds this record (in progress),
+    /// the condition of complete, extend and release.
+    pub fn is_held_by(&self, owner: &str, fence: u64) -> bool {
+        self.state == State::InProgress && self.owner == owner && self.fence == fence
+    }
+}
+
+/// Epoch seconds for an epoch-millisecond instant, rounded up: a TTL never ends early.
+pub fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}

@@ -1,0 +1,229 @@
+//! The `Store` trait: where records live, and the conditional writes that guard them.
+//!
+//! A store maps the four transitions of idem's record onto one conditional write each.
+//! It holds no rules of its own: every time it writes was computed by the engine from
+//! its clock, and every decision about what a conflict means (replay, in progress,
+//! takeover, a lost response) is the engine's. A store is done when the conformance
+//! suite (`idem_core::store_conformance!`, feature `testkit`) passes against it.
+//!
+//! # Writing a store
+//! Each write method succeeds only if its condition holds *at the moment it is applied*,
+//! atomically with the write; no in-process lock stands in for that, since callers live
+//! in many processes. When the condition fails, the method returns
+//! [`Written::Refused`] with the record as it is now (from the same round trip where the
+//! database can return it, otherwise from one strongly consistent read), or `None` when
+//! there is no record. Errors that a retry may cure (throttling, timeouts, a full
+//! in-memory store) are [`StoreErrorKind::Transient`]; the rest are permanent. Retry
+//! transport errors inside the store's client if it has a retry policy; the engine
+//! retries nothing but a begin whose refusal showed a free record.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::record::{Outcome, Record};
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<T> {
+    /// The condition held and the write was applied.
+    Applied(T),
+    /// The condition failed and nothing was written. Carries the record as it is now,
+    /// or `None` when there is no record.
+    Refused(Option<Record>),
+}
+
+/// A request to take a key: see [`Store::begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    /// The record id, `{namespace}#{digest}`.
+    pub id: String,
+    /// The attempt's owner id.
+    pub owner: String,
+    /// The engine's clock, in epoch milliseconds: the record is free iff it is not live
+    /// at this instant.
+    pub now_ms: u64,
+    /// The end of the new lease, epoch milliseconds.
+    pub lease_until_ms: u64,
+    /// The new expiry, epoch seconds (`lease_until + ttl`, rounded up).
+    pub expires_at_s: u64,
+    /// The payload's fingerprint digest; `None` removes any fingerprint stored before.
+    pub fingerprint: Option<String>,
+}
+
+/// The attempt that holds a key: what complete, extend and release are conditioned on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The record id.
+    pub id: String,
+    /// The attempt's owner id, as given to [`Store::begin`].
+    pub owner: String,
+    /// The fencing number [`Store::begin`] returned.
+    pub fence: u64,
+}
+
+/// What [`Store::complete`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The new expiry, epoch seconds (`now + ttl`, rounded up: TTL counts from
+    /// completion).
+    pub expires_at_s: u64,
+    /// What `data` holds.
+    pub outcome: Outcome,
+    /// The encoded value or error; `None` for [`Outcome::NotStored`].
+    pub data: Option<String>,
+}
+
+/// A renewed lease: what [`Store::extend`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The end of the renewed lease, epoch milliseconds.
+    pub lease_until_ms: u64,
+    /// The new expiry, epoch seconds (`lease_until + ttl`, rounded up).
+    pub expires_at_s: u64,
+}
+
+/// What a store can hold. The engine checks both before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest record id, in bytes, the store accepts (after any prefix of its own).
+    pub max_id_bytes: usize,
+    /// The largest encoded value or error, in bytes, the store can record. A larger one
+    /// is completed as [`Outcome::NotStored`].
+    pub max_data_bytes: usize,
+}
+
+/// Whether retrying may cure a store error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreErrorKind {
+    /// Throttling, a timeout, a lost connection, a full store: a later try may succeed.
+    Transient,
+    /// Misconfiguration, missing permissions, a malformed record: retrying will not help.
+    Permanent,
+}
+
+impl fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreErrorKind::Transient => "transient",
+            StoreErrorKind::Permanent => "permanent",
+        })
+    }
+}
+
+/// A store call that failed (as opposed to a condition that failed, which is
+/// [`Written::Refused`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} store error: {message}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StoreError {
+    /// A transient error: a retry may succeed.
+    pub fn transient(message: impl Into<String>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Transient,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A permanent error: a retry will not help.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Permanent,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error (the database client's).
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Whether a retry may cure it.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// Whether a retry may cure it.
+    pub fn is_transient(&self) -> bool {
+        self.kind == StoreErrorKind::Transient
+    }
+}
+
+/// Where records live. Object safe: the engine holds an `Arc<dyn Store>`.
+///
+/// A record is *live* iff it is completed and `now_ms < expires_at_s * 1000`, or it is in
+/// progress and `now_ms < lease_until_ms`; otherwise it is *free*
+/// ([`Record::is_live`]). Each write below is one conditional write, atomic in the
+/// database; on a failed condition it returns [`Written::Refused`] with the current
+/// record, and writes nothing.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What this store can hold.
+    fn limits(&self) -> Limits;
+
+    /// Takes the key for a new attempt.
+    ///
+    /// **Succeeds iff** there is no record with `request.id`, or the record is free at
+    /// `request.now_ms`.
+    ///
+    /// **Writes**: state `InProgress`, `owner`, `fence` = the old fence + 1 (1 when there
+    /// was no record), `lease_until_ms`, `expires_at_s`, `fingerprint` (removed when
+    /// `None`), `format` and `codec` of this build; removes `outcome` and `data`.
+    ///
+    /// **Returns** `Applied(new fence)`, or `Refused(current record)`.
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError>;
+
+    /// Records the attempt's outcome.
+    ///
+    /// **Succeeds iff** the record is `InProgress` and its owner and fence are the
+    /// attempt's ([`Record::is_held_by`]), also after the lease lapsed if nobody took
+    /// over.
+    ///
+    /// **Writes**: state `Completed`, `outcome`, `data` (removed when `None`),
+    /// `expires_at_s`; keeps owner, fence, lease and fingerprint.
+    ///
+    /// **Returns** `Applied(())`, or `Refused(current record or None)`.
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError>;
+
+    /// Renews the attempt's lease (a heartbeat).
+    ///
+    /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds.
+    ///
+    /// **Writes**: `lease_until_ms` and `expires_at_s` from `lease`.
+    ///
+    /// **Returns** `Applied(())`, or `Refused(current record or None)`.
+    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError>;
+
+    /// Frees the key at once, so a retry can run the body again.
+    ///
+    /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds.
+    ///
+    /// **Writes**: `lease_until_ms = 0`. The record stays, so the next begin gets a
+    /// higher fence.
+    ///
+    /// **Returns** `Applied(())`, or `Refused(current record or None)`.
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError>;
+
+    /// Reads the record with `id`, strongly consistent.
+    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Deletes the record with `id`, unconditionally. For operators: it resets fencing,
+    /// so an attempt that still runs may see its fence number reused.
+    async fn delete(&self, id: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,3 @@
+//! idem: run side-effecting async functions exactly once per key.
+#![warn(missing_docs)]
+pub use idem_core::*;
