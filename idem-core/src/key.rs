@@ -43,7 +43,11 @@ impl ser::Error for KeyError {
     }
 }
 
-/// Encodes `value` in idem's canonical JSON (see the [module docs](self)).
+/// Encodes `value` in idem's canonical JSON: map keys and struct fields sorted by their
+/// UTF-8 bytes, integers in decimal (up to 128 bits), strings escaped as RFC 8259
+/// requires and nothing more (`"`, `\\` and U+0000 to U+001F), no whitespace, and no
+/// floats (their text form is not canonical). Enums are externally tagged, as
+/// `serde_json` writes them. The format is frozen: digests and tokens depend on it.
 ///
 /// ```
 /// # use idem_core::canonical_json;

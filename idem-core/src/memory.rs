@@ -66,6 +66,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Stores `record` as given, bypassing every condition: for tests that need a
+    /// record no transition writes (a newer format, a corrupt value).
+    #[cfg(feature = "testkit")]
+    pub fn put_raw(&self, record: Record) {
+        self.lock().records.insert(record.id.clone(), record);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a record half-written (every
         // mutation below is a single assignment), so a poisoned lock is safe to reuse.

@@ -1,8 +1,12 @@
 //! The store conformance kit (feature `testkit`): one suite, run against every store.
 //!
-//! ```ignore
-//! // In a store crate's tests/conformance.rs:
-//! idem_core::store_conformance!(factory = || async { MyStore::connect().await }, atomic = true);
+//! ```
+//! // In a store crate's tests/conformance.rs (here with the in-memory store):
+//! idem_core::store_conformance!(
+//!     factory = || async { idem_core::MemoryStore::new() },
+//!     atomic = true,
+//! );
+//! # fn main() {}
 //! ```
 //!
 //! [`store_conformance!`](crate::store_conformance) expands to one `#[test]` per case
@@ -14,6 +18,10 @@
 //! own. A store whose conditional writes are not atomic under concurrency (an emulator)
 //! declares `atomic = false`: the cases that race writers are then emitted with
 //! `#[ignore = "..."]`, since libtest has no runtime skip.
+
+mod faults;
+
+pub use faults::{Fault, FaultyStore, Operation};
 
 use std::future::Future;
 use std::sync::Arc;

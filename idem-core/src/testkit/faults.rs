@@ -1,0 +1,232 @@
+//! A store wrapper that injects faults, for tests of the engine's behaviour when the
+//! store misbehaves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::record::Record;
+use crate::store::{Attempt, Begin, Completion, Lease, Limits, Store, StoreError, Written};
+
+/// A store operation, to choose where a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// [`Store::begin`].
+    Begin,
+    /// [`Store::complete`].
+    Complete,
+    /// [`Store::extend`].
+    Extend,
+    /// [`Store::release`].
+    Release,
+    /// [`Store::read`].
+    Read,
+    /// [`Store::delete`].
+    Delete,
+}
+
+const OPERATIONS: usize = 6;
+
+/// What goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails with a transient error; nothing is written.
+    Transient,
+    /// The call fails with a permanent error; nothing is written.
+    Permanent,
+    /// The write is applied, its response is lost, and the client sends it again: the
+    /// caller gets the answer to the second request (a refusal carrying its own write).
+    Resent,
+    /// The write is applied but its response is lost: the caller gets a transient error.
+    LostResponse,
+    /// The call does not answer until [`FaultyStore::unstall`] (or the engine's timeout).
+    Stall,
+}
+
+/// Wraps a store and injects [`Fault`]s on chosen operations; counts every call.
+#[derive(Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    faults: Mutex<HashMap<Operation, (Fault, Option<usize>)>>,
+    down: AtomicBool,
+    calls: [AtomicUsize; OPERATIONS],
+    refused_owners: Mutex<HashSet<String>>,
+    refused_count: watch::Sender<usize>,
+    stalled: watch::Sender<bool>,
+    limits: Option<Limits>,
+}
+
+impl<S: Store> FaultyStore<S> {
+    /// Wraps `inner`, with no fault.
+    pub fn new(inner: S) -> Self {
+        FaultyStore {
+            inner,
+            faults: Mutex::new(HashMap::new()),
+            down: AtomicBool::new(false),
+            calls: Default::default(),
+            refused_owners: Mutex::new(HashSet::new()),
+            refused_count: watch::Sender::new(0),
+            stalled: watch::Sender::new(false),
+            limits: None,
+        }
+    }
+
+    /// Reports `limits` instead of the inner store's (to test oversized values).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Every later call of `operation` meets `fault`.
+    pub fn inject(&self, operation: Operation, fault: Fault) {
+        self.lock().insert(operation, (fault, None));
+    }
+
+    /// The next `times` calls of `operation` meet `fault`.
+    pub fn inject_times(&self, operation: Operation, fault: Fault, times: usize) {
+        self.lock().insert(operation, (fault, Some(times)));
+    }
+
+    /// Removes the fault on `operation`.
+    pub fn clear(&self, operation: Operation) {
+        self.lock().remove(&operation);
+    }
+
+    /// Takes the store down (every call fails with a transient error) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Answers every stalled call (they proceed as if the fault had not struck).
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
+    }
+
+    /// How many times `operation` was called.
+    pub fn calls(&self, operation: Operation) -> usize {
+        self.calls[operation as usize].load(Ordering::SeqCst)
+    }
+
+    /// Waits until the store has refused begins from at least `n` distinct attempts
+    /// (owners), so a test can hold a body until its duplicates have really overlapped.
+    pub async fn refused_attempts_reach(&self, n: usize) {
+        let mut refused = self.refused_count.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
+        let _ = refused.wait_for(|count| *count >= n).await;
+    }
+
+    /// The inner store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Operation, (Fault, Option<usize>)>> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts the call and takes the fault that strikes it, if any.
+    fn strike(&self, operation: Operation) -> Result<Option<Fault>, StoreError> {
+        self.calls[operation as usize].fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::transient("the store is down (injected)"));
+        }
+        let mut faults = self.lock();
+        let Some((fault, remaining)) = faults.get_mut(&operation) else {
+            return Ok(None);
+        };
+        let fault = *fault;
+        if let Some(left) = remaining {
+            *left -= 1;
+            if *left == 0 {
+                faults.remove(&operation);
+            }
+        }
+        match fault {
+            Fault::Transient => Err(StoreError::transient("injected transient fault")),
+            Fault::Permanent => Err(StoreError::permanent("injected permanent fault")),
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Runs `write` under the fault that strikes `operation`.
+    async fn write<T, F, Fut>(&self, operation: Operation, write: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match self.strike(operation)? {
+            None => write().await,
+            Some(Fault::Stall) => {
+                self.stalled.send_replace(true);
+                let mut stalled = self.stalled.subscribe();
+                let _ = stalled.wait_for(|stalled| !*stalled).await;
+                write().await
+            }
+            Some(Fault::Resent) => {
+                write().await?;
+                write().await
+            }
+            Some(Fault::LostResponse) => {
+                write().await?;
+                Err(StoreError::transient("injected: the response was lost"))
+            }
+            Some(Fault::Transient | Fault::Permanent) => unreachable!("returned by strike"),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for FaultyStore<S> {
+    fn limits(&self) -> Limits {
+        self.limits.unwrap_or_else(|| self.inner.limits())
+    }
+
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        let written = self
+            .write(Operation::Begin, || self.inner.begin(request))
+            .await?;
+        if matches!(written, Written::Refused(_)) {
+            let mut owners = self
+                .refused_owners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if owners.insert(request.owner.clone()) {
+                self.refused_count.send_replace(owners.len());
+            }
+        }
+        Ok(written)
+    }
+
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError> {
+        self.write(Operation::Complete, || {
+            self.inner.complete(attempt, completion)
+        })
+        .await
+    }
+
+    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError> {
+        self.write(Operation::Extend, || self.inner.extend(attempt, lease))
+            .await
+    }
+
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        self.write(Operation::Release, || self.inner.release(attempt))
+            .await
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        self.write(Operation::Read, || self.inner.read(id)).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.write(Operation::Delete, || self.inner.delete(id))
+            .await
+    }
+}

@@ -1,0 +1,862 @@
+//! Every outcome of a guarded call (DESIGN.md section 4), on the in-memory store with a
+//! manual clock, and with faults injected where the store must misbehave.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem_core::testkit::{Fault, FaultyStore, Operation};
+use idem_core::{
+    Call, Context, Engine, EngineBuilder, Error, Limits, ManualClock, MemoryStore, Outcome, Record,
+    State, Store,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+const LEASE: Duration = Duration::from_secs(30);
+const NS: &str = "tests::engine";
+
+type Faulty = Arc<FaultyStore<MemoryStore>>;
+
+fn faulty() -> Faulty {
+    Arc::new(FaultyStore::new(MemoryStore::new()))
+}
+
+fn engine_on(store: &Faulty, clock: &ManualClock) -> Engine {
+    EngineBuilder::from_arc(store.clone())
+        .clock(clock.clone())
+        .lease(LEASE)
+        .ttl(Duration::from_secs(3600))
+        .store_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+fn setup() -> (Faulty, ManualClock, Engine) {
+    let store = faulty();
+    let clock = ManualClock::default();
+    let engine = engine_on(&store, &clock);
+    (store, clock, engine)
+}
+
+async fn stored(store: &Faulty, key: &str) -> Option<Record> {
+    let digest = idem_core::digest(NS, &idem_core::canonical_key(key).unwrap(), None);
+    store
+        .inner()
+        .read(&idem_core::record_id(NS, &digest))
+        .await
+        .unwrap()
+}
+
+/// A body that counts its runs and returns `value`.
+async fn counted(runs: &AtomicUsize, value: &str) -> Result<String, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(value.to_owned())
+}
+
+fn call(engine: &Engine, key: &str) -> Call {
+    Call::new(NS, key).engine(engine)
+}
+
+#[tokio::test]
+async fn first_call_executes_and_duplicates_replay() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    let first = call(&engine, "k")
+        .run(|_| counted(&runs, "v1"))
+        .await
+        .unwrap();
+    let second = call(&engine, "k")
+        .run(|_| counted(&runs, "v2"))
+        .await
+        .unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("v1", "v1"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let record = stored(&store, "k").await.unwrap();
+    assert_eq!(record.state, State::Completed);
+    assert_eq!(record.outcome, Some(Outcome::Ok));
+    assert_eq!(record.data.as_deref(), Some("\"v1\""));
+    // Replays cost one store call: the refused begin.
+    assert_eq!(store.calls(Operation::Begin), 2);
+    assert_eq!(store.calls(Operation::Complete), 1);
+}
+
+#[tokio::test]
+async fn other_keys_and_namespaces_run_their_own_body() {
+    let (_store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    call(&engine, "a")
+        .run(|_| counted(&runs, "a"))
+        .await
+        .unwrap();
+    call(&engine, "b")
+        .run(|_| counted(&runs, "b"))
+        .await
+        .unwrap();
+    Call::new("tests::other", "a")
+        .engine(&engine)
+        .run(|_| counted(&runs, "c"))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn record_expires_after_ttl_counted_from_completion() {
+    let (_store, clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    clock.advance(Duration::from_millis(400));
+    call(&engine, "k")
+        .run(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(3599));
+    call(&engine, "k")
+        .run(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "still within the ttl");
+    // Expiry is rounded up to a whole second: a second more than the ttl crosses it.
+    clock.advance(Duration::from_secs(2));
+    call(&engine, "k")
+        .run(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "expired: the body runs again"
+    );
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum PayError {
+    Declined { code: String },
+    Timeout,
+    Idem(String),
+}
+
+impl From<Error> for PayError {
+    fn from(error: Error) -> Self {
+        PayError::Idem(error.to_string())
+    }
+}
+
+fn is_declined(error: &PayError) -> bool {
+    matches!(error, PayError::Declined { .. })
+}
+
+#[tokio::test]
+async fn errors_release_the_key_so_a_retry_runs_again() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    let failed: Result<String, PayError> = call(&engine, "k")
+        .run(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err(PayError::Timeout)
+        })
+        .await;
+    assert_eq!(failed, Err(PayError::Timeout));
+    let record = stored(&store, "k").await.unwrap();
+    assert_eq!(record.lease_until_ms, 0, "released");
+    let runs = &runs;
+    let retried: Result<String, PayError> = call(&engine, "k")
+        .run(|ctx| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(ctx.fence(), 2, "the retry holds a higher fence");
+            Ok("paid".to_owned())
+        })
+        .await;
+    assert_eq!(retried.unwrap(), "paid");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn chosen_errors_are_recorded_and_replayed() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    let declined = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Err::<String, _>(PayError::Declined {
+            code: "insufficient_funds".into(),
+        })
+    };
+    let first = call(&engine, "k")
+        .replay_errors(is_declined)
+        .run(|_| declined())
+        .await;
+    let second = call(&engine, "k")
+        .replay_errors(is_declined)
+        .run(|_| declined())
+        .await;
+    let expected = PayError::Declined {
+        code: "insufficient_funds".into(),
+    };
+    assert_eq!(first, Err(expected));
+    assert_eq!(
+        second,
+        Err(PayError::Declined {
+            code: "insufficient_funds".into()
+        })
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        stored(&store, "k").await.unwrap().outcome,
+        Some(Outcome::Err)
+    );
+
+    // A call without replay_errors still gets the recorded error: the record is the truth.
+    let plain: Result<String, Error> = call(&engine, "k").run(|_| counted(&runs, "x")).await;
+    match plain {
+        Err(Error::RecordedError { data, .. }) => {
+            assert_eq!(data, r#"{"Declined":{"code":"insufficient_funds"}}"#)
+        }
+        other => panic!("expected the recorded error, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // An error the predicate does not choose releases the key.
+    let timeout = call(&engine, "other")
+        .replay_errors(is_declined)
+        .run(|_| async { Err::<String, _>(PayError::Timeout) })
+        .await;
+    assert_eq!(timeout, Err(PayError::Timeout));
+    let again = call(&engine, "other").run(|_| counted(&runs, "ok")).await;
+    assert_eq!(again.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn panics_release_the_key_and_resume() {
+    let (store, _clock, engine) = setup();
+    let task_engine = engine.clone();
+    let panicked = tokio::spawn(async move {
+        call(&task_engine, "k")
+            .run(|_| async {
+                if true {
+                    panic!("the body panicked");
+                }
+                Ok::<String, Error>("unreachable".into())
+            })
+            .await
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic(), "the panic resumes");
+    assert_eq!(
+        stored(&store, "k").await.unwrap().lease_until_ms,
+        0,
+        "released"
+    );
+    let runs = AtomicUsize::new(0);
+    call(&engine, "k")
+        .run(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn payload_mismatch_in_both_states() {
+    let (_store, _clock, engine) = setup();
+    let gate = Arc::new(Notify::new());
+    let holder = {
+        let (engine, gate) = (engine.clone(), gate.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .fingerprint(&("charge", 500))
+                .run(|_| async move {
+                    gate.notified().await;
+                    Ok::<_, Error>(1u32)
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let in_progress = call(&engine, "k")
+        .fingerprint(&("charge", 900))
+        .run(|_| async { Ok::<_, Error>(2u32) })
+        .await;
+    assert!(
+        matches!(in_progress, Err(Error::PayloadMismatch { .. })),
+        "{in_progress:?}"
+    );
+    gate.notify_one();
+    assert_eq!(holder.await.unwrap().unwrap(), 1);
+    let completed = call(&engine, "k")
+        .fingerprint(&("charge", 900))
+        .run(|_| async { Ok::<_, Error>(3u32) })
+        .await;
+    assert!(
+        matches!(completed, Err(Error::PayloadMismatch { .. })),
+        "{completed:?}"
+    );
+    // Same payload, or no fingerprint on this call: a replay.
+    let same = call(&engine, "k")
+        .fingerprint(&("charge", 500))
+        .run(|_| async { Ok::<_, Error>(4u32) });
+    assert_eq!(same.await.unwrap(), 1);
+    assert_eq!(
+        call(&engine, "k")
+            .run(|_| async { Ok::<_, Error>(5u32) })
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn in_progress_without_wait_is_an_error_and_with_wait_replays() {
+    let (_store, clock, engine) = setup();
+    let gate = Arc::new(Notify::new());
+    let holder = {
+        let (engine, gate) = (engine.clone(), gate.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .run(|_| async move {
+                    gate.notified().await;
+                    Ok::<_, Error>("done".to_owned())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let busy = call(&engine, "k")
+        .run(|_| async { Ok::<_, Error>("dup".to_owned()) })
+        .await;
+    match &busy {
+        Err(error @ Error::InProgress { .. }) => assert!(error.is_retryable()),
+        other => panic!("expected in progress, got {other:?}"),
+    }
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .wait(Duration::from_secs(10))
+                .run(|_| async { Ok::<_, Error>("dup".to_owned()) })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    gate.notify_one();
+    assert_eq!(holder.await.unwrap().unwrap(), "done");
+    // The waiter sleeps on the engine's clock between polls.
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(1));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(waiter.await.unwrap().unwrap(), "done");
+}
+
+#[tokio::test]
+async fn wait_ends_with_in_progress_when_the_holder_keeps_the_key() {
+    let (store, clock, engine) = setup();
+    let _holder_gate = Arc::new(Notify::new());
+    let holder = {
+        let (engine, gate) = (engine.clone(), _holder_gate.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .run(|_| async move {
+                    gate.notified().await;
+                    Ok::<_, Error>(0u8)
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .wait(Duration::from_secs(3))
+                .run(|_| async { Ok::<_, Error>(1u8) })
+                .await
+        })
+    };
+    for _ in 0..40 {
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_millis(250));
+    }
+    let result = waiter.await.unwrap();
+    assert!(
+        matches!(result, Err(Error::InProgress { .. })),
+        "{result:?}"
+    );
+    assert!(
+        store.calls(Operation::Begin) > 3,
+        "the waiter polled with begin"
+    );
+    holder.abort();
+}
+
+#[tokio::test]
+async fn a_waiter_takes_over_when_the_holder_vanishes() {
+    let (_store, clock, engine) = setup();
+    let holder = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .max_duration(Duration::from_millis(1))
+                .run(|_| std::future::pending::<Result<u8, Error>>())
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    holder.abort(); // dropped mid-body: nothing written, the lease lapses
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .wait(Duration::from_secs(60))
+                .run(|ctx| async move { Ok::<_, Error>(ctx.fence() as u8) })
+                .await
+        })
+    };
+    for _ in 0..80 {
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_millis(500));
+    }
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        2,
+        "took over with the next fence"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_future_writes_nothing_and_the_lease_lapses() {
+    let (store, clock, engine) = setup();
+    let started = Arc::new(Notify::new());
+    let holder = {
+        let (engine, started) = (engine.clone(), started.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .run(|_| async move {
+                    started.notify_one();
+                    std::future::pending::<Result<u8, Error>>().await
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    holder.abort();
+    let _ = holder.await;
+    assert_eq!(store.calls(Operation::Release), 0);
+    assert_eq!(store.calls(Operation::Complete), 0);
+    let busy = call(&engine, "k")
+        .run(|_| async { Ok::<_, Error>(1u8) })
+        .await;
+    assert!(matches!(busy, Err(Error::InProgress { .. })), "{busy:?}");
+    clock.advance(LEASE);
+    let taken = call(&engine, "k")
+        .run(|ctx| async move { Ok::<_, Error>(ctx.fence()) })
+        .await;
+    assert_eq!(taken.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn store_failing_before_the_body_is_an_error_and_the_body_never_runs() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    store.set_down(true);
+    let down = call(&engine, "k").run(|_| counted(&runs, "v")).await;
+    match down {
+        Err(
+            error @ Error::Store {
+                operation: "begin", ..
+            },
+        ) => assert!(error.is_retryable()),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    store.set_down(false);
+    store.inject(Operation::Begin, Fault::Permanent);
+    let permanent = call(&engine, "k").run(|_| counted(&runs, "v")).await;
+    assert!(
+        matches!(&permanent, Err(e @ Error::Store { .. }) if !e.is_retryable()),
+        "{permanent:?}"
+    );
+    store.inject(Operation::Begin, Fault::Stall);
+    let stalled = call(&engine, "k").run(|_| counted(&runs, "v")).await;
+    assert!(
+        matches!(&stalled, Err(Error::Store { source, .. }) if source.to_string().contains("did not answer")),
+        "{stalled:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failed_completion_returns_the_value_executed_but_not_recorded() {
+    let (store, clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    store.inject(Operation::Complete, Fault::Transient);
+    let value = call(&engine, "k").run(|_| counted(&runs, "v")).await;
+    assert_eq!(
+        value.unwrap(),
+        "v",
+        "an error would invite a retry that repeats the side effect"
+    );
+    let record = stored(&store, "k").await.unwrap();
+    assert_eq!(
+        record.state,
+        State::InProgress,
+        "not recorded; the lease lapses"
+    );
+    store.clear(Operation::Complete);
+    clock.advance(LEASE);
+    call(&engine, "k")
+        .run(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failed_release_still_returns_the_body_error() {
+    let (store, _clock, engine) = setup();
+    store.inject(Operation::Release, Fault::Transient);
+    let result: Result<u8, PayError> = call(&engine, "k")
+        .run(|_| async { Err(PayError::Timeout) })
+        .await;
+    assert_eq!(result, Err(PayError::Timeout));
+    assert_eq!(store.calls(Operation::Release), 1);
+}
+
+#[tokio::test]
+async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouched() {
+    let (store, clock, engine) = setup();
+    let gate = Arc::new(Notify::new());
+    let stale = {
+        let (engine, gate) = (engine.clone(), gate.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .max_duration(Duration::from_millis(1)) // no heartbeat keeps it alive
+                .run(|_| async move {
+                    gate.notified().await;
+                    Ok::<_, Error>("stale".to_owned())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    clock.advance(LEASE);
+    let fresh = call(&engine, "k")
+        .run(|_| async { Ok::<_, Error>("fresh".to_owned()) })
+        .await;
+    assert_eq!(fresh.unwrap(), "fresh");
+    gate.notify_one();
+    let error = stale.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
+    assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
+    let record = stored(&store, "k").await.unwrap();
+    assert_eq!(record.data.as_deref(), Some("\"fresh\""));
+    assert_eq!(record.fence, 2);
+}
+
+#[tokio::test]
+async fn a_value_too_large_is_completed_as_not_stored() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
+        max_id_bytes: 2048,
+        max_data_bytes: 16,
+    }));
+    let clock = ManualClock::default();
+    let engine = engine_on(&store, &clock);
+    let big = "x".repeat(100);
+    let first = call(&engine, "k")
+        .run(|_| async { Ok::<_, Error>(big.clone()) })
+        .await;
+    assert_eq!(first.unwrap(), big, "the first call gets its value");
+    for wait in [None, Some(Duration::from_secs(5))] {
+        let mut dup = call(&engine, "k");
+        if let Some(wait) = wait {
+            dup = dup.wait(wait);
+        }
+        let result = dup.run(|_| async { Ok::<_, Error>(String::new()) }).await;
+        assert!(
+            matches!(result, Err(Error::ResultNotStored { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(
+        stored(&store, "k").await.unwrap().outcome,
+        Some(Outcome::NotStored)
+    );
+}
+
+#[tokio::test]
+async fn undecodable_records_are_decode_errors_and_the_body_never_reruns() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    call(&engine, "k")
+        .run(|_| counted(&runs, "text"))
+        .await
+        .unwrap();
+    // The result type changed in a deploy.
+    let changed = call(&engine, "k")
+        .run(|_| async { Ok::<u64, Error>(7) })
+        .await;
+    match changed {
+        Err(Error::Decode { namespace, .. }) => assert_eq!(namespace, NS),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // A record written by a newer version, and a corrupt one.
+    let mut record = stored(&store, "k").await.unwrap();
+    for (format, codec, data) in [
+        (2, "json", "\"text\""),
+        (1, "cbor", "\"text\""),
+        (1, "json", "{not json"),
+    ] {
+        record.format = format;
+        record.codec = codec.into();
+        record.data = Some(data.into());
+        store.inner().put_raw(record.clone());
+        let result = call(&engine, "k").run(|_| counted(&runs, "again")).await;
+        assert!(
+            matches!(result, Err(Error::Decode { .. })),
+            "{format} {codec}: {result:?}"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_body_s_lease_and_stop_at_max_duration() {
+    let (store, clock, engine) = setup();
+    let (tick, ticked) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let long = {
+        let (engine, tick, ticked) = (engine.clone(), tick.clone(), ticked.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .max_duration(Duration::from_secs(120))
+                .run(|ctx| async move {
+                    let mut lost = Vec::new();
+                    for _ in 0..20 {
+                        tick.notified().await;
+                        // Let the heartbeat that this clock move triggered run.
+                        tokio::task::yield_now().await;
+                        lost.push(ctx.lease_lost());
+                        ticked.notify_one();
+                    }
+                    Ok::<_, Error>(lost)
+                })
+                .await
+        })
+    };
+    let mut refusals_while_beating = 0;
+    for step in 0..20 {
+        clock.advance(Duration::from_secs(10)); // a third of the lease
+        tick.notify_one();
+        ticked.notified().await;
+        if step < 10 {
+            let dup = call(&engine, "k")
+                .run(|_| async { Ok::<_, Error>(Vec::<bool>::new()) })
+                .await;
+            if matches!(dup, Err(Error::InProgress { .. })) {
+                refusals_while_beating += 1;
+            }
+        }
+    }
+    let lost = long.await.unwrap().unwrap();
+    assert_eq!(
+        refusals_while_beating, 10,
+        "heartbeats kept the lease past 30 s"
+    );
+    assert!(
+        lost[..10].iter().all(|l| !l),
+        "the lease held while beating: {lost:?}"
+    );
+    assert!(
+        lost[16..].iter().all(|l| *l),
+        "past max_duration the lease lapsed: {lost:?}"
+    );
+    let extends = store.calls(Operation::Extend);
+    assert!(
+        (11..=13).contains(&extends),
+        "one extend per third of the lease until max_duration, got {extends}"
+    );
+}
+
+#[tokio::test]
+async fn the_context_reports_a_lease_that_may_be_lost_when_heartbeats_fail() {
+    let (store, clock, engine) = setup();
+    store.inject(Operation::Extend, Fault::Transient);
+    let result = call(&engine, "k")
+        .run(|ctx| {
+            let clock = clock.clone();
+            async move {
+                let before = ctx.lease_lost();
+                for _ in 0..3 {
+                    clock.advance(Duration::from_secs(10));
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, Error>((before, ctx.lease_lost()))
+            }
+        })
+        .await;
+    assert_eq!(result.unwrap(), (false, true));
+    assert!(store.calls(Operation::Extend) >= 1);
+}
+
+#[tokio::test]
+async fn complete_waits_for_an_extend_in_flight() {
+    let (store, clock, engine) = setup();
+    store.inject_times(Operation::Extend, Fault::Stall, 1);
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let body_store = store.clone();
+    let result = call(&engine, "k")
+        .run(|_| {
+            let clock = clock.clone();
+            async move {
+                clock.advance(Duration::from_secs(10));
+                tokio::task::yield_now().await; // the heartbeat starts and stalls
+                assert_eq!(body_store.calls(Operation::Extend), 1);
+                let unstall = body_store.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // The body has returned by now; complete must still be waiting.
+                    let _ = seen_tx.send(unstall.calls(Operation::Complete));
+                    unstall.unstall();
+                });
+                Ok::<_, Error>(1u8)
+            }
+        })
+        .await;
+    assert_eq!(result.unwrap(), 1);
+    assert_eq!(
+        seen_rx.await.unwrap(),
+        0,
+        "complete waited for the extend to settle"
+    );
+    assert_eq!(store.calls(Operation::Complete), 1);
+    assert_eq!(stored(&store, "k").await.unwrap().state, State::Completed);
+}
+
+#[tokio::test]
+async fn writes_whose_response_was_lost_are_recognised_by_their_owner() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    store.inject_times(Operation::Begin, Fault::Resent, 1);
+    store.inject_times(Operation::Complete, Fault::Resent, 1);
+    let value = call(&engine, "k").run(|ctx| {
+        assert_eq!(ctx.fence(), 1);
+        counted(&runs, "v")
+    });
+    assert_eq!(value.await.unwrap(), "v");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(store.calls(Operation::Begin), 1);
+    let record = stored(&store, "k").await.unwrap();
+    assert_eq!(record.state, State::Completed);
+    // Resent release: the key is still freed, and the body's error comes back.
+    store.inject_times(Operation::Release, Fault::Resent, 1);
+    let failed: Result<u8, PayError> = call(&engine, "r")
+        .run(|_| async { Err(PayError::Timeout) })
+        .await;
+    assert_eq!(failed, Err(PayError::Timeout));
+    assert_eq!(stored(&store, "r").await.unwrap().lease_until_ms, 0);
+}
+
+#[tokio::test]
+async fn the_context_is_handed_to_the_body_and_readable_as_a_task_local() {
+    let (_store, _clock, engine) = setup();
+    assert!(Context::current().is_none());
+    let (token, fence, same) = call(&engine, "k")
+        .run(|ctx| async move {
+            let current = Context::current().expect("set while the body runs");
+            let spawned = tokio::spawn(async { Context::current().is_none() })
+                .await
+                .unwrap();
+            assert!(spawned, "task-locals do not cross tokio::spawn");
+            Ok::<_, Error>((
+                ctx.token().to_owned(),
+                ctx.fence(),
+                current.token() == ctx.token(),
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(same);
+    assert_eq!(fence, 1);
+    assert_eq!(token, idem_core::digest(NS, br#""k""#, None));
+    assert!(Context::current().is_none());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_is_written() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    let float = Call::new(NS, &1.5f64)
+        .engine(&engine)
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(matches!(float, Err(Error::InvalidKey { .. })), "{float:?}");
+    let empty = Call::new(NS, "")
+        .engine(&engine)
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(matches!(empty, Err(Error::InvalidKey { .. })), "{empty:?}");
+    let bad_ns = Call::new("a#b", "k")
+        .engine(&engine)
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(matches!(bad_ns, Err(Error::Config(_))), "{bad_ns:?}");
+    let long = Call::new("n".repeat(3000), "k")
+        .engine(&engine)
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(matches!(long, Err(Error::InvalidKey { .. })), "{long:?}");
+    let short_ttl = call(&engine, "k")
+        .ttl(Duration::from_millis(10))
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(matches!(short_ttl, Err(Error::Config(_))), "{short_ttl:?}");
+    let bad_fp = call(&engine, "k")
+        .fingerprint(&0.5f32)
+        .run(|_| counted(&runs, "v"))
+        .await;
+    assert!(
+        matches!(bad_fp, Err(Error::InvalidKey { .. })),
+        "{bad_fp:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert_eq!(store.calls(Operation::Begin), 0);
+}
+
+#[tokio::test]
+async fn a_secret_changes_every_token() {
+    let store = faulty();
+    let engine = EngineBuilder::from_arc(store.clone())
+        .secret("k3y")
+        .build()
+        .unwrap();
+    let token = call(&engine, "k")
+        .run(|ctx| async move { Ok::<_, Error>(ctx.token().to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(token, idem_core::digest(NS, br#""k""#, Some(b"k3y")));
+    assert_ne!(token, idem_core::digest(NS, br#""k""#, None));
+}
+
+#[test]
+fn io_errors_carry_idem_errors() {
+    let io: std::io::Error = Error::InProgress {
+        namespace: NS.into(),
+        digest: "d".into(),
+    }
+    .into();
+    assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(io.into_inner().unwrap().downcast::<Error>().is_ok());
+}
+
+#[test]
+fn engine_settings_are_checked() {
+    let bad = Engine::builder(MemoryStore::new())
+        .lease(Duration::from_millis(1))
+        .build();
+    assert!(matches!(bad, Err(Error::Config(_))));
+    let bad = Engine::builder(MemoryStore::new())
+        .ttl(Duration::ZERO)
+        .build();
+    assert!(matches!(bad, Err(Error::Config(_))));
+}
+
+#[allow(dead_code)]
+fn store_is_object_safe(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    store
+}
