@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::record::{Record, State, CODEC_JSON, FORMAT};
+use crate::record::{Record, State};
 use crate::store::{Attempt, Begin, Completion, Lease, Limits, Store, StoreError, Written};
 
 /// The number of records a [`MemoryStore`] holds by default.
@@ -145,22 +145,9 @@ impl Store for MemoryStore {
                 1
             }
         };
-        inner.records.insert(
-            request.id.clone(),
-            Record {
-                id: request.id.clone(),
-                state: State::InProgress,
-                owner: request.owner.clone(),
-                fence,
-                lease_until_ms: request.lease_until_ms,
-                expires_at_s: request.expires_at_s,
-                fingerprint: request.fingerprint.clone(),
-                outcome: None,
-                data: None,
-                format: FORMAT,
-                codec: CODEC_JSON.to_owned(),
-            },
-        );
+        inner
+            .records
+            .insert(request.id.clone(), request.record(fence));
         Ok(Written::Applied(fence))
     }
 

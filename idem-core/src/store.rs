@@ -21,7 +21,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::record::{Outcome, Record};
+use crate::record::{Outcome, Record, State, CODEC_JSON, FORMAT};
 
 /// The result of a conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,27 @@ pub struct Begin {
     pub expires_at_s: u64,
     /// The payload's fingerprint digest; `None` removes any fingerprint stored before.
     pub fingerprint: Option<String>,
+}
+
+impl Begin {
+    /// The record this begin writes when it is applied with `fence`: in progress, the
+    /// request's owner, lease, expiry and fingerprint, no outcome or data, this build's
+    /// format and codec.
+    pub fn record(&self, fence: u64) -> Record {
+        Record {
+            id: self.id.clone(),
+            state: State::InProgress,
+            owner: self.owner.clone(),
+            fence,
+            lease_until_ms: self.lease_until_ms,
+            expires_at_s: self.expires_at_s,
+            fingerprint: self.fingerprint.clone(),
+            outcome: None,
+            data: None,
+            format: FORMAT,
+            codec: CODEC_JSON.to_owned(),
+        }
+    }
 }
 
 /// The attempt that holds a key: what complete, extend and release are conditioned on.

@@ -574,19 +574,7 @@ impl Model {
             Some(record) => record.fence + 1,
             None => 1,
         };
-        self.record = Some(Record {
-            id: request.id.clone(),
-            state: State::InProgress,
-            owner: request.owner.clone(),
-            fence,
-            lease_until_ms: request.lease_until_ms,
-            expires_at_s: request.expires_at_s,
-            fingerprint: request.fingerprint.clone(),
-            outcome: None,
-            data: None,
-            format: FORMAT,
-            codec: CODEC_JSON.to_owned(),
-        });
+        self.record = Some(request.record(fence));
         Written::Applied(fence)
     }
 
