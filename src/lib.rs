@@ -39,8 +39,8 @@
 
 pub use idem_core::*;
 
-/// Not public API: what generated code reaches. Not covered by semver.
+pub use idem_macros::idempotent;
+
 #[doc(hidden)]
-pub mod __private {
-    pub use idem_core::{Call, Engine, Error};
-}
+#[path = "private.rs"]
+pub mod __private;

@@ -1,0 +1,99 @@
+//! Not public API: what `#[idempotent]` generates calls into. Not covered by semver;
+//! `idem` pins `idem-macros` to its exact version so the two always match.
+//!
+//! The helper traits exist for their error messages: each requirement is checked at
+//! the function's return type through a trait whose `on_unimplemented` message names
+//! the fix.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use idem_core::{Call, Context, Engine, Error};
+use idem_core::{ErrorPolicy, ReplayErrors};
+
+/// The return type of an `#[idempotent]` function: a `Result`.
+#[diagnostic::on_unimplemented(
+    message = "`#[idempotent]` functions must return a `Result`, not `{Self}`",
+    label = "return a `Result<T, E>` here",
+    note = "idem records the `Ok` value to replay it to duplicates, and releases the key on `Err` so a retry runs the body again"
+)]
+pub trait IdempotentResult: Sized {
+    /// The recorded value.
+    type Ok;
+    /// The error, which idem's own errors convert into.
+    type Err;
+    /// As a `Result`.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// Back from a `Result`.
+    fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
+}
+
+impl<T, E> IdempotentResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+    fn from_result(result: Result<T, E>) -> Self {
+        result
+    }
+}
+
+/// A value idem can record and replay.
+#[diagnostic::on_unimplemented(
+    message = "the `Ok` type `{Self}` of an `#[idempotent]` function must implement `Serialize` and `DeserializeOwned`",
+    label = "idem records this value to replay it to duplicates",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`"
+)]
+pub trait RecordableValue: Serialize + DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> RecordableValue for T {}
+
+/// An error type idem's own errors convert into.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` of an `#[idempotent]` function must implement `From<idem::Error>`",
+    label = "idem returns its own errors (in progress, payload mismatch, store failures) through this type",
+    note = "add `impl From<idem::Error> for {Self}` or a variant with `#[from] idem::Error` (thiserror); `anyhow::Result` and `std::io::Result` work as they are"
+)]
+pub trait FromIdemError: From<Error> {}
+#[diagnostic::do_not_recommend]
+impl<E: From<Error>> FromIdemError for E {}
+
+/// An error type `replay_errors` can record and replay.
+#[diagnostic::on_unimplemented(
+    message = "`replay_errors` records errors, so the error type `{Self}` must implement `Serialize` and `DeserializeOwned`",
+    label = "idem records this error to replay it to duplicates",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`, or drop `replay_errors`"
+)]
+pub trait RecordableError: Serialize + DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<E: Serialize + DeserializeOwned> RecordableError for E {}
+
+/// Runs `body` under `call`, for a function returning `R`.
+pub async fn run<R, P, B, Fut>(call: Call<P>, body: B) -> R
+where
+    R: IdempotentResult,
+    R::Ok: RecordableValue,
+    R::Err: FromIdemError,
+    P: ErrorPolicy<R::Err>,
+    B: FnOnce(Context) -> Fut,
+    Fut: Future<Output = R>,
+{
+    R::from_result(
+        call.run(|context| async move { body(context).await.into_result() })
+            .await,
+    )
+}
+
+/// `replay_errors = predicate`, for a function returning `R`: the predicate's argument
+/// type comes from `R`, so a closure needs no annotation.
+pub fn replay_errors<R, P, F>(call: Call<P>, predicate: F) -> Call<ReplayErrors<R::Err, F>>
+where
+    R: IdempotentResult,
+    R::Err: RecordableError,
+    F: Fn(&R::Err) -> bool,
+{
+    call.replay_errors(predicate)
+}

@@ -1,0 +1,8 @@
+use idem::{idempotent, Error};
+
+#[idempotent(key = id, name = "orders#create")]
+async fn create(id: u32) -> Result<u32, Error> {
+    Ok(id)
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use idem::{idempotent, Error};
+
+#[idempotent(key = id, timeout = "1h")]
+async fn create(id: u32) -> Result<u32, Error> {
+    Ok(id)
+}
+
+fn main() {}
