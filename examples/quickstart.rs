@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use idem::{Call, Engine, Error, MemoryStore};
+use idem::{idempotent, Context, Engine, Error, MemoryStore};
 use tokio::sync::Mutex;
 
 /// A simulated cloud API that counts the server groups it creates.
@@ -24,10 +24,13 @@ impl Cloud {
 }
 
 /// The handler, guarded: runs at most once per request id.
+#[idempotent(key = request_id, ttl = "24h")]
 async fn handle(cloud: &Cloud, request_id: &str) -> Result<String, Error> {
-    Call::new("quickstart::create_group", request_id)
-        .run(|ctx| async move { Ok(cloud.create_group(ctx.token()).await) })
-        .await
+    // The token is stable per key: the cloud API can dedup on it too.
+    let token = Context::current().map(|ctx| ctx.token().to_owned());
+    Ok(cloud
+        .create_group(token.as_deref().unwrap_or_default())
+        .await)
 }
 
 /// The same handler without idem.

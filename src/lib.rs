@@ -10,7 +10,20 @@
 //! result back.
 //!
 //! ```
-//! use idem::{Call, Engine, Error, MemoryStore};
+//! use idem::{idempotent, Engine, Error, MemoryStore};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct CfnEvent { request_id: String, size: u32 }
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! struct Group { name: String }
+//!
+//! #[idempotent(key = event.request_id, ttl = "24h")]
+//! async fn create_group(event: CfnEvent) -> Result<Group, Error> {
+//!     // Runs once per request id; duplicates get the recorded Group back.
+//!     Ok(Group { name: format!("group-of-{}", event.size) })
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Error> {
@@ -18,27 +31,172 @@
 //! // (DynamoDB) wherever duplicates can reach more than one process.
 //! Engine::new(MemoryStore::new()).install()?;
 //!
-//! async fn create_group(request_id: &str) -> Result<String, Error> {
-//!     Call::new("groups::create", request_id)
-//!         .run(|ctx| async move {
-//!             // Pass ctx.token() downstream as the cloud API's idempotency key.
-//!             Ok(format!("group-{}", &ctx.token()[..12]))
-//!         })
-//!         .await
-//! }
-//!
-//! let first = create_group("req-1").await?;
-//! assert_eq!(create_group("req-1").await?, first); // replayed, not created again
+//! let event = || CfnEvent { request_id: "req-1".into(), size: 3 };
+//! let first = create_group(event()).await?;
+//! assert_eq!(create_group(event()).await?, first); // replayed, not created again
 //! # Ok(()) }
 //! ```
 //!
 //! The guarantee, its limits (clock skew, a crash between the side effect and the
-//! record, fencing across deletions, pseudonymous keys) and every setting are described
-//! in [`idem_core`], which this crate re-exports.
+//! record, fencing across deletions, pseudonymous keys) and the function API that the
+//! attribute fills in ([`Call`]) are described in [`idem_core`], which this crate
+//! re-exports.
+//!
+//! # The `#[idempotent]` attribute
+//!
+//! `#[idempotent(key = <expr>, ...)]` goes on an `async fn` returning a `Result<T, E>`
+//! (aliases such as `anyhow::Result<T>` and `std::io::Result<T>` included) where
+//! `T: Serialize + DeserializeOwned` (the value is recorded and replayed) and
+//! `E: From<idem::Error>` (idem's own errors, such as [`Error::InProgress`], come back
+//! through it). The signature stays as written; the body runs at most once per key.
+//! Every misuse is a compile error that says what to write instead.
+//!
+//! It works on free functions, inherent methods, methods of trait impls (native
+//! `async fn` and `#[async_trait]`), generic functions, `impl Trait` arguments,
+//! explicit lifetimes and destructured parameters. The body may use `?` and `return`.
+//! The generated future is `Send` whenever the body's is.
+//!
+//! Inside the body, [`Context::current`] gives the attempt's token (to pass downstream
+//! as an idempotency key) and fencing number. It is a task-local: it is `None` inside
+//! tasks the body spawns.
+//!
+//! ## `key` (required)
+//! Any expression over the arguments, `self` and items in scope, of a type that
+//! implements `Serialize`; tuples make composite keys. It is evaluated once, before the
+//! body, so the body may move what it borrows. Floats and empty values are refused at
+//! run time ([`Error::InvalidKey`]).
+//! ```
+//! # use idem::{idempotent, Error};
+//! #[idempotent(key = (tenant, order_id))]
+//! async fn ship(tenant: String, order_id: u64) -> Result<u64, Error> {
+//!     Ok(order_id)
+//! }
+//! ```
+//!
+//! ## `name`
+//! The namespace of the records, `module_path::function` by default. Required on
+//! methods with a `self` receiver: the attribute cannot see the impl's type. Associated
+//! functions without `self` look like free functions, and every instantiation of a
+//! generic function shares one namespace. Changing the name (or the module) starts
+//! afresh: records under the old name are not found. `#` is not allowed.
+//! ```
+//! # use idem::{idempotent, Error};
+//! struct Billing;
+//! impl Billing {
+//!     #[idempotent(key = invoice, name = "Billing::charge")]
+//!     async fn charge(&self, invoice: u64) -> Result<u64, Error> {
+//!         Ok(invoice)
+//!     }
+//! }
+//! ```
+//!
+//! ## `ttl`, `lease`, `max_duration`
+//! How long a completed record is replayed (default 1 h, counted from completion); how
+//! long a lease lasts without a heartbeat (default 30 s; heartbeats renew it every
+//! `lease / 3`); how long heartbeats keep a running body's lease (default 15 min). Each
+//! takes a duration literal checked at compile time (`"500ms"`, `"30s"`, `"15m"`,
+//! `"24h"`, `"7days"`) or a [`Duration`](std::time::Duration) expression.
+//! ```
+//! # use idem::{idempotent, Error};
+//! # use std::time::Duration;
+//! const LEASE: Duration = Duration::from_secs(60);
+//!
+//! #[idempotent(key = id, ttl = "7days", lease = LEASE, max_duration = "1h")]
+//! async fn rebuild_index(id: u64) -> Result<(), Error> {
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## `wait`
+//! A duplicate that finds the first call in progress gets [`Error::InProgress`] at
+//! once, unless it may wait: then it polls (50 ms doubling to 1 s, jittered) until it
+//! can replay the outcome, or takes over if the first call's lease lapses.
+//! ```
+//! # use idem::{idempotent, Error};
+//! #[idempotent(key = request_id, wait = "25s")]
+//! async fn respond(request_id: String) -> Result<String, Error> {
+//!     Ok(request_id)
+//! }
+//! ```
+//!
+//! ## `fingerprint`
+//! A payload to compare: a duplicate whose key matches but whose fingerprint differs
+//! gets [`Error::PayloadMismatch`] instead of the first call's result (a client reusing
+//! an idempotency key for a different request).
+//! ```
+//! # use idem::{idempotent, Error};
+//! # #[derive(serde::Serialize)] struct Payment { amount: u64, currency: String }
+//! #[idempotent(key = idempotency_key, fingerprint = payment)]
+//! async fn pay(idempotency_key: String, payment: Payment) -> Result<u64, Error> {
+//!     Ok(payment.amount)
+//! }
+//! ```
+//!
+//! ## `replay_errors`
+//! By default a body's `Err` releases the key so a retry runs the body again. A
+//! predicate `fn(&E) -> bool` chooses errors to record and replay instead (a declined
+//! card should stay declined); it requires `E: Serialize + DeserializeOwned`.
+//! ```
+//! # use idem::{idempotent, Error};
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Serialize, Deserialize)]
+//! enum PayError { Declined, Unavailable, Idem(String) }
+//!
+//! impl From<Error> for PayError {
+//!     fn from(error: Error) -> Self { PayError::Idem(error.to_string()) }
+//! }
+//!
+//! #[idempotent(key = card, replay_errors = |e| matches!(e, PayError::Declined))]
+//! async fn charge(card: String) -> Result<u64, PayError> {
+//!     Err(PayError::Declined)
+//! }
+//! ```
+//!
+//! ## `engine`
+//! The engine to run on, instead of the one installed with [`Engine::install`] (with
+//! none installed and none given, calls fail with [`Error::NoEngine`]; idem never falls
+//! back to an in-memory store silently). Any expression that gives an `Engine` or a
+//! reference to one.
+//! ```
+//! # use idem::{idempotent, Engine, Error, MemoryStore};
+//! use std::sync::LazyLock;
+//! static AUDIT: LazyLock<Engine> = LazyLock::new(|| Engine::new(MemoryStore::new()));
+//!
+//! #[idempotent(key = id, engine = AUDIT)]
+//! async fn audit(id: u64) -> Result<u64, Error> {
+//!     Ok(id)
+//! }
+//! ```
+//!
+//! ## `crate`
+//! The path to `idem` where it is re-exported under another name.
+//! ```
+//! # use idem::{idempotent, Error};
+//! mod platform { pub(crate) use ::idem as dedup; }
+//!
+//! #[idempotent(key = id, crate = platform::dedup)]
+//! async fn handle(id: u64) -> Result<u64, Error> {
+//!     Ok(id)
+//! }
+//! ```
+//!
+//! # Errors from `std::io` and `anyhow`
+//! `anyhow::Result<T>` works as it is (`idem::Error` is `std::error::Error + Send +
+//! Sync + 'static`), and idem ships `From<idem::Error> for std::io::Error`, which the
+//! orphan rule keeps users from writing.
+//! ```
+//! # use idem::idempotent;
+//! #[idempotent(key = path)]
+//! async fn import(path: String) -> std::io::Result<usize> {
+//!     Ok(path.len())
+//! }
+//! ```
 #![warn(missing_docs)]
 
 pub use idem_core::*;
 
+/// Runs an `async fn` at most once per key; duplicates get the recorded result. See the
+/// [crate documentation](crate#the-idempotent-attribute) for every option.
 pub use idem_macros::idempotent;
 
 #[doc(hidden)]
