@@ -17,7 +17,7 @@ use crate::engine::{check_timing, Engine};
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
-use crate::store::{Attempt, Begin, Completion, Lease, StoreError, Written};
+use crate::store::{Attempt, Begin, Completion, Lease, StoreError, StoreErrorKind, Written};
 
 /// How often begin is tried when the store refuses it with a record that is free (it
 /// lapsed or was deleted between the write and the read that answered it).
@@ -347,6 +347,9 @@ impl Guard<'_> {
     }
 
     fn store_error(&self, operation: &'static str, source: StoreError) -> Error {
+        if source.kind() == StoreErrorKind::Malformed {
+            return self.decode_error(source.to_string());
+        }
         Error::Store {
             namespace: self.namespace.clone(),
             operation,

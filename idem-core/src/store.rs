@@ -119,8 +119,12 @@ pub struct Limits {
 pub enum StoreErrorKind {
     /// Throttling, a timeout, a lost connection, a full store: a later try may succeed.
     Transient,
-    /// Misconfiguration, missing permissions, a malformed record: retrying will not help.
+    /// Misconfiguration, missing permissions, a rejected request: retrying will not help.
     Permanent,
+    /// A record exists but cannot be decoded (a missing attribute, an unknown state):
+    /// the engine reports it as [`Error::Decode`](crate::Error::Decode) and never runs
+    /// the body over it.
+    Malformed,
 }
 
 impl fmt::Display for StoreErrorKind {
@@ -128,6 +132,7 @@ impl fmt::Display for StoreErrorKind {
         f.write_str(match self {
             StoreErrorKind::Transient => "transient",
             StoreErrorKind::Permanent => "permanent",
+            StoreErrorKind::Malformed => "malformed record",
         })
     }
 }
@@ -162,6 +167,15 @@ impl StoreError {
         }
     }
 
+    /// A record that cannot be decoded: `message` says which attribute and why.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Malformed,
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// Attaches the underlying error (the database client's).
     pub fn with_source(
         mut self,
@@ -171,7 +185,7 @@ impl StoreError {
         self
     }
 
-    /// Whether a retry may cure it.
+    /// What kind of failure it is.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
     }

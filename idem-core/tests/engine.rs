@@ -613,6 +613,13 @@ async fn undecodable_records_are_decode_errors_and_the_body_never_reruns() {
             "{format} {codec}: {result:?}"
         );
     }
+    // A record the store cannot decode at all (an unknown state value).
+    store.inject_times(Operation::Begin, Fault::Malformed, 1);
+    let result = call(&engine, "k").run(|_| counted(&runs, "again")).await;
+    match result {
+        Err(Error::Decode { reason, .. }) => assert!(reason.contains("PENDING"), "{reason}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 

@@ -37,6 +37,8 @@ pub enum Fault {
     Transient,
     /// The call fails with a permanent error; nothing is written.
     Permanent,
+    /// The call fails as if the stored record could not be decoded.
+    Malformed,
     /// The write is applied, its response is lost, and the client sends it again: the
     /// caller gets the answer to the second request (a refusal carrying its own write).
     Resent,
@@ -147,6 +149,9 @@ impl<S: Store> FaultyStore<S> {
         match fault {
             Fault::Transient => Err(StoreError::transient("injected transient fault")),
             Fault::Permanent => Err(StoreError::permanent("injected permanent fault")),
+            Fault::Malformed => Err(StoreError::malformed(
+                "injected: attribute `status` holds `PENDING`, not a record state",
+            )),
             other => Ok(Some(other)),
         }
     }
@@ -173,7 +178,9 @@ impl<S: Store> FaultyStore<S> {
                 write().await?;
                 Err(StoreError::transient("injected: the response was lost"))
             }
-            Some(Fault::Transient | Fault::Permanent) => unreachable!("returned by strike"),
+            Some(Fault::Transient | Fault::Permanent | Fault::Malformed) => {
+                unreachable!("returned by strike")
+            }
         }
     }
 }
