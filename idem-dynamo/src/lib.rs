@@ -1,2 +1,12 @@
-//! The DynamoDB store of idem: not written yet (see the project's issue on
-//! `idem-dynamo`). Until then this crate is an empty placeholder in the workspace.
+//! The DynamoDB store of idem.
+#![warn(missing_docs)]
+
+mod item;
+mod names;
+mod store;
+
+pub use names::{AttributeNames, KeyLayout};
+pub use store::{DynamoStore, DynamoStoreBuilder, SetupError, TtlSetup};
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

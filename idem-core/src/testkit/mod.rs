@@ -37,18 +37,36 @@ use crate::store::{Attempt, Begin, Completion, Lease, Store, Written};
 /// `factory` is a closure returning a future of the store (`|| async { ... }`), called
 /// once per case. `atomic` says whether the store's conditional writes are atomic under
 /// concurrency; with `false`, the racing cases are emitted as ignored.
+///
+/// `ignore = "reason"` (optional, last) emits every case as `#[ignore = "reason"]`,
+/// for stores that need a server a plain `cargo test` does not start. With
+/// `atomic = false`, the racing cases go in a module `not_atomic`, so a test command
+/// that runs ignored tests can leave them out with `--skip not_atomic::`.
 #[macro_export]
 macro_rules! store_conformance {
-    (factory = $factory:expr, atomic = true $(,)?) => {
-        $crate::store_conformance!(@cases $factory, {});
+    (factory = $factory:expr, atomic = true $(, ignore = $reason:literal)? $(,)?) => {
+        $crate::store_conformance!(@cases $factory, { $(#[ignore = $reason])? });
+        #[test]
+        $(#[ignore = $reason])?
+        fn concurrent_begins_have_one_winner() {
+            $crate::testkit::run_case($factory, $crate::testkit::cases::concurrent_begins_have_one_winner);
+        }
     };
-    (factory = $factory:expr, atomic = false $(,)?) => {
-        $crate::store_conformance!(@cases $factory, {
+    (factory = $factory:expr, atomic = false $(, ignore = $reason:literal)? $(,)?) => {
+        $crate::store_conformance!(@cases $factory, { $(#[ignore = $reason])? });
+        /// Cases that race writers: this store's conditional writes are not atomic.
+        mod not_atomic {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
             #[ignore = "this store's conditional writes are not atomic under concurrency, so races are judged on another backend"]
-        });
+            fn concurrent_begins_have_one_winner() {
+                $crate::testkit::run_case($factory, $crate::testkit::cases::concurrent_begins_have_one_winner);
+            }
+        }
     };
-    (@cases $factory:expr, { $($racing:tt)* }) => {
-        $crate::store_conformance!(@each $factory,
+    (@cases $factory:expr, { $($ignore:tt)* }) => {
+        $crate::store_conformance!(@each $factory, { $($ignore)* },
             begin_on_empty_acquires_fence_1,
             begin_writes_every_field,
             read_of_absent_is_none,
@@ -69,22 +87,20 @@ macro_rules! store_conformance {
             delete_removes_record_and_resets_fence,
         );
         #[test]
-        $($racing)*
-        fn concurrent_begins_have_one_winner() {
-            $crate::testkit::run_case($factory, $crate::testkit::cases::concurrent_begins_have_one_winner);
-        }
-        #[test]
+        $($ignore)*
         fn model_sequences() {
             $crate::testkit::run_model($factory);
         }
     };
-    (@each $factory:expr, $($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::testkit::run_case($factory, $crate::testkit::cases::$case);
-            }
-        )*
+    (@each $factory:expr, $ignore:tt, $($case:ident),* $(,)?) => {
+        $( $crate::store_conformance!(@one $factory, $ignore, $case); )*
+    };
+    (@one $factory:expr, { $($ignore:tt)* }, $case:ident) => {
+        #[test]
+        $($ignore)*
+        fn $case() {
+            $crate::testkit::run_case($factory, $crate::testkit::cases::$case);
+        }
     };
 }
 

@@ -1,0 +1,106 @@
+//! Records as DynamoDB items, and the expressions that write them.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use idem_core::{Outcome, Record, State, StoreError};
+
+use crate::names::AttributeNames;
+
+/// An expression's attribute names and values, registered as they are used, so a
+/// request carries every name aliased and no name or value it does not use.
+#[derive(Debug, Default)]
+pub(crate) struct Expression {
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+impl Expression {
+    /// `#alias`, standing for the attribute `attribute`.
+    pub fn name(&mut self, alias: &str, attribute: &str) -> String {
+        let alias = format!("#{alias}");
+        self.names.insert(alias.clone(), attribute.to_owned());
+        alias
+    }
+
+    /// `:alias`, standing for `value`.
+    pub fn value(&mut self, alias: &str, value: AttributeValue) -> String {
+        let alias = format!(":{alias}");
+        self.values.insert(alias.clone(), value);
+        alias
+    }
+
+    pub fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    pub fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+pub(crate) fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// Decodes an item into a record; `id` is the record id (without the store's prefix).
+pub(crate) fn decode(
+    names: &AttributeNames,
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Record, StoreError> {
+    let malformed = |attribute: &str, what: &str| {
+        StoreError::malformed(format!(
+            "the item of `{id}` has {what} in attribute `{attribute}`"
+        ))
+    };
+    let string = |attribute: &str| -> Result<Option<&String>, StoreError> {
+        match item.get(attribute) {
+            None => Ok(None),
+            Some(AttributeValue::S(value)) => Ok(Some(value)),
+            Some(_) => Err(malformed(attribute, "a value that is not a string")),
+        }
+    };
+    let required_string =
+        |attribute: &str| string(attribute)?.ok_or_else(|| malformed(attribute, "no value"));
+    let number = |attribute: &str| -> Result<u64, StoreError> {
+        match item.get(attribute) {
+            Some(AttributeValue::N(value)) => value
+                .parse()
+                .map_err(|_| malformed(attribute, "a number that is not a whole u64")),
+            Some(_) => Err(malformed(attribute, "a value that is not a number")),
+            None => Err(malformed(attribute, "no value")),
+        }
+    };
+    let state = required_string(&names.status)?;
+    let state: State = state
+        .parse()
+        .map_err(|e: String| malformed(&names.status, &e))?;
+    let outcome = match string(&names.outcome)? {
+        None => None,
+        Some(outcome) => Some(
+            outcome
+                .parse::<Outcome>()
+                .map_err(|e: String| malformed(&names.outcome, &e))?,
+        ),
+    };
+    let format = number(&names.format)?;
+    Ok(Record {
+        id: id.to_owned(),
+        state,
+        owner: required_string(&names.owner)?.clone(),
+        fence: number(&names.fence)?,
+        lease_until_ms: number(&names.in_progress_expiration)?,
+        expires_at_s: number(&names.expiration)?,
+        fingerprint: string(&names.validation)?.cloned(),
+        outcome,
+        data: string(&names.data)?.cloned(),
+        format: u32::try_from(format)
+            .map_err(|_| malformed(&names.format, "a format number out of range"))?,
+        codec: required_string(&names.codec)?.clone(),
+    })
+}
