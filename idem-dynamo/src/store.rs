@@ -21,8 +21,9 @@ use idem_core::{
 use crate::item::{decode, n, s, Expression};
 use crate::names::{AttributeNames, KeyLayout};
 
-/// DynamoDB's largest item, in bytes.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's largest item, in bytes, read conservatively: AWS documents "400 KB"
+/// (names and values together), and moto refuses items over 405,000 bytes.
+const MAX_ITEM_BYTES: usize = 400_000;
 /// Room kept in an item for everything but `data`: attribute names, the id, the
 /// fingerprint, numbers.
 const ITEM_OVERHEAD_BYTES: usize = 4 * 1024;
@@ -388,13 +389,20 @@ impl DynamoStoreBuilder {
                 });
             }
         }
-        Ok(DynamoStore {
+        Ok(self.build_unchecked())
+    }
+
+    /// Builds the store without any request: no check of the key schema or TTL. For
+    /// callers that check the table elsewhere (or where a start-up request costs too
+    /// much); a misconfigured table then fails on the first call instead.
+    pub fn build_unchecked(self) -> DynamoStore {
+        DynamoStore {
             client: self.client,
             table: self.table,
             names: self.names,
             layout: self.layout,
             prefix: self.prefix,
-        })
+        }
     }
 
     /// Creates the table (on-demand capacity) with the key schema this store needs,

@@ -1,0 +1,326 @@
+//! The exact requests each operation sends, captured from the SDK without a server.
+//! DynamoDB rejects requests that emulators accept (an unused attribute name or value,
+//! a path both set and removed): these tests hold our requests to AWS's rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_http_client::test_util::capture_request;
+use idem_core::testkit::{attempt, begin_at, completion_at, lease_at, T0};
+use idem_core::{Outcome, Store};
+use idem_dynamo::{DynamoStore, DynamoStoreBuilder};
+use serde_json::{json, Value};
+
+const ID: &str = "orders::create#f29f018128aee652b6ba7279a58295a81e5c54e6762fb787356e5e7d042eedd9";
+
+/// Runs `operation` against a store whose client captures its one request; returns
+/// the operation name (`X-Amz-Target`) and the JSON body.
+async fn captured<F, Fut>(
+    configure: fn(DynamoStoreBuilder) -> DynamoStoreBuilder,
+    operation: F,
+) -> (String, Value)
+where
+    F: FnOnce(DynamoStore) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (http, request) = capture_request(None);
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .http_client(http)
+        .build();
+    let store =
+        configure(DynamoStore::builder(Client::from_conf(config), "idem")).build_unchecked();
+    // The captured response is empty, so the store reports an error: only the
+    // request matters here.
+    operation(store).await;
+    let request = request.expect_request();
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .unwrap_or_default()
+        .to_owned();
+    let body = serde_json::from_slice(request.body().bytes().expect("a JSON body")).expect("JSON");
+    (target, body)
+}
+
+fn plain(builder: DynamoStoreBuilder) -> DynamoStoreBuilder {
+    builder
+}
+
+/// Every `#name` and `:value` the expressions use is defined, and every one defined is
+/// used; no path is both set and removed.
+fn assert_aliases_exact(body: &Value) {
+    let expressions: String = ["UpdateExpression", "ConditionExpression"]
+        .iter()
+        .filter_map(|k| body[k].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let used = |sigil: char| -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        for (i, c) in expressions.char_indices() {
+            if c == sigil {
+                let rest = &expressions[i + 1..];
+                let len = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                found.insert(format!("{sigil}{}", &rest[..len]));
+            }
+        }
+        found
+    };
+    let defined = |key: &str| -> BTreeSet<String> {
+        body[key]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        used('#'),
+        defined("ExpressionAttributeNames"),
+        "names used vs defined"
+    );
+    assert_eq!(
+        used(':'),
+        defined("ExpressionAttributeValues"),
+        "values used vs defined"
+    );
+    if let Some(update) = body["UpdateExpression"].as_str() {
+        if let Some((set, remove)) = update.split_once(" REMOVE ") {
+            let set_paths: BTreeSet<&str> = set
+                .trim_start_matches("SET ")
+                .split(", ")
+                .filter_map(|a| a.split(" = ").next())
+                .collect();
+            for path in remove.split(", ") {
+                assert!(!set_paths.contains(path), "{path} is both set and removed");
+            }
+        }
+    }
+}
+
+fn names(pairs: &[(&str, &str)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn begin_is_one_update_item_that_increments_the_fence() {
+    let request = begin_at(ID, "owner-1", T0 + 1_500, None);
+    let (target, body) = captured(plain, |store| async move {
+        let _ = store.begin(&request).await;
+    })
+    .await;
+    assert_eq!(target, "DynamoDB_20120810.UpdateItem");
+    assert_eq!(body["TableName"], "idem");
+    assert_eq!(body["Key"], json!({"id": {"S": ID}}));
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #status = :inprogress, #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, \
+         #lease = :lease, #expiration = :expiration, #format = :format, #codec = :codec \
+         REMOVE #data, #outcome, #validation"
+    );
+    assert_eq!(
+        body["ConditionExpression"],
+        "attribute_not_exists(#id) OR (#status = :completed AND #expiration <= :now_s) \
+         OR (#status = :inprogress AND #lease <= :now_ms)"
+    );
+    assert_eq!(
+        body["ExpressionAttributeNames"],
+        names(&[
+            ("#status", "status"),
+            ("#owner", "owner"),
+            ("#fence", "fence"),
+            ("#lease", "in_progress_expiration"),
+            ("#expiration", "expiration"),
+            ("#format", "format"),
+            ("#codec", "codec"),
+            ("#data", "data"),
+            ("#outcome", "outcome"),
+            ("#validation", "validation"),
+            ("#id", "id"),
+        ])
+    );
+    let lease_until = T0 + 1_500 + 30_000;
+    assert_eq!(
+        body["ExpressionAttributeValues"],
+        json!({
+            ":inprogress": {"S": "INPROGRESS"},
+            ":completed": {"S": "COMPLETED"},
+            ":owner": {"S": "owner-1"},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":lease": {"N": lease_until.to_string()},
+            ":expiration": {"N": request_expiry(lease_until).to_string()},
+            ":format": {"N": "1"},
+            ":codec": {"S": "json"},
+            ":now_s": {"N": ((T0 + 1_500) / 1000).to_string()},
+            ":now_ms": {"N": (T0 + 1_500).to_string()},
+        })
+    );
+    assert_eq!(body["ReturnValues"], "UPDATED_NEW");
+    assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    assert_aliases_exact(&body);
+}
+
+fn request_expiry(lease_until_ms: u64) -> u64 {
+    idem_core::ceil_secs(lease_until_ms + idem_core::testkit::TTL_MS)
+}
+
+#[tokio::test]
+async fn begin_with_a_fingerprint_sets_it_instead_of_removing_it() {
+    let request = begin_at(ID, "owner-1", T0, Some("fp"));
+    let (_, body) = captured(plain, |store| async move {
+        let _ = store.begin(&request).await;
+    })
+    .await;
+    let update = body["UpdateExpression"].as_str().unwrap();
+    assert!(update.contains("#validation = :validation"), "{update}");
+    assert!(update.ends_with("REMOVE #data, #outcome"), "{update}");
+    assert_eq!(
+        body["ExpressionAttributeValues"][":validation"],
+        json!({"S": "fp"})
+    );
+    assert_aliases_exact(&body);
+}
+
+#[tokio::test]
+async fn complete_extend_and_release_are_one_conditional_update_each() {
+    let held = "#status = :inprogress AND #owner = :owner AND #fence = :fence";
+    let at = attempt(ID, "owner-1", 7);
+
+    let done = completion_at(T0, Outcome::Ok, Some("{\"v\":1}"));
+    let (target, body) = captured(plain, |store| async move {
+        let _ = store.complete(&at, &done).await;
+    })
+    .await;
+    assert_eq!(target, "DynamoDB_20120810.UpdateItem");
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, #data = :data"
+    );
+    assert_eq!(body["ConditionExpression"], held);
+    assert_eq!(
+        body["ExpressionAttributeValues"][":fence"],
+        json!({"N": "7"})
+    );
+    assert_eq!(
+        body["ExpressionAttributeValues"][":data"],
+        json!({"S": "{\"v\":1}"})
+    );
+    assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    assert!(body.get("ReturnValues").is_none());
+    assert_aliases_exact(&body);
+
+    let at = attempt(ID, "owner-1", 7);
+    let not_stored = completion_at(T0, Outcome::NotStored, None);
+    let (_, body) = captured(plain, |store| async move {
+        let _ = store.complete(&at, &not_stored).await;
+    })
+    .await;
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration REMOVE #data"
+    );
+    assert_aliases_exact(&body);
+
+    let at = attempt(ID, "owner-1", 7);
+    let (_, body) = captured(plain, |store| async move {
+        let _ = store.extend(&at, &lease_at(T0)).await;
+    })
+    .await;
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #lease = :lease, #expiration = :expiration"
+    );
+    assert_eq!(body["ConditionExpression"], held);
+    assert_aliases_exact(&body);
+
+    let at = attempt(ID, "owner-1", 7);
+    let (_, body) = captured(plain, |store| async move {
+        let _ = store.release(&at).await;
+    })
+    .await;
+    assert_eq!(body["UpdateExpression"], "SET #lease = :zero");
+    assert_eq!(body["ConditionExpression"], held);
+    assert_eq!(
+        body["ExpressionAttributeValues"][":zero"],
+        json!({"N": "0"})
+    );
+    assert_aliases_exact(&body);
+}
+
+#[tokio::test]
+async fn reads_are_strongly_consistent_and_keys_follow_the_layout() {
+    let (target, body) = captured(plain, |store| async move {
+        let _ = store.read(ID).await;
+    })
+    .await;
+    assert_eq!(target, "DynamoDB_20120810.GetItem");
+    assert_eq!(body["ConsistentRead"], true);
+    assert_eq!(body["Key"], json!({"id": {"S": ID}}));
+
+    let (_, body) = captured(
+        |b| b.sort_key("sort_key", "idempotency#svc").prefix("svc/"),
+        |store| async move {
+            let _ = store.read(ID).await;
+        },
+    )
+    .await;
+    assert_eq!(
+        body["Key"],
+        json!({"id": {"S": "idempotency#svc"}, "sort_key": {"S": format!("svc/{ID}")}})
+    );
+}
+
+#[tokio::test]
+async fn attribute_names_are_configurable_and_always_aliased() {
+    fn custom(builder: DynamoStoreBuilder) -> DynamoStoreBuilder {
+        builder.names(idem_dynamo::AttributeNames {
+            id: "pk".into(),
+            expiration: "ttl".into(),
+            status: "state".into(),
+            ..Default::default()
+        })
+    }
+    let request = begin_at(ID, "owner-1", T0, None);
+    let (_, body) = captured(custom, |store| async move {
+        let _ = store.begin(&request).await;
+    })
+    .await;
+    assert_eq!(body["Key"], json!({"pk": {"S": ID}}));
+    let names: BTreeMap<String, String> =
+        serde_json::from_value(body["ExpressionAttributeNames"].clone()).unwrap();
+    assert_eq!(names["#id"], "pk");
+    assert_eq!(names["#expiration"], "ttl");
+    assert_eq!(names["#status"], "state");
+    // No attribute name appears in an expression unaliased.
+    for expression in ["UpdateExpression", "ConditionExpression"] {
+        let text = body[expression].as_str().unwrap();
+        for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '#' || c == ':'))
+        {
+            assert!(
+                word.is_empty()
+                    || word.starts_with('#')
+                    || word.starts_with(':')
+                    || [
+                        "SET",
+                        "REMOVE",
+                        "AND",
+                        "OR",
+                        "if_not_exists",
+                        "attribute_not_exists"
+                    ]
+                    .contains(&word),
+                "`{word}` in {expression} is not aliased"
+            );
+        }
+    }
+    assert_aliases_exact(&body);
+}
