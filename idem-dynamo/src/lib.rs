@@ -1,4 +1,111 @@
-//! The DynamoDB store of idem.
+//! The DynamoDB store of [idem](https://docs.rs/idem): records in one table, guarded by
+//! conditional writes, expired by DynamoDB's TTL.
+//!
+//! ```no_run
+//! use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+//! use idem_core::Engine;
+//! use idem_dynamo::DynamoStore;
+//!
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! // In production, build the client from `aws_config::load_defaults(...)` (the
+//! // default credential chain and region). Against a local server (moto, dynalite,
+//! // DynamoDB Local), give static credentials, a region and the endpoint:
+//! let config = aws_sdk_dynamodb::Config::builder()
+//!     .behavior_version(BehaviorVersion::latest())
+//!     .region(Region::new("us-east-1"))
+//!     .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+//!     .endpoint_url("http://127.0.0.1:8000")
+//!     .build();
+//! let client = aws_sdk_dynamodb::Client::from_conf(config);
+//!
+//! // Checks the table's key schema and TTL once, at start-up.
+//! let store = DynamoStore::builder(client, "idempotency").build().await?;
+//! Engine::new(store).install()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The store takes the caller's [`Client`](aws_sdk_dynamodb::Client) and never builds
+//! one. It depends on the SDK with default features off; the `rustls` feature (on by
+//! default) brings the SDK's default HTTPS client.
+//!
+//! # How records map to items
+//! One item per key, with a string partition key (`id`) holding
+//! `{prefix}{namespace}#{digest}`. Attribute names default to AWS Lambda Powertools'
+//! (`id`, `expiration` as the TTL attribute in epoch seconds, `in_progress_expiration`
+//! in epoch milliseconds, `status`, `data`, `validation`), so a Powertools idempotency
+//! table and its templates can be reused; idem adds `owner`, `fence`, `outcome`,
+//! `format` and `codec`. Every name can be changed ([`AttributeNames`]). Powertools'
+//! sort-key mode (one static partition key value, the id in the sort key; ids then have
+//! 1024 bytes, not 2048) is [`DynamoStoreBuilder::sort_key`].
+//!
+//! Each transition is one request: begin, complete, extend and release are one
+//! conditional `UpdateItem` each, asking for the old item when the condition fails
+//! (`ReturnValuesOnConditionCheckFailure = ALL_OLD`); a server that ignores that flag
+//! costs one strongly consistent `GetItem` more. begin increments the fence atomically
+//! (`if_not_exists(fence, 0) + 1`). A first call costs two requests (begin and
+//! complete), a duplicate one, and a long body one more per heartbeat.
+//!
+//! Values up to 395,904 bytes encoded are recorded (an item holds 400 KB, names
+//! included); a larger one is completed as not stored, and its duplicates get
+//! `Error::ResultNotStored`.
+//!
+//! # IAM actions
+//! | what | actions |
+//! |---|---|
+//! | guarded calls | `dynamodb:UpdateItem`, `dynamodb:GetItem` |
+//! | [`DynamoStoreBuilder::build`] | `dynamodb:DescribeTable`, and `dynamodb:DescribeTimeToLive` unless [`check_ttl(false)`](DynamoStoreBuilder::check_ttl) |
+//! | [`DynamoStoreBuilder::build_unchecked`] | none |
+//! | [`DynamoStoreBuilder::create_table`] | `dynamodb:CreateTable`, `dynamodb:DescribeTable`, `dynamodb:UpdateTimeToLive` |
+//! | `Store::delete` (operators) | `dynamodb:DeleteItem` |
+//!
+//! # The table in CloudFormation / SAM
+//! ```yaml
+//! IdempotencyTable:
+//!   Type: AWS::DynamoDB::Table
+//!   Properties:
+//!     BillingMode: PAY_PER_REQUEST
+//!     AttributeDefinitions:
+//!       - AttributeName: id
+//!         AttributeType: S
+//!     KeySchema:
+//!       - AttributeName: id
+//!         KeyType: HASH
+//!     TimeToLiveSpecification:
+//!       AttributeName: expiration
+//!       Enabled: true
+//!
+//! # In the function's policies:
+//! #   - Statement:
+//! #       - Effect: Allow
+//! #         Action: [dynamodb:UpdateItem, dynamodb:GetItem, dynamodb:DescribeTable, dynamodb:DescribeTimeToLive]
+//! #         Resource: !GetAtt IdempotencyTable.Arn
+//! ```
+//!
+//! # The table in Terraform
+//! ```hcl
+//! resource "aws_dynamodb_table" "idempotency" {
+//!   name         = "idempotency"
+//!   billing_mode = "PAY_PER_REQUEST"
+//!   hash_key     = "id"
+//!
+//!   attribute {
+//!     name = "id"
+//!     type = "S"
+//!   }
+//!
+//!   ttl {
+//!     attribute_name = "expiration"
+//!     enabled        = true
+//!   }
+//! }
+//! ```
+//!
+//! # Testing against local servers
+//! The project's tests run against two local DynamoDB-compatible servers, each for what
+//! it does well: moto's server (the full API, the old item on conflict; its conditional
+//! writes are not atomic under concurrency, so it never judges races) and dynalite
+//! (race-safe; no old item on conflict, no TTL API, so build the store with
+//! `check_ttl(false)` there). `scripts/test` starts both.
 #![warn(missing_docs)]
 
 mod item;
