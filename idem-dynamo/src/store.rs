@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableDescription, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_dynamodb::Client;
 use idem_core::{
@@ -297,6 +297,18 @@ impl DynamoStoreBuilder {
         }
     }
 
+    /// The table's description (DescribeTable).
+    async fn describe(&self) -> Result<Option<TableDescription>, SetupError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.request_error("DescribeTable", e))?;
+        Ok(described.table().cloned())
+    }
+
     /// The key schema this store needs, as (attribute, key type) pairs.
     fn expected_schema(&self) -> Vec<(String, KeyType)> {
         let mut schema = vec![(self.names.id.clone(), KeyType::Hash)];
@@ -309,55 +321,35 @@ impl DynamoStoreBuilder {
     /// Checks the table (its key schema, and TTL unless turned off) and builds the
     /// store. Needs `dynamodb:DescribeTable` (and `dynamodb:DescribeTimeToLive`).
     pub async fn build(self) -> Result<DynamoStore, SetupError> {
-        let described = self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|e| self.request_error("DescribeTable", e))?;
-        let table = described.table();
-        let keys = table.map(|t| t.key_schema()).unwrap_or_default();
-        let types = table.map(|t| t.attribute_definitions()).unwrap_or_default();
-        let found: Vec<(String, KeyType, Option<ScalarAttributeType>)> = keys
+        let table = self.describe().await?;
+        let types = table
+            .as_ref()
+            .map(|t| t.attribute_definitions())
+            .unwrap_or_default();
+        // Each key as `name KEYTYPE TYPE`, partition key first, as DescribeTable lists it.
+        let found: Vec<String> = table
+            .as_ref()
+            .map(|t| t.key_schema())
+            .unwrap_or_default()
             .iter()
-            .map(|k| {
+            .map(|key| {
                 let ty = types
                     .iter()
-                    .find(|d| d.attribute_name() == k.attribute_name())
-                    .map(|d| d.attribute_type().clone());
-                (k.attribute_name().to_owned(), k.key_type().clone(), ty)
+                    .find(|d| d.attribute_name() == key.attribute_name())
+                    .map_or("?", |d| d.attribute_type().as_str());
+                format!("{} {} {ty}", key.attribute_name(), key.key_type().as_str())
             })
             .collect();
-        let expected = self.expected_schema();
-        let matches = found.len() == expected.len()
-            && expected.iter().all(|(name, kind)| {
-                found
-                    .iter()
-                    .any(|(f, k, t)| f == name && k == kind && *t == Some(ScalarAttributeType::S))
-            });
-        if !matches {
-            let show = |items: Vec<String>| format!("[{}]", items.join(", "));
+        let expected: Vec<String> = self
+            .expected_schema()
+            .iter()
+            .map(|(name, kind)| format!("{name} {} S", kind.as_str()))
+            .collect();
+        if found != expected {
             return Err(SetupError::KeySchema {
                 table: self.table.clone(),
-                found: show(
-                    found
-                        .iter()
-                        .map(|(n, k, t)| {
-                            format!(
-                                "{n} {} {}",
-                                k.as_str(),
-                                t.as_ref().map_or("?", |t| t.as_str())
-                            )
-                        })
-                        .collect(),
-                ),
-                expected: show(
-                    expected
-                        .iter()
-                        .map(|(n, k)| format!("{n} {} S", k.as_str()))
-                        .collect(),
-                ),
+                found: format!("[{}]", found.join(", ")),
+                expected: format!("[{}]", expected.join(", ")),
             });
         }
         if self.check_ttl {
@@ -448,14 +440,8 @@ impl DynamoStoreBuilder {
             }
         })?;
         for _ in 0..600 {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.request_error("DescribeTable", e))?;
-            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            let table = self.describe().await?;
+            if table.and_then(|t| t.table_status().cloned()) == Some(TableStatus::Active) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

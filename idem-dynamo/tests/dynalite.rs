@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{store, unique_table, Server};
-use idem_core::testkit::FaultyStore;
+use idem_core::testkit::{race, FaultyStore, RACE_VALUE};
 use idem_core::{Call, EngineBuilder, Error, ManualClock, State, Store};
 use idem_dynamo::testkit::RequestCounter;
 use tokio::sync::Notify;
@@ -22,42 +21,24 @@ async fn sixty_four_tasks_on_one_key_run_the_body_once() {
         store(Server::Dynalite, &unique_table("race"), None).await,
     ));
     let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let (engine, store, runs, start) =
-                (engine.clone(), store.clone(), runs.clone(), start.clone());
-            tokio::spawn(async move {
-                start.wait().await;
-                Call::new("race", "one-key")
-                    .engine(&engine)
-                    .run(|_| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        // Hold until the store refused the 63 others: the calls overlap.
-                        store.refused_attempts_reach(TASKS - 1).await;
-                        Ok::<_, Error>(4242u64)
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await.unwrap());
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let values = results.iter().filter(|r| matches!(r, Ok(4242))).count();
-    let busy = results
+    let race = race(&engine, &store, "race", TASKS, None).await;
+    assert_eq!(race.runs, 1);
+    let values = race
+        .results
+        .iter()
+        .filter(|r| matches!(r, Ok(RACE_VALUE)))
+        .count();
+    let busy = race
+        .results
         .iter()
         .filter(|r| matches!(r, Err(Error::InProgress { .. })))
         .count();
-    assert_eq!((values, busy), (1, TASKS - 1), "{results:?}");
+    assert_eq!((values, busy), (1, TASKS - 1), "{:?}", race.results);
     let later = Call::new("race", "one-key")
         .engine(&engine)
         .run(|_| async { Ok::<_, Error>(0u64) })
         .await;
-    assert_eq!(later.unwrap(), 4242);
+    assert_eq!(later.unwrap(), RACE_VALUE);
 }
 
 #[tokio::test]
