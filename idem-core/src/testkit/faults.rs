@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -48,7 +49,21 @@ pub enum Fault {
     Stall,
 }
 
-/// Wraps a store and injects [`Fault`]s on chosen operations; counts every call.
+/// Seeded random faults and latency on every operation: for storms.
+#[derive(Debug, Clone)]
+pub struct Chaos {
+    /// The seed of the random choices: the same seed makes the same choices.
+    pub seed: u64,
+    /// The probability, from 0 to 1, that a call meets a fault.
+    pub fault_rate: f64,
+    /// The faults a call may meet, chosen uniformly.
+    pub faults: Vec<Fault>,
+    /// Each call waits a random time up to this before it reaches the store.
+    pub max_latency: Duration,
+}
+
+/// Wraps a store and injects [`Fault`]s on chosen operations, or at random
+/// ([`Chaos`]); counts every call, and every completion the store applied.
 #[derive(Debug)]
 pub struct FaultyStore<S> {
     inner: S,
@@ -59,6 +74,8 @@ pub struct FaultyStore<S> {
     refused_count: watch::Sender<usize>,
     stalled: watch::Sender<bool>,
     limits: Option<Limits>,
+    chaos: Mutex<Option<(Chaos, fastrand::Rng)>>,
+    applied_completions: Mutex<HashMap<String, usize>>,
 }
 
 impl<S: Store> FaultyStore<S> {
@@ -73,6 +90,8 @@ impl<S: Store> FaultyStore<S> {
             refused_count: watch::Sender::new(0),
             stalled: watch::Sender::new(false),
             limits: None,
+            chaos: Mutex::new(None),
+            applied_completions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,6 +114,22 @@ impl<S: Store> FaultyStore<S> {
     /// Removes the fault on `operation`.
     pub fn clear(&self, operation: Operation) {
         self.lock().remove(&operation);
+    }
+
+    /// Turns random faults and latency on (`Some`) or off.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        *self.chaos.lock().unwrap_or_else(|e| e.into_inner()) =
+            chaos.map(|chaos| (chaos.clone(), fastrand::Rng::with_seed(chaos.seed)));
+    }
+
+    /// How many completions of record `id` the inner store applied (whatever the
+    /// caller was told).
+    pub fn applied_completions(&self, id: &str) -> usize {
+        let applied = self
+            .applied_completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        applied.get(id).copied().unwrap_or(0)
     }
 
     /// Takes the store down (every call fails with a transient error) or brings it back.
@@ -135,17 +170,25 @@ impl<S: Store> FaultyStore<S> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::transient("the store is down (injected)"));
         }
-        let mut faults = self.lock();
-        let Some((fault, remaining)) = faults.get_mut(&operation) else {
-            return Ok(None);
-        };
-        let fault = *fault;
-        if let Some(left) = remaining {
-            *left -= 1;
-            if *left == 0 {
-                faults.remove(&operation);
+        let fault = {
+            let mut faults = self.lock();
+            match faults.get_mut(&operation) {
+                Some((fault, remaining)) => {
+                    let fault = *fault;
+                    if let Some(left) = remaining {
+                        *left -= 1;
+                        if *left == 0 {
+                            faults.remove(&operation);
+                        }
+                    }
+                    fault
+                }
+                None => match self.random_fault() {
+                    Some(fault) => fault,
+                    None => return Ok(None),
+                },
             }
-        }
+        };
         match fault {
             Fault::Transient => Err(StoreError::transient("injected transient fault")),
             Fault::Permanent => Err(StoreError::permanent("injected permanent fault")),
@@ -156,12 +199,33 @@ impl<S: Store> FaultyStore<S> {
         }
     }
 
+    /// A fault drawn by [`Chaos`], if it is on and the draw says so.
+    fn random_fault(&self) -> Option<Fault> {
+        let mut chaos = self.chaos.lock().unwrap_or_else(|e| e.into_inner());
+        let (chaos, rng) = chaos.as_mut()?;
+        if chaos.faults.is_empty() || rng.f64() >= chaos.fault_rate {
+            return None;
+        }
+        Some(chaos.faults[rng.usize(..chaos.faults.len())])
+    }
+
+    /// A latency drawn by [`Chaos`], if it is on.
+    fn random_latency(&self) -> Option<Duration> {
+        let mut chaos = self.chaos.lock().unwrap_or_else(|e| e.into_inner());
+        let (chaos, rng) = chaos.as_mut()?;
+        let max = chaos.max_latency.as_micros() as u64;
+        (max > 0).then(|| Duration::from_micros(rng.u64(..=max)))
+    }
+
     /// Runs `write` under the fault that strikes `operation`.
     async fn write<T, F, Fut>(&self, operation: Operation, write: F) -> Result<T, StoreError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
+        if let Some(latency) = self.random_latency() {
+            tokio::time::sleep(latency).await;
+        }
         match self.strike(operation)? {
             None => write().await,
             Some(Fault::Stall) => {
@@ -212,8 +276,16 @@ impl<S: Store> Store for FaultyStore<S> {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.write(Operation::Complete, || {
-            self.inner.complete(attempt, completion)
+        self.write(Operation::Complete, || async {
+            let written = self.inner.complete(attempt, completion).await;
+            if let Ok(Written::Applied(())) = written {
+                let mut applied = self
+                    .applied_completions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *applied.entry(attempt.id.clone()).or_default() += 1;
+            }
+            written
         })
         .await
     }

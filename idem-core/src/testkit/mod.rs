@@ -20,8 +20,10 @@
 //! `#[ignore = "..."]`, since libtest has no runtime skip.
 
 mod faults;
+mod storm;
 
-pub use faults::{Fault, FaultyStore, Operation};
+pub use faults::{Chaos, Fault, FaultyStore, Operation};
+pub use storm::{storm, Downstream, StormConfig, StormReport};
 
 use std::future::Future;
 use std::sync::Arc;
