@@ -104,3 +104,71 @@ pub(crate) fn decode(
         codec: required_string(&names.codec)?.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn attribute_value() -> impl Strategy<Value = AttributeValue> {
+        prop_oneof![
+            ".{0,12}".prop_map(AttributeValue::S),
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[0-9.eE+-]{0,8}",
+            ]
+            .prop_map(AttributeValue::N),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            Just(AttributeValue::Null(true)),
+            prop::collection::vec(any::<u8>(), 0..8)
+                .prop_map(|b| AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b))),
+            prop_oneof![
+                Just("INPROGRESS"),
+                Just("COMPLETED"),
+                Just("ok"),
+                Just("err"),
+                Just("not_stored")
+            ]
+            .prop_map(|s| AttributeValue::S(s.into())),
+        ]
+    }
+
+    fn item() -> impl Strategy<Value = HashMap<String, AttributeValue>> {
+        let names = AttributeNames::default();
+        let keys = vec![
+            names.status,
+            names.owner,
+            names.fence,
+            names.in_progress_expiration,
+            names.expiration,
+            names.validation,
+            names.outcome,
+            names.data,
+            names.format,
+            names.codec,
+            "unrelated".to_owned(),
+        ];
+        prop::collection::vec((prop::sample::select(keys), attribute_value()), 0..14)
+            .prop_map(|pairs| pairs.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any item decodes to a record or a malformed-record error; never a panic, never
+        /// another kind of error.
+        #[test]
+        fn any_item_decodes_or_is_malformed(item in item()) {
+            match decode(&AttributeNames::default(), "ns#d", &item) {
+                Ok(record) => {
+                    // Only what the item holds comes back.
+                    prop_assert_eq!(Some(&AttributeValue::S(record.state.as_str().into())), item.get("status"));
+                    let fence = item.get("fence").and_then(|f| f.as_n().ok()).and_then(|f| f.parse().ok());
+                    prop_assert_eq!(Some(record.fence), fence);
+                }
+                Err(error) => prop_assert_eq!(error.kind(), idem_core::StoreErrorKind::Malformed),
+            }
+        }
+    }
+}
