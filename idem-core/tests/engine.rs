@@ -867,3 +867,67 @@ fn engine_settings_are_checked() {
 fn store_is_object_safe(store: Arc<dyn Store>) -> Arc<dyn Store> {
     store
 }
+
+#[tokio::test]
+async fn the_store_going_down_at_each_step() {
+    let (store, clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+
+    // Down at begin: a store error, the body never runs.
+    store.set_down(true);
+    let at_begin = call(&engine, "begin").run(|_| counted(&runs, "v")).await;
+    assert!(
+        matches!(
+            at_begin,
+            Err(Error::Store {
+                operation: "begin",
+                ..
+            })
+        ),
+        "{at_begin:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    store.set_down(false);
+
+    // Down at complete: executed but not recorded; the value comes back.
+    let at_complete = call(&engine, "complete")
+        .run(|_| async {
+            store.set_down(true);
+            Ok::<_, Error>("made".to_owned())
+        })
+        .await;
+    assert_eq!(at_complete.unwrap(), "made");
+    store.set_down(false);
+    assert_eq!(
+        stored(&store, "complete").await.unwrap().state,
+        State::InProgress
+    );
+
+    // Down during heartbeats: the body's context reports that the lease may be lost.
+    let during = call(&engine, "heartbeats")
+        .run(|ctx| {
+            let (store, clock) = (store.clone(), clock.clone());
+            async move {
+                store.set_down(true);
+                for _ in 0..3 {
+                    clock.advance(LEASE / 3);
+                    tokio::task::yield_now().await;
+                }
+                let lost = ctx.lease_lost();
+                store.set_down(false);
+                Ok::<_, Error>(lost)
+            }
+        })
+        .await;
+    assert!(during.unwrap(), "the context says the lease may be lost");
+
+    // Down at release: the body's own error still comes back.
+    let at_release: Result<u8, PayError> = call(&engine, "release")
+        .run(|_| async {
+            store.set_down(true);
+            Err(PayError::Timeout)
+        })
+        .await;
+    assert_eq!(at_release, Err(PayError::Timeout));
+    store.set_down(false);
+}
