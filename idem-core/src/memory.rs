@@ -108,6 +108,11 @@ impl Inner {
     fn sweep(&mut self, now_ms: u64) {
         self.records.retain(|_, record| !record.is_expired(now_ms));
         self.inserts_since_sweep = 0;
+        // A map that held many more records keeps their buckets: give them back.
+        let keep = self.records.len().max(1024) * 2;
+        if self.records.capacity() > keep * 2 {
+            self.records.shrink_to(keep);
+        }
     }
 }
 
