@@ -1,1 +1,3 @@
-//! Shared helpers of idem's examples.
+//! Code the examples share, kept in a library so that `examples/tests` can test it.
+
+pub mod cfn;
