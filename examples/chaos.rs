@@ -16,11 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use idem::MemoryStore;
 use idem_core::testkit::{storm, FaultyStore, StormConfig, StormReport};
 use idem_core::Store;
-use idem_dynamo::{DynamoStore, SetupError};
 
 const USAGE: &str = "options: --events N --duplicate-rate R --crash-rate R --error-rate R \
 --zombie-rate R --clock-jump-rate R --fault-rate R --concurrency N --seed N \
@@ -77,28 +75,6 @@ fn options() -> Result<Options, String> {
     Ok(options)
 }
 
-async fn dynamo_store(options: &Options) -> Result<DynamoStore, Box<dyn std::error::Error>> {
-    let client = match &options.endpoint {
-        Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                .endpoint_url(endpoint)
-                .build(),
-        ),
-        None => aws_sdk_dynamodb::Client::new(
-            &aws_config::load_defaults(BehaviorVersion::latest()).await,
-        ),
-    };
-    let builder = DynamoStore::builder(client, &options.table).check_ttl(false);
-    match builder.create_table().await {
-        Ok(_) | Err(SetupError::TableExists { .. }) => {}
-        Err(error) => return Err(error.into()),
-    }
-    Ok(builder.build().await?)
-}
-
 async fn run<S: Store>(store: S, config: StormConfig) -> StormReport {
     storm(Arc::new(FaultyStore::new(store)), config).await
 }
@@ -119,7 +95,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if options.dynamo { "dynamo" } else { "memory" }
         );
         let report = if options.dynamo {
-            run(dynamo_store(&options).await?, config).await
+            run(
+                idem_examples::dynamo_store(options.endpoint.as_deref(), &options.table, true)
+                    .await?,
+                config,
+            )
+            .await
         } else {
             run(MemoryStore::new(), config).await
         };

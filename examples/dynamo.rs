@@ -12,9 +12,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use idem::{idempotent, Engine, Error};
-use idem_dynamo::{DynamoStore, SetupError};
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -55,33 +53,9 @@ fn args() -> Result<Args, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
-    let client = match &args.endpoint {
-        // A local server: static credentials, a region and the endpoint. (The default
-        // credential chain would probe the instance metadata address and time out.)
-        Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                .endpoint_url(endpoint)
-                .build(),
-        ),
-        // Real AWS: the default credential chain and region.
-        None => aws_sdk_dynamodb::Client::new(
-            &aws_config::load_defaults(BehaviorVersion::latest()).await,
-        ),
-    };
-    let builder = DynamoStore::builder(client, &args.table)
-        // Some local servers report TTL as disabled; real AWS is checked.
-        .check_ttl(args.endpoint.is_none());
-    if args.create {
-        match builder.create_table().await {
-            Ok(ttl) => println!("created table `{}` (TTL: {ttl:?})", args.table),
-            Err(SetupError::TableExists { .. }) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Engine::new(builder.build().await?).install()?;
+    let store =
+        idem_examples::dynamo_store(args.endpoint.as_deref(), &args.table, args.create).await?;
+    Engine::new(store).install()?;
 
     let run = std::process::id();
     for delivery in 0..10 {

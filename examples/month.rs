@@ -23,9 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use idem::{idempotent, Engine, Error, MemoryStore};
-use idem_dynamo::{DynamoStore, SetupError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -252,34 +250,13 @@ async fn replay(month: &Month, guarded: bool, seed: u64) -> Outcome {
     }
 }
 
-async fn install_dynamo(endpoint: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let client = match endpoint {
-        Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                .endpoint_url(endpoint)
-                .build(),
-        ),
-        None => aws_sdk_dynamodb::Client::new(
-            &aws_config::load_defaults(BehaviorVersion::latest()).await,
-        ),
-    };
-    let builder = DynamoStore::builder(client, "idem-month").check_ttl(endpoint.is_none());
-    match builder.create_table().await {
-        Ok(_) | Err(SetupError::TableExists { .. }) => {}
-        Err(error) => return Err(error.into()),
-    }
-    Engine::new(builder.build().await?).install()?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options()?;
     if options.dynamo {
-        install_dynamo(options.endpoint.as_deref()).await?;
+        let store =
+            idem_examples::dynamo_store(options.endpoint.as_deref(), "idem-month", true).await?;
+        Engine::new(store).install()?;
     } else {
         Engine::new(MemoryStore::new()).install()?;
     }

@@ -23,17 +23,12 @@ async fn sixty_four_tasks_on_one_key_run_the_body_once() {
     let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
     let race = race(&engine, &store, "race", TASKS, None).await;
     assert_eq!(race.runs, 1);
-    let values = race
-        .results
-        .iter()
-        .filter(|r| matches!(r, Ok(RACE_VALUE)))
-        .count();
-    let busy = race
-        .results
-        .iter()
-        .filter(|r| matches!(r, Err(Error::InProgress { .. })))
-        .count();
-    assert_eq!((values, busy), (1, TASKS - 1), "{:?}", race.results);
+    assert_eq!(
+        (race.values(), race.in_progress()),
+        (1, TASKS - 1),
+        "{:?}",
+        race.results
+    );
     let later = Call::new("race", "one-key")
         .engine(&engine)
         .run(|_| async { Ok::<_, Error>(0u64) })

@@ -813,6 +813,24 @@ pub struct Race {
     pub results: Vec<Result<u64, crate::Error>>,
 }
 
+impl Race {
+    /// How many calls returned [`RACE_VALUE`].
+    pub fn values(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Ok(RACE_VALUE)))
+            .count()
+    }
+
+    /// How many calls were told [`Error::InProgress`](crate::Error::InProgress).
+    pub fn in_progress(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Err(crate::Error::InProgress { .. })))
+            .count()
+    }
+}
+
 /// The value the body of a [`race`] returns.
 pub const RACE_VALUE: u64 = 4242;
 
