@@ -317,9 +317,12 @@ impl Guard<'_> {
             owner: self.owner.clone(),
             fence,
         };
+        // The closure is called inside the guard too: a panic before its future exists
+        // releases the key like one inside it.
+        let for_body = context.clone();
         let body = context
             .clone()
-            .scope(AssertUnwindSafe(body(context.clone())).catch_unwind());
+            .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
         let exit = self.drive(&attempt, &context, body).await;
         self.finish(&attempt, exit, errors).await
     }

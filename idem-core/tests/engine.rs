@@ -255,6 +255,24 @@ async fn panics_release_the_key_and_resume() {
 }
 
 #[tokio::test]
+async fn a_panic_in_the_closure_before_its_future_also_releases() {
+    let (store, _clock, engine) = setup();
+    let task_engine = engine.clone();
+    let panicked = tokio::spawn(async move {
+        call(&task_engine, "closure")
+            .run(|_| -> std::future::Ready<Result<u8, Error>> { panic!("before the future") })
+            .await
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    assert_eq!(
+        stored(&store, "closure").await.unwrap().lease_until_ms,
+        0,
+        "released"
+    );
+}
+
+#[tokio::test]
 async fn payload_mismatch_in_both_states() {
     let (_store, _clock, engine) = setup();
     let gate = Arc::new(Notify::new());
