@@ -154,7 +154,9 @@ impl<P> Call<P> {
 
     /// Waits up to `wait` for an in-progress call with the same key, polling (50 ms
     /// doubling to 1 s, jittered) until its outcome can be replayed or its lease lapses
-    /// and this call takes over.
+    /// and this call takes over. The pauses are slept on the engine's clock: under a
+    /// [`ManualClock`](crate::ManualClock), a waiting call moves on only when the test
+    /// moves the clock.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
