@@ -229,10 +229,9 @@ impl<P> Call<P> {
             namespace: namespace.clone(),
             reason: e.to_string(),
         };
-        let secret = engine.inner.secret.as_deref();
-        let digest = key::digest(&namespace, &key.map_err(invalid)?, secret);
+        let digest = engine.digest(&namespace, &key.map_err(invalid)?);
         let fingerprint = match fingerprint {
-            Some(payload) => Some(key::digest(&namespace, &payload.map_err(invalid)?, secret)),
+            Some(payload) => Some(engine.digest(&namespace, &payload.map_err(invalid)?)),
             None => None,
         };
         let id = key::record_id(&namespace, &digest);

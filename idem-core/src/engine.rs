@@ -3,8 +3,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::key;
 use crate::store::Store;
 
 static GLOBAL: OnceLock<Engine> = OnceLock::new();
@@ -113,6 +116,37 @@ impl Engine {
     /// The defaults of this engine's calls.
     pub fn defaults(&self) -> &Defaults {
         &self.inner.defaults
+    }
+
+    /// The digest (the token) of a canonical key in `namespace`, keyed with this
+    /// engine's secret if it has one.
+    pub(crate) fn digest(&self, namespace: &str, canonical: &[u8]) -> String {
+        key::digest(namespace, canonical, self.inner.secret.as_deref())
+    }
+
+    /// The id of the record that calls on this engine keep for `key` in `namespace`:
+    /// for operators who read or delete one key's record through [`Engine::store`].
+    ///
+    /// ```
+    /// # use idem_core::{Engine, MemoryStore};
+    /// let engine = Engine::new(MemoryStore::new());
+    /// let id = engine.record_id("orders::create", "req-1").unwrap();
+    /// assert!(id.starts_with("orders::create#"));
+    /// ```
+    pub fn record_id<K: Serialize + ?Sized>(
+        &self,
+        namespace: &str,
+        key: &K,
+    ) -> Result<String, Error> {
+        key::check_namespace(namespace).map_err(Error::Config)?;
+        let canonical = key::canonical_key(key).map_err(|e| Error::InvalidKey {
+            namespace: namespace.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(key::record_id(
+            namespace,
+            &self.digest(namespace, &canonical),
+        ))
     }
 }
 

@@ -39,13 +39,9 @@ fn setup() -> (Faulty, ManualClock, Engine) {
     (store, clock, engine)
 }
 
-async fn stored(store: &Faulty, key: &str) -> Option<Record> {
-    let digest = idem_core::digest(NS, &idem_core::canonical_key(key).unwrap(), None);
-    store
-        .inner()
-        .read(&idem_core::record_id(NS, &digest))
-        .await
-        .unwrap()
+async fn stored(store: &Faulty, engine: &Engine, key: &str) -> Option<Record> {
+    let id = engine.record_id(NS, key).unwrap();
+    store.inner().read(&id).await.unwrap()
 }
 
 /// A body that counts its runs and returns `value`.
@@ -72,7 +68,7 @@ async fn first_call_executes_and_duplicates_replay() {
         .unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("v1", "v1"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let record = stored(&store, "k").await.unwrap();
+    let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.outcome, Some(Outcome::Ok));
     assert_eq!(record.data.as_deref(), Some("\"v1\""));
@@ -157,7 +153,7 @@ async fn errors_release_the_key_so_a_retry_runs_again() {
         })
         .await;
     assert_eq!(failed, Err(PayError::Timeout));
-    let record = stored(&store, "k").await.unwrap();
+    let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.lease_until_ms, 0, "released");
     let runs = &runs;
     let retried: Result<String, PayError> = call(&engine, "k")
@@ -201,7 +197,7 @@ async fn chosen_errors_are_recorded_and_replayed() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(
-        stored(&store, "k").await.unwrap().outcome,
+        stored(&store, &engine, "k").await.unwrap().outcome,
         Some(Outcome::Err)
     );
 
@@ -242,7 +238,7 @@ async fn panics_release_the_key_and_resume() {
     .await;
     assert!(panicked.unwrap_err().is_panic(), "the panic resumes");
     assert_eq!(
-        stored(&store, "k").await.unwrap().lease_until_ms,
+        stored(&store, &engine, "k").await.unwrap().lease_until_ms,
         0,
         "released"
     );
@@ -266,7 +262,10 @@ async fn a_panic_in_the_closure_before_its_future_also_releases() {
     .await;
     assert!(panicked.unwrap_err().is_panic());
     assert_eq!(
-        stored(&store, "closure").await.unwrap().lease_until_ms,
+        stored(&store, &engine, "closure")
+            .await
+            .unwrap()
+            .lease_until_ms,
         0,
         "released"
     );
@@ -511,7 +510,7 @@ async fn a_failed_completion_returns_the_value_executed_but_not_recorded() {
         "v",
         "an error would invite a retry that repeats the side effect"
     );
-    let record = stored(&store, "k").await.unwrap();
+    let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(
         record.state,
         State::InProgress,
@@ -563,7 +562,7 @@ async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouc
     let error = stale.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
-    let record = stored(&store, "k").await.unwrap();
+    let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.data.as_deref(), Some("\"fresh\""));
     assert_eq!(record.fence, 2);
 }
@@ -593,7 +592,7 @@ async fn a_value_too_large_is_completed_as_not_stored() {
         );
     }
     assert_eq!(
-        stored(&store, "k").await.unwrap().outcome,
+        stored(&store, &engine, "k").await.unwrap().outcome,
         Some(Outcome::NotStored)
     );
 }
@@ -615,7 +614,7 @@ async fn undecodable_records_are_decode_errors_and_the_body_never_reruns() {
         other => panic!("expected a decode error, got {other:?}"),
     }
     // A record written by a newer version, and a corrupt one.
-    let mut record = stored(&store, "k").await.unwrap();
+    let mut record = stored(&store, &engine, "k").await.unwrap();
     for (format, codec, data) in [
         (2, "json", "\"text\""),
         (1, "cbor", "\"text\""),
@@ -750,7 +749,10 @@ async fn complete_waits_for_an_extend_in_flight() {
         "complete waited for the extend to settle"
     );
     assert_eq!(store.calls(Operation::Complete), 1);
-    assert_eq!(stored(&store, "k").await.unwrap().state, State::Completed);
+    assert_eq!(
+        stored(&store, &engine, "k").await.unwrap().state,
+        State::Completed
+    );
 }
 
 #[tokio::test]
@@ -766,7 +768,7 @@ async fn writes_whose_response_was_lost_are_recognised_by_their_owner() {
     assert_eq!(value.await.unwrap(), "v");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(store.calls(Operation::Begin), 1);
-    let record = stored(&store, "k").await.unwrap();
+    let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.state, State::Completed);
     // Resent release: the key is still freed, and the body's error comes back.
     store.inject_times(Operation::Release, Fault::Resent, 1);
@@ -774,7 +776,10 @@ async fn writes_whose_response_was_lost_are_recognised_by_their_owner() {
         .run(|_| async { Err(PayError::Timeout) })
         .await;
     assert_eq!(failed, Err(PayError::Timeout));
-    assert_eq!(stored(&store, "r").await.unwrap().lease_until_ms, 0);
+    assert_eq!(
+        stored(&store, &engine, "r").await.unwrap().lease_until_ms,
+        0
+    );
 }
 
 #[tokio::test]
@@ -917,7 +922,7 @@ async fn the_store_going_down_at_each_step() {
     assert_eq!(at_complete.unwrap(), "made");
     store.set_down(false);
     assert_eq!(
-        stored(&store, "complete").await.unwrap().state,
+        stored(&store, &engine, "complete").await.unwrap().state,
         State::InProgress
     );
 

@@ -233,10 +233,9 @@ fn killed(table: &str, key: &str, mode: &str) -> Result<(), String> {
         )?;
         running.child.kill().map_err(|e| e.to_string())?; // SIGKILL
         running.child.wait().map_err(|e| e.to_string())?;
-        let id = idem_core::record_id(
-            NAMESPACE,
-            &idem_core::digest(NAMESPACE, &idem_core::canonical_key(key).unwrap(), None),
-        );
+        let id = engine
+            .record_id(NAMESPACE, key)
+            .map_err(|e| e.to_string())?;
         let held = store
             .read(&id)
             .await
@@ -302,10 +301,9 @@ fn zombie(table: &str) -> Result<(), String> {
             format!("the zombie's call ended with `{result}`"),
         )?;
         running.child.wait().map_err(|e| e.to_string())?;
-        let id = idem_core::record_id(
-            NAMESPACE,
-            &idem_core::digest(NAMESPACE, br#""zombie""#, None),
-        );
+        let id = engine
+            .record_id(NAMESPACE, "zombie")
+            .map_err(|e| e.to_string())?;
         let record = store
             .read(&id)
             .await

@@ -78,7 +78,7 @@ async fn takeover_after_the_lease_lapses_and_the_stale_completion_is_refused() {
     let error = stale.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
-    let id = idem_core::record_id("takeover", &idem_core::digest("takeover", br#""k""#, None));
+    let id = engine.record_id("takeover", "k").unwrap();
     let record = store.read(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.fence), (State::Completed, 2));
     assert_eq!(record.data.as_deref(), Some("\"fresh at fence 2\""));

@@ -193,12 +193,7 @@ async fn malformed_and_newer_records_are_decode_errors_and_the_body_never_runs()
     let table = unique_table("malformed");
     let store = store(Server::Moto, &table, None).await;
     let engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
-    let id = |key: &str| {
-        idem_core::record_id(
-            "bad",
-            &idem_core::digest("bad", &idem_core::canonical_key(key).unwrap(), None),
-        )
-    };
+    let id = |key: &str| engine.record_id("bad", key).unwrap();
     let far = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

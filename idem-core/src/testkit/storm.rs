@@ -438,16 +438,10 @@ async fn check<S: Store>(
     for (event, resource) in by_token.values() {
         resources.entry(*event).or_default().insert(*resource);
     }
-    let secret = engine.inner.secret.as_deref();
     let (mut served, mut recorded) = (0, 0);
     for (event, log) in logs.iter().enumerate() {
         let event = event as u64;
-        let digest = crate::digest(
-            NAMESPACE,
-            &crate::canonical_key(&event).expect("a key"),
-            secret,
-        );
-        let id = crate::record_id(NAMESPACE, &digest);
+        let id = engine.record_id(NAMESPACE, &event).expect("a valid key");
         let mut violate = |what: String| report.violations.push(format!("event {event}: {what}"));
         for what in &log.undocumented {
             violate(what.clone());
