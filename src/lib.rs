@@ -193,7 +193,10 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use idem_core::*;
+pub use idem_core::{
+    key, store, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error, ErrorPolicy,
+    ManualClock, MemoryStore, NoErrorReplay, ReplayErrors, Sleep, SystemClock, DEFAULT_CAPACITY,
+};
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the
 /// [crate documentation](crate#the-idempotent-attribute) for every option.

@@ -138,7 +138,9 @@ async fn async_trait_impl() {
 #[idempotent(key = id)]
 async fn generic<T: Serialize + Send>(id: u32, payload: T) -> Result<usize, Error> {
     ran("generic");
-    Ok(idem::canonical_json(&payload).map(|b| b.len()).unwrap_or(0))
+    Ok(idem::key::canonical_json(&payload)
+        .map(|b| b.len())
+        .unwrap_or(0))
 }
 
 #[idempotent(key = id.as_ref())]

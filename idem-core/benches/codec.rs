@@ -23,7 +23,7 @@ fn keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("key");
     let request_id = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b";
     group.bench_function("canonical_string", |b| {
-        b.iter(|| idem_core::canonical_key(black_box(request_id)).unwrap())
+        b.iter(|| idem_core::key::canonical_key(black_box(request_id)).unwrap())
     });
     let order = OrderKey {
         tenant: "acme",
@@ -31,15 +31,15 @@ fn keys(c: &mut Criterion) {
         lines: ["sku-1", "sku-2", "sku-3"],
     };
     group.bench_function("canonical_struct", |b| {
-        b.iter(|| idem_core::canonical_key(black_box(&order)).unwrap())
+        b.iter(|| idem_core::key::canonical_key(black_box(&order)).unwrap())
     });
-    let canonical = idem_core::canonical_key(request_id).unwrap();
+    let canonical = idem_core::key::canonical_key(request_id).unwrap();
     group.bench_function("digest_sha256", |b| {
-        b.iter(|| idem_core::digest("orders::create", black_box(&canonical), None))
+        b.iter(|| idem_core::key::digest("orders::create", black_box(&canonical), None))
     });
     group.bench_function("digest_hmac", |b| {
         b.iter(|| {
-            idem_core::digest(
+            idem_core::key::digest(
                 "orders::create",
                 black_box(&canonical),
                 Some(b"a secret key"),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use idem_core::{Begin, Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use idem_core::store::Begin;
+use idem_core::{Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
 
 const NS: &str = "bench::overhead";
 
@@ -78,7 +79,7 @@ fn overhead(c: &mut Criterion) {
 
     // A key held by another attempt with a lease that outlasts the benchmark.
     let (engine, store) = fresh_engine();
-    let id = idem_core::record_id(NS, &idem_core::digest(NS, b"8", None));
+    let id = idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, b"8", None));
     let now = idem_core::Clock::now_ms(engine.clock().as_ref());
     runtime
         .block_on(store.begin(&Begin {

@@ -143,7 +143,7 @@ impl Engine {
             namespace: namespace.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(key::record_id(
+        Ok(key::id_from_digest(
             namespace,
             &self.digest(namespace, &canonical),
         ))

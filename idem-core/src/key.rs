@@ -50,7 +50,7 @@ impl ser::Error for KeyError {
 /// `serde_json` writes them. The format is frozen: digests and tokens depend on it.
 ///
 /// ```
-/// # use idem_core::canonical_json;
+/// # use idem_core::key::canonical_json;
 /// # #[derive(serde::Serialize)] struct Order { id: u64, customer: &'static str }
 /// let bytes = canonical_json(&Order { id: 7, customer: "ada" }).unwrap();
 /// assert_eq!(bytes, br#"{"customer":"ada","id":7}"#);
@@ -80,7 +80,7 @@ pub fn canonical_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyErr
 /// SHA-256 of `namespace || 0x00 || canonical`, or HMAC-SHA-256 keyed with `secret`.
 ///
 /// ```
-/// # use idem_core::digest;
+/// # use idem_core::key::digest;
 /// let d = digest("billing::charge", br#""req-1""#, None);
 /// assert_eq!(d.len(), 64);
 /// assert_ne!(d, digest("billing::charge", br#""req-1""#, Some(b"secret")));
@@ -121,8 +121,10 @@ pub fn check_namespace(namespace: &str) -> Result<(), String> {
 }
 
 /// The record id of a digest within a namespace: `{namespace}#{digest}`. A store may
-/// put a prefix of its own in front when it writes.
-pub fn record_id(namespace: &str, digest: &str) -> String {
+/// put a prefix of its own in front when it writes. Operators who have a key, not its
+/// digest, use [`Engine::record_id`](crate::Engine::record_id), which digests it with
+/// the engine's secret.
+pub fn id_from_digest(namespace: &str, digest: &str) -> String {
     format!("{namespace}#{digest}")
 }
 

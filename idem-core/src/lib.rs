@@ -3,8 +3,21 @@
 //!
 //! Most users depend on the `idem` crate, which re-exports this one and adds the
 //! `#[idempotent]` attribute. This crate holds every rule: the [`Engine`], the
-//! function API ([`Call`]), the [`Store`] trait, the in-process [`MemoryStore`], the
-//! errors, and (feature `testkit`) the store conformance suite.
+//! function API ([`Call`]), the in-process [`MemoryStore`] and the errors. The protocol
+//! they implement (the record, its transitions, every outcome, the frozen formats, the
+//! store contract) is written down once, in `docs/protocol.md` at the root of idem's
+//! repository.
+//!
+//! # Two audiences
+//! - **Application code** uses the crate root: [`Engine`], [`Call`], [`Context`],
+//!   [`Error`], [`MemoryStore`], the clocks.
+//! - **Store authors** use [`store`] (the [`Store`] trait, its requests and answers,
+//!   the [`Record`](store::Record) and its predicates, the error kinds), [`key`] (the
+//!   frozen key and token formats) and, with the feature `testkit`, the conformance kit
+//!   [`testkit`], whose [`store_conformance!`] is a store's definition of done. That
+//!   surface follows the engine and may change in a minor release: a store crate
+//!   depends on this one at an exact version (`idem-core = "=0.1.0"`), as sqlx's
+//!   drivers pin `sqlx-core`.
 //!
 //! # The problem
 //! Lambda, SQS, EventBridge, Kafka consumers, webhook senders and retrying HTTP clients
@@ -35,20 +48,13 @@
 //! ```
 //!
 //! # The guarantee, and its limits
-//! For one key, within its retention window (the TTL):
-//! 1. At most one caller holds the key's lease at any instant, enforced by the store's
-//!    conditional writes (not by in-process locks), provided the callers' clocks differ
-//!    by less than `lease - lease / 3 - one store request's latency`.
-//! 2. Once a call completes and its outcome is recorded, every later call with the key
-//!    gets that outcome without running the body, until the record expires.
-//! 3. A body that fails (returns `Err`, or panics) releases the key, so a retry runs it
-//!    again. Errors are recorded and replayed only where [`Call::replay_errors`] says so.
-//! 4. A caller that crashes keeps the key only until its lease expires; the next caller
-//!    then takes over with a higher fencing number. While a body runs, heartbeats renew
-//!    its lease every `lease / 3`, up to `max_duration`. Heartbeats are polled in the same
-//!    future as the body: a body that blocks its thread starves them.
-//! 5. Only the attempt that holds the current fence can record a completion; a stale
-//!    one gets [`Error::LeaseLost`] with its value.
+//! For one key, within its retention window (the TTL), the body runs to completion at
+//! most once and every later call gets the recorded outcome; a body that fails releases
+//! the key; a crashed caller's key is taken over when its lease lapses; only the
+//! attempt holding the current fence can record. The precise statement, with its clock
+//! margin (`lease - lease / 3 - one store request's latency`), is section 1 of
+//! `docs/protocol.md`. Heartbeats are polled in the same future as the body: a body
+//! that blocks its thread starves them.
 //!
 //! **What no entry check can cover**: a crash after the side effect but before the
 //! completion is recorded. The next attempt runs the body again. Pass
@@ -76,10 +82,9 @@ mod clock;
 mod context;
 mod engine;
 mod error;
-mod key;
+pub mod key;
 mod memory;
-mod record;
-mod store;
+pub mod store;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -89,12 +94,5 @@ pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder};
 pub use error::Error;
-pub use key::{canonical_json, canonical_key, check_namespace, digest, record_id, KeyError};
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
-pub use record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
-pub use store::{
-    Attempt, Begin, Completion, Lease, Limits, Store, StoreError, StoreErrorKind, Written,
-};
-
-/// Re-exported for stores and generated code.
-pub use async_trait::async_trait;
+pub use store::Store;

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::record::{Record, State};
-use crate::store::{Attempt, Begin, Completion, Lease, Limits, Store, StoreError, Written};
+use crate::store::{Attempt, Begin, Completion, Limits, Renewal, Store, StoreError, Written};
+use crate::store::{Record, State};
 
 /// The number of records a [`MemoryStore`] holds by default.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -87,7 +87,7 @@ impl MemoryStore {
     ) -> Result<Written<()>, StoreError> {
         let mut inner = self.lock();
         match inner.records.get_mut(&attempt.id) {
-            Some(record) if record.is_held_by(&attempt.owner, attempt.fence) => {
+            Some(record) if record.is_held_by(attempt) => {
                 write(record);
                 Ok(Written::Applied(()))
             }
@@ -169,10 +169,14 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError> {
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<Written<()>, StoreError> {
         self.update_held(attempt, |record| {
-            record.lease_until_ms = lease.lease_until_ms;
-            record.expires_at_s = lease.expires_at_s;
+            record.lease_until_ms = renewal.lease_until_ms;
+            record.expires_at_s = renewal.expires_at_s;
         })
     }
 

@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use idem_core::{
-    Call, Clock, EngineBuilder, Error, ManualClock, MemoryStore, Outcome, Record, State, Store,
-};
+use idem_core::store::{Outcome, Record, State};
+use idem_core::{Call, Clock, EngineBuilder, Error, ManualClock, MemoryStore, Store};
 use proptest::prelude::*;
 
 const NS: &str = "bad::records";
@@ -31,7 +30,8 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
         any::<bool>(),
     )
         .prop_map(|(state, outcome, data, format, codec, fingerprint, live)| {
-            let id = idem_core::record_id(NS, &idem_core::digest(NS, br#""k""#, None));
+            let id =
+                idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, br#""k""#, None));
             let now = ManualClock::default().now_ms();
             let (lease_until_ms, expires_at_s) = if live {
                 (now + 30_000, now / 1000 + 3600)

@@ -5,11 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use idem_core::store::{Limits, Outcome, Record, State};
 use idem_core::testkit::{Fault, FaultyStore, Operation};
-use idem_core::{
-    Call, Context, Engine, EngineBuilder, Error, Limits, ManualClock, MemoryStore, Outcome, Record,
-    State, Store,
-};
+use idem_core::{Call, Context, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -803,7 +801,7 @@ async fn the_context_is_handed_to_the_body_and_readable_as_a_task_local() {
         .unwrap();
     assert!(same);
     assert_eq!(fence, 1);
-    assert_eq!(token, idem_core::digest(NS, br#""k""#, None));
+    assert_eq!(token, idem_core::key::digest(NS, br#""k""#, None));
     assert!(Context::current().is_none());
 }
 
@@ -859,8 +857,8 @@ async fn a_secret_changes_every_token() {
         .run(|ctx| async move { Ok::<_, Error>(ctx.token().to_owned()) })
         .await
         .unwrap();
-    assert_eq!(token, idem_core::digest(NS, br#""k""#, Some(b"k3y")));
-    assert_ne!(token, idem_core::digest(NS, br#""k""#, None));
+    assert_eq!(token, idem_core::key::digest(NS, br#""k""#, Some(b"k3y")));
+    assert_ne!(token, idem_core::key::digest(NS, br#""k""#, None));
 }
 
 #[test]

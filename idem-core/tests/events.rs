@@ -46,7 +46,8 @@ async fn outages_are_logged_with_namespace_and_digest_never_the_key() {
 
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
-    let digest = idem_core::digest("events", &idem_core::canonical_key(KEY).unwrap(), None);
+    let digest =
+        idem_core::key::digest("events", &idem_core::key::canonical_key(KEY).unwrap(), None);
 
     // Down at complete: the value comes back, executed but not recorded, at error level.
     store.inject_times(Operation::Complete, Fault::Transient, 1);

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use idem_core::{canonical_json, canonical_key, check_namespace, digest, record_id};
+use idem_core::key::{canonical_json, canonical_key, check_namespace, digest, id_from_digest};
 use serde::Serialize;
 
 const NS: &str = "orders::create";
@@ -196,7 +196,7 @@ fn token_is_64_lowercase_hex_and_id_joins_namespace_and_digest() {
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     assert_eq!(
-        record_id(NS, &token),
+        id_from_digest(NS, &token),
         "orders::create#f29f018128aee652b6ba7279a58295a81e5c54e6762fb787356e5e7d042eedd9"
     );
     // The namespace is part of the digest: the same key elsewhere is another record.

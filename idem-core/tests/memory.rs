@@ -68,19 +68,19 @@ async fn an_in_progress_record_is_kept_while_its_lease_could_matter() {
         .unwrap();
     // A crashed attempt: its record is in progress, its lease lapses after 30 s, and it
     // stays a ttl beyond that, so fencing stays monotonic.
-    let id = idem_core::record_id("memory::bound", "crashed");
+    let id = idem_core::key::id_from_digest("memory::bound", "crashed");
     let begun = store
-        .begin(&idem_core::Begin {
+        .begin(&idem_core::store::Begin {
             id: id.clone(),
             owner: "crashed".into(),
             now_ms: clock_now(&clock),
             lease_until_ms: clock_now(&clock) + 30_000,
-            expires_at_s: idem_core::ceil_secs(clock_now(&clock) + 30_000 + 60_000),
+            expires_at_s: idem_core::store::ceil_secs(clock_now(&clock) + 30_000 + 60_000),
             fingerprint: None,
         })
         .await
         .unwrap();
-    assert_eq!(begun, idem_core::Written::Applied(1));
+    assert_eq!(begun, idem_core::store::Written::Applied(1));
     clock.advance(Duration::from_secs(61)); // lease lapsed, but within ttl of it
     run(&engine, 1).await.unwrap();
     let full = run(&engine, 2).await;

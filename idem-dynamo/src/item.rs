@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use idem_core::{Outcome, Record, State, StoreError};
+use idem_core::store::{Outcome, Record, State, StoreError};
 
 use crate::names::AttributeNames;
 
@@ -167,7 +167,7 @@ mod tests {
                     let fence = item.get("fence").and_then(|f| f.as_n().ok()).and_then(|f| f.parse().ok());
                     prop_assert_eq!(Some(record.fence), fence);
                 }
-                Err(error) => prop_assert_eq!(error.kind(), idem_core::StoreErrorKind::Malformed),
+                Err(error) => prop_assert_eq!(error.kind(), idem_core::store::StoreErrorKind::Malformed),
             }
         }
     }

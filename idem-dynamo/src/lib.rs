@@ -110,10 +110,12 @@
 
 mod item;
 mod names;
+mod setup;
 mod store;
 
 pub use names::{AttributeNames, KeyLayout};
-pub use store::{DynamoStore, DynamoStoreBuilder, SetupError, TtlSetup};
+pub use setup::{DynamoStoreBuilder, SetupError, TtlSetup};
+pub use store::DynamoStore;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{client, Server};
+use idem_core::store::State;
 use idem_core::testkit::{Fault, FaultyStore, Operation};
-use idem_core::{Call, Clock, Engine, EngineBuilder, Error, State, Store, SystemClock};
+use idem_core::{Call, Clock, Engine, EngineBuilder, Error, Store, SystemClock};
 use idem_dynamo::DynamoStore;
 
 const LEASE: Duration = Duration::from_secs(5);

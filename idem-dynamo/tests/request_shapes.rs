@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::test_util::capture_request;
-use idem_core::testkit::{attempt, begin_at, completion_at, lease_at, T0};
-use idem_core::{Outcome, Store};
+use idem_core::store::Outcome;
+use idem_core::testkit::{attempt, begin_at, completion_at, renewal_at, T0};
+use idem_core::Store;
 use idem_dynamo::{DynamoStore, DynamoStoreBuilder};
 use serde_json::{json, Value};
 
@@ -170,7 +171,7 @@ async fn begin_is_one_update_item_that_increments_the_fence() {
 }
 
 fn request_expiry(lease_until_ms: u64) -> u64 {
-    idem_core::ceil_secs(lease_until_ms + idem_core::testkit::TTL_MS)
+    idem_core::store::ceil_secs(lease_until_ms + idem_core::testkit::TTL_MS)
 }
 
 #[tokio::test]
@@ -232,7 +233,7 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
 
     let at = attempt(ID, "owner-1", 7);
     let (_, body) = captured(plain, |store| async move {
-        let _ = store.extend(&at, &lease_at(T0)).await;
+        let _ = store.extend(&at, &renewal_at(T0)).await;
     })
     .await;
     assert_eq!(

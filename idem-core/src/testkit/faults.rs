@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::record::Record;
-use crate::store::{Attempt, Begin, Completion, Lease, Limits, Store, StoreError, Written};
+use crate::store::{
+    Attempt, Begin, Completion, Limits, Record, Renewal, Store, StoreError, Written,
+};
 
 /// A store operation, to choose where a fault strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,8 +291,12 @@ impl<S: Store> Store for FaultyStore<S> {
         .await
     }
 
-    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError> {
-        self.write(Operation::Extend, || self.inner.extend(attempt, lease))
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<Written<()>, StoreError> {
+        self.write(Operation::Extend, || self.inner.extend(attempt, renewal))
             .await
     }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::faults::{Chaos, Fault, FaultyStore};
-use crate::{Call, Engine, EngineBuilder, Error, ManualClock, Outcome, Store};
+use crate::store::{Outcome, Store};
+use crate::{Call, Engine, EngineBuilder, Error, ManualClock};
 
 /// The knobs of a storm.
 #[derive(Debug, Clone)]

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::{Attempt, Renewal};
+
 /// The record format this build writes. A record with a higher format was written by a
 /// newer version of idem and is refused with a decode error, never overwritten.
 pub const FORMAT: u32 = 1;
@@ -135,10 +137,40 @@ impl Record {
         }
     }
 
-    /// Whether `owner` and `fence` name the attempt that holds this record (in progress),
-    /// the condition of complete, extend and release.
-    pub fn is_held_by(&self, owner: &str, fence: u64) -> bool {
-        self.state == State::InProgress && self.owner == owner && self.fence == fence
+    /// Whether `attempt` holds this record: in progress with the attempt's owner and
+    /// fence. The condition of complete, extend and release.
+    pub fn is_held_by(&self, attempt: &Attempt) -> bool {
+        self.state == State::InProgress
+            && self.owner == attempt.owner
+            && self.fence == attempt.fence
+    }
+
+    // What a write whose response was lost left behind. A refused write that finds one
+    // of these states was applied by an earlier send of the same request (the owner is
+    // random per attempt, so no other attempt can have produced it): the engine counts
+    // it as applied.
+
+    /// Whether this record is what a begin by `owner` writes: in progress, `owner`'s.
+    pub fn shows_begin_by(&self, owner: &str) -> bool {
+        self.state == State::InProgress && self.owner == owner
+    }
+
+    /// Whether this record is what `attempt`'s complete writes: completed with the
+    /// attempt's owner and fence.
+    pub fn shows_completion_by(&self, attempt: &Attempt) -> bool {
+        self.state == State::Completed && self.owner == attempt.owner && self.fence == attempt.fence
+    }
+
+    /// Whether this record is what `attempt`'s extend with `renewal` writes: held by the
+    /// attempt, with the renewed lease.
+    pub fn shows_renewal_by(&self, attempt: &Attempt, renewal: &Renewal) -> bool {
+        self.is_held_by(attempt) && self.lease_until_ms == renewal.lease_until_ms
+    }
+
+    /// Whether this record is what `attempt`'s release writes: held by the attempt, with
+    /// the lease released (`lease_until_ms == 0`).
+    pub fn shows_release_by(&self, attempt: &Attempt) -> bool {
+        self.is_held_by(attempt) && self.lease_until_ms == 0
     }
 }
 

@@ -1,4 +1,11 @@
-//! The `Store` trait: where records live, and the conditional writes that guard them.
+//! For store authors: the [`Store`] trait, the requests it is handed, the [`Record`] it
+//! keeps and the errors it answers with.
+//!
+//! Application code never needs this module; it uses the crate root. A store crate
+//! (`idem-dynamo`, or one of your own) implements [`Store`] and depends on `idem-core` at
+//! an exact version (`idem-core = "=0.1.0"`): this surface follows the engine and may
+//! change in a minor release. The rules it implements are written down in the
+//! repository's `docs/protocol.md`.
 //!
 //! A store maps the four transitions of idem's record onto one conditional write each.
 //! It holds no rules of its own: every time it writes was computed by the engine from
@@ -17,11 +24,14 @@
 //! transport errors inside the store's client if it has a retry policy; the engine
 //! retries nothing but a begin whose refusal showed a free record.
 
-use std::fmt;
+mod error;
+mod record;
 
-use async_trait::async_trait;
+pub use error::{StoreError, StoreErrorKind};
+pub use record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
 
-use crate::record::{Outcome, Record, State, CODEC_JSON, FORMAT};
+/// The attribute [`Store`] is declared with, for implementing it.
+pub use async_trait::async_trait;
 
 /// The result of a conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,17 @@ pub enum Written<T> {
     /// The condition failed and nothing was written. Carries the record as it is now,
     /// or `None` when there is no record.
     Refused(Option<Record>),
+}
+
+impl<T> Written<T> {
+    /// The same answer with the applied value mapped, for a store whose database answers
+    /// an applied write with more than the trait returns.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
+        match self {
+            Written::Applied(value) => Written::Applied(f(value)),
+            Written::Refused(current) => Written::Refused(current),
+        }
+    }
 }
 
 /// A request to take a key: see [`Store::begin`].
@@ -95,9 +116,9 @@ pub struct Completion {
     pub data: Option<String>,
 }
 
-/// A renewed lease: what [`Store::extend`] writes.
+/// A lease renewed by a heartbeat: what [`Store::extend`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
+pub struct Renewal {
     /// The end of the renewed lease, epoch milliseconds.
     pub lease_until_ms: u64,
     /// The new expiry, epoch seconds (`lease_until + ttl`, rounded up).
@@ -112,88 +133,6 @@ pub struct Limits {
     /// The largest encoded value or error, in bytes, the store can record. A larger one
     /// is completed as [`Outcome::NotStored`].
     pub max_data_bytes: usize,
-}
-
-/// Whether retrying may cure a store error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreErrorKind {
-    /// Throttling, a timeout, a lost connection, a full store: a later try may succeed.
-    Transient,
-    /// Misconfiguration, missing permissions, a rejected request: retrying will not help.
-    Permanent,
-    /// A record exists but cannot be decoded (a missing attribute, an unknown state):
-    /// the engine reports it as [`Error::Decode`](crate::Error::Decode) and never runs
-    /// the body over it.
-    Malformed,
-}
-
-impl fmt::Display for StoreErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StoreErrorKind::Transient => "transient",
-            StoreErrorKind::Permanent => "permanent",
-            StoreErrorKind::Malformed => "malformed record",
-        })
-    }
-}
-
-/// A store call that failed (as opposed to a condition that failed, which is
-/// [`Written::Refused`]).
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} store error: {message}")]
-pub struct StoreError {
-    kind: StoreErrorKind,
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-}
-
-impl StoreError {
-    /// A transient error: a retry may succeed.
-    pub fn transient(message: impl Into<String>) -> Self {
-        StoreError {
-            kind: StoreErrorKind::Transient,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// A permanent error: a retry will not help.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        StoreError {
-            kind: StoreErrorKind::Permanent,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// A record that cannot be decoded: `message` says which attribute and why.
-    pub fn malformed(message: impl Into<String>) -> Self {
-        StoreError {
-            kind: StoreErrorKind::Malformed,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying error (the database client's).
-    pub fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// What kind of failure it is.
-    pub fn kind(&self) -> StoreErrorKind {
-        self.kind
-    }
-
-    /// Whether a retry may cure it.
-    pub fn is_transient(&self) -> bool {
-        self.kind == StoreErrorKind::Transient
-    }
 }
 
 /// Where records live. Object safe: the engine holds an `Arc<dyn Store>`.
@@ -240,10 +179,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds.
     ///
-    /// **Writes**: `lease_until_ms` and `expires_at_s` from `lease`.
+    /// **Writes**: `lease_until_ms` and `expires_at_s` from `renewal`.
     ///
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
-    async fn extend(&self, attempt: &Attempt, lease: &Lease) -> Result<Written<()>, StoreError>;
+    async fn extend(&self, attempt: &Attempt, renewal: &Renewal)
+        -> Result<Written<()>, StoreError>;
 
     /// Frees the key at once, so a retry can run the body again.
     ///

@@ -1,0 +1,359 @@
+//! One attempt of one call: take the key (or find its live record), run the body under
+//! its lease, and record or release what the body ended with.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::policy::ErrorPolicy;
+use crate::context::Context;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::store::{
+    ceil_secs, Attempt, Begin, Completion, Outcome, Record, State, StoreError, StoreErrorKind,
+    Written,
+};
+
+/// How often begin is tried when the store refuses it with a record that is free (it
+/// lapsed or was deleted between the write and the read that answered it).
+const BEGIN_TRIES: usize = 3;
+/// The first and the longest pause between two polls of `wait`.
+const WAIT_FIRST: Duration = Duration::from_millis(50);
+const WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// One attempt of one call: everything the rules need, resolved.
+pub(super) struct Guard {
+    pub(super) engine: Engine,
+    pub(super) namespace: String,
+    pub(super) digest: String,
+    pub(super) id: String,
+    pub(super) owner: String,
+    pub(super) fingerprint: Option<String>,
+    pub(super) ttl: Duration,
+    pub(super) lease: Duration,
+    pub(super) max_duration: Duration,
+    pub(super) wait: Option<Duration>,
+}
+
+/// What begin found.
+enum Found {
+    /// This attempt holds the key.
+    Held { fence: u64, lease_until_ms: u64 },
+    /// A live record of another attempt.
+    Live(Record),
+}
+
+/// What the body's future ended with.
+type BodyExit<T, E> = Result<Result<T, E>, Box<dyn std::any::Any + Send>>;
+
+impl Guard {
+    pub(super) async fn run<T, E, B, Fut, P>(&self, body: B, errors: &P) -> Result<T, E>
+    where
+        B: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let (fence, lease_until_ms) = match self.acquire().await? {
+            Found::Held {
+                fence,
+                lease_until_ms,
+            } => (fence, lease_until_ms),
+            Found::Live(record) => return self.replay(record, errors),
+        };
+        let context = Context::new(
+            self.namespace.clone(),
+            self.digest.clone(),
+            fence,
+            lease_until_ms,
+            self.engine.clock().clone(),
+        );
+        let attempt = Attempt {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            fence,
+        };
+        // The closure is called inside the guard too: a panic before its future exists
+        // releases the key like one inside it.
+        let for_body = context.clone();
+        let body = context
+            .clone()
+            .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
+        let exit = self.drive(&attempt, &context, body).await;
+        self.finish(&attempt, exit, errors).await
+    }
+
+    pub(super) fn clock_now(&self) -> u64 {
+        self.engine.clock().now_ms()
+    }
+
+    pub(super) fn expires_at(&self, from_ms: u64) -> u64 {
+        ceil_secs(from_ms.saturating_add(self.ttl.as_millis() as u64))
+    }
+
+    /// One store call under the engine's timeout.
+    pub(super) async fn store_call<R>(
+        &self,
+        call: impl Future<Output = Result<R, StoreError>>,
+    ) -> Result<R, StoreError> {
+        let timeout = self.engine.defaults().store_timeout;
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::transient(format!(
+                "the store did not answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    pub(super) fn store_error(&self, operation: &'static str, source: StoreError) -> Error {
+        if source.kind() == StoreErrorKind::Malformed {
+            return self.decode_error(source.to_string());
+        }
+        Error::Store {
+            namespace: self.namespace.clone(),
+            operation,
+            source,
+        }
+    }
+
+    /// Begins, or finds the live record of another attempt; with `wait`, polls an
+    /// in-progress record until it completes or lapses.
+    async fn acquire(&self) -> Result<Found, Error> {
+        let clock = &self.engine.clock();
+        let wait_until = self
+            .wait
+            .map(|wait| self.clock_now().saturating_add(wait.as_millis() as u64));
+        let mut pause = WAIT_FIRST;
+        loop {
+            let record = match self.begin().await? {
+                Found::Live(record) => record,
+                held => return Ok(held),
+            };
+            if let (Some(mine), Some(theirs)) = (&self.fingerprint, &record.fingerprint) {
+                if mine != theirs {
+                    tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, "payload mismatch");
+                    return Err(Error::PayloadMismatch {
+                        namespace: self.namespace.clone(),
+                        digest: self.digest.clone(),
+                    });
+                }
+            }
+            if record.state == State::Completed {
+                return Ok(Found::Live(record));
+            }
+            let now = self.clock_now();
+            match wait_until {
+                Some(until) if now < until => {
+                    let jittered =
+                        fastrand::u64(pause.as_millis() as u64 / 2..=pause.as_millis() as u64);
+                    clock
+                        .sleep(Duration::from_millis(jittered.min(until - now)))
+                        .await;
+                    pause = (pause * 2).min(WAIT_MAX);
+                }
+                _ => {
+                    tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, "already in progress");
+                    return Err(Error::InProgress {
+                        namespace: self.namespace.clone(),
+                        digest: self.digest.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One begin, tried again (a bounded number of times) only when the refusal showed a
+    /// free record.
+    async fn begin(&self) -> Result<Found, Error> {
+        let store = &self.engine.store();
+        for _ in 0..BEGIN_TRIES {
+            let now_ms = self.clock_now();
+            let lease_until_ms = now_ms.saturating_add(self.lease.as_millis() as u64);
+            let request = Begin {
+                id: self.id.clone(),
+                owner: self.owner.clone(),
+                now_ms,
+                lease_until_ms,
+                expires_at_s: self.expires_at(lease_until_ms),
+                fingerprint: self.fingerprint.clone(),
+            };
+            let written = self
+                .store_call(store.begin(&request))
+                .await
+                .map_err(|e| self.store_error("begin", e))?;
+            match written {
+                Written::Applied(fence) => {
+                    return Ok(Found::Held {
+                        fence,
+                        lease_until_ms,
+                    })
+                }
+                // My own begin, applied by a request whose response was lost.
+                Written::Refused(Some(record)) if record.shows_begin_by(&self.owner) => {
+                    return Ok(Found::Held {
+                        fence: record.fence,
+                        lease_until_ms: record.lease_until_ms,
+                    })
+                }
+                Written::Refused(Some(record)) if record.is_live(now_ms) => {
+                    return Ok(Found::Live(record))
+                }
+                // Free or gone by the time the store read it: try again.
+                Written::Refused(_) => continue,
+            }
+        }
+        Err(self.store_error(
+            "begin",
+            StoreError::transient(format!(
+                "begin was refused {BEGIN_TRIES} times although the record read back as free; \
+                 the store's condition and its read disagree"
+            )),
+        ))
+    }
+
+    async fn finish<T, E, P>(
+        &self,
+        attempt: &Attempt,
+        exit: BodyExit<T, E>,
+        errors: &P,
+    ) -> Result<T, E>
+    where
+        T: Serialize,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        match exit {
+            Ok(Ok(value)) => self.complete_value(attempt, value).await,
+            Ok(Err(error)) => {
+                let limit = self.engine.store().limits().max_data_bytes;
+                match errors.record(&error) {
+                    Some(Ok(data)) if data.len() <= limit => {
+                        self.complete(attempt, Outcome::Err, Some(data)).await;
+                    }
+                    Some(Ok(data)) => {
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            bytes = data.len(), limit, "the error is too large to record; releasing the key");
+                        self.release(attempt).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            error = %e, "the error cannot be encoded; releasing the key");
+                        self.release(attempt).await;
+                    }
+                    None => self.release(attempt).await,
+                }
+                Err(error)
+            }
+            Err(panic) => {
+                self.release(attempt).await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    async fn complete_value<T: Serialize, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        value: T,
+    ) -> Result<T, E> {
+        let limit = self.engine.store().limits().max_data_bytes;
+        let encoded = match serde_json::to_string(&value) {
+            Ok(encoded) => Some(encoded),
+            Err(error) => {
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    %error, "the value cannot be encoded; recording it as not stored");
+                None
+            }
+        };
+        let (outcome, data) = match encoded.clone() {
+            Some(data) if data.len() <= limit => (Outcome::Ok, Some(data)),
+            Some(data) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    bytes = data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
+                (Outcome::NotStored, None)
+            }
+            None => (Outcome::NotStored, None),
+        };
+        match self.complete(attempt, outcome, data).await {
+            Completed::Recorded | Completed::NotRecorded => Ok(value),
+            Completed::LeaseLost => Err(Error::LeaseLost {
+                namespace: self.namespace.clone(),
+                digest: self.digest.clone(),
+                value: encoded,
+            }
+            .into()),
+        }
+    }
+
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        outcome: Outcome,
+        data: Option<String>,
+    ) -> Completed {
+        let completion = Completion {
+            expires_at_s: self.expires_at(self.clock_now()),
+            outcome,
+            data,
+        };
+        let store = &self.engine.store();
+        match self.store_call(store.complete(attempt, &completion)).await {
+            Ok(Written::Applied(())) => {
+                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, %outcome, "executed and recorded");
+                Completed::Recorded
+            }
+            Ok(Written::Refused(Some(record))) if record.shows_completion_by(attempt) => {
+                // Applied by a request whose response was lost.
+                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, %outcome, "executed and recorded");
+                Completed::Recorded
+            }
+            Ok(Written::Refused(record)) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, current_fence = record.as_ref().map(|r| r.fence),
+                    "completion refused: the lease was lost to another attempt or the record is gone");
+                Completed::LeaseLost
+            }
+            Err(error) => {
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, %error,
+                    "executed but not recorded: the store failed at completion; the lease will lapse");
+                Completed::NotRecorded
+            }
+        }
+    }
+
+    async fn release(&self, attempt: &Attempt) {
+        let store = &self.engine.store();
+        match self.store_call(store.release(attempt)).await {
+            Ok(Written::Applied(())) => {
+                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, "released after the body failed");
+            }
+            Ok(Written::Refused(Some(record))) if record.shows_release_by(attempt) => {}
+            Ok(Written::Refused(_)) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, "release refused: the lease was already lost");
+            }
+            Err(error) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, %error, "release failed; the lease will lapse");
+            }
+        }
+    }
+}
+
+/// How a completion ended.
+enum Completed {
+    Recorded,
+    /// The store failed: executed, not recorded.
+    NotRecorded,
+    /// Refused: another attempt holds the key, or the record is gone.
+    LeaseLost,
+}

@@ -1,0 +1,225 @@
+//! The function API: one guarded call, built ([`Call`]) and run.
+//!
+//! The rules live in the files beside this one: [`guard`] takes the key, runs the body
+//! and records its outcome; [`heartbeat`] renews the lease while the body runs;
+//! [`replay`] turns a completed record back into the caller's result; [`policy`]
+//! chooses which errors are recorded.
+
+mod guard;
+mod heartbeat;
+mod policy;
+mod replay;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::engine::check_timing;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::key::{self, KeyError};
+
+pub use policy::{ErrorPolicy, NoErrorReplay, ReplayErrors};
+
+/// One guarded call: the function API, which the `#[idempotent]` macro only fills in.
+///
+/// The key is encoded when the call is built, so it may borrow what the body later
+/// moves. Settings not given here come from the engine's [`Defaults`](crate::Defaults).
+///
+/// ```
+/// use idem_core::{Call, Engine, Error, MemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let engine = Engine::new(MemoryStore::new());
+/// for _ in 0..2 {
+///     let group: String = Call::new("groups::create", "req-42")
+///         .engine(&engine)
+///         .run(|ctx| async move {
+///             // Pass ctx.token() downstream as the cloud API's idempotency key.
+///             Ok::<_, Error>(format!("group-for-{}", &ctx.token()[..8]))
+///         })
+///         .await?;
+///     assert!(group.starts_with("group-for-"));
+/// }
+/// # Ok(()) }
+/// ```
+#[must_use = "a call does nothing until it is run"]
+pub struct Call<P = NoErrorReplay> {
+    settings: Settings,
+    errors: P,
+}
+
+/// What a call was given, before the engine's defaults fill the gaps.
+struct Settings {
+    engine: Option<Engine>,
+    namespace: String,
+    key: Result<Vec<u8>, KeyError>,
+    fingerprint: Option<Result<Vec<u8>, KeyError>>,
+    ttl: Option<Duration>,
+    lease: Option<Duration>,
+    max_duration: Option<Duration>,
+    wait: Option<Duration>,
+}
+
+impl Call {
+    /// A call in `namespace` (a function's name: `module::function`), keyed on `key`.
+    ///
+    /// The key is any `Serialize` value; tuples make composite keys. Floats and empty
+    /// values (`""`, `null`, `[]`, `{}`) are refused with [`Error::InvalidKey`] when the
+    /// call runs, before anything is written.
+    pub fn new<K: Serialize + ?Sized>(namespace: impl Into<String>, key: &K) -> Call {
+        Call {
+            settings: Settings {
+                engine: None,
+                namespace: namespace.into(),
+                key: key::canonical_key(key),
+                fingerprint: None,
+                ttl: None,
+                lease: None,
+                max_duration: None,
+                wait: None,
+            },
+            errors: NoErrorReplay,
+        }
+    }
+}
+
+impl<P> Call<P> {
+    /// Runs on `engine` instead of the installed one.
+    pub fn engine(mut self, engine: &Engine) -> Self {
+        self.settings.engine = Some(engine.clone());
+        self
+    }
+
+    /// How long the completed record is replayed, counted from completion.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.settings.ttl = Some(ttl);
+        self
+    }
+
+    /// How long the lease lasts without a heartbeat; heartbeats renew it every
+    /// `lease / 3`.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = Some(lease);
+        self
+    }
+
+    /// How long heartbeats keep the lease alive while the body runs.
+    pub fn max_duration(mut self, max_duration: Duration) -> Self {
+        self.settings.max_duration = Some(max_duration);
+        self
+    }
+
+    /// Waits up to `wait` for an in-progress call with the same key, polling (50 ms
+    /// doubling to 1 s, jittered) until its outcome can be replayed or its lease lapses
+    /// and this call takes over. The pauses are slept on the engine's clock: under a
+    /// [`ManualClock`](crate::ManualClock), a waiting call moves on only when the test
+    /// moves the clock.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.settings.wait = Some(wait);
+        self
+    }
+
+    /// A payload to check duplicates against: a later call with the same key but a
+    /// different fingerprint gets [`Error::PayloadMismatch`] instead of a replay.
+    pub fn fingerprint<F: Serialize + ?Sized>(mut self, payload: &F) -> Self {
+        self.settings.fingerprint = Some(key::canonical_json(payload));
+        self
+    }
+
+    /// Records the body's errors for which `predicate` returns `true`, and replays them
+    /// to duplicates, as values are. Other errors release the key.
+    pub fn replay_errors<E, F>(self, predicate: F) -> Call<ReplayErrors<E, F>>
+    where
+        E: Serialize + DeserializeOwned,
+        F: Fn(&E) -> bool,
+    {
+        Call {
+            settings: self.settings,
+            errors: ReplayErrors {
+                predicate,
+                _error: PhantomData,
+            },
+        }
+    }
+
+    /// Runs `body` at most once for this key, or replays what its first run recorded.
+    ///
+    /// The body gets the attempt's [`Context`] (also readable as
+    /// [`Context::current`]). Its heartbeats are polled in the same future as the body:
+    /// a body that blocks its thread starves them.
+    pub async fn run<T, E, B, Fut>(self, body: B) -> Result<T, E>
+    where
+        B: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let guard = self.settings.resolve()?;
+        guard.run(body, &self.errors).await
+    }
+}
+
+impl Settings {
+    /// The attempt these settings describe, with the engine's defaults filled in and
+    /// every setting checked; nothing is written yet.
+    fn resolve(self) -> Result<guard::Guard, Error> {
+        let Settings {
+            engine,
+            namespace,
+            key,
+            fingerprint,
+            ttl,
+            lease,
+            max_duration,
+            wait,
+        } = self;
+        let engine = match engine {
+            Some(engine) => engine,
+            None => Engine::global().ok_or(Error::NoEngine)?.clone(),
+        };
+        let defaults = *engine.defaults();
+        let ttl = ttl.unwrap_or(defaults.ttl);
+        let lease = lease.unwrap_or(defaults.lease);
+        check_timing(ttl, lease)?;
+        key::check_namespace(&namespace).map_err(Error::Config)?;
+        let invalid = |e: KeyError| Error::InvalidKey {
+            namespace: namespace.clone(),
+            reason: e.to_string(),
+        };
+        let digest = engine.digest(&namespace, &key.map_err(invalid)?);
+        let fingerprint = match fingerprint {
+            Some(payload) => Some(engine.digest(&namespace, &payload.map_err(invalid)?)),
+            None => None,
+        };
+        let id = key::id_from_digest(&namespace, &digest);
+        let max_id = engine.store().limits().max_id_bytes;
+        if id.len() > max_id {
+            return Err(Error::InvalidKey {
+                reason: format!(
+                    "the record id would be {} bytes and the store takes at most {max_id}; use a shorter name",
+                    id.len()
+                ),
+                namespace,
+            });
+        }
+        Ok(guard::Guard {
+            engine,
+            namespace,
+            digest,
+            id,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            fingerprint,
+            ttl,
+            lease,
+            max_duration: max_duration.unwrap_or(defaults.max_duration),
+            wait: wait.or(defaults.wait),
+        })
+    }
+}

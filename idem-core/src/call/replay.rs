@@ -1,0 +1,79 @@
+//! A duplicate's answer: the outcome a completed record holds, decoded for the caller.
+
+use serde::de::DeserializeOwned;
+
+use super::guard::Guard;
+use super::policy::ErrorPolicy;
+use crate::error::Error;
+use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
+
+impl Guard {
+    pub(super) fn decode_error(&self, reason: impl Into<String>) -> Error {
+        Error::Decode {
+            namespace: self.namespace.clone(),
+            digest: self.digest.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The outcome a completed record holds, for a duplicate call.
+    pub(super) fn replay<T, E, P>(&self, record: Record, errors: &P) -> Result<T, E>
+    where
+        T: DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        if record.format > FORMAT {
+            return Err(self
+                .decode_error(format!(
+                    "the record has format {}, written by a newer version of idem (this one reads up to {FORMAT})",
+                    record.format
+                ))
+                .into());
+        }
+        if record.codec != CODEC_JSON {
+            return Err(self
+                .decode_error(format!(
+                    "the record uses codec `{}`, which this build cannot read",
+                    record.codec
+                ))
+                .into());
+        }
+        let data = || {
+            record
+                .data
+                .as_deref()
+                .ok_or_else(|| self.decode_error("the completed record holds no data"))
+        };
+        tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, outcome = ?record.outcome, "replayed");
+        match record.outcome {
+            Some(Outcome::Ok) => serde_json::from_str(data()?).map_err(|e| {
+                self.decode_error(format!("the recorded value does not decode: {e}"))
+                    .into()
+            }),
+            Some(Outcome::Err) => {
+                let data = data()?;
+                match errors.decode(data) {
+                    Some(Ok(error)) => Err(error),
+                    Some(Err(e)) => Err(self
+                        .decode_error(format!("the recorded error does not decode: {e}"))
+                        .into()),
+                    None => Err(Error::RecordedError {
+                        namespace: self.namespace.clone(),
+                        digest: self.digest.clone(),
+                        data: data.to_owned(),
+                    }
+                    .into()),
+                }
+            }
+            Some(Outcome::NotStored) => Err(Error::ResultNotStored {
+                namespace: self.namespace.clone(),
+                digest: self.digest.clone(),
+            }
+            .into()),
+            None => Err(self
+                .decode_error("the completed record has no outcome")
+                .into()),
+        }
+    }
+}
