@@ -2,7 +2,7 @@
 
 pub mod cfn;
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::config::BehaviorVersion;
 use idem_dynamo::{DynamoStore, SetupError};
 
 /// A DynamoDB client: for a local server (`endpoint`), static credentials, a region and
@@ -11,14 +11,7 @@ use idem_dynamo::{DynamoStore, SetupError};
 /// chain and region.
 pub async fn dynamo_client(endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
     match endpoint {
-        Some(endpoint) => aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                .endpoint_url(endpoint)
-                .build(),
-        ),
+        Some(endpoint) => idem_dynamo::local_client(endpoint),
         None => aws_sdk_dynamodb::Client::new(
             &aws_config::load_defaults(BehaviorVersion::latest()).await,
         ),

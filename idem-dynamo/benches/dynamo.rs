@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::{Call, Engine, EngineBuilder, Error};
 use idem_dynamo::testkit::RequestCounter;
@@ -17,11 +16,7 @@ use idem_dynamo::{DynamoStore, SetupError};
 
 fn setup(runtime: &tokio::runtime::Runtime, endpoint: &str, counter: &RequestCounter) -> Engine {
     let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("bench", "bench", None, None, "static"))
-            .endpoint_url(endpoint)
+        idem_dynamo::local_config(endpoint)
             .retry_config(RetryConfig::disabled())
             .interceptor(counter.clone())
             .build(),

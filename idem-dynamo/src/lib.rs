@@ -2,21 +2,14 @@
 //! conditional writes, expired by DynamoDB's TTL.
 //!
 //! ```no_run
-//! use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 //! use idem_core::Engine;
 //! use idem_dynamo::DynamoStore;
 //!
 //! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
 //! // In production, build the client from `aws_config::load_defaults(...)` (the
 //! // default credential chain and region). Against a local server (moto, dynalite,
-//! // DynamoDB Local), give static credentials, a region and the endpoint:
-//! let config = aws_sdk_dynamodb::Config::builder()
-//!     .behavior_version(BehaviorVersion::latest())
-//!     .region(Region::new("us-east-1"))
-//!     .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-//!     .endpoint_url("http://127.0.0.1:8000")
-//!     .build();
-//! let client = aws_sdk_dynamodb::Client::from_conf(config);
+//! // DynamoDB Local): static credentials, a region and the endpoint.
+//! let client = idem_dynamo::local_client("http://127.0.0.1:8000");
 //!
 //! // Checks the table's key schema and TTL once, at start-up.
 //! let store = DynamoStore::builder(client, "idempotency").build().await?;
@@ -109,10 +102,12 @@
 #![warn(missing_docs)]
 
 mod item;
+mod local;
 mod names;
 mod setup;
 mod store;
 
+pub use local::{local_client, local_config};
 pub use names::{AttributeNames, KeyLayout};
 pub use setup::{DynamoStoreBuilder, SetupError, TtlSetup};
 pub use store::DynamoStore;

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::test_util::capture_request;
 use idem_core::store::Outcome;
@@ -26,10 +25,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let (http, request) = capture_request(None);
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+    let config = idem_dynamo::local_config("http://127.0.0.1:1")
         .http_client(http)
         .build();
     let store =

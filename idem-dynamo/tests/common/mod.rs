@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
 use idem_dynamo::testkit::RequestCounter;
 use idem_dynamo::{DynamoStore, DynamoStoreBuilder, SetupError};
@@ -37,11 +36,7 @@ impl Server {
 /// credential chain would probe the instance metadata address and time out here).
 /// With `counter`, SDK retries are off so every HTTP attempt is counted once.
 pub fn client(server: Server, counter: Option<&RequestCounter>) -> Client {
-    let mut config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(server.endpoint());
+    let mut config = idem_dynamo::local_config(&server.endpoint());
     if let Some(counter) = counter {
         config = config
             .retry_config(RetryConfig::disabled())
