@@ -7,8 +7,9 @@
 //! fingerprint) are evaluated once, before the body, and the original body becomes the
 //! async block that API runs at most once per key.
 
-mod attr;
+mod ast;
 mod expand;
+mod valid;
 
 use proc_macro::TokenStream;
 
@@ -17,10 +18,12 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
-    let expanded = match syn::parse::<attr::Args>(args) {
-        Ok(args) => expand::expand(args, item.clone()),
-        Err(error) => Err(error),
-    };
+    // Parse, validate, expand (thiserror's three steps). syn's own errors about the
+    // item are passed on as they are.
+    let expanded = syn::parse::<ast::Options>(args)
+        .and_then(|options| Ok((options, syn::parse2(item.clone())?)))
+        .and_then(|(options, function)| valid::validate(options, function))
+        .map(expand::expand);
     match expanded {
         Ok(tokens) => tokens.into(),
         // The original item stays beside the errors, so one mistake in the attribute

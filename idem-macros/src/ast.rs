@@ -1,4 +1,6 @@
-//! Parsing and checking the attribute's options.
+//! Step 1, parse: the attribute's options as written, each value checked on its own
+//! (a duration literal, a name). Whether the options fit together and fit the function
+//! is the validate step's (`valid.rs`).
 
 use std::time::Duration;
 
@@ -17,9 +19,12 @@ pub enum DurationArg {
     Expr(Box<Expr>),
 }
 
-/// The attribute's options, checked.
-pub struct Args {
-    pub key: Expr,
+/// The attribute's options as written. `key` is required, which validation checks.
+#[derive(Default)]
+pub struct Options {
+    /// `key` was written, even if its value was wrong (then that error says enough).
+    pub key_written: bool,
+    pub key: Option<Expr>,
     pub engine: Option<Expr>,
     pub ttl: Option<DurationArg>,
     pub lease: Option<DurationArg>,
@@ -29,29 +34,16 @@ pub struct Args {
     pub wait: Option<DurationArg>,
     pub replay_errors: Option<Expr>,
     pub krate: Option<Path>,
+    /// Where the options stand, for an error about one that is missing.
+    pub span: Option<Span>,
 }
 
-/// Every option as parsed, before the check for `key`.
-#[derive(Default)]
-struct Parsed {
-    /// `key` was written, even if its value was wrong (then that error says enough).
-    key_written: bool,
-    key: Option<Expr>,
-    engine: Option<Expr>,
-    ttl: Option<DurationArg>,
-    lease: Option<DurationArg>,
-    max_duration: Option<DurationArg>,
-    name: Option<LitStr>,
-    fingerprint: Option<Expr>,
-    wait: Option<DurationArg>,
-    replay_errors: Option<Expr>,
-    krate: Option<Path>,
-}
-
-impl Parse for Args {
+impl Parse for Options {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let span = input.span();
-        let mut parsed = Parsed::default();
+        let mut parsed = Options {
+            span: Some(input.span()),
+            ..Options::default()
+        };
         let mut errors: Option<syn::Error> = None;
         while !input.is_empty() {
             if let Err(error) = parse_option(input, &mut parsed) {
@@ -69,44 +61,14 @@ impl Parse for Args {
             }
             input.parse::<Token![,]>()?;
         }
-        let key = match parsed.key {
-            Some(key) => Some(key),
-            None if parsed.key_written => None,
-            None => {
-                let missing = syn::Error::new(
-                    span,
-                    "#[idempotent] needs `key = ...`: the value that tells one event from another, \
-                     e.g. `#[idempotent(key = event.request_id)]`",
-                );
-                match &mut errors {
-                    Some(all) => all.combine(missing),
-                    None => errors = Some(missing),
-                }
-                None
-            }
-        };
-        let key = match (key, errors) {
-            (Some(key), None) => key,
-            (_, Some(errors)) => return Err(errors),
-            // `key` was written without a value, which reported an error above.
-            (None, None) => return Err(syn::Error::new(span, "`key` needs a value")),
-        };
-        Ok(Args {
-            key,
-            engine: parsed.engine,
-            ttl: parsed.ttl,
-            lease: parsed.lease,
-            max_duration: parsed.max_duration,
-            name: parsed.name,
-            fingerprint: parsed.fingerprint,
-            wait: parsed.wait,
-            replay_errors: parsed.replay_errors,
-            krate: parsed.krate,
-        })
+        match errors {
+            Some(errors) => Err(errors),
+            None => Ok(parsed),
+        }
     }
 }
 
-fn parse_option(input: ParseStream, parsed: &mut Parsed) -> syn::Result<()> {
+fn parse_option(input: ParseStream, parsed: &mut Options) -> syn::Result<()> {
     let name: Ident = if input.peek(Token![crate]) {
         let token: Token![crate] = input.parse()?;
         Ident::new("crate", token.span)
