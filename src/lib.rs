@@ -37,10 +37,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The guarantee, its limits (clock skew, a crash between the side effect and the
-//! record, fencing across deletions, pseudonymous keys) and the function API that the
-//! attribute fills in ([`Call`]) are described in [`idem_core`], which this crate
-//! re-exports.
+//! The guarantee and its limits (clock skew, a crash between the side effect and the
+//! record, fencing across deletions, pseudonymous keys), the record, every outcome and
+//! the store contract are written down once, in `docs/protocol.md` in idem's
+//! repository. The function API that the attribute fills in is [`Call`].
+//!
+//! This crate's root is for application code. Store authors use [`store`] (the
+//! [`Store`](store::Store) trait, its requests and answers, the record) and [`key`]
+//! (the frozen formats), and depend on `idem-core` at an exact version.
 //!
 //! # The `#[idempotent]` attribute
 //!

@@ -1,4 +1,4 @@
-//! Every outcome of a guarded call (DESIGN.md section 4), on the in-memory store with a
+//! Every outcome of a guarded call (docs/protocol.md, section 4), on the in-memory store with a
 //! manual clock, and with faults injected where the store must misbehave.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
