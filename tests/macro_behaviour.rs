@@ -394,3 +394,24 @@ fn the_generated_future_is_send_when_the_body_is() {
     assert_send(&pay("x"));
     assert_send(&timed(9));
 }
+
+/// A raw identifier's `r#` is not part of its name: the namespace is `...::type`, which
+/// the engine accepts (`#` is refused in a namespace).
+#[idempotent(key = id)]
+async fn r#type(id: u32) -> Result<u32, Error> {
+    ran("raw identifier");
+    Ok(id + 1)
+}
+
+#[tokio::test]
+async fn a_raw_identifier_names_its_namespace_without_r_hash() {
+    install();
+    assert_eq!(r#type(7).await.unwrap(), 8);
+    assert_eq!(r#type(7).await.unwrap(), 8, "replayed");
+    assert_eq!(runs("raw identifier"), 1);
+    let engine = Engine::global().unwrap();
+    let id = engine
+        .record_id(concat!(module_path!(), "::type"), &7u32)
+        .unwrap();
+    assert!(engine.store().read(&id).await.unwrap().is_some());
+}

@@ -79,15 +79,16 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `write` if the record with `id` is held by `attempt`.
-    fn update_held(
+    /// Applies `write` if the record with `attempt.id` meets `condition`.
+    fn update_if(
         &self,
         attempt: &Attempt,
+        condition: impl FnOnce(&Record) -> bool,
         write: impl FnOnce(&mut Record),
     ) -> Result<Written<()>, StoreError> {
         let mut inner = self.lock();
         match inner.records.get_mut(&attempt.id) {
-            Some(record) if record.is_held_by(attempt) => {
+            Some(record) if condition(record) => {
                 write(record);
                 Ok(Written::Applied(()))
             }
@@ -161,12 +162,16 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.update_held(attempt, |record| {
-            record.state = State::Completed;
-            record.outcome = Some(completion.outcome);
-            record.data = completion.data.clone();
-            record.expires_at_s = completion.expires_at_s;
-        })
+        self.update_if(
+            attempt,
+            |r| r.is_held_by(attempt),
+            |record| {
+                record.state = State::Completed;
+                record.outcome = Some(completion.outcome);
+                record.data = completion.data.clone();
+                record.expires_at_s = completion.expires_at_s;
+            },
+        )
     }
 
     async fn extend(
@@ -174,14 +179,22 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         renewal: &Renewal,
     ) -> Result<Written<()>, StoreError> {
-        self.update_held(attempt, |record| {
-            record.lease_until_ms = renewal.lease_until_ms;
-            record.expires_at_s = renewal.expires_at_s;
-        })
+        self.update_if(
+            attempt,
+            |r| r.is_renewable_by(attempt),
+            |record| {
+                record.lease_until_ms = renewal.lease_until_ms;
+                record.expires_at_s = renewal.expires_at_s;
+            },
+        )
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
-        self.update_held(attempt, |record| record.lease_until_ms = 0)
+        self.update_if(
+            attempt,
+            |r| r.is_held_by(attempt),
+            |record| record.lease_until_ms = 0,
+        )
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {

@@ -1,9 +1,9 @@
 //! The DynamoDB store.
 
 use std::collections::HashMap;
-use std::fmt::Debug;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -24,14 +24,22 @@ const MAX_ITEM_BYTES: usize = 400_000;
 /// fingerprint, numbers.
 const ITEM_OVERHEAD_BYTES: usize = 4 * 1024;
 
-/// Error codes DynamoDB answers when a later try may succeed.
+/// Error codes DynamoDB answers when a later try may succeed: throttling, server faults
+/// and write conflicts (AWS's list of retryable DynamoDB errors). Any answer with a 5xx
+/// status is transient too, whatever its code, or without one.
 const TRANSIENT_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
+    "Throttling",
     "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
     "InternalServerError",
+    "InternalFailure",
     "ServiceUnavailable",
     "TransactionConflictException",
+    "TransactionInProgressException",
+    "ReplicatedWriteConflictException",
     "LimitExceededException",
 ];
 
@@ -139,8 +147,12 @@ impl DynamoStore {
         attempt: &Attempt,
         mut expression: Expression,
         update: String,
+        also: Option<String>,
     ) -> Result<Written<()>, StoreError> {
-        let condition = self.held_by(&mut expression, attempt);
+        let mut condition = self.held_by(&mut expression, attempt);
+        if let Some(also) = also {
+            condition = format!("{condition} AND {also}");
+        }
         Ok(self
             .update(operation, &attempt.id, update, condition, expression, false)
             .await?
@@ -148,12 +160,13 @@ impl DynamoStore {
     }
 }
 
-/// Classes an SDK error: throttling, server faults and transport failures are transient
-/// (the SDK's retry policy has already retried them); the rest are permanent.
-fn store_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError
+/// Classes an SDK error: throttling, server faults (any 5xx, with or without an error
+/// code), write conflicts and transport failures are transient (the SDK's retry policy
+/// has already retried them); the rest (validation, permissions, a missing table) are
+/// permanent.
+fn store_error<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug + Send + Sync + 'static,
 {
     let message = format!(
         "DynamoDB {operation} failed: {}",
@@ -163,9 +176,12 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
-        SdkError::ServiceError(_) => error
-            .code()
-            .is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+        SdkError::ServiceError(service) => {
+            service.raw().status().is_server_error()
+                || error
+                    .code()
+                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
         _ => false,
     };
     let classified = if transient {
@@ -289,7 +305,7 @@ impl Store for DynamoStore {
             }
             None => update.push_str(&format!(" REMOVE {data}")),
         }
-        self.held_update("UpdateItem (complete)", attempt, e, update)
+        self.held_update("UpdateItem (complete)", attempt, e, update, None)
             .await
     }
 
@@ -304,8 +320,17 @@ impl Store for DynamoStore {
         let expiration = e.name("expiration", &self.names.expiration);
         let expiration_value = e.value("expiration", n(renewal.expires_at_s));
         let update = format!("SET {lease_name} = {lease_value}, {expiration} = {expiration_value}");
-        self.held_update("UpdateItem (extend)", attempt, e, update)
-            .await
+        // A heartbeat that lands after the release must not revive the lease.
+        let zero = e.value("zero", n(0));
+        let not_released = format!("{lease_name} > {zero}");
+        self.held_update(
+            "UpdateItem (extend)",
+            attempt,
+            e,
+            update,
+            Some(not_released),
+        )
+        .await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
@@ -313,7 +338,7 @@ impl Store for DynamoStore {
         let lease = e.name("lease", &self.names.in_progress_expiration);
         let zero = e.value("zero", n(0));
         let update = format!("SET {lease} = {zero}");
-        self.held_update("UpdateItem (release)", attempt, e, update)
+        self.held_update("UpdateItem (release)", attempt, e, update, None)
             .await
     }
 

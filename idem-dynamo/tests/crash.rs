@@ -92,7 +92,7 @@ async fn engine(table: &str, stall_extend: bool) -> (Engine, Arc<FaultyStore<Dyn
     }
     let engine = EngineBuilder::from_arc(store.clone())
         .lease(LEASE)
-        .store_timeout(Duration::from_secs(60))
+        .store_timeout(Duration::from_secs(3))
         .build()
         .unwrap();
     (engine, store)

@@ -3,6 +3,7 @@
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt as _;
 use syn::spanned::Spanned;
 use syn::{parse_quote, Expr, ExprAsync, ItemFn, Path, Stmt, Type};
 
@@ -51,7 +52,8 @@ fn guarded_body(
     let namespace = match &args.name {
         Some(name) => name.to_token_stream(),
         None => {
-            let function_name = function_name.to_string();
+            // `r#type` is named `type`: a raw identifier's `r#` is not part of its name.
+            let function_name = function_name.unraw().to_string();
             quote!(::core::concat!(::core::module_path!(), "::", #function_name))
         }
     };

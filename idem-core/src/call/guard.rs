@@ -66,6 +66,26 @@ impl Guard {
             } => (fence, lease_until_ms),
             Found::Live(record) => return self.replay(record, errors),
         };
+        let attempt = Attempt {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            fence,
+        };
+        if self.clock_now() >= lease_until_ms {
+            // Begin answered after the lease it took had already lapsed: another caller
+            // may hold the key by now, so the body must not start.
+            self.release(&attempt).await;
+            return Err(self
+                .store_error(
+                    "begin",
+                    StoreError::transient(format!(
+                        "the store answered begin after the {:?} lease had lapsed; the body was \
+                         not run (the store is too slow for this lease)",
+                        self.lease
+                    )),
+                )
+                .into());
+        }
         let context = Context::new(
             self.namespace.clone(),
             self.digest.clone(),
@@ -73,18 +93,13 @@ impl Guard {
             lease_until_ms,
             self.engine.clock().clone(),
         );
-        let attempt = Attempt {
-            id: self.id.clone(),
-            owner: self.owner.clone(),
-            fence,
-        };
         // The closure is called inside the guard too: a panic before its future exists
         // releases the key like one inside it.
         let for_body = context.clone();
         let body = context
             .clone()
             .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
-        let exit = self.drive(&attempt, &context, body).await;
+        let exit = self.drive(&attempt, &context, lease_until_ms, body).await;
         self.finish(&attempt, exit, errors).await
     }
 

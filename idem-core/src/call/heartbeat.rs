@@ -17,10 +17,17 @@ type Heartbeat<'a> = BoxFuture<'a, (Renewal, Result<Written<()>, StoreError>)>;
 impl Guard {
     /// Polls the body together with its heartbeats until the body ends; an extend still
     /// in flight then is awaited, so no heartbeat can land after complete or release.
+    ///
+    /// Every beat is scheduled from the lease it renews, not from when the body started:
+    /// the first at `lease_start + lease / 3`, where `lease_start` is the clock reading
+    /// taken before begin was sent (`lease_until_ms - lease`), each later one at
+    /// `lease / 3` past the start of the lease the previous beat asked for. A slow begin
+    /// therefore cannot push the first renewal past the promised margin.
     pub(super) async fn drive<F: Future>(
         &self,
         attempt: &Attempt,
         context: &Context,
+        lease_until_ms: u64,
         body: F,
     ) -> F::Output {
         let clock = self.engine.clock();
@@ -31,8 +38,13 @@ impl Guard {
             .clock_now()
             .saturating_add(self.max_duration.as_millis() as u64);
         let mut body = pin!(body);
-        let mut next_beat = self.clock_now().saturating_add(every.as_millis() as u64);
-        let mut timer = Some(clock.sleep(every));
+        let every_ms = every.as_millis() as u64;
+        let mut next_beat = lease_until_ms
+            .saturating_sub(lease_ms)
+            .saturating_add(every_ms);
+        let mut timer = Some(clock.sleep(Duration::from_millis(
+            next_beat.saturating_sub(self.clock_now()),
+        )));
         let mut extend: Option<Heartbeat<'_>> = None;
 
         let output = poll_fn(|cx| {

@@ -187,7 +187,7 @@ impl Settings {
         let defaults = *engine.defaults();
         let ttl = ttl.unwrap_or(defaults.ttl);
         let lease = lease.unwrap_or(defaults.lease);
-        check_timing(ttl, lease)?;
+        check_timing(ttl, lease, defaults.store_timeout)?;
         key::check_namespace(&namespace).map_err(Error::Config)?;
         let invalid = |e: KeyError| Error::InvalidKey {
             namespace: namespace.clone(),

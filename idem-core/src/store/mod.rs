@@ -177,7 +177,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Renews the attempt's lease (a heartbeat).
     ///
-    /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds.
+    /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds and the
+    /// lease was not released (`lease_until_ms > 0`, [`Record::is_renewable_by`]): a
+    /// heartbeat the engine stopped waiting for may reach the store after the release,
+    /// and must not revive the lease.
     ///
     /// **Writes**: `lease_until_ms` and `expires_at_s` from `renewal`.
     ///

@@ -145,6 +145,14 @@ impl Record {
             && self.fence == attempt.fence
     }
 
+    /// Whether `attempt` may renew this record's lease: it holds the record and has not
+    /// released it (`lease_until_ms > 0`). The condition of extend: a heartbeat that
+    /// reaches the store after the release (the engine gave up waiting for it) must not
+    /// revive the lease.
+    pub fn is_renewable_by(&self, attempt: &Attempt) -> bool {
+        self.is_held_by(attempt) && self.lease_until_ms > 0
+    }
+
     // What a write whose response was lost left behind. A refused write that finds one
     // of these states was applied by an earlier send of the same request (the owner is
     // random per attempt, so no other attempt can have produced it): the engine counts

@@ -305,6 +305,28 @@ pub async fn release_frees_at_once_and_reacquire_gets_higher_fence(store: Arc<dy
     );
 }
 
+/// extend after a release is refused and leaves the lease released: a heartbeat that
+/// reaches the store after the release (its sender gave up waiting) cannot revive it.
+pub async fn extend_after_release_refused(store: Arc<dyn Store>) {
+    let id = fresh_id("late-extend");
+    let fence = acquire(&store, &begin_at(&id, "a", T0, None)).await;
+    let held = attempt(&id, "a", fence);
+    store.release(&held).await.expect("release");
+    let released = read(&store, &id).await;
+    assert_eq!(released.lease_until_ms, 0);
+    let written = store
+        .extend(&held, &renewal_at(T0 + 1))
+        .await
+        .expect("extend");
+    assert_eq!(written, Written::Refused(Some(released.clone())));
+    assert_eq!(read(&store, &id).await, released, "the record is unchanged");
+    assert_eq!(
+        acquire(&store, &begin_at(&id, "b", T0 + 2, None)).await,
+        fence + 1,
+        "the key is still free"
+    );
+}
+
 /// extend moves the lease and the expiry; the old lease end no longer frees the key.
 pub async fn extend_renews_lease(store: Arc<dyn Store>) {
     let id = fresh_id("extend");

@@ -98,6 +98,7 @@ macro_rules! store_conformance {
             writes_on_absent_record_refused_with_none,
             release_frees_at_once_and_reacquire_gets_higher_fence,
             extend_renews_lease,
+            extend_after_release_refused,
             complete_records_each_outcome,
             delete_removes_record_and_resets_fence,
         );

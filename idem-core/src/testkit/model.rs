@@ -40,7 +40,7 @@ impl Model {
     /// complete, as the contract says; the record it writes shows the completion
     /// ([`Record::shows_completion_by`]).
     pub fn complete(&mut self, attempt: &Attempt, completion: &Completion) -> Written<()> {
-        let written = self.held(attempt, |r| {
+        let written = self.write_if(attempt, Record::is_held_by, |r| {
             r.state = State::Completed;
             r.outcome = Some(completion.outcome);
             r.data = completion.data.clone();
@@ -53,7 +53,7 @@ impl Model {
     /// extend, as the contract says; the record it writes shows the renewal
     /// ([`Record::shows_renewal_by`]).
     pub fn extend(&mut self, attempt: &Attempt, renewal: &Renewal) -> Written<()> {
-        let written = self.held(attempt, |r| {
+        let written = self.write_if(attempt, Record::is_renewable_by, |r| {
             r.lease_until_ms = renewal.lease_until_ms;
             r.expires_at_s = renewal.expires_at_s;
         });
@@ -64,15 +64,21 @@ impl Model {
     /// release, as the contract says; the record it writes shows the release
     /// ([`Record::shows_release_by`]).
     pub fn release(&mut self, attempt: &Attempt) -> Written<()> {
-        let written = self.held(attempt, |r| r.lease_until_ms = 0);
+        let written = self.write_if(attempt, Record::is_held_by, |r| r.lease_until_ms = 0);
         self.shows(&written, |r| r.shows_release_by(attempt));
         written
     }
 
-    /// `write` applied iff `attempt` holds the record ([`Record::is_held_by`]).
-    fn held(&mut self, attempt: &Attempt, write: impl FnOnce(&mut Record)) -> Written<()> {
+    /// `write` applied iff the record meets `condition` for `attempt`
+    /// ([`Record::is_held_by`], or [`Record::is_renewable_by`] for extend).
+    fn write_if(
+        &mut self,
+        attempt: &Attempt,
+        condition: fn(&Record, &Attempt) -> bool,
+        write: impl FnOnce(&mut Record),
+    ) -> Written<()> {
         match &mut self.record {
-            Some(record) if record.is_held_by(attempt) => {
+            Some(record) if condition(record, attempt) => {
                 write(record);
                 Written::Applied(())
             }
