@@ -67,13 +67,27 @@
 //! ## `key` (required)
 //! Any expression over the arguments, `self` and items in scope, of a type that
 //! implements `Serialize`; tuples make composite keys. It is evaluated once, before the
-//! body, so the body may move what it borrows. Floats and empty values are refused at
-//! run time ([`Error::InvalidKey`]).
+//! body, so the body may move what it borrows. Floats and empty values (`""`, `None`,
+//! `[]`, `{}`) are refused at run time ([`Error::InvalidKey`]), and so is a tuple key
+//! with an empty part: two requests whose key part is missing must not share a record.
 //! ```
 //! # use idem::{idempotent, Error};
 //! #[idempotent(key = (tenant, order_id))]
 //! async fn ship(tenant: String, order_id: u64) -> Result<u64, Error> {
 //!     Ok(order_id)
+//! }
+//! ```
+//!
+//! ## `optional_key`
+//! `optional_key = true` makes a missing key legitimate: when the key (or a part of a
+//! tuple key) is empty, the body runs **unguarded**, with a warning event, instead of
+//! failing. For an `Idempotency-Key` header that clients may leave out. Inside the body,
+//! [`Context::is_guarded`] tells the two apart.
+//! ```
+//! # use idem::{idempotent, Error};
+//! #[idempotent(key = (tenant, idempotency_key), optional_key = true)]
+//! async fn pay(tenant: String, idempotency_key: Option<String>) -> Result<u64, Error> {
+//!     Ok(42)
 //! }
 //! ```
 //!

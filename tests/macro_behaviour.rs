@@ -415,3 +415,19 @@ async fn a_raw_identifier_names_its_namespace_without_r_hash() {
         .unwrap();
     assert!(engine.store().read(&id).await.unwrap().is_some());
 }
+
+#[idempotent(key = (tenant, idempotency_key), optional_key = true)]
+async fn optional_payment(tenant: &str, idempotency_key: Option<String>) -> Result<bool, Error> {
+    ran("optional key");
+    Ok(Context::current().unwrap().is_guarded())
+}
+
+#[tokio::test]
+async fn optional_key_runs_unguarded_without_a_key_and_guards_with_one() {
+    install();
+    assert!(!optional_payment("t", None).await.unwrap());
+    assert!(!optional_payment("t", None).await.unwrap());
+    assert!(optional_payment("t", Some("k".into())).await.unwrap());
+    assert!(optional_payment("t", Some("k".into())).await.unwrap());
+    assert_eq!(runs("optional key"), 3);
+}

@@ -61,6 +61,19 @@ impl Context {
         }
     }
 
+    /// The context of a body that runs unguarded ([`Call::optional_key`](crate::Call::optional_key)
+    /// without a key): no token, fence 0, a lease that never lapses.
+    pub(crate) fn unguarded(namespace: String, clock: Arc<dyn Clock>) -> Self {
+        Context::new(namespace, String::new(), 0, u64::MAX, clock)
+    }
+
+    /// Whether the body runs under a key's lease. `false` only for a call with
+    /// [`optional_key`](crate::Call::optional_key) that had no key: its token is empty
+    /// and its fence 0, so there is nothing to pass downstream.
+    pub fn is_guarded(&self) -> bool {
+        !self.inner.token.is_empty()
+    }
+
     /// The context of the attempt this task runs under, if any.
     ///
     /// A task-local: it is set while the guarded body is polled, and is `None` anywhere

@@ -21,17 +21,36 @@ use sha2::{Digest as _, Sha256};
 
 /// Why a value cannot serve as a key (or fingerprint).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError(String);
+pub struct KeyError {
+    message: String,
+    empty: bool,
+}
 
 impl KeyError {
     fn new(message: impl Into<String>) -> Self {
-        KeyError(message.into())
+        KeyError {
+            message: message.into(),
+            empty: false,
+        }
+    }
+
+    fn empty(message: impl Into<String>) -> Self {
+        KeyError {
+            message: message.into(),
+            empty: true,
+        }
+    }
+
+    /// Whether the key was refused for being empty (or having an empty part), as
+    /// opposed to holding a value no key may hold (a float).
+    pub fn is_empty_key(&self) -> bool {
+        self.empty
     }
 }
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -39,7 +58,7 @@ impl std::error::Error for KeyError {}
 
 impl ser::Error for KeyError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        KeyError(msg.to_string())
+        KeyError::new(msg.to_string())
     }
 }
 
@@ -64,16 +83,39 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyEr
 }
 
 /// Encodes a key: [`canonical_json`], refusing the empty values `""`, `null`, `[]` and
-/// `{}` (a key that is always empty would make every call a duplicate of the first).
+/// `{}` (a key that is always empty would make every call a duplicate of the first),
+/// and a tuple key with such a value as a part: `(tenant, None)` for two requests
+/// without an idempotency key would make them share one record, and the second would
+/// get the first one's result. (Fields inside a struct key are the user's own data and
+/// may be empty.)
+///
+/// ```
+/// # use idem_core::key::canonical_key;
+/// assert!(canonical_key(&("tenant-1", "req-7")).is_ok());
+/// assert!(canonical_key(&("tenant-1", None::<&str>)).unwrap_err().is_empty_key());
+/// assert!(canonical_key(&("tenant-1", "")).unwrap_err().is_empty_key());
+/// ```
 pub fn canonical_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
-    let bytes = canonical_json(value)?;
-    match bytes.as_slice() {
-        b"\"\"" | b"null" | b"[]" | b"{}" => Err(KeyError::new(format!(
+    let node = value.serialize(NodeSerializer)?;
+    if node.is_empty() {
+        let mut bytes = Vec::new();
+        node.write(&mut bytes);
+        return Err(KeyError::empty(format!(
             "the key is empty ({}); key on a value that tells events apart, such as a request id",
             String::from_utf8_lossy(&bytes)
-        ))),
-        _ => Ok(bytes),
+        )));
     }
+    if let Node::Tuple(parts) = &node {
+        if let Some(part) = parts.iter().position(Node::is_empty) {
+            return Err(KeyError::empty(format!(
+                "part {part} of the tuple key is empty (\"\", null, [] or {{}}); two events \
+                 without that part would share one record"
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    node.write(&mut out);
+    Ok(out)
 }
 
 /// The 64-character lowercase hex digest of a canonical key within a namespace:
@@ -136,10 +178,23 @@ enum Node {
     Int(String),
     Str(String),
     Seq(Vec<Node>),
+    /// A tuple (written as a sequence): its parts are a composite key's parts.
+    Tuple(Vec<Node>),
     Map(Vec<(String, Node)>),
 }
 
 impl Node {
+    /// `""`, `null`, `[]` or `{}`.
+    fn is_empty(&self) -> bool {
+        match self {
+            Node::Null => true,
+            Node::Str(s) => s.is_empty(),
+            Node::Seq(items) | Node::Tuple(items) => items.is_empty(),
+            Node::Map(entries) => entries.is_empty(),
+            Node::Bool(_) | Node::Int(_) => false,
+        }
+    }
+
     fn write(self, out: &mut Vec<u8>) {
         match self {
             Node::Null => out.extend_from_slice(b"null"),
@@ -147,7 +202,7 @@ impl Node {
             Node::Bool(false) => out.extend_from_slice(b"false"),
             Node::Int(digits) => out.extend_from_slice(digits.as_bytes()),
             Node::Str(s) => write_str(&s, out),
-            Node::Seq(items) => {
+            Node::Seq(items) | Node::Tuple(items) => {
                 out.push(b'[');
                 for (i, item) in items.into_iter().enumerate() {
                     if i > 0 {
@@ -208,6 +263,8 @@ struct NodeSerializer;
 
 struct SeqBuilder {
     items: Vec<Node>,
+    /// Built by `serialize_tuple`: a composite key's parts.
+    tuple: bool,
     /// For tuple and struct variants: the variant name wrapping the result.
     variant: Option<&'static str>,
 }
@@ -325,11 +382,16 @@ impl ser::Serializer for NodeSerializer {
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, KeyError> {
         Ok(SeqBuilder {
             items: Vec::with_capacity(len.unwrap_or(0)),
+            tuple: false,
             variant: None,
         })
     }
     fn serialize_tuple(self, len: usize) -> Result<SeqBuilder, KeyError> {
-        self.serialize_seq(Some(len))
+        Ok(SeqBuilder {
+            items: Vec::with_capacity(len),
+            tuple: true,
+            variant: None,
+        })
     }
     fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<SeqBuilder, KeyError> {
         self.serialize_seq(Some(len))
@@ -343,6 +405,7 @@ impl ser::Serializer for NodeSerializer {
     ) -> Result<SeqBuilder, KeyError> {
         Ok(SeqBuilder {
             items: Vec::with_capacity(len),
+            tuple: false,
             variant: Some(variant),
         })
     }
@@ -377,7 +440,11 @@ impl SeqBuilder {
         Ok(())
     }
     fn finish(self) -> Result<Node, KeyError> {
-        Ok(wrap(self.variant, Node::Seq(self.items)))
+        let node = match self.tuple {
+            true => Node::Tuple(self.items),
+            false => Node::Seq(self.items),
+        };
+        Ok(wrap(self.variant, node))
     }
 }
 

@@ -952,3 +952,61 @@ async fn the_store_going_down_at_each_step() {
     assert_eq!(at_release, Err(PayError::Timeout));
     store.set_down(false);
 }
+
+/// A tuple key with an empty part is refused like an empty key: two requests without a
+/// key must not share one record.
+#[tokio::test]
+async fn a_tuple_key_with_an_empty_part_is_refused_before_anything_is_written() {
+    let engine = Engine::new(MemoryStore::new());
+    for key in [("tenant-1", None), ("tenant-1", Some(""))] {
+        let ran = AtomicUsize::new(0);
+        let result = Call::new(NS, &key)
+            .engine(&engine)
+            .run(|_| async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            })
+            .await;
+        match result {
+            Err(Error::InvalidKey { reason, .. }) => assert!(reason.contains("part 1"), "{reason}"),
+            other => panic!("expected an invalid key for {key:?}, got {other:?}"),
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// With `optional_key`, a missing key runs the body unguarded every time (as
+/// Powertools does without `raise_on_no_idempotency_key`); a present key still guards.
+#[tokio::test]
+async fn an_optional_key_that_is_missing_runs_the_body_unguarded() {
+    let engine = Engine::new(MemoryStore::new());
+    let ran = AtomicUsize::new(0);
+    let ran = &ran;
+    for header in [None, None, Some("req-1"), Some("req-1")] {
+        let guarded = Call::new(NS, &("tenant-1", header))
+            .engine(&engine)
+            .optional_key()
+            .run(|ctx| async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>((ctx.is_guarded(), ctx.token().len()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            guarded,
+            (header.is_some(), if header.is_some() { 64 } else { 0 })
+        );
+    }
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        3,
+        "twice unguarded, once guarded"
+    );
+    // A float is still refused: only an empty key is optional.
+    let float = Call::new(NS, &1.5f64)
+        .engine(&engine)
+        .optional_key()
+        .run(|_| async { Ok::<_, Error>(()) })
+        .await;
+    assert!(matches!(float, Err(Error::InvalidKey { .. })), "{float:?}");
+}

@@ -7,11 +7,11 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
 
 /// The options, in the order the user may write them.
-const OPTIONS: &str =
-    "key, engine, ttl, lease, max_duration, name, fingerprint, wait, replay_errors, crate";
+const OPTIONS: &str = "key, engine, ttl, lease, max_duration, name, fingerprint, wait, \
+                       replay_errors, optional_key, crate";
 
 /// A duration option: a literal checked now, or an expression of type `Duration`.
 pub enum DurationArg {
@@ -33,6 +33,7 @@ pub struct Options {
     pub fingerprint: Option<Expr>,
     pub wait: Option<DurationArg>,
     pub replay_errors: Option<Expr>,
+    pub optional_key: Option<LitBool>,
     pub krate: Option<Path>,
     /// Where the options stand, for an error about one that is missing.
     pub span: Option<Span>,
@@ -128,6 +129,13 @@ fn parse_option(input: ParseStream, parsed: &mut Options) -> syn::Result<()> {
             duration_value(input, &name, "wait = \"30s\"")?,
             duplicate,
         ),
+        "optional_key" => {
+            eq(input, &name, "optional_key = true")?;
+            let value: LitBool = input
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), "`optional_key` takes `true` or `false`"))?;
+            set(&mut parsed.optional_key, value, duplicate)
+        }
         "name" => {
             let value = name_value(input, &name)?;
             set(&mut parsed.name, value, duplicate)

@@ -73,6 +73,9 @@ fn guarded_body(
             options.push(quote!(.#method(#value)));
         }
     }
+    if args.optional_key.as_ref().is_some_and(|value| value.value) {
+        options.push(quote!(.optional_key()));
+    }
     if let Some(fingerprint) = &args.fingerprint {
         options.push(quote!(.fingerprint(&(#fingerprint))));
     }

@@ -64,6 +64,7 @@ struct Settings {
     lease: Option<Duration>,
     max_duration: Option<Duration>,
     wait: Option<Duration>,
+    optional_key: bool,
 }
 
 impl Call {
@@ -83,6 +84,7 @@ impl Call {
                 lease: None,
                 max_duration: None,
                 wait: None,
+                optional_key: false,
             },
             errors: NoErrorReplay,
         }
@@ -125,6 +127,34 @@ impl<P> Call<P> {
         self
     }
 
+    /// Lets the call run without a key: when the key is empty (`""`, `None`, `[]`, `{}`,
+    /// or a tuple key with such a part), the body runs **unguarded**, with a warning
+    /// event, instead of the call failing with [`Error::InvalidKey`]. For keys that are
+    /// legitimately optional, such as an `Idempotency-Key` header that clients may
+    /// leave out (AWS Lambda Powertools does the same unless
+    /// `raise_on_no_idempotency_key` is set). The unguarded body's [`Context`] has an
+    /// empty token and fence 0 ([`Context::is_guarded`] says `false`).
+    ///
+    /// ```
+    /// use idem_core::{Call, Engine, Error, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// let engine = Engine::new(MemoryStore::new());
+    /// let header: Option<&str> = None; // the client sent no key
+    /// let guarded = Call::new("payments::create", &("tenant-1", header))
+    ///     .engine(&engine)
+    ///     .optional_key()
+    ///     .run(|ctx| async move { Ok::<_, Error>(ctx.is_guarded()) })
+    ///     .await?;
+    /// assert!(!guarded);
+    /// # Ok(()) }
+    /// ```
+    pub fn optional_key(mut self) -> Self {
+        self.settings.optional_key = true;
+        self
+    }
+
     /// A payload to check duplicates against: a later call with the same key but a
     /// different fingerprint gets [`Error::PayloadMismatch`] instead of a replay.
     pub fn fingerprint<F: Serialize + ?Sized>(mut self, payload: &F) -> Self {
@@ -161,15 +191,26 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        let guard = self.settings.resolve()?;
-        guard.run(body, &self.errors).await
+        match self.settings.resolve()? {
+            Resolved::Guarded(guard) => guard.run(body, &self.errors).await,
+            Resolved::Unguarded(context) => context.clone().scope(body(context)).await,
+        }
     }
+}
+
+/// What a call's settings resolve to.
+enum Resolved {
+    /// The key guards the body.
+    Guarded(guard::Guard),
+    /// No key to guard with, and the call allowed that ([`Call::optional_key`]): the body
+    /// runs unguarded.
+    Unguarded(Context),
 }
 
 impl Settings {
     /// The attempt these settings describe, with the engine's defaults filled in and
     /// every setting checked; nothing is written yet.
-    fn resolve(self) -> Result<guard::Guard, Error> {
+    fn resolve(self) -> Result<Resolved, Error> {
         let Settings {
             engine,
             namespace,
@@ -179,6 +220,7 @@ impl Settings {
             lease,
             max_duration,
             wait,
+            optional_key,
         } = self;
         let engine = match engine {
             Some(engine) => engine,
@@ -193,7 +235,19 @@ impl Settings {
             namespace: namespace.clone(),
             reason: e.to_string(),
         };
-        let digest = engine.digest(&namespace, &key.map_err(invalid)?);
+        let key = match key {
+            Ok(key) => key,
+            Err(error) if error.is_empty_key() && optional_key => {
+                tracing::warn!(target: "idem", namespace = %namespace, reason = %error,
+                    "no idempotency key: the body runs unguarded (optional_key)");
+                return Ok(Resolved::Unguarded(Context::unguarded(
+                    namespace,
+                    engine.clock().clone(),
+                )));
+            }
+            Err(error) => return Err(invalid(error)),
+        };
+        let digest = engine.digest(&namespace, &key);
         let fingerprint = match fingerprint {
             Some(payload) => Some(engine.digest(&namespace, &payload.map_err(invalid)?)),
             None => None,
@@ -209,7 +263,7 @@ impl Settings {
                 namespace,
             });
         }
-        Ok(guard::Guard {
+        Ok(Resolved::Guarded(guard::Guard {
             engine,
             namespace,
             digest,
@@ -220,6 +274,6 @@ impl Settings {
             lease,
             max_duration: max_duration.unwrap_or(defaults.max_duration),
             wait: wait.or(defaults.wait),
-        })
+        }))
     }
 }
