@@ -198,6 +198,47 @@
 //! }
 //! ```
 //!
+//! # Testing your code
+//!
+//! [`Engine::install`] is once per process, so tests do not install: each test runs its
+//! code inside [`Engine::scope`], which gives the calls in it (attribute and [`Call`]
+//! alike) an engine of their own. A [`ManualClock`] moves time across leases and TTLs
+//! by hand; [`MemoryStore::clear`] empties a store shared between cases.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use idem::{idempotent, EngineBuilder, Error, ManualClock, MemoryStore};
+//!
+//! #[idempotent(key = order_id, ttl = "1h")]
+//! async fn send_receipt(order_id: u64) -> Result<u64, Error> {
+//!     Ok(order_id)
+//! }
+//!
+//! // #[tokio::test]
+//! async fn receipts_are_sent_once_per_hour() {
+//!     let clock = ManualClock::default();
+//!     let store = Arc::new(MemoryStore::new());
+//!     let engine = EngineBuilder::from_arc(store.clone()).clock(clock.clone()).build().unwrap();
+//!     engine
+//!         .scope(async {
+//!             send_receipt(7).await.unwrap();
+//!             send_receipt(7).await.unwrap(); // replayed
+//!             clock.advance(Duration::from_secs(3601));
+//!             send_receipt(7).await.unwrap(); // the record expired: runs again
+//!         })
+//!         .await;
+//!     assert_eq!(store.len(), 1);
+//! }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+//! #     .block_on(receipts_are_sent_once_per_hour());
+//! ```
+//!
+//! To run bodies as if idem were not there (local development, a test of the body
+//! alone), set `IDEM_DISABLED=1` or build the engine with
+//! [`EngineBuilder::disabled`]: every call then runs its body unguarded, and one warning
+//! says so when the engine is built.
+//!
 //! # Errors from `std::io` and `anyhow`
 //! `anyhow::Result<T>` works as it is (`idem::Error` is `std::error::Error + Send +
 //! Sync + 'static`), and idem ships `From<idem::Error> for std::io::Error`, which the
@@ -214,6 +255,7 @@
 pub use idem_core::{
     key, store, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error, ErrorPolicy,
     ManualClock, MemoryStore, NoErrorReplay, ReplayErrors, Sleep, SystemClock, DEFAULT_CAPACITY,
+    DISABLED_VARIABLE,
 };
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the

@@ -12,6 +12,14 @@ use crate::store::Store;
 
 static GLOBAL: OnceLock<Engine> = OnceLock::new();
 
+tokio::task_local! {
+    /// The engine of [`Engine::scope`]: used before the process-wide one.
+    static SCOPED: Engine;
+}
+
+/// The environment variable that turns idem off: `IDEM_DISABLED=1` (or `true`).
+pub const DISABLED_VARIABLE: &str = "IDEM_DISABLED";
+
 /// The defaults a call starts from; each can be overridden per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Defaults {
@@ -68,6 +76,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) defaults: Defaults,
     pub(crate) secret: Option<Vec<u8>>,
+    pub(crate) disabled: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -101,6 +110,45 @@ impl Engine {
     /// The process-wide engine, if one is installed.
     pub fn global() -> Option<&'static Engine> {
         GLOBAL.get()
+    }
+
+    /// Runs `future` with this engine as the one its calls use when they name none,
+    /// before the process-wide one. A task-local: it covers `future` (and what it
+    /// awaits), not tasks it spawns. For tests, where each `#[tokio::test]` wants an
+    /// engine of its own and [`install`](Engine::install) is once per process:
+    ///
+    /// ```
+    /// use idem_core::{Call, Engine, Error, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// let engine = Engine::new(MemoryStore::new());
+    /// let value = engine
+    ///     .scope(async {
+    ///         // Names no engine: uses the scoped one.
+    ///         Call::new("tests::scoped", "k").run(|_| async { Ok::<_, Error>(7) }).await
+    ///     })
+    ///     .await?;
+    /// assert_eq!(value, 7);
+    /// # Ok(()) }
+    /// ```
+    pub async fn scope<F: std::future::Future>(&self, future: F) -> F::Output {
+        SCOPED.scope(self.clone(), future).await
+    }
+
+    /// The engine a call that names none runs on: the [scoped](Engine::scope) one, else
+    /// the process-wide one.
+    pub fn current() -> Option<Engine> {
+        SCOPED
+            .try_with(Engine::clone)
+            .ok()
+            .or_else(|| GLOBAL.get().cloned())
+    }
+
+    /// Whether idem is turned off on this engine ([`EngineBuilder::disabled`], or
+    /// `IDEM_DISABLED=1`): calls then run their bodies unguarded.
+    pub fn is_disabled(&self) -> bool {
+        self.inner.disabled
     }
 
     /// The store this engine writes to.
@@ -156,6 +204,7 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     defaults: Defaults,
     secret: Option<Vec<u8>>,
+    disabled: Option<bool>,
 }
 
 impl EngineBuilder {
@@ -166,6 +215,7 @@ impl EngineBuilder {
             clock: Arc::new(SystemClock),
             defaults: Defaults::default(),
             secret: None,
+            disabled: None,
         }
     }
 
@@ -215,6 +265,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Turns idem off: every call on the engine runs its body **unguarded**, as if idem
+    /// were not there (one warning event when the engine is built). For local
+    /// development and tests of the body alone; Powertools has the same switch. Without
+    /// this setting, the environment decides: `IDEM_DISABLED=1` (or `true`) turns it off.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
     /// The engine, or [`Error::Config`] when the settings cannot work.
     pub fn build(self) -> Result<Engine, Error> {
         if self.defaults.store_timeout.is_zero() {
@@ -225,12 +284,21 @@ impl EngineBuilder {
             self.defaults.lease,
             self.defaults.store_timeout,
         )?;
+        let disabled = self.disabled.unwrap_or_else(|| {
+            std::env::var(DISABLED_VARIABLE)
+                .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
+        });
+        if disabled {
+            tracing::warn!(target: "idem",
+                "idem is disabled ({DISABLED_VARIABLE} or EngineBuilder::disabled): bodies run unguarded, duplicates run again");
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 store: self.store,
                 clock: self.clock,
                 defaults: self.defaults,
                 secret: self.secret,
+                disabled,
             }),
         })
     }

@@ -12,9 +12,10 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No engine was given to the call and none is installed.
+    /// No engine was given to the call, none is scoped and none is installed.
     #[error(
         "no idem engine is installed: call `Engine::install` once at start-up, \
+         run the call inside `engine.scope(...)` (tests), \
          or pass an engine to the call (`engine = ...` in #[idempotent])"
     )]
     NoEngine,

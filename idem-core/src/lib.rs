@@ -92,7 +92,7 @@ pub mod testkit;
 pub use call::{Call, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use context::Context;
-pub use engine::{Defaults, Engine, EngineBuilder};
+pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};
 pub use error::Error;
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
 pub use store::Store;

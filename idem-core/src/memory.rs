@@ -61,6 +61,15 @@ impl MemoryStore {
         self.lock().records.len()
     }
 
+    /// Removes every record: for tests that share one store and want a clean slate
+    /// between cases. Calls in flight may find their record gone (their completion is
+    /// then refused, as after an operator's delete).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.records.clear();
+        inner.inserts_since_sweep = 0;
+    }
+
     /// Whether the store holds no record.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

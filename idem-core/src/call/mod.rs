@@ -92,7 +92,7 @@ impl Call {
 }
 
 impl<P> Call<P> {
-    /// Runs on `engine` instead of the installed one.
+    /// Runs on `engine` instead of the [scoped](Engine::scope) or installed one.
     pub fn engine(mut self, engine: &Engine) -> Self {
         self.settings.engine = Some(engine.clone());
         self
@@ -202,8 +202,8 @@ impl<P> Call<P> {
 enum Resolved {
     /// The key guards the body.
     Guarded(guard::Guard),
-    /// No key to guard with, and the call allowed that ([`Call::optional_key`]): the body
-    /// runs unguarded.
+    /// No key to guard with and the call allowed that ([`Call::optional_key`]), or the
+    /// engine is disabled: the body runs unguarded.
     Unguarded(Context),
 }
 
@@ -224,8 +224,15 @@ impl Settings {
         } = self;
         let engine = match engine {
             Some(engine) => engine,
-            None => Engine::global().ok_or(Error::NoEngine)?.clone(),
+            None => Engine::current().ok_or(Error::NoEngine)?,
         };
+        if engine.is_disabled() {
+            key::check_namespace(&namespace).map_err(Error::Config)?;
+            return Ok(Resolved::Unguarded(Context::unguarded(
+                namespace,
+                engine.clock().clone(),
+            )));
+        }
         let defaults = *engine.defaults();
         let ttl = ttl.unwrap_or(defaults.ttl);
         let lease = lease.unwrap_or(defaults.lease);
