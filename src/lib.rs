@@ -91,6 +91,24 @@
 //! }
 //! ```
 //!
+//! ## `report`
+//! `report = true` tells the caller how the value was obtained: the function returns
+//! `Result<`[`Report<T>`](Report)`, E>` while its body still returns `Result<T, E>`. The
+//! report says whether the body ran or the value was replayed ([`Source`]), under which
+//! fence, and until when the record replays it: for an `Idempotent-Replayed` header,
+//! metrics, or tests. The function API's [`Call::run_reported`] is the same.
+//! ```
+//! # use idem::{idempotent, Error, Report, Source};
+//! #[idempotent(key = order_id, report = true)]
+//! async fn create_order(order_id: u64) -> Result<Report<u64>, Error> {
+//!     Ok(order_id)
+//! }
+//! # async fn handler() -> Result<(), Error> {
+//! let report = create_order(7).await?;
+//! let replayed = report.source == Source::Replayed; // e.g. `Idempotent-Replayed: true`
+//! # let _ = replayed; Ok(()) }
+//! ```
+//!
 //! ## `name`
 //! The namespace of the records, `module_path::function` by default. Required on
 //! methods with a `self` receiver: the attribute cannot see the impl's type. Associated
@@ -254,8 +272,8 @@
 
 pub use idem_core::{
     key, store, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error, ErrorPolicy,
-    ManualClock, MemoryStore, NoErrorReplay, ReplayErrors, Sleep, SystemClock, DEFAULT_CAPACITY,
-    DISABLED_VARIABLE,
+    ManualClock, MemoryStore, NoErrorReplay, ReplayErrors, Report, Sleep, Source, SystemClock,
+    DEFAULT_CAPACITY, DISABLED_VARIABLE,
 };
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the

@@ -10,7 +10,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use idem_core::{Call, Context, Engine, Error};
+pub use idem_core::{Call, Context, Engine, Error, Report};
 use idem_core::{ErrorPolicy, ReplayErrors};
 
 /// The return type of an `#[idempotent]` function: a `Result`.
@@ -85,6 +85,37 @@ where
         call.run(|context| async move { body(context).await.into_result() })
             .await,
     )
+}
+
+/// The return type of an `#[idempotent(report = true)]` function: a `Result` whose `Ok`
+/// is a [`Report`] of the value the body returns.
+#[diagnostic::on_unimplemented(
+    message = "with `report = true`, an `#[idempotent]` function must return `Result<idem::Report<T>, E>`, not `{Self}`",
+    label = "return `Result<idem::Report<T>, E>` here; the body still returns `Result<T, E>`",
+    note = "the report tells the caller whether the body ran or the value was replayed"
+)]
+pub trait ReportedResult: IdempotentResult<Ok = Report<Self::Value>> {
+    /// What the body returns in `Ok`.
+    type Value;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, E> ReportedResult for Result<Report<T>, E> {
+    type Value = T;
+}
+
+/// Runs `body` under `call` for a function returning `Result<Report<T>, E>`: the body
+/// returns `Result<T, E>`, and the caller gets the value with its report.
+pub async fn run_reported<R, P, B, Fut>(call: Call<P>, body: B) -> R
+where
+    R: ReportedResult,
+    R::Value: RecordableValue,
+    R::Err: FromIdemError,
+    P: ErrorPolicy<R::Err>,
+    B: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<R::Value, R::Err>>,
+{
+    R::from_result(call.run_reported(body).await)
 }
 
 /// `replay_errors = predicate`, for a function returning `R`: the predicate's argument

@@ -431,3 +431,27 @@ async fn optional_key_runs_unguarded_without_a_key_and_guards_with_one() {
     assert!(optional_payment("t", Some("k".into())).await.unwrap());
     assert_eq!(runs("optional key"), 3);
 }
+
+#[idempotent(key = id, report = true)]
+async fn reported(id: u32) -> Result<idem::Report<u32>, Error> {
+    ran("reported");
+    if id == 0 {
+        return Ok(0);
+    }
+    Ok(id * 2)
+}
+
+#[tokio::test]
+async fn report_tells_the_caller_whether_the_body_ran() {
+    install();
+    let first = reported(21).await.unwrap();
+    let again = reported(21).await.unwrap();
+    assert_eq!((first.value, first.source), (42, idem::Source::Ran));
+    assert_eq!((again.value, again.source), (42, idem::Source::Replayed));
+    assert_eq!(
+        reported(0).await.unwrap().value,
+        0,
+        "`return` inside the body"
+    );
+    assert_eq!(runs("reported"), 2);
+}

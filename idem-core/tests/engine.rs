@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use idem_core::store::{Limits, Outcome, Record, State};
 use idem_core::testkit::{Fault, FaultyStore, Operation};
-use idem_core::{Call, Context, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use idem_core::{
+    Call, Clock, Context, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -1009,4 +1011,48 @@ async fn an_optional_key_that_is_missing_runs_the_body_unguarded() {
         .run(|_| async { Ok::<_, Error>(()) })
         .await;
     assert!(matches!(float, Err(Error::InvalidKey { .. })), "{float:?}");
+}
+
+/// `run_reported` tells a run from a replay, with the fence and the record's expiry; a
+/// completion the store failed to write is reported as not recorded.
+#[tokio::test]
+async fn the_report_tells_ran_from_replayed() {
+    let (store, clock, engine) = setup();
+    let call = || {
+        Call::new(NS, "report")
+            .engine(&engine)
+            .ttl(Duration::from_secs(60))
+    };
+    let first = call()
+        .run_reported(|_| async { Ok::<_, Error>(1u8) })
+        .await
+        .unwrap();
+    let expiry = (clock.now_ms() + 60_000).div_ceil(1000) * 1000;
+    assert_eq!(
+        first,
+        idem_core::Report {
+            value: 1,
+            source: idem_core::Source::Ran,
+            fence: 1,
+            replayed_until_ms: Some(expiry),
+        }
+    );
+    let replay = call()
+        .run_reported(|_| async { Ok::<_, Error>(2u8) })
+        .await
+        .unwrap();
+    assert!(replay.is_replay());
+    assert_eq!(
+        (replay.value, replay.fence, replay.replayed_until_ms),
+        (1, 1, Some(expiry))
+    );
+
+    store.inject(Operation::Complete, Fault::Transient);
+    let unrecorded = Call::new(NS, "report-unrecorded")
+        .engine(&engine)
+        .run_reported(|_| async { Ok::<_, Error>(3u8) })
+        .await
+        .unwrap();
+    assert_eq!(unrecorded.source, idem_core::Source::RanNotRecorded);
+    assert_eq!(unrecorded.replayed_until_ms, None);
 }

@@ -11,7 +11,7 @@ use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
 
 /// The options, in the order the user may write them.
 const OPTIONS: &str = "key, engine, ttl, lease, max_duration, name, fingerprint, wait, \
-                       replay_errors, optional_key, crate";
+                       replay_errors, optional_key, report, crate";
 
 /// A duration option: a literal checked now, or an expression of type `Duration`.
 pub enum DurationArg {
@@ -34,6 +34,7 @@ pub struct Options {
     pub wait: Option<DurationArg>,
     pub replay_errors: Option<Expr>,
     pub optional_key: Option<LitBool>,
+    pub report: Option<LitBool>,
     pub krate: Option<Path>,
     /// Where the options stand, for an error about one that is missing.
     pub span: Option<Span>,
@@ -129,13 +130,12 @@ fn parse_option(input: ParseStream, parsed: &mut Options) -> syn::Result<()> {
             duration_value(input, &name, "wait = \"30s\"")?,
             duplicate,
         ),
-        "optional_key" => {
-            eq(input, &name, "optional_key = true")?;
-            let value: LitBool = input
-                .parse()
-                .map_err(|e| syn::Error::new(e.span(), "`optional_key` takes `true` or `false`"))?;
-            set(&mut parsed.optional_key, value, duplicate)
-        }
+        "optional_key" => set(
+            &mut parsed.optional_key,
+            bool_value(input, &name)?,
+            duplicate,
+        ),
+        "report" => set(&mut parsed.report, bool_value(input, &name)?, duplicate),
         "name" => {
             let value = name_value(input, &name)?;
             set(&mut parsed.name, value, duplicate)
@@ -214,6 +214,13 @@ fn duration_value(input: ParseStream, name: &Ident, example: &str) -> syn::Resul
         )),
         expr => Ok(DurationArg::Expr(Box::new(expr))),
     }
+}
+
+fn bool_value(input: ParseStream, name: &Ident) -> syn::Result<LitBool> {
+    eq(input, name, &format!("{name} = true"))?;
+    input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("`{name}` takes `true` or `false`")))
 }
 
 fn name_value(input: ParseStream, name: &Ident) -> syn::Result<LitStr> {

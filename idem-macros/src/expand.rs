@@ -90,8 +90,14 @@ fn guarded_body(
             let #call = #private::replay_errors::<#ret, _, _>(#call, #predicate);
         }
     });
-    let run = quote_spanned! {span=>
-        #private::run::<#ret, _, _, _>(#call, move |_| async move #body).await
+    let run = if args.report.as_ref().is_some_and(|value| value.value) {
+        quote_spanned! {span=>
+            #private::run_reported::<#ret, _, _, _>(#call, move |_| async move #body).await
+        }
+    } else {
+        quote_spanned! {span=>
+            #private::run::<#ret, _, _, _>(#call, move |_| async move #body).await
+        }
     };
     quote! {
         let #call = #krate::__private::Call::new(#namespace, &(#key)) #(#options)*;

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::policy::ErrorPolicy;
+use super::report::{Report, Source};
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -51,7 +52,7 @@ enum Found {
 type BodyExit<T, E> = Result<Result<T, E>, Box<dyn std::any::Any + Send>>;
 
 impl Guard {
-    pub(super) async fn run<T, E, B, Fut, P>(&self, body: B, errors: &P) -> Result<T, E>
+    pub(super) async fn run<T, E, B, Fut, P>(&self, body: B, errors: &P) -> Result<Report<T>, E>
     where
         B: FnOnce(Context) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -236,7 +237,7 @@ impl Guard {
         attempt: &Attempt,
         exit: BodyExit<T, E>,
         errors: &P,
-    ) -> Result<T, E>
+    ) -> Result<Report<T>, E>
     where
         T: Serialize,
         E: From<Error>,
@@ -275,7 +276,7 @@ impl Guard {
         &self,
         attempt: &Attempt,
         value: T,
-    ) -> Result<T, E> {
+    ) -> Result<Report<T>, E> {
         let limit = self.engine.store().limits().max_data_bytes;
         let encoded = match serde_json::to_string(&value) {
             Ok(encoded) => Some(encoded),
@@ -294,8 +295,17 @@ impl Guard {
             }
             None => (Outcome::NotStored, None),
         };
+        let report = |source, replayed_until_ms| Report {
+            value,
+            source,
+            fence: attempt.fence,
+            replayed_until_ms,
+        };
         match self.complete(attempt, outcome, data).await {
-            Completed::Recorded | Completed::NotRecorded => Ok(value),
+            Completed::Recorded { expires_at_s } => {
+                Ok(report(Source::Ran, Some(expires_at_s.saturating_mul(1000))))
+            }
+            Completed::NotRecorded => Ok(report(Source::RanNotRecorded, None)),
             Completed::LeaseLost => Err(Error::LeaseLost {
                 namespace: self.namespace.clone(),
                 digest: self.digest.clone(),
@@ -321,13 +331,17 @@ impl Guard {
             Ok(Written::Applied(())) => {
                 tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                     fence = attempt.fence, %outcome, "executed and recorded");
-                Completed::Recorded
+                Completed::Recorded {
+                    expires_at_s: completion.expires_at_s,
+                }
             }
             Ok(Written::Refused(Some(record))) if record.shows_completion_by(attempt) => {
                 // Applied by a request whose response was lost.
                 tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                     fence = attempt.fence, %outcome, "executed and recorded");
-                Completed::Recorded
+                Completed::Recorded {
+                    expires_at_s: completion.expires_at_s,
+                }
             }
             Ok(Written::Refused(record)) => {
                 tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
@@ -366,7 +380,8 @@ impl Guard {
 
 /// How a completion ended.
 enum Completed {
-    Recorded,
+    /// Recorded, replayed until `expires_at_s`.
+    Recorded { expires_at_s: u64 },
     /// The store failed: executed, not recorded.
     NotRecorded,
     /// Refused: another attempt holds the key, or the record is gone.

@@ -9,6 +9,7 @@ mod guard;
 mod heartbeat;
 mod policy;
 mod replay;
+mod report;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::key::{self, KeyError};
 
 pub use policy::{ErrorPolicy, NoErrorReplay, ReplayErrors};
+pub use report::{Report, Source};
 
 /// One guarded call: the function API, which the `#[idempotent]` macro only fills in.
 ///
@@ -191,9 +193,45 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
+        self.run_reported(body).await.map(|report| report.value)
+    }
+
+    /// [`run`](Call::run), telling also how the value was obtained: the body ran or the
+    /// value was replayed, under which fence, and until when the record replays it.
+    ///
+    /// ```
+    /// use idem_core::{Call, Engine, Error, MemoryStore, Source};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// let engine = Engine::new(MemoryStore::new());
+    /// let call = || Call::new("orders::create", "req-1").engine(&engine);
+    /// let first = call().run_reported(|_| async { Ok::<_, Error>(7) }).await?;
+    /// let again = call().run_reported(|_| async { Ok::<_, Error>(8) }).await?;
+    /// assert_eq!((first.value, first.source), (7, Source::Ran));
+    /// assert_eq!((again.value, again.source), (7, Source::Replayed));
+    /// assert_eq!(again.fence, first.fence);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_reported<T, E, B, Fut>(self, body: B) -> Result<Report<T>, E>
+    where
+        B: FnOnce(Context) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
         match self.settings.resolve()? {
             Resolved::Guarded(guard) => guard.run(body, &self.errors).await,
-            Resolved::Unguarded(context) => context.clone().scope(body(context)).await,
+            Resolved::Unguarded(context) => {
+                let value = context.clone().scope(body(context)).await?;
+                Ok(Report {
+                    value,
+                    source: Source::Unguarded,
+                    fence: 0,
+                    replayed_until_ms: None,
+                })
+            }
         }
     }
 }

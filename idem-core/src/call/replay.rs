@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 
 use super::guard::Guard;
 use super::policy::ErrorPolicy;
+use super::report::{Report, Source};
 use crate::error::Error;
 use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
 
@@ -17,7 +18,7 @@ impl Guard {
     }
 
     /// The outcome a completed record holds, for a duplicate call.
-    pub(super) fn replay<T, E, P>(&self, record: Record, errors: &P) -> Result<T, E>
+    pub(super) fn replay<T, E, P>(&self, record: Record, errors: &P) -> Result<Report<T>, E>
     where
         T: DeserializeOwned,
         E: From<Error>,
@@ -47,10 +48,17 @@ impl Guard {
         };
         tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, outcome = ?record.outcome, "replayed");
         match record.outcome {
-            Some(Outcome::Ok) => serde_json::from_str(data()?).map_err(|e| {
-                self.decode_error(format!("the recorded value does not decode: {e}"))
-                    .into()
-            }),
+            Some(Outcome::Ok) => match serde_json::from_str(data()?) {
+                Ok(value) => Ok(Report {
+                    value,
+                    source: Source::Replayed,
+                    fence: record.fence,
+                    replayed_until_ms: Some(record.expires_at_s.saturating_mul(1000)),
+                }),
+                Err(e) => Err(self
+                    .decode_error(format!("the recorded value does not decode: {e}"))
+                    .into()),
+            },
             Some(Outcome::Err) => {
                 let data = data()?;
                 match errors.decode(data) {
