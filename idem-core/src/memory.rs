@@ -40,6 +40,11 @@ struct Inner {
     /// New records since the last sweep; a sweep runs once this reaches the map's size,
     /// so sweeping costs O(1) per insert, amortized.
     inserts_since_sweep: usize,
+    /// No record expires before this instant (epoch ms): the earliest expiry the last
+    /// sweep left, lowered by every write since. A full store sweeps again only once it
+    /// is reached, so refusing new keys while every record is live costs O(1), not a
+    /// pass over every record under the lock.
+    earliest_expiry_ms: u64,
 }
 
 impl MemoryStore {
@@ -68,6 +73,7 @@ impl MemoryStore {
         let mut inner = self.lock();
         inner.records.clear();
         inner.inserts_since_sweep = 0;
+        inner.earliest_expiry_ms = 0;
     }
 
     /// Whether the store holds no record.
@@ -99,6 +105,8 @@ impl MemoryStore {
         match inner.records.get_mut(&attempt.id) {
             Some(record) if condition(record) => {
                 write(record);
+                let expiry = record.expires_at_s.saturating_mul(1000);
+                inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
                 Ok(Written::Applied(()))
             }
             other => Ok(Written::Refused(other.cloned())),
@@ -116,7 +124,15 @@ impl Inner {
     /// Removes every record that has expired at `now_ms` (which implies its lease
     /// lapsed at least a TTL ago).
     fn sweep(&mut self, now_ms: u64) {
-        self.records.retain(|_, record| !record.is_expired(now_ms));
+        let mut earliest = u64::MAX;
+        self.records.retain(|_, record| {
+            let keep = !record.is_expired(now_ms);
+            if keep {
+                earliest = earliest.min(record.expires_at_s.saturating_mul(1000));
+            }
+            keep
+        });
+        self.earliest_expiry_ms = earliest;
         self.inserts_since_sweep = 0;
         // A map that held many more records keeps their buckets: give them back.
         let keep = self.records.len().max(1024) * 2;
@@ -143,7 +159,10 @@ impl Store for MemoryStore {
             }
             Some(record) => record.fence + 1,
             None => {
-                if inner.records.len() >= self.capacity {
+                // Full: reclaim, but only once some record can have expired.
+                if inner.records.len() >= self.capacity
+                    && request.now_ms >= inner.earliest_expiry_ms
+                {
                     inner.sweep(request.now_ms);
                 }
                 if inner.records.len() >= self.capacity {
@@ -160,6 +179,8 @@ impl Store for MemoryStore {
                 1
             }
         };
+        let expiry = request.expires_at_s.saturating_mul(1000);
+        inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
         inner
             .records
             .insert(request.id.clone(), request.record(fence));
