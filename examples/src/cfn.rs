@@ -108,12 +108,29 @@ impl Cloud {
     }
 }
 
-/// Why a request was not answered: Lambda retries the invocation.
+/// Why a request was not answered: Lambda retries the invocation (and sends it to the
+/// function's dead-letter queue once its retries run out).
+///
+/// CloudFormation is answered FAILED only when the resource itself failed (invalid
+/// properties, a cloud API that refused). idem's own errors are not the resource's
+/// failure: a throttled or unreachable store before the body ran, a creation still in
+/// progress, or a lease lost to another attempt (which answers SUCCESS itself) leave the
+/// request unanswered, so a retry or the other attempt answers it truthfully.
 #[derive(Debug, thiserror::Error)]
 pub enum Unanswered {
     /// The same request's creation is still in progress elsewhere after the wait.
     #[error("the creation for request {0} is still in progress; retry")]
     InProgress(String),
+    /// idem could not decide the creation: the store failed (retryable or not), the
+    /// lease was lost to another attempt, or the record could not be read.
+    #[error("the creation for request {request_id} was not decided: {error}")]
+    Undecided {
+        /// The request.
+        request_id: String,
+        /// What idem answered.
+        #[source]
+        error: Error,
+    },
     /// The response could not be delivered to CloudFormation.
     #[error("could not send the response to CloudFormation: {0}")]
     Response(String),
@@ -163,7 +180,12 @@ impl Handler {
                         Err(Error::InProgress { .. }) => {
                             return Err(Unanswered::InProgress(create.request_id.clone()))
                         }
-                        Err(error) => Err(error.to_string()),
+                        Err(error) => {
+                            return Err(Unanswered::Undecided {
+                                request_id: create.request_id.clone(),
+                                error,
+                            })
+                        }
                     },
                 }
             }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{fixture, handler, lifecycle_with_duplicates, Responses};
-use idem::{Engine, MemoryStore};
+use idem::store::Store;
+use idem::{Engine, EngineBuilder, MemoryStore};
+use idem_core::testkit::{Fault, FaultyStore, Operation};
 use idem_examples::cfn::{Cloud, Unanswered};
 
 fn install_memory() {
@@ -96,4 +98,60 @@ async fn a_bad_size_is_answered_as_failed() {
     assert_eq!(sent[0].1["Status"], "FAILED");
     assert!(sent[0].1["Reason"].as_str().unwrap().contains("three"));
     assert_eq!(cloud.created(), 0);
+}
+
+/// A throttled store before the body ran is not the resource's failure: no FAILED is
+/// sent, the error is retryable, and Lambda's retry answers SUCCESS.
+#[tokio::test]
+async fn a_throttle_before_the_body_leaves_the_request_unanswered_for_a_retry() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
+    let responses = Responses::default();
+    let url = responses.listen().await;
+    let cloud = Arc::new(Cloud::default());
+    let handler = handler(cloud.clone(), Duration::from_secs(1));
+    store.inject_times(Operation::Begin, Fault::Transient, 1);
+    let first = engine
+        .scope(handler.handle(fixture("create", &url, "throttled", "")))
+        .await;
+    match &first {
+        Err(Unanswered::Undecided { error, .. }) => assert!(error.is_retryable(), "{error}"),
+        other => panic!("expected an undecided creation, got {other:?}"),
+    }
+    assert!(responses.all().is_empty(), "nothing was answered");
+    assert_eq!(cloud.created(), 0);
+    engine
+        .scope(handler.handle(fixture("create", &url, "throttled", "")))
+        .await
+        .unwrap();
+    assert_eq!(responses.all()[0].1["Status"], "SUCCESS");
+    assert_eq!(cloud.created(), 1);
+}
+
+/// A lease lost mid-creation (here: the record deleted under the body) is not the
+/// resource's failure either: the attempt that holds the key answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_not_answered_as_failed() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
+    let responses = Responses::default();
+    let url = responses.listen().await;
+    let cloud = Arc::new(Cloud::with_latency(Duration::from_millis(300)));
+    let handler = handler(cloud.clone(), Duration::from_secs(1));
+    let id = engine.record_id("cfn::create_group", "lost-lease").unwrap();
+    let (result, ()) = tokio::join!(
+        engine.scope(handler.handle(fixture("create", &url, "lost-lease", ""))),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.delete(&id).await.unwrap();
+        }
+    );
+    match &result {
+        Err(Unanswered::Undecided {
+            error: idem::Error::LeaseLost { .. },
+            ..
+        }) => {}
+        other => panic!("expected a lost lease, got {other:?}"),
+    }
+    assert!(responses.all().is_empty(), "no FAILED was sent");
 }
