@@ -188,6 +188,37 @@
 //! }
 //! ```
 //!
+//! An error type that is recorded can keep idem's own errors as a `#[from]` variant,
+//! although [`Error`] is not serializable: mark that variant `#[serde(skip)]` and leave
+//! it out of the predicate. idem's errors (in progress, store unavailable, lease lost)
+//! are then never recorded, only passed to the caller, and the recorded variants
+//! replay as they were:
+//! ```
+//! # use idem::{idempotent, Engine, Error, MemoryStore};
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+//! enum PayError {
+//!     #[error("card declined: {0}")]
+//!     Declined(String),
+//!     #[error(transparent)]
+//!     #[serde(skip)]
+//!     Idem(#[from] Error),
+//! }
+//!
+//! #[idempotent(key = card, replay_errors = |e| matches!(e, PayError::Declined(_)))]
+//! async fn charge(card: String) -> Result<u64, PayError> {
+//!     Err(PayError::Declined("insufficient funds".into()))
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! # Engine::new(MemoryStore::new()).scope(async {
+//! let first = charge("card-1".into()).await;
+//! let replayed = charge("card-1".into()).await; // the recorded decline, body not run
+//! assert!(matches!(replayed, Err(PayError::Declined(reason)) if reason == "insufficient funds"));
+//! # let _ = first; }).await;
+//! # }
+//! ```
+//!
 //! ## `engine`
 //! The engine to run on, instead of the one installed with [`Engine::install`] (with
 //! none installed and none given, calls fail with [`Error::NoEngine`]; idem never falls

@@ -42,6 +42,21 @@
 //! included); a larger one is completed as not stored, and its duplicates get
 //! `Error::ResultNotStored`.
 //!
+//! # Sharing a table with AWS Lambda Powertools, and migrating from it
+//! idem reads and writes Powertools' attribute names, so one table (and its
+//! CloudFormation or Terraform definition) can serve both libraries: each keeps its own
+//! records intact. Their record ids never match, though: Powertools hashes the event
+//! (or a JMESPath selection of it) with its own function name, idem hashes its canonical
+//! key with its namespace (`docs/protocol.md`, section 5). So neither library sees the
+//! other's records, and an event that is delivered once to a Powertools handler and
+//! again, after the switch, to an idem handler runs twice.
+//!
+//! To migrate without that window, run both side by side for one TTL: deploy the idem
+//! handler behind the Powertools one (or in front, passing through), so every event is
+//! deduplicated by both, until every Powertools record the old handler wrote has
+//! expired; then remove Powertools. A duplicate that arrives during that time finds the
+//! record of whichever library saw the first delivery.
+//!
 //! # IAM actions
 //! | what | actions |
 //! |---|---|
