@@ -75,6 +75,29 @@
 //! **The in-memory store is process-local**: it deduplicates within one process only.
 //! Use a shared store (DynamoDB, `idem-dynamo`) wherever duplicates can reach more than
 //! one process.
+//!
+//! # Events and metrics
+//! Every event has the target `idem` and the fields `namespace` and `digest` (never the
+//! key); a call's outcome is the field `outcome`, one of `ran`, `ran_not_recorded`,
+//! `replayed`, `in_progress`, `payload_mismatch`, `released`, `lease_lost`,
+//! `store_error`, `unguarded`. The body runs inside an INFO span `idem` with
+//! `namespace`, `digest` and `fence`, so the body's own events carry them.
+//!
+//! | level | event |
+//! |---|---|
+//! | DEBUG | one per call with its `outcome`; `waiting for the attempt in progress` (a duplicate with `wait`); `took the key over from an earlier attempt` (`fence` > 1); `released` |
+//! | WARN | a heartbeat late, refused or failed; the body past `max_duration`; a completion refused (lease lost); a release refused or failed; an error or value too large to record; a missing key under `optional_key`; idem disabled (once, when the engine is built) |
+//! | ERROR | executed but not recorded (the store failed at completion); a value that cannot be encoded |
+//!
+//! With the feature `metrics`, through the [`metrics`](https://docs.rs/metrics) crate
+//! (install any exporter), labelled by `namespace`:
+//!
+//! | metric | kind | other labels |
+//! |---|---|---|
+//! | `idem_calls_total` | counter | `outcome` (as above) |
+//! | `idem_store_errors_total` | counter | `operation` (`begin`, `complete`, `extend`, `release`), `class` (`transient`, `permanent`, `malformed`, `timeout`) |
+//! | `idem_store_latency_seconds` | histogram | `operation` |
+//! | `idem_wait_seconds` | histogram | (how long a duplicate with `wait` waited) |
 #![warn(missing_docs)]
 
 mod call;
@@ -84,6 +107,7 @@ mod engine;
 mod error;
 pub mod key;
 mod memory;
+mod observe;
 pub mod store;
 
 #[cfg(feature = "testkit")]

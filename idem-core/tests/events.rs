@@ -85,3 +85,59 @@ async fn outages_are_logged_with_namespace_and_digest_never_the_key() {
         "the raw key never appears in an event: {lines:#?}"
     );
 }
+
+/// Per-call events are DEBUG (nothing at INFO for calls that go well), in one field
+/// format (`outcome=...`); the body's own events carry the attempt's span (namespace,
+/// digest, fence).
+#[tokio::test]
+async fn per_call_events_are_debug_and_the_body_runs_in_the_attempts_span() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let engine = EngineBuilder::from_arc(Arc::new(MemoryStore::new()))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        Call::new("events", "span")
+            .engine(&engine)
+            .run(|_| async {
+                tracing::info!("the body's own event");
+                Ok::<_, Error>(1u8)
+            })
+            .await
+            .unwrap();
+    }
+    let lines = captured.lines();
+    let idem_lines: Vec<_> = lines.iter().filter(|l| l.contains(" idem")).collect();
+    let body = lines
+        .iter()
+        .find(|l| l.contains("the body's own event"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(body.contains("namespace=events"), "{body}");
+    assert!(body.contains("fence=1"), "{body}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains("outcome=\"ran\"")),
+        "{idem_lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains("outcome=\"replayed\"")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| !l.contains("the body's own event"))
+            .all(|l| !l.contains(" INFO ")),
+        "no INFO event for calls that went well: {lines:#?}"
+    );
+}

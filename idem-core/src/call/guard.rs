@@ -3,17 +3,19 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::observe::{self, CallOutcome};
 use crate::store::{
     ceil_secs, Attempt, Begin, Completion, Outcome, Record, State, StoreError, StoreErrorKind,
     Written,
@@ -60,7 +62,12 @@ impl Guard {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        let (fence, lease_until_ms) = match self.acquire().await? {
+        let found = self.acquire().await.inspect_err(|error| {
+            if matches!(error, Error::Store { .. }) {
+                observe::call(&self.namespace, CallOutcome::StoreError);
+            }
+        })?;
+        let (fence, lease_until_ms) = match found {
             Found::Held {
                 fence,
                 lease_until_ms,
@@ -76,6 +83,7 @@ impl Guard {
             // Begin answered after the lease it took had already lapsed: another caller
             // may hold the key by now, so the body must not start.
             self.release(&attempt).await;
+            observe::call(&self.namespace, CallOutcome::StoreError);
             return Err(self
                 .store_error(
                     "begin",
@@ -100,8 +108,15 @@ impl Guard {
         let body = context
             .clone()
             .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
-        let exit = self.drive(&attempt, &context, lease_until_ms, body).await;
-        self.finish(&attempt, exit, errors).await
+        // The body's own events carry the attempt: namespace, digest and fence.
+        let span = tracing::info_span!(target: "idem", "idem", namespace = %self.namespace,
+            digest = %self.digest, fence);
+        async {
+            let exit = self.drive(&attempt, &context, lease_until_ms, body).await;
+            self.finish(&attempt, exit, errors).await
+        }
+        .instrument(span)
+        .await
     }
 
     pub(super) fn clock_now(&self) -> u64 {
@@ -112,18 +127,41 @@ impl Guard {
         ceil_secs(from_ms.saturating_add(self.ttl.as_millis() as u64))
     }
 
-    /// One store call under the engine's timeout.
+    /// One store call under the engine's timeout, measured.
     pub(super) async fn store_call<R>(
         &self,
+        operation: &'static str,
         call: impl Future<Output = Result<R, StoreError>>,
     ) -> Result<R, StoreError> {
         let timeout = self.engine.defaults().store_timeout;
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::transient(format!(
-                "the store did not answer within {timeout:?}"
-            ))),
-        }
+        let started = Instant::now();
+        let (result, class) = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(answer)) => (Ok(answer), None),
+            Ok(Err(error)) => {
+                let class = match error.kind() {
+                    StoreErrorKind::Transient => "transient",
+                    StoreErrorKind::Permanent => "permanent",
+                    StoreErrorKind::Malformed => "malformed",
+                };
+                (Err(error), Some(class))
+            }
+            Err(_) => (
+                Err(StoreError::transient(format!(
+                    "the store did not answer within {timeout:?}"
+                ))),
+                Some("timeout"),
+            ),
+        };
+        observe::store_call(&self.namespace, operation, started.elapsed(), class);
+        result
+    }
+
+    /// The event and the metric of a call's outcome, in one field format
+    /// (`outcome = ...`): debug level, since there is one per call.
+    pub(super) fn outcome(&self, outcome: CallOutcome, message: &'static str) {
+        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+            outcome = outcome.as_str(), "{message}");
+        observe::call(&self.namespace, outcome);
     }
 
     pub(super) fn store_error(&self, operation: &'static str, source: StoreError) -> Error {
@@ -145,14 +183,20 @@ impl Guard {
             .wait
             .map(|wait| self.clock_now().saturating_add(wait.as_millis() as u64));
         let mut pause = WAIT_FIRST;
+        let mut waiting: Option<Instant> = None;
         loop {
             let record = match self.begin().await? {
                 Found::Live(record) => record,
-                held => return Ok(held),
+                held => {
+                    if let Some(started) = waiting {
+                        observe::waited(&self.namespace, started.elapsed());
+                    }
+                    return Ok(held);
+                }
             };
             if let (Some(mine), Some(theirs)) = (&self.fingerprint, &record.fingerprint) {
                 if mine != theirs {
-                    tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, "payload mismatch");
+                    self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
                     return Err(Error::PayloadMismatch {
                         namespace: self.namespace.clone(),
                         digest: self.digest.clone(),
@@ -160,11 +204,19 @@ impl Guard {
                 }
             }
             if record.state == State::Completed {
+                if let Some(started) = waiting {
+                    observe::waited(&self.namespace, started.elapsed());
+                }
                 return Ok(Found::Live(record));
             }
             let now = self.clock_now();
             match wait_until {
                 Some(until) if now < until => {
+                    if waiting.is_none() {
+                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            fence = record.fence, "waiting for the attempt in progress");
+                        waiting = Some(Instant::now());
+                    }
                     let jittered =
                         fastrand::u64(pause.as_millis() as u64 / 2..=pause.as_millis() as u64);
                     clock
@@ -173,7 +225,10 @@ impl Guard {
                     pause = (pause * 2).min(WAIT_MAX);
                 }
                 _ => {
-                    tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, "already in progress");
+                    if let Some(started) = waiting {
+                        observe::waited(&self.namespace, started.elapsed());
+                    }
+                    self.outcome(CallOutcome::InProgress, "another attempt holds the key");
                     return Err(Error::InProgress {
                         namespace: self.namespace.clone(),
                         digest: self.digest.clone(),
@@ -199,15 +254,19 @@ impl Guard {
                 fingerprint: self.fingerprint.clone(),
             };
             let written = self
-                .store_call(store.begin(&request))
+                .store_call("begin", store.begin(&request))
                 .await
                 .map_err(|e| self.store_error("begin", e))?;
             match written {
                 Written::Applied(fence) => {
+                    if fence > 1 {
+                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            fence, "took the key over from an earlier attempt (it lapsed, was released or expired)");
+                    }
                     return Ok(Found::Held {
                         fence,
                         lease_until_ms,
-                    })
+                    });
                 }
                 // My own begin, applied by a request whose response was lost.
                 Written::Refused(Some(record)) if record.shows_begin_by(&self.owner) => {
@@ -263,10 +322,12 @@ impl Guard {
                     }
                     None => self.release(attempt).await,
                 }
+                self.outcome(CallOutcome::Released, "the body failed");
                 Err(error)
             }
             Err(panic) => {
                 self.release(attempt).await;
+                self.outcome(CallOutcome::Released, "the body panicked");
                 std::panic::resume_unwind(panic)
             }
         }
@@ -303,15 +364,22 @@ impl Guard {
         };
         match self.complete(attempt, outcome, data).await {
             Completed::Recorded { expires_at_s } => {
+                self.outcome(CallOutcome::Ran, "ran and recorded");
                 Ok(report(Source::Ran, Some(expires_at_s.saturating_mul(1000))))
             }
-            Completed::NotRecorded => Ok(report(Source::RanNotRecorded, None)),
-            Completed::LeaseLost => Err(Error::LeaseLost {
-                namespace: self.namespace.clone(),
-                digest: self.digest.clone(),
-                value: encoded,
+            Completed::NotRecorded => {
+                observe::call(&self.namespace, CallOutcome::RanNotRecorded);
+                Ok(report(Source::RanNotRecorded, None))
             }
-            .into()),
+            Completed::LeaseLost => {
+                observe::call(&self.namespace, CallOutcome::LeaseLost);
+                Err(Error::LeaseLost {
+                    namespace: self.namespace.clone(),
+                    digest: self.digest.clone(),
+                    value: encoded,
+                }
+                .into())
+            }
         }
     }
 
@@ -327,18 +395,15 @@ impl Guard {
             data,
         };
         let store = &self.engine.store();
-        match self.store_call(store.complete(attempt, &completion)).await {
-            Ok(Written::Applied(())) => {
-                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, %outcome, "executed and recorded");
-                Completed::Recorded {
-                    expires_at_s: completion.expires_at_s,
-                }
-            }
+        match self
+            .store_call("complete", store.complete(attempt, &completion))
+            .await
+        {
+            // Applied, or applied by a request whose response was lost.
+            Ok(Written::Applied(())) => Completed::Recorded {
+                expires_at_s: completion.expires_at_s,
+            },
             Ok(Written::Refused(Some(record))) if record.shows_completion_by(attempt) => {
-                // Applied by a request whose response was lost.
-                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, %outcome, "executed and recorded");
                 Completed::Recorded {
                     expires_at_s: completion.expires_at_s,
                 }
@@ -360,10 +425,10 @@ impl Guard {
 
     async fn release(&self, attempt: &Attempt) {
         let store = &self.engine.store();
-        match self.store_call(store.release(attempt)).await {
+        match self.store_call("release", store.release(attempt)).await {
             Ok(Written::Applied(())) => {
-                tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, "released after the body failed");
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, "released");
             }
             Ok(Written::Refused(Some(record))) if record.shows_release_by(attempt) => {}
             Ok(Written::Refused(_)) => {

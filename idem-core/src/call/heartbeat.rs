@@ -89,7 +89,7 @@ impl Guard {
                             expires_at_s: self.expires_at(lease_until_ms),
                         };
                         extend = Some(Box::pin(async move {
-                            let answer = self.store_call(store.extend(attempt, &renewal)).await;
+                            let answer = self.store_call("extend", store.extend(attempt, &renewal)).await;
                             (renewal, answer)
                         }));
                     }

@@ -23,6 +23,7 @@ use crate::engine::check_timing;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::{self, KeyError};
+use crate::observe::{self, CallOutcome};
 
 pub use policy::{ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
@@ -265,6 +266,7 @@ impl Settings {
             None => Engine::current().ok_or(Error::NoEngine)?,
         };
         if engine.is_disabled() {
+            observe::call(&namespace, CallOutcome::Unguarded);
             key::check_namespace(&namespace).map_err(Error::Config)?;
             return Ok(Resolved::Unguarded(Context::unguarded(
                 namespace,
@@ -284,7 +286,9 @@ impl Settings {
             Ok(key) => key,
             Err(error) if error.is_empty_key() && optional_key => {
                 tracing::warn!(target: "idem", namespace = %namespace, reason = %error,
+                    outcome = CallOutcome::Unguarded.as_str(),
                     "no idempotency key: the body runs unguarded (optional_key)");
+                observe::call(&namespace, CallOutcome::Unguarded);
                 return Ok(Resolved::Unguarded(Context::unguarded(
                     namespace,
                     engine.clock().clone(),

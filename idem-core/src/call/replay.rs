@@ -6,6 +6,7 @@ use super::guard::Guard;
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
 use crate::error::Error;
+use crate::observe::CallOutcome;
 use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
 
 impl Guard {
@@ -46,7 +47,7 @@ impl Guard {
                 .as_deref()
                 .ok_or_else(|| self.decode_error("the completed record holds no data"))
         };
-        tracing::info!(target: "idem", namespace = %self.namespace, digest = %self.digest, outcome = ?record.outcome, "replayed");
+        self.outcome(CallOutcome::Replayed, "replayed the recorded outcome");
         match record.outcome {
             Some(Outcome::Ok) => match serde_json::from_str(data()?) {
                 Ok(value) => Ok(Report {
