@@ -41,15 +41,38 @@ impl<T, E> IdempotentResult for Result<T, E> {
     }
 }
 
-/// A value idem can record and replay.
+pub use idem_core::Recordable as RecordableValue;
+
+/// A value that can serve as a key or a fingerprint.
 #[diagnostic::on_unimplemented(
-    message = "the `Ok` type `{Self}` of an `#[idempotent]` function must implement `Serialize` and `DeserializeOwned`",
-    label = "idem records this value to replay it to duplicates",
-    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`"
+    message = "the key `{Self}` of an `#[idempotent]` function must implement `Serialize`",
+    label = "idem encodes this key to tell events apart",
+    note = "derive it: `#[derive(serde::Serialize)]` on `{Self}`, or key on a field that is (a string, a number, a tuple of them)"
 )]
-pub trait RecordableValue: Serialize + DeserializeOwned {}
+pub trait IdempotencyKey: Serialize {}
 #[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned> RecordableValue for T {}
+impl<K: Serialize + ?Sized> IdempotencyKey for K {}
+
+/// A payload to fingerprint.
+#[diagnostic::on_unimplemented(
+    message = "the fingerprint `{Self}` of an `#[idempotent]` function must implement `Serialize`",
+    label = "idem encodes this payload to compare duplicates with",
+    note = "derive it: `#[derive(serde::Serialize)]` on `{Self}`"
+)]
+pub trait Fingerprint: Serialize {}
+#[diagnostic::do_not_recommend]
+impl<F: Serialize + ?Sized> Fingerprint for F {}
+
+/// The call for `key` in `namespace`: the key's requirement is checked here, at the
+/// key's tokens.
+pub fn call<K: IdempotencyKey + ?Sized>(namespace: &'static str, key: &K) -> Call {
+    Call::new(namespace, key)
+}
+
+/// `fingerprint = payload`: the payload's requirement is checked here, at its tokens.
+pub fn fingerprint<P, F: Fingerprint + ?Sized>(call: Call<P>, payload: &F) -> Call<P> {
+    call.fingerprint(payload)
+}
 
 /// An error type idem's own errors convert into.
 #[diagnostic::on_unimplemented(

@@ -113,7 +113,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use call::{Call, ErrorPolicy, NoErrorReplay, ReplayErrors, Report, Source};
+pub use call::{Call, ErrorPolicy, NoErrorReplay, Recordable, ReplayErrors, Report, Source};
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};

@@ -236,7 +236,11 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
         body["UpdateExpression"],
         "SET #lease = :lease, #expiration = :expiration"
     );
-    assert_eq!(body["ConditionExpression"], held);
+    // A heartbeat that lands after the release must not revive the lease.
+    assert_eq!(
+        body["ConditionExpression"],
+        format!("{held} AND #lease > :zero")
+    );
     assert_aliases_exact(&body);
 
     let at = attempt(ID, "owner-1", 7);

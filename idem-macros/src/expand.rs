@@ -58,6 +58,7 @@ fn guarded_body(
         }
     };
     let mut options = Vec::new();
+    let mut fingerprint_call = None;
     if let Some(engine) = &args.engine {
         options.push(quote!(.engine(&(#engine))));
     }
@@ -77,12 +78,21 @@ fn guarded_body(
         options.push(quote!(.optional_key()));
     }
     if let Some(fingerprint) = &args.fingerprint {
-        options.push(quote!(.fingerprint(&(#fingerprint))));
+        // The requirement is checked at the fingerprint's tokens.
+        let private = respan(quote!(#krate::__private), fingerprint.span());
+        fingerprint_call = Some(quote_spanned! {fingerprint.span()=>
+            let #call = #private::fingerprint(#call, &(#fingerprint));
+        });
     }
     // The requirements on the return type are checked where `run` and `replay_errors`
     // are named with it. Every token of those paths and of the type gets the return
     // type's first span, so rustc reports each unmet requirement once, there.
     let span = ret.span();
+    // The key's requirement is checked at the key's tokens.
+    let key_private = respan(quote!(#krate::__private), key.span());
+    let new_call = quote_spanned! {key.span()=>
+        let #call = #key_private::call(#namespace, &(#key));
+    };
     let ret = respan(ret.to_token_stream(), span);
     let private = respan(quote!(#krate::__private), span);
     let replay_errors = args.replay_errors.as_ref().map(|predicate| {
@@ -100,7 +110,9 @@ fn guarded_body(
         }
     };
     quote! {
-        let #call = #krate::__private::Call::new(#namespace, &(#key)) #(#options)*;
+        #new_call
+        let #call = #call #(#options)*;
+        #fingerprint_call
         #replay_errors
         #run
     }

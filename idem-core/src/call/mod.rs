@@ -57,6 +57,18 @@ pub struct Call<P = NoErrorReplay> {
     errors: P,
 }
 
+/// A value idem can record and replay: any `Serialize + DeserializeOwned` type. Written
+/// as a bound on a generic function's value type (`T: idem::Recordable`); the compiler
+/// suggests it when such a bound is missing.
+#[diagnostic::on_unimplemented(
+    message = "the `Ok` type `{Self}` of an `#[idempotent]` function must implement `Serialize` and `DeserializeOwned`",
+    label = "idem records this value to replay it to duplicates",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`; on a generic type parameter, add the bound `idem::Recordable`"
+)]
+pub trait Recordable: Serialize + DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Recordable for T {}
+
 /// What a call was given, before the engine's defaults fill the gaps.
 struct Settings {
     engine: Option<Engine>,
