@@ -141,6 +141,44 @@ where
     R::from_result(call.run_reported(body).await)
 }
 
+/// The body's error, to describe in events: by `Display` where it has one, else by
+/// `Debug`, else by its type's name (autoref specialization: the macro calls
+/// `(&&&Describe(error)).describe()` on a concrete type).
+pub struct Describe<'a, E>(pub &'a E);
+
+/// `Display` errors: the first choice.
+pub trait DescribeByDisplay {
+    /// The error's text.
+    fn describe(&self) -> String;
+}
+impl<E: std::fmt::Display> DescribeByDisplay for &&Describe<'_, E> {
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// `Debug` errors: the second choice.
+pub trait DescribeByDebug {
+    /// The error's text.
+    fn describe(&self) -> String;
+}
+impl<E: std::fmt::Debug> DescribeByDebug for &Describe<'_, E> {
+    fn describe(&self) -> String {
+        format!("{:?}", self.0)
+    }
+}
+
+/// Any other error: its type's name.
+pub trait DescribeByName {
+    /// The error's type.
+    fn describe(&self) -> String;
+}
+impl<E> DescribeByName for Describe<'_, E> {
+    fn describe(&self) -> String {
+        std::any::type_name::<E>().to_owned()
+    }
+}
+
 /// `replay_errors = predicate`, for a function returning `R`: the predicate's argument
 /// type comes from `R`, so a closure needs no annotation.
 pub fn replay_errors<R, P, F>(call: Call<P>, predicate: F) -> Call<ReplayErrors<R::Err, F>>

@@ -85,7 +85,7 @@
 //!
 //! | level | event |
 //! |---|---|
-//! | DEBUG | one per call with its `outcome`; `waiting for the attempt in progress` (a duplicate with `wait`); `took the key over from an earlier attempt` (`fence` > 1); `released` |
+//! | DEBUG | one per call with its `outcome` (a release with the body's `error`, as [`Call::describe_errors`] writes it; the attribute uses `Display`, else `Debug`); `waiting for the attempt in progress` (a duplicate with `wait`); `took the key over from an earlier attempt` (`fence` > 1); `released` |
 //! | WARN | a heartbeat late, refused or failed; the body past `max_duration`; a completion refused (lease lost); a release refused or failed; an error or value too large to record; a missing key under `optional_key`; idem disabled (once, when the engine is built) |
 //! | ERROR | executed but not recorded (the store failed at completion); a value that cannot be encoded |
 //!
@@ -113,7 +113,9 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use call::{Call, ErrorPolicy, NoErrorReplay, Recordable, ReplayErrors, Report, Source};
+pub use call::{
+    Call, Described, ErrorPolicy, NoErrorReplay, Recordable, ReplayErrors, Report, Source,
+};
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};

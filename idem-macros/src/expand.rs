@@ -100,6 +100,15 @@ fn guarded_body(
             let #call = #private::replay_errors::<#ret, _, _>(#call, #predicate);
         }
     });
+    // The release event writes the error by `Display`, else `Debug`, else its type's
+    // name: chosen by autoref on the concrete error type, here where it is known.
+    let describe = quote! {
+        let #call = #call.describe_errors(|error: &<#ret as #private::IdempotentResult>::Err| {
+            #[allow(unused_imports)]
+            use #private::{DescribeByDebug as _, DescribeByDisplay as _, DescribeByName as _};
+            (&&&#private::Describe(error)).describe()
+        });
+    };
     let run = if args.report.as_ref().is_some_and(|value| value.value) {
         quote_spanned! {span=>
             #private::run_reported::<#ret, _, _, _>(#call, move |_| async move #body).await
@@ -114,6 +123,7 @@ fn guarded_body(
         let #call = #call #(#options)*;
         #fingerprint_call
         #replay_errors
+        #describe
         #run
     }
 }

@@ -322,7 +322,11 @@ impl Guard {
                     }
                     None => self.release(attempt).await,
                 }
-                self.outcome(CallOutcome::Released, "the body failed");
+                let text = errors.describe(&error);
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, outcome = CallOutcome::Released.as_str(),
+                    error = text.as_deref().unwrap_or("(not describable)"), "the body failed");
+                observe::call(&self.namespace, CallOutcome::Released);
                 Err(error)
             }
             Err(panic) => {

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
 
-pub use policy::{ErrorPolicy, NoErrorReplay, ReplayErrors};
+pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
 
 /// One guarded call: the function API, which the `#[idempotent]` macro only fills in.
@@ -189,6 +189,25 @@ impl<P> Call<P> {
             errors: ReplayErrors {
                 predicate,
                 _error: PhantomData,
+            },
+        }
+    }
+
+    /// How the body's errors are written in the event that reports a release (`error`
+    /// field), for example `|e| e.to_string()`. The attribute sets it by itself, from
+    /// the error's `Display` (or `Debug`) where it has one.
+    ///
+    /// ```
+    /// # use idem_core::{Call, Error};
+    /// let call = Call::new("orders::create", "req-1").describe_errors(|e: &Error| e.to_string());
+    /// # let _ = call;
+    /// ```
+    pub fn describe_errors<E>(self, describe: fn(&E) -> String) -> Call<Described<P, E>> {
+        Call {
+            settings: self.settings,
+            errors: Described {
+                policy: self.errors,
+                describe,
             },
         }
     }

@@ -12,6 +12,30 @@ pub trait ErrorPolicy<E> {
     fn record(&self, error: &E) -> Option<Result<String, serde_json::Error>>;
     /// Decodes a recorded error, or `None` when this call has no decoder for it.
     fn decode(&self, data: &str) -> Option<Result<E, serde_json::Error>>;
+    /// The error's text for the event that reports the release, if this policy knows
+    /// how to write it ([`Call::describe_errors`](crate::Call::describe_errors)).
+    fn describe(&self, _error: &E) -> Option<String> {
+        None
+    }
+}
+
+/// A policy whose errors are described in events: see
+/// [`Call::describe_errors`](crate::Call::describe_errors).
+pub struct Described<P, E> {
+    pub(super) policy: P,
+    pub(super) describe: fn(&E) -> String,
+}
+
+impl<P: ErrorPolicy<E>, E> ErrorPolicy<E> for Described<P, E> {
+    fn record(&self, error: &E) -> Option<Result<String, serde_json::Error>> {
+        self.policy.record(error)
+    }
+    fn decode(&self, data: &str) -> Option<Result<E, serde_json::Error>> {
+        self.policy.decode(data)
+    }
+    fn describe(&self, error: &E) -> Option<String> {
+        Some((self.describe)(error))
+    }
 }
 
 /// The default: no error is recorded; a body's error releases the key so a retry runs
