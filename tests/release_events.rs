@@ -28,11 +28,9 @@ enum Shown {
 }
 
 #[derive(Debug)]
+#[allow(dead_code)] // read through Debug only
 enum DebugOnly {
-    Unavailable {
-        retry_in_s: u32,
-    },
-    #[allow(dead_code)]
+    Unavailable { retry_in_s: u32 },
     Idem(Error),
 }
 
