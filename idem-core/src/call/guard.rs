@@ -393,8 +393,10 @@ impl Guard {
         outcome: Outcome,
         data: Option<String>,
     ) -> Completed {
+        let now_ms = self.clock_now();
         let completion = Completion {
-            expires_at_s: self.expires_at(self.clock_now()),
+            now_ms,
+            expires_at_s: self.expires_at(now_ms),
             outcome,
             data,
         };

@@ -85,6 +85,7 @@ impl Guard {
                         next_beat = now.saturating_add(every.as_millis() as u64);
                         let lease_until_ms = now.saturating_add(lease_ms);
                         let renewal = Renewal {
+                            now_ms: now,
                             lease_until_ms,
                             expires_at_s: self.expires_at(lease_until_ms),
                         };

@@ -107,6 +107,10 @@ pub struct Attempt {
 /// What [`Store::complete`] records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// The engine's clock when it completed, epoch milliseconds: for a store whose
+    /// expiry is relative to the server's clock (Redis), `expires_at_s * 1000 - now_ms`
+    /// is how long the record still has.
+    pub now_ms: u64,
     /// The new expiry, epoch seconds (`now + ttl`, rounded up: TTL counts from
     /// completion).
     pub expires_at_s: u64,
@@ -119,6 +123,9 @@ pub struct Completion {
 /// A lease renewed by a heartbeat: what [`Store::extend`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Renewal {
+    /// The engine's clock when it renewed, epoch milliseconds (see
+    /// [`Completion::now_ms`]).
+    pub now_ms: u64,
     /// The end of the renewed lease, epoch milliseconds.
     pub lease_until_ms: u64,
     /// The new expiry, epoch seconds (`lease_until + ttl`, rounded up).

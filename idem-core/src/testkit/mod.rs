@@ -107,6 +107,7 @@ pub fn attempt(id: &str, owner: &str, fence: u64) -> Attempt {
 /// A completion at `now` with the kit's TTL.
 pub fn completion_at(now: u64, outcome: Outcome, data: Option<&str>) -> Completion {
     Completion {
+        now_ms: now,
         expires_at_s: ceil_secs(now + TTL_MS),
         outcome,
         data: data.map(str::to_owned),
@@ -117,6 +118,7 @@ pub fn completion_at(now: u64, outcome: Outcome, data: Option<&str>) -> Completi
 pub fn renewal_at(now: u64) -> Renewal {
     let lease_until_ms = now + LEASE_MS;
     Renewal {
+        now_ms: now,
         lease_until_ms,
         expires_at_s: ceil_secs(lease_until_ms + TTL_MS),
     }

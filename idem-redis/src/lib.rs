@@ -1,0 +1,75 @@
+//! The Redis and Valkey store of [idem](https://docs.rs/idem): one hash per record, one
+//! server-side script per transition, expiry by the server.
+//!
+//! ```no_run
+//! use idem_core::Engine;
+//! use idem_redis::RedisStore;
+//!
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = redis::Client::open("redis://127.0.0.1:6379")?;
+//! let connection = redis::aio::ConnectionManager::new(client).await?;
+//! // Refuses a server that may evict live records (see "Eviction" below).
+//! let store = RedisStore::builder(connection).prefix("billing:").build().await?;
+//! Engine::new(store).install()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The store takes the caller's `ConnectionManager` (it reconnects after a lost
+//! connection) and never opens connections of its own.
+//!
+//! # Key layout
+//! One hash per record at `{prefix}{namespace}#{digest}` (prefix `idem:` by default),
+//! with the fields `state` (`INPROGRESS` / `COMPLETED`), `owner`, `fence`,
+//! `lease_until_ms`, `expires_at_s`, `fingerprint`, `outcome`, `data`, `format` and
+//! `codec`: the record of idem's protocol (`docs/protocol.md` in idem's repository),
+//! numbers in decimal.
+//!
+//! # The scripts
+//! Each transition is one Lua script on the record's one key, loaded once and called by
+//! its hash (a server that lost its script cache answers `NOSCRIPT`; the script is
+//! loaded again and the call retried, without an error reaching the caller). One round
+//! trip each:
+//! - **begin**: applied iff there is no record or it is free (completed and past its
+//!   expiry, or in progress past its lease); increments the fence, writes the fields,
+//!   removes outcome, data and fingerprint, and sets the key's expiry. Refused, it
+//!   answers with the current record.
+//! - **complete**, **extend**, **release**: applied iff the attempt holds the record
+//!   (in progress, its owner and fence), extend also only while the lease is not
+//!   released; each answers a refusal with the current record.
+//!
+//! # Expiry
+//! The key expires at the later of the lease's end and the record's expiry, so nothing
+//! needs a sweeper, and a released or lapsed record keeps its fence until it expires.
+//! Expiries are sent relative to the engine's clock (`PEXPIRE`), so a skew between the
+//! engine's and the server's clocks does not move them.
+//!
+//! # Eviction
+//! Every idem key has an expiry, so **any eviction policy but `noeviction`** (the
+//! `volatile-*` ones included) may evict a live record once `maxmemory` is reached, and
+//! a duplicate would then run the body again. [`RedisStoreBuilder::build`] reads
+//! `maxmemory` and `maxmemory-policy` and refuses that combination
+//! ([`SetupError::EvictionPolicy`]); where `CONFIG GET` is refused (managed services),
+//! it warns: set `maxmemory-policy noeviction` there yourself. With `noeviction`, writes
+//! fail when memory is full and idem reports a transient error before the body runs.
+//!
+//! # Errors
+//! A lost or refused connection, a timeout, `BUSY`, `LOADING`, `TRYAGAIN`,
+//! `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN` and `READONLY` are transient; a wrong type
+//! (`WRONGTYPE`), a script error or a missing permission permanent; a hash that cannot
+//! be decoded malformed (the call gets a decode error; the body never runs over it).
+//! Values larger than [`RedisStoreBuilder::max_data_bytes`] (1 MiB by default) are
+//! completed as not stored.
+//!
+//! # What was tested
+//! The conformance kit of idem (every rule, the model, the engine race and a duplicate
+//! storm), connections killed mid-call (`CLIENT KILL`) and expiry observed on the
+//! server, against Redis 7 on one node. Each script touches one key, so the store is
+//! meant to work on Redis Cluster and on Valkey as well; neither was tested here.
+#![warn(missing_docs)]
+
+mod scripts;
+mod setup;
+mod store;
+
+pub use setup::{RedisStoreBuilder, SetupError};
+pub use store::{RedisStore, DEFAULT_MAX_DATA_BYTES};

@@ -1,0 +1,110 @@
+//! The four transitions as server-side Lua scripts, one key each (cluster-safe). Each
+//! answers `{1, fence}` / `{1}` when applied, or `{0, HGETALL}` with the record as it is
+//! when refused (`{0, {}}` when there is none): the refusal and the current record in
+//! the same round trip.
+//!
+//! Numbers travel as the engine's decimal strings and are written back as given; Lua
+//! turns only the fence and comparisons into numbers (all below 2^53). A record with a
+//! missing or unreadable field is refused with its fields, and decoded (as malformed)
+//! by the store, never overwritten.
+
+/// Reads the record into `h` and keeps the raw reply for a refusal.
+const PRELUDE: &str = r#"
+local raw = redis.call('HGETALL', KEYS[1])
+local h = {}
+for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+local function held(owner, fence)
+  return h.state == 'INPROGRESS' and h.owner == owner and h.fence == fence
+end
+local function expire_at(lease_until_ms, expires_at_s, now_ms)
+  local until_ms = math.max(tonumber(lease_until_ms) or 0, (tonumber(expires_at_s) or 0) * 1000)
+  local ttl = until_ms - tonumber(now_ms)
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+end
+"#;
+
+/// ARGV: owner, now_ms, lease_until_ms, expires_at_s, fingerprint ('' for none),
+/// format, codec. Applied iff there is no record or it is free at `now_ms`.
+const BEGIN: &str = r#"
+local now = tonumber(ARGV[2])
+local fence = 0
+if #raw > 0 then
+  local live
+  if h.state == 'COMPLETED' then
+    local expires = tonumber(h.expires_at_s)
+    if not expires then return {0, raw} end
+    live = now < expires * 1000
+  elseif h.state == 'INPROGRESS' then
+    local lease = tonumber(h.lease_until_ms)
+    if not lease then return {0, raw} end
+    live = now < lease
+  else
+    return {0, raw}
+  end
+  if live then return {0, raw} end
+  fence = tonumber(h.fence)
+  if not fence then return {0, raw} end
+end
+fence = fence + 1
+redis.call('HDEL', KEYS[1], 'outcome', 'data', 'fingerprint')
+redis.call('HSET', KEYS[1], 'state', 'INPROGRESS', 'owner', ARGV[1],
+  'fence', string.format('%d', fence), 'lease_until_ms', ARGV[3], 'expires_at_s', ARGV[4],
+  'format', ARGV[6], 'codec', ARGV[7])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'fingerprint', ARGV[5]) end
+expire_at(ARGV[3], ARGV[4], ARGV[2])
+return {1, fence}
+"#;
+
+/// ARGV: owner, fence, now_ms, expires_at_s, outcome, data, has_data ('1' or '0').
+/// Applied iff the attempt holds the record.
+const COMPLETE: &str = r#"
+if not held(ARGV[1], ARGV[2]) then return {0, raw} end
+redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'outcome', ARGV[5], 'expires_at_s', ARGV[4])
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[1], 'data', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'data')
+end
+expire_at(h.lease_until_ms, ARGV[4], ARGV[3])
+return {1}
+"#;
+
+/// ARGV: owner, fence, now_ms, lease_until_ms, expires_at_s. Applied iff the attempt
+/// holds the record and has not released it.
+const EXTEND: &str = r#"
+if not held(ARGV[1], ARGV[2]) or (tonumber(h.lease_until_ms) or 0) <= 0 then return {0, raw} end
+redis.call('HSET', KEYS[1], 'lease_until_ms', ARGV[4], 'expires_at_s', ARGV[5])
+expire_at(ARGV[4], ARGV[5], ARGV[3])
+return {1}
+"#;
+
+/// ARGV: owner, fence. Applied iff the attempt holds the record; the key's expiry stays
+/// (the record keeps its fence until it expires).
+const RELEASE: &str = r#"
+if not held(ARGV[1], ARGV[2]) then return {0, raw} end
+redis.call('HSET', KEYS[1], 'lease_until_ms', '0')
+return {1}
+"#;
+
+/// The scripts, loaded once per store and called by their hash (`EVALSHA`; a server
+/// that lost its script cache answers `NOSCRIPT`, and the `redis` crate loads the
+/// script again and retries, so no error reaches the caller).
+pub(crate) struct Scripts {
+    pub begin: redis::Script,
+    pub complete: redis::Script,
+    pub extend: redis::Script,
+    pub release: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        Scripts {
+            begin: script(BEGIN),
+            complete: script(COMPLETE),
+            extend: script(EXTEND),
+            release: script(RELEASE),
+        }
+    }
+}
