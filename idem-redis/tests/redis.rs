@@ -1,0 +1,227 @@
+//! What is specific to Redis: a connection killed mid-call, expiry observed on the
+//! server, records that cannot be decoded, a key of the wrong type, the size limit.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{connection, store, TestStore};
+use idem_core::store::{ceil_secs, Written};
+use idem_core::testkit::{attempt, begin_at};
+use idem_core::{Call, Clock, Engine, EngineBuilder, Error, Store, SystemClock};
+use idem_redis::RedisStore;
+
+const NS: &str = "tests::redis";
+
+fn engine(store: &Arc<TestStore>) -> Engine {
+    EngineBuilder::from_arc(store.clone()).build().unwrap()
+}
+
+async fn exists(key: &str) -> bool {
+    let mut connection = connection().await;
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap()
+        == 1
+}
+
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_works() {
+    // The store's connection (clones share it): its id on the server.
+    let mut own = connection().await;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    let store = Arc::new(TestStore(
+        RedisStore::builder(own)
+            .prefix(common::unique_prefix("killed"))
+            .build()
+            .await
+            .unwrap(),
+    ));
+    let engine = engine(&store);
+    // Hold writes at the server, so the begin below is in flight when its connection
+    // is killed.
+    let mut admin = connection().await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(400)
+        .arg("WRITE")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        Call::new(NS, "killed").engine(&engine).run(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(1)
+        })
+    };
+    let (killed, ()) = tokio::join!(call(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+    });
+    match &killed {
+        Err(error @ Error::Store { .. }) => assert!(error.is_retryable(), "{error}"),
+        other => panic!("expected a transient store error, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the body did not run");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The connection manager reconnects: the next calls work.
+    let mut answered = None;
+    for _ in 0..20 {
+        match call().await {
+            Ok(value) => {
+                answered = Some(value);
+                break;
+            }
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(answered, Some(1));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// The server deletes a record's key at its expiry; a record in progress outlives a TTL
+/// shorter than its lease (the key expires at the later of the two).
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn the_server_expires_records_at_the_later_of_lease_and_ttl() {
+    let store = store("expiry").await;
+    let id = format!("{NS}#expiry");
+    let key = store.key(&id);
+    let now = SystemClock.now_ms();
+    let lease_until_ms = now + 3_000;
+    let begin = idem_core::store::Begin {
+        lease_until_ms,
+        expires_at_s: ceil_secs(lease_until_ms + 1_000),
+        ..begin_at(&id, "a", now, None)
+    };
+    assert_eq!(store.begin(&begin).await.unwrap(), Written::Applied(1));
+    let mut connection = connection().await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 3_000,
+        "the key outlives the lease and the ttl: {pttl} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        exists(&key).await,
+        "in progress past its 1 s ttl: still there"
+    );
+
+    let now = SystemClock.now_ms();
+    let done = idem_core::store::Completion {
+        now_ms: now,
+        expires_at_s: ceil_secs(now + 1_000),
+        outcome: idem_core::store::Outcome::Ok,
+        data: Some("1".into()),
+    };
+    // The completion's expiry (1 s) is earlier than the lease's end: the key lives to
+    // the lease's end.
+    store.complete(&attempt(&id, "a", 1), &done).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(
+        lease_until_ms.saturating_sub(SystemClock.now_ms()) + 1_200,
+    ))
+    .await;
+    assert!(!exists(&key).await, "the server deleted the expired record");
+    assert_eq!(store.read(&id).await.unwrap(), None);
+}
+
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_hash_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() {
+    let store = Arc::new(store("malformed").await);
+    let engine = engine(&store);
+    let id = engine.record_id(NS, "malformed").unwrap();
+    let mut connection = connection().await;
+    redis::cmd("HSET")
+        .arg(store.key(&id))
+        .arg("state")
+        .arg("BOGUS")
+        .arg("fence")
+        .arg("1")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    let result = Call::new(NS, "malformed")
+        .engine(&engine)
+        .run(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(matches!(result, Err(Error::Decode { .. })), "{result:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // A key of another type: a permanent error, body not run.
+    let id = engine.record_id(NS, "string").unwrap();
+    redis::cmd("SET")
+        .arg(store.key(&id))
+        .arg("not a hash")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let result = Call::new(NS, "string")
+        .engine(&engine)
+        .run(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        })
+        .await;
+    match result {
+        Err(error @ Error::Store { .. }) => assert!(!error.is_retryable(), "{error}"),
+        other => panic!("expected a permanent store error, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
+    let prefix = common::unique_prefix("size");
+    let store = Arc::new(TestStore(
+        RedisStore::builder(connection().await)
+            .prefix(prefix)
+            .max_data_bytes(64)
+            .build()
+            .await
+            .unwrap(),
+    ));
+    let engine = engine(&store);
+    let big = "x".repeat(100);
+    let call = || Call::new(NS, "big").engine(&engine);
+    let first = call()
+        .run(|_| async { Ok::<_, Error>(big.clone()) })
+        .await
+        .unwrap();
+    assert_eq!(first, big, "the call that ran gets its value");
+    let duplicate = call()
+        .run(|_| async { Ok::<_, Error>(String::new()) })
+        .await;
+    assert!(
+        matches!(duplicate, Err(Error::ResultNotStored { .. })),
+        "{duplicate:?}"
+    );
+}
