@@ -12,6 +12,7 @@
 //! cargo run --release -p idem-examples --example month                  # the whole month, in memory
 //! cargo run --release -p idem-examples --example month -- --events 20000
 //! cargo run --release -p idem-examples --example month -- --store dynamo --endpoint http://127.0.0.1:8000 --events 5000
+//! cargo run --release -p idem-examples --example month -- --store redis --url redis://127.0.0.1:6379 --events 20000
 //! ```
 //!
 //! `--events N` scales the month down with the same duplicate rate (at least one event
@@ -76,18 +77,28 @@ async fn create_group(cloud: &Cloud, event: CfnEvent) -> Result<Group, Error> {
     Ok(cloud.create_group(&event))
 }
 
+/// Where the records live.
+#[derive(Clone, Copy, PartialEq)]
+enum StoreKind {
+    Memory,
+    Dynamo,
+    Redis,
+}
+
 struct Options {
     events: usize,
-    dynamo: bool,
+    store: StoreKind,
     endpoint: Option<String>,
+    url: Option<String>,
     seed: u64,
 }
 
 fn options() -> Result<Options, String> {
     let mut options = Options {
         events: MONTH_EVENTS,
-        dynamo: false,
+        store: StoreKind::Memory,
         endpoint: None,
+        url: None,
         seed: 2026,
     };
     let mut words = std::env::args().skip(1);
@@ -101,15 +112,21 @@ fn options() -> Result<Options, String> {
                 }
             }
             "--store" => match value()?.as_str() {
-                "memory" => options.dynamo = false,
-                "dynamo" => options.dynamo = true,
-                other => return Err(format!("--store is memory or dynamo, not `{other}`")),
+                "memory" => options.store = StoreKind::Memory,
+                "dynamo" => options.store = StoreKind::Dynamo,
+                "redis" => options.store = StoreKind::Redis,
+                other => {
+                    return Err(format!(
+                        "--store is memory, dynamo or redis, not `{other}`"
+                    ))
+                }
             },
             "--endpoint" => options.endpoint = Some(value()?),
+            "--url" => options.url = Some(value()?),
             "--seed" => options.seed = value()?.parse().map_err(|_| "--seed takes a number")?,
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; options: --events N, --store memory|dynamo, --endpoint URL, --seed N"
+                    "unknown option `{other}`; options: --events N, --store memory|dynamo|redis, --endpoint URL (dynamo), --url URL (redis), --seed N"
                 ))
             }
         }
@@ -253,12 +270,28 @@ async fn replay(month: &Month, guarded: bool, seed: u64) -> Outcome {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = options()?;
-    if options.dynamo {
-        let store =
-            idem_examples::dynamo_store(options.endpoint.as_deref(), "idem-month", true).await?;
-        Engine::new(store).install()?;
-    } else {
-        Engine::new(MemoryStore::new()).install()?;
+    // The Redis run's keys, deleted at the end (the records would expire in a day).
+    let mut redis_run: Option<(redis::aio::ConnectionManager, String)> = None;
+    match options.store {
+        StoreKind::Dynamo => {
+            let store =
+                idem_examples::dynamo_store(options.endpoint.as_deref(), "idem-month", true)
+                    .await?;
+            Engine::new(store).install()?;
+        }
+        StoreKind::Redis => {
+            let url = options.url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+            let connection = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+            // A prefix of this run's own: every run starts from an empty month.
+            let prefix = format!("idem-month:{}:", std::process::id());
+            let store = idem_redis::RedisStore::builder(connection.clone())
+                .prefix(prefix.clone())
+                .build()
+                .await?;
+            redis_run = Some((connection, prefix));
+            Engine::new(store).install()?;
+        }
+        StoreKind::Memory => Engine::new(MemoryStore::new()).install()?,
     }
     let month = Month::new(options.events, options.seed);
     let duplicated = month.copies.iter().filter(|&&c| c > 1).count();
@@ -266,7 +299,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{} create events, {duplicated} delivered more than once ({tripled} of those three times), {WORKERS} workers, store: {}",
         month.events.len(),
-        if options.dynamo { "dynamo" } else { "in-memory" },
+        match options.store {
+            StoreKind::Memory => "in-memory",
+            StoreKind::Dynamo => "dynamo",
+            StoreKind::Redis => "redis",
+        },
     );
     let without = replay(&month, false, options.seed).await;
     let with = replay(&month, true, options.seed).await;
@@ -296,5 +333,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "(with idem, {} deliveries found their event in progress and went back on the queue)",
         with.requeued
     );
+    if let Some((mut connection, prefix)) = redis_run {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut connection)
+            .await?;
+        for chunk in keys.chunks(1000) {
+            redis::cmd("DEL")
+                .arg(chunk)
+                .query_async::<()>(&mut connection)
+                .await?;
+        }
+    }
     Ok(())
 }
