@@ -302,3 +302,41 @@ impl Store for RedisStore {
             .map_err(|e| store_error("delete", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idem_core::store::StoreErrorKind;
+
+    /// An error as the server sends it (`-CODE message`), parsed by the `redis` crate.
+    fn server_error(reply: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+            .and_then(|value| value.extract_error())
+            .expect_err("an error reply")
+    }
+
+    #[test]
+    fn the_servers_not_now_answers_are_transient_the_rest_permanent() {
+        for reply in [
+            "BUSY Redis is busy running a script",
+            "LOADING Redis is loading the dataset in memory",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+            "MOVED 3999 127.0.0.1:6381",
+            "ASK 3999 127.0.0.1:6381",
+            "MASTERDOWN Link with MASTER is down",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            let error = store_error("begin", server_error(reply));
+            assert_eq!(error.kind(), StoreErrorKind::Transient, "{reply}");
+        }
+        for reply in [
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "ERR Error running script (call to f_0123): user_script:1: oops",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+        ] {
+            let error = store_error("begin", server_error(reply));
+            assert_eq!(error.kind(), StoreErrorKind::Permanent, "{reply}");
+        }
+    }
+}

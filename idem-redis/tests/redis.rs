@@ -225,3 +225,26 @@ async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
         "{duplicate:?}"
     );
 }
+
+/// A server that lost its script cache (a restart, `SCRIPT FLUSH`) answers `NOSCRIPT`;
+/// the script is loaded again and the call goes through, no error reaching the caller.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_flushed_script_cache_is_reloaded_without_an_error() {
+    let store = Arc::new(store("noscript").await);
+    let engine = engine(&store);
+    let call = |key: &'static str| {
+        Call::new(NS, key)
+            .engine(&engine)
+            .run(|_| async { Ok::<_, Error>(5) })
+    };
+    assert_eq!(call("before").await.unwrap(), 5);
+    let mut admin = connection().await;
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(call("after").await.unwrap(), 5);
+    assert_eq!(call("after").await.unwrap(), 5, "replayed");
+}
