@@ -11,9 +11,6 @@ use idem_core::store::{
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;
 
-/// Why a test is ignored by a plain `cargo test`.
-pub const NEEDS_REDIS: &str = "needs the Redis server that scripts/test checks";
-
 /// The server's URL, from the variable scripts/test exports.
 pub fn url() -> String {
     std::env::var("IDEM_TEST_REDIS").unwrap_or_else(|_| {
