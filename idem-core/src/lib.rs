@@ -108,6 +108,7 @@ mod error;
 pub mod key;
 mod memory;
 mod observe;
+pub mod protocol;
 pub mod store;
 
 #[cfg(feature = "testkit")]

@@ -5,8 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::protocol;
+use crate::store::Record;
 use crate::store::{Attempt, Begin, Completion, Limits, Renewal, Store, StoreError, Written};
-use crate::store::{Record, State};
 
 /// The number of records a [`MemoryStore`] holds by default.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -94,23 +95,31 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `write` if the record with `attempt.id` meets `condition`.
-    fn update_if(
+    /// Applies one of the fenced transitions of [`protocol`] to the record with
+    /// `attempt.id`.
+    fn update(
         &self,
         attempt: &Attempt,
-        condition: impl FnOnce(&Record) -> bool,
-        write: impl FnOnce(&mut Record),
+        transition: impl FnOnce(Option<&mut Record>) -> Written<()>,
     ) -> Result<Written<()>, StoreError> {
         let mut inner = self.lock();
-        match inner.records.get_mut(&attempt.id) {
-            Some(record) if condition(record) => {
-                write(record);
-                let expiry = record.expires_at_s.saturating_mul(1000);
-                inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
-                Ok(Written::Applied(()))
+        let Inner {
+            records,
+            earliest_expiry_ms,
+            ..
+        } = &mut *inner;
+        let written = match records.get_mut(&attempt.id) {
+            Some(record) => {
+                let written = transition(Some(&mut *record));
+                if let Written::Applied(()) = written {
+                    let expiry = record.expires_at_s.saturating_mul(1000);
+                    *earliest_expiry_ms = (*earliest_expiry_ms).min(expiry);
+                }
+                written
             }
-            other => Ok(Written::Refused(other.cloned())),
-        }
+            None => transition(None),
+        };
+        Ok(written)
     }
 }
 
@@ -153,12 +162,10 @@ impl Store for MemoryStore {
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
         let mut inner = self.lock();
-        let fence = match inner.records.get(&request.id) {
-            Some(record) if record.is_live(request.now_ms) => {
-                return Ok(Written::Refused(Some(record.clone())))
-            }
-            Some(record) => record.fence + 1,
-            None => {
+        let current = inner.records.get(&request.id);
+        let fence = match protocol::begin(current, request) {
+            Written::Applied(fence) if current.is_some() => fence,
+            Written::Applied(fence) => {
                 // Full: reclaim, but only once some record can have expired.
                 if inner.records.len() >= self.capacity
                     && request.now_ms >= inner.earliest_expiry_ms
@@ -176,8 +183,9 @@ impl Store for MemoryStore {
                 if inner.inserts_since_sweep >= inner.records.len().max(1024) {
                     inner.sweep(request.now_ms);
                 }
-                1
+                fence
             }
+            refused @ Written::Refused(_) => return Ok(refused),
         };
         let expiry = request.expires_at_s.saturating_mul(1000);
         inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
@@ -192,16 +200,9 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.update_if(
-            attempt,
-            |r| r.is_held_by(attempt),
-            |record| {
-                record.state = State::Completed;
-                record.outcome = Some(completion.outcome);
-                record.data = completion.data.clone();
-                record.expires_at_s = completion.expires_at_s;
-            },
-        )
+        self.update(attempt, |record| {
+            protocol::complete(record, attempt, completion)
+        })
     }
 
     async fn extend(
@@ -209,22 +210,11 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         renewal: &Renewal,
     ) -> Result<Written<()>, StoreError> {
-        self.update_if(
-            attempt,
-            |r| r.is_renewable_by(attempt),
-            |record| {
-                record.lease_until_ms = renewal.lease_until_ms;
-                record.expires_at_s = renewal.expires_at_s;
-            },
-        )
+        self.update(attempt, |record| protocol::extend(record, attempt, renewal))
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
-        self.update_if(
-            attempt,
-            |r| r.is_held_by(attempt),
-            |record| record.lease_until_ms = 0,
-        )
+        self.update(attempt, |record| protocol::release(record, attempt))
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {

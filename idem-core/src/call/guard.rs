@@ -16,10 +16,8 @@ use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::store::{
-    ceil_secs, Attempt, Begin, Completion, Outcome, Record, State, StoreError, StoreErrorKind,
-    Written,
-};
+use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer, Terms};
+use crate::store::{Attempt, Outcome, Record, State, StoreError, StoreErrorKind};
 
 /// How often begin is tried when the store refuses it with a record that is free (it
 /// lapsed or was deleted between the write and the read that answered it).
@@ -79,7 +77,7 @@ impl Guard {
             owner: self.owner.clone(),
             fence,
         };
-        if self.clock_now() >= lease_until_ms {
+        if !protocol::may_start(self.clock_now(), lease_until_ms) {
             // Begin answered after the lease it took had already lapsed: another caller
             // may hold the key by now, so the body must not start.
             self.release(&attempt).await;
@@ -123,8 +121,12 @@ impl Guard {
         self.engine.clock().now_ms()
     }
 
-    pub(super) fn expires_at(&self, from_ms: u64) -> u64 {
-        ceil_secs(from_ms.saturating_add(self.ttl.as_millis() as u64))
+    /// The call's lease and TTL, from which every request's times are computed.
+    pub(super) fn terms(&self) -> Terms {
+        Terms {
+            lease_ms: self.lease.as_millis() as u64,
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
     }
 
     /// One store call under the engine's timeout, measured.
@@ -243,22 +245,21 @@ impl Guard {
     async fn begin(&self) -> Result<Found, Error> {
         let store = &self.engine.store();
         for _ in 0..BEGIN_TRIES {
-            let now_ms = self.clock_now();
-            let lease_until_ms = now_ms.saturating_add(self.lease.as_millis() as u64);
-            let request = Begin {
-                id: self.id.clone(),
-                owner: self.owner.clone(),
-                now_ms,
-                lease_until_ms,
-                expires_at_s: self.expires_at(lease_until_ms),
-                fingerprint: self.fingerprint.clone(),
-            };
+            let request = self.terms().begin(
+                &self.id,
+                &self.owner,
+                self.clock_now(),
+                self.fingerprint.clone(),
+            );
             let written = self
                 .store_call("begin", store.begin(&request))
                 .await
                 .map_err(|e| self.store_error("begin", e))?;
-            match written {
-                Written::Applied(fence) => {
+            match protocol::after_begin(written, &request) {
+                BeginAnswer::Held {
+                    fence,
+                    lease_until_ms,
+                } => {
                     if fence > 1 {
                         tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                             fence, "took the key over from an earlier attempt (it lapsed, was released or expired)");
@@ -268,18 +269,9 @@ impl Guard {
                         lease_until_ms,
                     });
                 }
-                // My own begin, applied by a request whose response was lost.
-                Written::Refused(Some(record)) if record.shows_begin_by(&self.owner) => {
-                    return Ok(Found::Held {
-                        fence: record.fence,
-                        lease_until_ms: record.lease_until_ms,
-                    })
-                }
-                Written::Refused(Some(record)) if record.is_live(now_ms) => {
-                    return Ok(Found::Live(record))
-                }
+                BeginAnswer::Live(record) => return Ok(Found::Live(record)),
                 // Free or gone by the time the store read it: try again.
-                Written::Refused(_) => continue,
+                BeginAnswer::Again => continue,
             }
         }
         Err(self.store_error(
@@ -393,33 +385,23 @@ impl Guard {
         outcome: Outcome,
         data: Option<String>,
     ) -> Completed {
-        let now_ms = self.clock_now();
-        let completion = Completion {
-            now_ms,
-            expires_at_s: self.expires_at(now_ms),
-            outcome,
-            data,
-        };
+        let completion = self.terms().completion(self.clock_now(), outcome, data);
         let store = &self.engine.store();
         match self
             .store_call("complete", store.complete(attempt, &completion))
             .await
         {
-            // Applied, or applied by a request whose response was lost.
-            Ok(Written::Applied(())) => Completed::Recorded {
-                expires_at_s: completion.expires_at_s,
-            },
-            Ok(Written::Refused(Some(record))) if record.shows_completion_by(attempt) => {
-                Completed::Recorded {
+            Ok(written) => match protocol::after_complete(written, attempt) {
+                CompleteAnswer::Recorded => Completed::Recorded {
                     expires_at_s: completion.expires_at_s,
+                },
+                CompleteAnswer::LeaseLost => {
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        fence = attempt.fence,
+                        "completion refused: the lease was lost to another attempt or the record is gone");
+                    Completed::LeaseLost
                 }
-            }
-            Ok(Written::Refused(record)) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, current_fence = record.as_ref().map(|r| r.fence),
-                    "completion refused: the lease was lost to another attempt or the record is gone");
-                Completed::LeaseLost
-            }
+            },
             Err(error) => {
                 tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                     fence = attempt.fence, %error,
@@ -432,15 +414,17 @@ impl Guard {
     async fn release(&self, attempt: &Attempt) {
         let store = &self.engine.store();
         match self.store_call("release", store.release(attempt)).await {
-            Ok(Written::Applied(())) => {
-                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, "released");
-            }
-            Ok(Written::Refused(Some(record))) if record.shows_release_by(attempt) => {}
-            Ok(Written::Refused(_)) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, "release refused: the lease was already lost");
-            }
+            Ok(written) => match protocol::after_release(written, attempt) {
+                ReleaseAnswer::Released => {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        fence = attempt.fence, "released");
+                }
+                ReleaseAnswer::AlreadyReleased => {}
+                ReleaseAnswer::Lost => {
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        fence = attempt.fence, "release refused: the lease was already lost");
+                }
+            },
             Err(error) => {
                 tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                     fence = attempt.fence, %error, "release failed; the lease will lapse");

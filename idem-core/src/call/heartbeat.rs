@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::guard::Guard;
 use crate::context::Context;
+use crate::protocol::{self, ExtendAnswer};
 use crate::store::{Attempt, Renewal, StoreError, Written};
 
 /// An extend in flight: the renewal it asked for, and the store's answer.
@@ -32,16 +33,13 @@ impl Guard {
     ) -> F::Output {
         let clock = self.engine.clock();
         let store = self.engine.store();
-        let lease_ms = self.lease.as_millis() as u64;
-        let every = Duration::from_millis(lease_ms / 3);
+        let terms = self.terms();
+        let every_ms = terms.beat_every_ms();
         let beats_until = self
             .clock_now()
             .saturating_add(self.max_duration.as_millis() as u64);
         let mut body = pin!(body);
-        let every_ms = every.as_millis() as u64;
-        let mut next_beat = lease_until_ms
-            .saturating_sub(lease_ms)
-            .saturating_add(every_ms);
+        let mut next_beat = terms.first_beat_ms(lease_until_ms);
         let mut timer = Some(clock.sleep(Duration::from_millis(
             next_beat.saturating_sub(self.clock_now()),
         )));
@@ -72,7 +70,7 @@ impl Guard {
                     Some(Poll::Ready(())) => {
                         timer = None;
                         let now = self.clock_now();
-                        if now.saturating_sub(next_beat) > every.as_millis() as u64 / 2 {
+                        if now.saturating_sub(next_beat) > every_ms / 2 {
                             tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                                 late_ms = now - next_beat,
                                 "heartbeat is late: the body may be blocking its thread");
@@ -82,13 +80,8 @@ impl Guard {
                                 "the body ran past max_duration; heartbeats stop and the lease will lapse");
                             return Poll::Pending;
                         }
-                        next_beat = now.saturating_add(every.as_millis() as u64);
-                        let lease_until_ms = now.saturating_add(lease_ms);
-                        let renewal = Renewal {
-                            now_ms: now,
-                            lease_until_ms,
-                            expires_at_s: self.expires_at(lease_until_ms),
-                        };
+                        next_beat = terms.next_beat_ms(now);
+                        let renewal = terms.renewal(now);
                         extend = Some(Box::pin(async move {
                             let answer = self.store_call("extend", store.extend(attempt, &renewal)).await;
                             (renewal, answer)
@@ -114,17 +107,14 @@ impl Guard {
         result: Result<Written<()>, StoreError>,
     ) {
         match result {
-            Ok(Written::Applied(())) => context.renewed(renewal.lease_until_ms),
-            // Applied by a request whose response was lost.
-            Ok(Written::Refused(Some(record))) if record.shows_renewal_by(attempt, renewal) => {
-                context.renewed(renewal.lease_until_ms)
-            }
-            Ok(Written::Refused(record)) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                    fence = attempt.fence, current_fence = record.as_ref().map(|r| r.fence),
-                    "heartbeat refused: the lease is lost");
-                context.mark_lost();
-            }
+            Ok(written) => match protocol::after_extend(written, attempt, renewal) {
+                ExtendAnswer::Renewed(lease_until_ms) => context.renewed(lease_until_ms),
+                ExtendAnswer::Lost => {
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        fence = attempt.fence, "heartbeat refused: the lease is lost");
+                    context.mark_lost();
+                }
+            },
             Err(error) => {
                 tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
                     %error, "heartbeat failed; the lease may lapse");

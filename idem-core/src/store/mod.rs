@@ -34,7 +34,7 @@ pub use record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
 pub use async_trait::async_trait;
 
 /// The result of a conditional write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Written<T> {
     /// The condition held and the write was applied.
     Applied(T),
@@ -55,7 +55,7 @@ impl<T> Written<T> {
 }
 
 /// A request to take a key: see [`Store::begin`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Begin {
     /// The record id, `{namespace}#{digest}`.
     pub id: String,
@@ -94,7 +94,7 @@ impl Begin {
 }
 
 /// The attempt that holds a key: what complete, extend and release are conditioned on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attempt {
     /// The record id.
     pub id: String,
@@ -105,7 +105,7 @@ pub struct Attempt {
 }
 
 /// What [`Store::complete`] records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Completion {
     /// The engine's clock when it completed, epoch milliseconds: for a store whose
     /// expiry is relative to the server's clock (Redis), `expires_at_s * 1000 - now_ms`
@@ -121,7 +121,7 @@ pub struct Completion {
 }
 
 /// A lease renewed by a heartbeat: what [`Store::extend`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Renewal {
     /// The engine's clock when it renewed, epoch milliseconds (see
     /// [`Completion::now_ms`]).

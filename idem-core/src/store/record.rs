@@ -89,7 +89,7 @@ impl FromStr for Outcome {
 }
 
 /// One key's record, as a store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
     /// `{namespace}#{digest}` (without any prefix the store adds).
     pub id: String,

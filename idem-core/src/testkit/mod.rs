@@ -42,7 +42,8 @@ pub use storm::{storm, Downstream, StormConfig, StormReport};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::store::{ceil_secs, Attempt, Begin, Completion, Outcome, Renewal, Store};
+use crate::protocol::Terms;
+use crate::store::{Attempt, Begin, Completion, Outcome, Renewal, Store};
 
 /// A runtime for one case: multi-threaded, so racing tasks really run in parallel.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -82,17 +83,16 @@ pub fn fresh_id(case: &str) -> String {
     format!("conformance::{case}#{a}{b}")
 }
 
+/// The kit's lease and TTL, from which its requests are computed as the engine
+/// computes its own.
+pub const TERMS: Terms = Terms {
+    lease_ms: LEASE_MS,
+    ttl_ms: TTL_MS,
+};
+
 /// A begin at `now` with the kit's lease and TTL, as the engine would compute it.
 pub fn begin_at(id: &str, owner: &str, now: u64, fingerprint: Option<&str>) -> Begin {
-    let lease_until_ms = now + LEASE_MS;
-    Begin {
-        id: id.to_owned(),
-        owner: owner.to_owned(),
-        now_ms: now,
-        lease_until_ms,
-        expires_at_s: ceil_secs(lease_until_ms + TTL_MS),
-        fingerprint: fingerprint.map(str::to_owned),
-    }
+    TERMS.begin(id, owner, now, fingerprint.map(str::to_owned))
 }
 
 /// The attempt `owner` holds with `fence`.
@@ -106,20 +106,10 @@ pub fn attempt(id: &str, owner: &str, fence: u64) -> Attempt {
 
 /// A completion at `now` with the kit's TTL.
 pub fn completion_at(now: u64, outcome: Outcome, data: Option<&str>) -> Completion {
-    Completion {
-        now_ms: now,
-        expires_at_s: ceil_secs(now + TTL_MS),
-        outcome,
-        data: data.map(str::to_owned),
-    }
+    TERMS.completion(now, outcome, data.map(str::to_owned))
 }
 
 /// A lease renewed at `now` with the kit's lease and TTL.
 pub fn renewal_at(now: u64) -> Renewal {
-    let lease_until_ms = now + LEASE_MS;
-    Renewal {
-        now_ms: now,
-        lease_until_ms,
-        expires_at_s: ceil_secs(lease_until_ms + TTL_MS),
-    }
+    TERMS.renewal(now)
 }

@@ -10,10 +10,11 @@ use proptest::test_runner::{Config, TestRunner};
 use super::{
     attempt, begin_at, completion_at, fresh_id, renewal_at, runtime, LEASE_MS, T0, TTL_MS,
 };
-use crate::store::{Attempt, Begin, Completion, Outcome, Record, Renewal, State, Store, Written};
+use crate::protocol;
+use crate::store::{Attempt, Begin, Completion, Outcome, Record, Renewal, Store, Written};
 
-/// A reference model of the store contract: one key's record, transitions written
-/// plainly from the contract's table.
+/// A reference model of the store contract: one key's record, changed by the
+/// transitions of [`protocol`], the functions the in-memory store applies.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     /// The record the store should hold.
@@ -21,69 +22,40 @@ pub struct Model {
 }
 
 impl Model {
-    /// begin, as the contract says. The record it writes shows the begin to the
+    /// begin ([`protocol::begin`]). The record it writes shows the begin to the
     /// engine's reconciliation ([`Record::shows_begin_by`]).
     pub fn begin(&mut self, request: &Begin) -> Written<u64> {
-        let fence = match &self.record {
-            Some(record) if record.is_live(request.now_ms) => {
-                return Written::Refused(Some(record.clone()))
-            }
-            Some(record) => record.fence + 1,
-            None => 1,
-        };
-        let record = request.record(fence);
-        assert!(record.shows_begin_by(&request.owner));
-        self.record = Some(record);
-        Written::Applied(fence)
+        let written = protocol::begin(self.record.as_ref(), request);
+        if let Written::Applied(fence) = written {
+            let record = request.record(fence);
+            assert!(record.shows_begin_by(&request.owner));
+            self.record = Some(record);
+        }
+        written
     }
 
-    /// complete, as the contract says; the record it writes shows the completion
+    /// complete ([`protocol::complete`]); the record it writes shows the completion
     /// ([`Record::shows_completion_by`]).
     pub fn complete(&mut self, attempt: &Attempt, completion: &Completion) -> Written<()> {
-        let written = self.write_if(attempt, Record::is_held_by, |r| {
-            r.state = State::Completed;
-            r.outcome = Some(completion.outcome);
-            r.data = completion.data.clone();
-            r.expires_at_s = completion.expires_at_s;
-        });
+        let written = protocol::complete(self.record.as_mut(), attempt, completion);
         self.shows(&written, |r| r.shows_completion_by(attempt));
         written
     }
 
-    /// extend, as the contract says; the record it writes shows the renewal
+    /// extend ([`protocol::extend`]); the record it writes shows the renewal
     /// ([`Record::shows_renewal_by`]).
     pub fn extend(&mut self, attempt: &Attempt, renewal: &Renewal) -> Written<()> {
-        let written = self.write_if(attempt, Record::is_renewable_by, |r| {
-            r.lease_until_ms = renewal.lease_until_ms;
-            r.expires_at_s = renewal.expires_at_s;
-        });
+        let written = protocol::extend(self.record.as_mut(), attempt, renewal);
         self.shows(&written, |r| r.shows_renewal_by(attempt, renewal));
         written
     }
 
-    /// release, as the contract says; the record it writes shows the release
+    /// release ([`protocol::release`]); the record it writes shows the release
     /// ([`Record::shows_release_by`]).
     pub fn release(&mut self, attempt: &Attempt) -> Written<()> {
-        let written = self.write_if(attempt, Record::is_held_by, |r| r.lease_until_ms = 0);
+        let written = protocol::release(self.record.as_mut(), attempt);
         self.shows(&written, |r| r.shows_release_by(attempt));
         written
-    }
-
-    /// `write` applied iff the record meets `condition` for `attempt`
-    /// ([`Record::is_held_by`], or [`Record::is_renewable_by`] for extend).
-    fn write_if(
-        &mut self,
-        attempt: &Attempt,
-        condition: fn(&Record, &Attempt) -> bool,
-        write: impl FnOnce(&mut Record),
-    ) -> Written<()> {
-        match &mut self.record {
-            Some(record) if condition(record, attempt) => {
-                write(record);
-                Written::Applied(())
-            }
-            other => Written::Refused(other.clone()),
-        }
     }
 
     /// After an applied write, the engine's predicate for "my write was applied" must

@@ -1,0 +1,260 @@
+//! The protocol's rules as pure functions: what each of the four writes does to one
+//! key's record, and what the engine decides from each answer.
+//!
+//! These are the functions that run: the in-memory store applies the transitions below,
+//! the test kit's reference model compares other stores with them, the engine takes
+//! every decision through the `after_*` functions and the heartbeat schedule, and the
+//! repository's model checker (`idem-model`) explores them under every interleaving of
+//! callers, crashes, pauses, lost and late messages and skewed clocks. A store over a
+//! database maps the transitions onto its own conditional writes instead, and the
+//! conformance kit checks that it agrees with them. `docs/protocol.md` states them in
+//! prose.
+//!
+//! Like [`store`](crate::store), this module follows the engine and may change in a
+//! minor release.
+
+use crate::store::{
+    ceil_secs, Attempt, Begin, Completion, Outcome, Record, Renewal, State, Written,
+};
+
+// The store's side: one conditional write per transition, atomic in the store.
+
+/// Begin on the key's current record: applied with the new fence iff there is no record
+/// or it is free at `request.now_ms`; the caller then stores
+/// [`request.record(fence)`](Begin::record). Refused with the current record otherwise.
+pub fn begin(current: Option<&Record>, request: &Begin) -> Written<u64> {
+    match current {
+        Some(record) if record.is_live(request.now_ms) => Written::Refused(Some(record.clone())),
+        Some(record) => Written::Applied(record.fence + 1),
+        None => Written::Applied(1),
+    }
+}
+
+/// Complete: applied iff the record is held by `attempt` ([`Record::is_held_by`]), also
+/// after its lease lapsed if nobody took over.
+pub fn complete(
+    current: Option<&mut Record>,
+    attempt: &Attempt,
+    completion: &Completion,
+) -> Written<()> {
+    write_if(current, attempt, Record::is_held_by, |record| {
+        record.state = State::Completed;
+        record.outcome = Some(completion.outcome);
+        record.data = completion.data.clone();
+        record.expires_at_s = completion.expires_at_s;
+    })
+}
+
+/// Extend: applied iff the record is held by `attempt` and not released
+/// ([`Record::is_renewable_by`]).
+pub fn extend(current: Option<&mut Record>, attempt: &Attempt, renewal: &Renewal) -> Written<()> {
+    write_if(current, attempt, Record::is_renewable_by, |record| {
+        record.lease_until_ms = renewal.lease_until_ms;
+        record.expires_at_s = renewal.expires_at_s;
+    })
+}
+
+/// Release: applied iff the record is held by `attempt`; the lease ends at once
+/// (`lease_until_ms = 0`) and the record stays, so the next fence is higher.
+pub fn release(current: Option<&mut Record>, attempt: &Attempt) -> Written<()> {
+    write_if(current, attempt, Record::is_held_by, |record| {
+        record.lease_until_ms = 0
+    })
+}
+
+fn write_if(
+    current: Option<&mut Record>,
+    attempt: &Attempt,
+    condition: fn(&Record, &Attempt) -> bool,
+    write: impl FnOnce(&mut Record),
+) -> Written<()> {
+    match current {
+        Some(record) if condition(record, attempt) => {
+            write(record);
+            Written::Applied(())
+        }
+        other => Written::Refused(other.cloned()),
+    }
+}
+
+// The engine's side: what each answer means.
+
+/// What a begin's answer means to the attempt that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginAnswer {
+    /// The attempt holds the key with this fence, its lease ending at `lease_until_ms`.
+    Held {
+        /// The attempt's fencing number.
+        fence: u64,
+        /// The end of the lease it holds.
+        lease_until_ms: u64,
+    },
+    /// Another attempt's record is live: replay it, or report it in progress.
+    Live(Record),
+    /// Refused, but the record read back free or gone: begin again (a bounded number of
+    /// times).
+    Again,
+}
+
+/// The meaning of `written`, the answer to `request`. A refusal whose record shows this
+/// attempt's own begin ([`Record::shows_begin_by`]) was applied by an earlier send of
+/// the same request whose response was lost: the attempt holds the key.
+pub fn after_begin(written: Written<u64>, request: &Begin) -> BeginAnswer {
+    match written {
+        Written::Applied(fence) => BeginAnswer::Held {
+            fence,
+            lease_until_ms: request.lease_until_ms,
+        },
+        Written::Refused(Some(record)) if record.shows_begin_by(&request.owner) => {
+            BeginAnswer::Held {
+                fence: record.fence,
+                lease_until_ms: record.lease_until_ms,
+            }
+        }
+        Written::Refused(Some(record)) if record.is_live(request.now_ms) => {
+            BeginAnswer::Live(record)
+        }
+        Written::Refused(_) => BeginAnswer::Again,
+    }
+}
+
+/// Whether the body may start at `now_ms` on a lease ending at `lease_until_ms`: never
+/// on a lease that lapsed before begin answered (another caller may hold the key by
+/// then); the engine releases it instead.
+pub fn may_start(now_ms: u64, lease_until_ms: u64) -> bool {
+    now_ms < lease_until_ms
+}
+
+/// What a completion's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteAnswer {
+    /// Recorded (by this send, or by an earlier one whose response was lost).
+    Recorded,
+    /// Refused: another attempt holds the key, or the record is gone.
+    LeaseLost,
+}
+
+/// The meaning of `written`, the answer to `attempt`'s complete.
+pub fn after_complete(written: Written<()>, attempt: &Attempt) -> CompleteAnswer {
+    match written {
+        Written::Applied(()) => CompleteAnswer::Recorded,
+        Written::Refused(Some(record)) if record.shows_completion_by(attempt) => {
+            CompleteAnswer::Recorded
+        }
+        Written::Refused(_) => CompleteAnswer::LeaseLost,
+    }
+}
+
+/// What a heartbeat's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtendAnswer {
+    /// The lease now ends at this instant.
+    Renewed(u64),
+    /// Refused: the lease is lost; heartbeats stop and the body is told.
+    Lost,
+}
+
+/// The meaning of `written`, the answer to `attempt`'s extend with `renewal`.
+pub fn after_extend(written: Written<()>, attempt: &Attempt, renewal: &Renewal) -> ExtendAnswer {
+    match written {
+        Written::Applied(()) => ExtendAnswer::Renewed(renewal.lease_until_ms),
+        Written::Refused(Some(record)) if record.shows_renewal_by(attempt, renewal) => {
+            ExtendAnswer::Renewed(renewal.lease_until_ms)
+        }
+        Written::Refused(_) => ExtendAnswer::Lost,
+    }
+}
+
+/// What a release's answer means (the engine only reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseAnswer {
+    /// Released by this send.
+    Released,
+    /// Released by an earlier send whose response was lost.
+    AlreadyReleased,
+    /// Refused: the lease was already lost.
+    Lost,
+}
+
+/// The meaning of `written`, the answer to `attempt`'s release.
+pub fn after_release(written: Written<()>, attempt: &Attempt) -> ReleaseAnswer {
+    match written {
+        Written::Applied(()) => ReleaseAnswer::Released,
+        Written::Refused(Some(record)) if record.shows_release_by(attempt) => {
+            ReleaseAnswer::AlreadyReleased
+        }
+        Written::Refused(_) => ReleaseAnswer::Lost,
+    }
+}
+
+/// The times of one call: its lease and its TTL. Every request the engine sends, and
+/// its heartbeat schedule, are computed from these and the engine's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// How long a lease lasts, in milliseconds.
+    pub lease_ms: u64,
+    /// How long a record is kept past its last lease or its completion, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+impl Terms {
+    /// The begin `owner` sends at `now_ms`: a lease until `now + lease`, the record kept
+    /// until `lease_until + ttl` (rounded up to seconds).
+    pub fn begin(&self, id: &str, owner: &str, now_ms: u64, fingerprint: Option<String>) -> Begin {
+        let lease_until_ms = now_ms.saturating_add(self.lease_ms);
+        Begin {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            now_ms,
+            lease_until_ms,
+            expires_at_s: self.expires_at_s(lease_until_ms),
+            fingerprint,
+        }
+    }
+
+    /// The completion sent at `now_ms`: the TTL counts from completion.
+    pub fn completion(&self, now_ms: u64, outcome: Outcome, data: Option<String>) -> Completion {
+        Completion {
+            now_ms,
+            expires_at_s: self.expires_at_s(now_ms),
+            outcome,
+            data,
+        }
+    }
+
+    /// The renewal a heartbeat sent at `now_ms` asks for: a lease until `now + lease`.
+    pub fn renewal(&self, now_ms: u64) -> Renewal {
+        let lease_until_ms = now_ms.saturating_add(self.lease_ms);
+        Renewal {
+            now_ms,
+            lease_until_ms,
+            expires_at_s: self.expires_at_s(lease_until_ms),
+        }
+    }
+
+    /// `from_ms + ttl` in epoch seconds, rounded up: a TTL never ends early.
+    pub fn expires_at_s(&self, from_ms: u64) -> u64 {
+        ceil_secs(from_ms.saturating_add(self.ttl_ms))
+    }
+
+    /// The time between two heartbeats: a third of the lease.
+    pub fn beat_every_ms(&self) -> u64 {
+        self.lease_ms / 3
+    }
+
+    /// When the first heartbeat is due for a lease ending at `lease_until_ms`: a third
+    /// into that lease, whose start is the clock reading taken before begin was sent,
+    /// not when the body started. A slow begin therefore cannot push the first renewal
+    /// past the margin.
+    pub fn first_beat_ms(&self, lease_until_ms: u64) -> u64 {
+        lease_until_ms
+            .saturating_sub(self.lease_ms)
+            .saturating_add(self.beat_every_ms())
+    }
+
+    /// When the heartbeat after one sent at `sent_ms` is due: a third into the lease
+    /// that beat asked for (which starts at `sent_ms`).
+    pub fn next_beat_ms(&self, sent_ms: u64) -> u64 {
+        sent_ms.saturating_add(self.beat_every_ms())
+    }
+}
