@@ -113,7 +113,10 @@ impl Context {
     /// another attempt took over.
     pub fn lease_lost(&self) -> bool {
         self.inner.lost.load(Ordering::Acquire)
-            || self.inner.clock.now_ms() >= self.inner.lease_until_ms.load(Ordering::Acquire)
+            || !crate::protocol::lease_is_live(
+                self.inner.clock.now_ms(),
+                self.inner.lease_until_ms.load(Ordering::Acquire),
+            )
     }
 
     pub(crate) fn renewed(&self, lease_until_ms: u64) {

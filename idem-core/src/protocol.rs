@@ -79,6 +79,11 @@ fn write_if(
 
 // The engine's side: what each answer means.
 
+/// How often begin is tried when the store refuses it with a record that is free (it
+/// lapsed or was deleted between the write and the read that answered it,
+/// [`BeginAnswer::Again`]); then the call fails with a transient store error.
+pub const BEGIN_TRIES: usize = 3;
+
 /// What a begin's answer means to the attempt that sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeginAnswer {
@@ -118,10 +123,12 @@ pub fn after_begin(written: Written<u64>, request: &Begin) -> BeginAnswer {
     }
 }
 
-/// Whether the body may start at `now_ms` on a lease ending at `lease_until_ms`: never
-/// on a lease that lapsed before begin answered (another caller may hold the key by
-/// then); the engine releases it instead.
-pub fn may_start(now_ms: u64, lease_until_ms: u64) -> bool {
+/// Whether an attempt's lease, as the engine knows it (ending at `lease_until_ms`), is
+/// live at `now_ms` on the engine's clock. The body starts only on a live lease (a
+/// begin that answered after its lease lapsed is released instead: another caller may
+/// hold the key by then), and [`Context::lease_lost`](crate::Context::lease_lost) is
+/// true once it is not.
+pub fn lease_is_live(now_ms: u64, lease_until_ms: u64) -> bool {
     now_ms < lease_until_ms
 }
 

@@ -16,12 +16,9 @@ use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer, Terms};
+use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer, Terms, BEGIN_TRIES};
 use crate::store::{Attempt, Outcome, Record, State, StoreError, StoreErrorKind};
 
-/// How often begin is tried when the store refuses it with a record that is free (it
-/// lapsed or was deleted between the write and the read that answered it).
-const BEGIN_TRIES: usize = 3;
 /// The first and the longest pause between two polls of `wait`.
 const WAIT_FIRST: Duration = Duration::from_millis(50);
 const WAIT_MAX: Duration = Duration::from_secs(1);
@@ -77,7 +74,7 @@ impl Guard {
             owner: self.owner.clone(),
             fence,
         };
-        if !protocol::may_start(self.clock_now(), lease_until_ms) {
+        if !protocol::lease_is_live(self.clock_now(), lease_until_ms) {
             // Begin answered after the lease it took had already lapsed: another caller
             // may hold the key by now, so the body must not start.
             self.release(&attempt).await;

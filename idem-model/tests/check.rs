@@ -1,0 +1,133 @@
+//! The checker finds the two defects a review found, with the faulty variants switched
+//! on, and finds nothing in the same bounds with the code's rules; the variants' restated
+//! rules differ from the code's only where the defect lies.
+
+use idem_core::protocol::{self, Terms};
+use idem_core::store::{Attempt, Record, Written};
+use idem_core::testkit::{attempt, begin_at, renewal_at, LEASE_MS, T0, TTL_MS};
+use idem_model::{Bounds, Protocol, Variant};
+use stateright::{Checker, Model};
+
+/// Small enough for a debug build: two callers, seven ticks, no injected fault.
+fn bounds() -> Bounds {
+    Bounds::base().with("horizon_ticks=7").unwrap()
+}
+
+fn broken(variant: Variant) -> Vec<&'static str> {
+    let model = Protocol::new(bounds()).with_variant(variant);
+    let checker = model.clone().checker().threads(2).spawn_bfs().join();
+    assert!(
+        checker.unique_state_count() > 10_000,
+        "the model explored almost nothing"
+    );
+    model
+        .properties()
+        .into_iter()
+        .filter(|p| p.expectation.discovery_is_failure())
+        .filter(|p| checker.discovery(p.name).is_some())
+        .map(|p| p.name)
+        .collect()
+}
+
+#[test]
+fn the_code_s_rules_break_no_invariant() {
+    assert_eq!(broken(Variant::FIXED), Vec::<&str>::new());
+}
+
+#[test]
+fn a_first_heartbeat_counted_from_the_body_s_start_is_found() {
+    let found = broken(Variant {
+        first_beat_from_body_start: true,
+        ..Variant::FIXED
+    });
+    assert!(found.contains(&"one holder"), "{found:?}");
+    assert!(
+        found.contains(
+            &"runs at most one plus the attempts that crashed, failed or lost their lease"
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_extend_that_renews_a_released_lease_is_found() {
+    let found = broken(Variant {
+        extend_after_release: true,
+        ..Variant::FIXED
+    });
+    assert_eq!(found, vec!["a released key can be begun at once"]);
+}
+
+/// Records an extend may meet: absent, held and live, held and lapsed, held and
+/// released, completed, and another attempt's.
+fn records(at: &Attempt) -> Vec<Option<Record>> {
+    let mut held = begin_at(&at.id, &at.owner, T0, None).record(at.fence);
+    let mut out = vec![None, Some(held.clone())];
+    held.lease_until_ms = T0 - 1;
+    out.push(Some(held.clone()));
+    held.lease_until_ms = 0;
+    out.push(Some(held.clone()));
+    let mut completed = held.clone();
+    completed.state = idem_core::store::State::Completed;
+    out.push(Some(completed));
+    out.push(Some(
+        begin_at(&at.id, "someone else", T0, None).record(at.fence + 1),
+    ));
+    out
+}
+
+#[test]
+fn the_faulty_extend_differs_from_the_code_only_on_a_released_lease() {
+    let at = attempt("model#key", "c0g0", 3);
+    let renewal = renewal_at(T0 + 1_000);
+    let faulty = Variant {
+        extend_after_release: true,
+        ..Variant::FIXED
+    };
+    for record in records(&at) {
+        let released = record.as_ref().is_some_and(|r| {
+            r.state == idem_core::store::State::InProgress && r.lease_until_ms == 0
+        });
+        let (mut mine, mut code, mut fixed) = (record.clone(), record.clone(), record.clone());
+        let by_variant = faulty.extend(mine.as_mut(), &at, &renewal);
+        let by_code = protocol::extend(code.as_mut(), &at, &renewal);
+        assert_eq!(
+            Variant::FIXED.extend(fixed.as_mut(), &at, &renewal),
+            by_code,
+            "the fixed variant is the code's extend"
+        );
+        if released {
+            assert_eq!(by_variant, Written::Applied(()));
+            assert!(matches!(by_code, Written::Refused(_)));
+        } else {
+            assert_eq!((by_variant, mine), (by_code, code), "{record:?}");
+        }
+    }
+}
+
+#[test]
+fn the_faulty_schedule_differs_from_the_code_only_when_the_body_starts_late() {
+    let terms = Terms {
+        lease_ms: LEASE_MS,
+        ttl_ms: TTL_MS,
+    };
+    let lease_until = T0 + LEASE_MS;
+    let faulty = Variant {
+        first_beat_from_body_start: true,
+        ..Variant::FIXED
+    };
+    // The body starts as the lease starts (begin answered at once): the same beat.
+    assert_eq!(
+        faulty.first_beat_ms(&terms, lease_until, T0),
+        terms.first_beat_ms(lease_until)
+    );
+    assert_eq!(
+        Variant::FIXED.first_beat_ms(&terms, lease_until, T0 + 5_000),
+        terms.first_beat_ms(lease_until)
+    );
+    // A slow begin: the faulty beat comes as much later as begin was slow.
+    assert_eq!(
+        faulty.first_beat_ms(&terms, lease_until, T0 + 5_000),
+        terms.first_beat_ms(lease_until) + 5_000
+    );
+}
