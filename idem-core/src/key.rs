@@ -134,7 +134,7 @@ pub fn digest(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> Strin
             hasher.update(namespace.as_bytes());
             hasher.update([0u8]);
             hasher.update(canonical);
-            hex::encode(hasher.finalize())
+            lower_hex(&hasher.finalize())
         }
         Some(secret) => {
             // HMAC accepts keys of any length, so this cannot fail.
@@ -143,9 +143,21 @@ pub fn digest(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> Strin
             mac.update(namespace.as_bytes());
             mac.update(&[0u8]);
             mac.update(canonical);
-            hex::encode(mac.finalize().into_bytes())
+            lower_hex(&mac.finalize().into_bytes())
         }
     }
+}
+
+/// A 32-byte digest as 64 lowercase hex digits, written into one buffer (the `hex`
+/// crate's `encode` goes through a `char` iterator, a measurable part of a call).
+fn lower_hex(digest: &[u8]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(digest, &mut out)
+        .ok()
+        .and_then(|()| std::str::from_utf8(&out).ok())
+        .map(str::to_owned)
+        // Only for a digest of another length, which SHA-256 never gives.
+        .unwrap_or_else(|| hex::encode(digest))
 }
 
 /// Checks a namespace: not empty, and without `#` (which separates it from the digest

@@ -62,20 +62,33 @@ pub(crate) fn call(namespace: &str, outcome: CallOutcome) {
 pub(crate) fn store_call(
     namespace: &str,
     operation: &'static str,
-    latency: Duration,
+    started: Started,
     error_class: Option<&'static str>,
 ) {
     #[cfg(feature = "metrics")]
     {
         metrics::histogram!("idem_store_latency_seconds", "namespace" => namespace.to_owned(), "operation" => operation)
-            .record(latency.as_secs_f64());
+            .record(started.0.elapsed().as_secs_f64());
         if let Some(class) = error_class {
             metrics::counter!("idem_store_errors_total", "namespace" => namespace.to_owned(), "operation" => operation, "class" => class)
                 .increment(1);
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (namespace, operation, latency, error_class);
+    let _ = (namespace, operation, started, error_class);
+}
+
+/// When a store call started, for its latency: read from the clock only when metrics
+/// are built in.
+pub(crate) struct Started(#[cfg(feature = "metrics")] std::time::Instant);
+
+impl Started {
+    pub(crate) fn now() -> Self {
+        Started(
+            #[cfg(feature = "metrics")]
+            std::time::Instant::now(),
+        )
+    }
 }
 
 /// Records how long a duplicate waited for an attempt in progress:

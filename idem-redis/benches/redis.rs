@@ -1,6 +1,11 @@
 //! idem on Redis beside a hand-written floor, in one run: the floor sends the same two
-//! conditional scripts (take the key, record the value) with the `redis` crate and no
-//! engine. Round trips per call are counted on the server (`INFO commandstats`).
+//! scripts as idem's store (its own `src/scripts.rs`, compiled in here), with the same
+//! arguments, straight through the `redis` crate: no engine, no store mapping. Round
+//! trips per call are counted on the server (`INFO commandstats`); after criterion's
+//! figures, idem and the floor are run alternated in rounds and compared on p50 and on
+//! client CPU per call (the thread's on-CPU time from `/proc/thread-self/schedstat`:
+//! the runtime is single-threaded, so this is all the client's work, the connection's
+//! I/O included).
 //!
 //! ```sh
 //! IDEM_BENCH_REDIS=redis://127.0.0.1:6379 cargo bench -p idem-redis --bench redis
@@ -8,69 +13,113 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::{Call, Engine, EngineBuilder, Error};
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;
 
-/// The floor's begin: the key taken iff absent (or free), in one script.
-const FLOOR_BEGIN: &str = r#"
-local state = redis.call('HGET', KEYS[1], 'state')
-if state then return {0, redis.call('HGETALL', KEYS[1])} end
-local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HSET', KEYS[1], 'state', 'INPROGRESS', 'owner', ARGV[1], 'lease_until_ms', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, fence}
-"#;
+#[allow(dead_code)]
+#[path = "../src/scripts.rs"]
+mod scripts;
 
-/// The floor's completion: recorded iff the owner still holds the key.
-const FLOOR_COMPLETE: &str = r#"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'data', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"#;
+const LEASE_MS: u64 = 30_000;
+const TTL_MS: u64 = 3_600_000;
 
 struct Floor {
     connection: ConnectionManager,
-    begin: redis::Script,
-    complete: redis::Script,
+    scripts: scripts::Scripts,
 }
 
 impl Floor {
-    /// What a hand-written dedup does per call: take the key, run, record.
+    /// What a hand-written dedup over the same scripts does per call: take the key; run
+    /// and record, or decode the recorded value.
     async fn call(&self, key: &str, value: u64) -> u64 {
         let mut connection = self.connection.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let lease_until = now + LEASE_MS;
         let taken: redis::Value = self
+            .scripts
             .begin
             .key(key)
             .arg("owner-1")
-            .arg(1_704_067_230_000u64)
-            .arg(3_630_000u64)
+            .arg(now)
+            .arg(lease_until)
+            .arg((lease_until + TTL_MS).div_ceil(1000))
+            .arg("")
+            .arg(1)
+            .arg("json")
             .invoke_async(&mut connection)
             .await
             .unwrap();
         let redis::Value::Array(answer) = taken else {
             panic!("{taken:?}")
         };
-        if answer.first() == Some(&redis::Value::Int(1)) {
-            let data = serde_json::to_string(&value).unwrap();
-            let _: i64 = self
-                .complete
-                .key(key)
-                .arg("owner-1")
-                .arg(data)
-                .arg(3_600_000u64)
-                .invoke_async(&mut connection)
-                .await
-                .unwrap();
-            value
-        } else {
-            // A duplicate: decode the recorded value from the hash.
-            black_box(answer);
-            value
+        match answer.as_slice() {
+            [redis::Value::Int(1), redis::Value::Int(fence)] => {
+                let data = serde_json::to_string(&value).unwrap();
+                let recorded: redis::Value = self
+                    .scripts
+                    .complete
+                    .key(key)
+                    .arg("owner-1")
+                    .arg(*fence)
+                    .arg(now)
+                    .arg((now + TTL_MS).div_ceil(1000))
+                    .arg("ok")
+                    .arg(data)
+                    .arg("1")
+                    .invoke_async(&mut connection)
+                    .await
+                    .unwrap();
+                black_box(recorded);
+                value
+            }
+            [redis::Value::Int(0), redis::Value::Array(fields)] => {
+                // A duplicate: the recorded value, decoded from the hash.
+                let data = fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == redis::Value::BulkString(b"data".to_vec()))
+                    .and_then(|pair| match &pair[1] {
+                        redis::Value::BulkString(bytes) => serde_json::from_slice(bytes).ok(),
+                        _ => None,
+                    })
+                    .expect("a recorded value");
+                black_box(data)
+            }
+            other => panic!("{other:?}"),
         }
+    }
+}
+
+/// The thread's time on a CPU so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux)")
+}
+
+/// One side's samples: per-call latencies and per-round CPU per call.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    cpu_per_call_ns: Vec<u64>,
+}
+
+impl Samples {
+    fn p50(&mut self) -> Duration {
+        self.latencies.sort();
+        self.latencies[self.latencies.len() / 2]
+    }
+
+    fn cpu(&mut self) -> u64 {
+        self.cpu_per_call_ns.sort();
+        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
     }
 }
 
@@ -110,8 +159,7 @@ fn redis_bench(c: &mut Criterion) {
         let engine: Engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
         let floor = Floor {
             connection: connection.clone(),
-            begin: redis::Script::new(FLOOR_BEGIN),
-            complete: redis::Script::new(FLOOR_COMPLETE),
+            scripts: scripts::Scripts::new(),
         };
         (engine, floor, connection)
     });
@@ -125,6 +173,32 @@ fn redis_bench(c: &mut Criterion) {
                 .unwrap()
         }
     };
+
+    // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion.
+    // scripts/callgrind-redis runs this twice and prints instructions per call.
+    if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
+        let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100);
+        runtime.block_on(async {
+            idem_call(1).await;
+            floor.call(&format!("{prefix}floor:1"), 1).await;
+            for n in 2..calls + 2 {
+                match side.as_str() {
+                    "idem-first" => black_box(idem_call(n + 1_000_000).await),
+                    "idem-duplicate" => black_box(idem_call(1).await),
+                    "floor-first" => black_box(floor.call(&format!("{prefix}floor:{n}"), n).await),
+                    "floor-duplicate" => {
+                        black_box(floor.call(&format!("{prefix}floor:1"), 1).await)
+                    }
+                    other => panic!("unknown IDEM_BENCH_SIDE {other}"),
+                };
+            }
+            clean(&mut admin, &prefix).await;
+        });
+        return;
+    }
 
     // Round trips, counted on the server (after one call each, so both have their
     // scripts loaded).
@@ -173,21 +247,62 @@ fn redis_bench(c: &mut Criterion) {
     });
     group.finish();
 
-    // Clean up this run's keys.
-    runtime.block_on(async {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut admin)
+    // Alternated rounds: p50 and client CPU per call, idem beside the floor.
+    const ROUNDS: usize = 41;
+    const CALLS: usize = 100;
+    for duplicate in [false, true] {
+        let (mut idem, mut hand) = (Samples::default(), Samples::default());
+        for round in 0..ROUNDS {
+            for idem_side in [round % 2 == 0, round % 2 == 1] {
+                let samples = if idem_side { &mut idem } else { &mut hand };
+                runtime.block_on(async {
+                    let cpu = thread_cpu_ns();
+                    for _ in 0..CALLS {
+                        next += 1;
+                        let n = if duplicate { 1 } else { next };
+                        let started = Instant::now();
+                        if idem_side {
+                            idem_call(n).await;
+                        } else {
+                            floor.call(&format!("{prefix}floor:{n}"), n).await;
+                        }
+                        samples.latencies.push(started.elapsed());
+                    }
+                    samples
+                        .cpu_per_call_ns
+                        .push((thread_cpu_ns() - cpu) / CALLS as u64);
+                });
+            }
+        }
+        let (idem_p50, floor_p50) = (idem.p50(), hand.p50());
+        let (idem_cpu, floor_cpu) = (idem.cpu(), hand.cpu());
+        println!(
+            "{}: p50 idem {idem_p50:?}, floor {floor_p50:?} ({:.2}x); client CPU per call idem {:.1} us, floor {:.1} us ({:.2}x); {ROUNDS} alternated rounds of {CALLS}",
+            if duplicate { "duplicate" } else { "first call" },
+            idem_p50.as_secs_f64() / floor_p50.as_secs_f64(),
+            idem_cpu as f64 / 1000.0,
+            floor_cpu as f64 / 1000.0,
+            idem_cpu as f64 / floor_cpu as f64,
+        );
+    }
+
+    runtime.block_on(clean(&mut admin, &prefix));
+}
+
+/// Deletes this run's keys.
+async fn clean(admin: &mut ConnectionManager, prefix: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(admin)
+        .await
+        .unwrap();
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(admin)
             .await
             .unwrap();
-        for chunk in keys.chunks(1000) {
-            let _: () = redis::cmd("DEL")
-                .arg(chunk)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-        }
-    });
+    }
 }
 
 criterion_group!(benches, redis_bench);

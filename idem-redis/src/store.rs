@@ -1,7 +1,6 @@
 //! The Redis store: the `Store` mapping onto one hash per record and one script per
 //! transition.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +9,7 @@ use idem_core::store::{
 };
 use idem_core::Store;
 use redis::aio::ConnectionManager;
-use redis::{RedisError, Value};
+use redis::{RedisError, ScriptInvocation, Value};
 
 use crate::scripts::Scripts;
 
@@ -46,18 +45,17 @@ impl RedisStore {
         format!("{}{id}", self.prefix)
     }
 
-    /// Runs one script on the record's key.
-    async fn script(
+    /// `script` on the record's key, its arguments still to add.
+    fn invocation<'a>(&self, script: &'a redis::Script, id: &str) -> ScriptInvocation<'a> {
+        script.key(self.key(id))
+    }
+
+    /// Runs one script invocation.
+    async fn run(
         &self,
         operation: &'static str,
-        script: &redis::Script,
-        id: &str,
-        args: &[&str],
+        invocation: &ScriptInvocation<'_>,
     ) -> Result<Value, StoreError> {
-        let mut invocation = script.key(self.key(id));
-        for arg in args {
-            invocation.arg(*arg);
-        }
         let mut connection = self.connection.clone();
         invocation
             .invoke_async(&mut connection)
@@ -67,16 +65,16 @@ impl RedisStore {
 
     /// `{1, ...}` applied, `{0, fields}` refused with the current record.
     fn answer(&self, id: &str, value: Value) -> Result<Written<Option<i64>>, StoreError> {
-        let Value::Array(items) = value else {
+        let Value::Array(mut items) = value else {
             return Err(StoreError::permanent(format!(
                 "unexpected script answer for `{id}`: {value:?}"
             )));
         };
-        match items.as_slice() {
+        match items.as_mut_slice() {
             [Value::Int(1)] => Ok(Written::Applied(None)),
             [Value::Int(1), Value::Int(fence)] => Ok(Written::Applied(Some(*fence))),
             [Value::Int(0), Value::Array(fields)] => {
-                Ok(Written::Refused(decode_fields(id, fields)?))
+                Ok(Written::Refused(decode_fields(id, std::mem::take(fields))?))
             }
             _ => Err(StoreError::permanent(format!(
                 "unexpected script answer for `{id}`: {items:?}"
@@ -87,11 +85,10 @@ impl RedisStore {
     async fn held_write(
         &self,
         operation: &'static str,
-        script: &redis::Script,
         attempt: &Attempt,
-        args: &[&str],
+        invocation: &ScriptInvocation<'_>,
     ) -> Result<Written<()>, StoreError> {
-        let answer = self.script(operation, script, &attempt.id, args).await?;
+        let answer = self.run(operation, invocation).await?;
         Ok(self.answer(&attempt.id, answer)?.map(|_| ()))
     }
 }
@@ -127,20 +124,60 @@ pub(crate) fn store_error(operation: &'static str, error: RedisError) -> StoreEr
     classified.with_source(error)
 }
 
-/// A record from its hash's fields (`HGETALL`'s flat list); `None` for no fields.
-pub(crate) fn decode_fields(id: &str, fields: &[Value]) -> Result<Option<Record>, StoreError> {
+/// A record's fields as the hash holds them, by name.
+#[derive(Default)]
+struct Fields {
+    state: Option<String>,
+    owner: Option<String>,
+    fence: Option<String>,
+    lease_until_ms: Option<String>,
+    expires_at_s: Option<String>,
+    fingerprint: Option<String>,
+    outcome: Option<String>,
+    data: Option<String>,
+    format: Option<String>,
+    codec: Option<String>,
+}
+
+impl Fields {
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<String>> {
+        Some(match name {
+            b"state" => &mut self.state,
+            b"owner" => &mut self.owner,
+            b"fence" => &mut self.fence,
+            b"lease_until_ms" => &mut self.lease_until_ms,
+            b"expires_at_s" => &mut self.expires_at_s,
+            b"fingerprint" => &mut self.fingerprint,
+            b"outcome" => &mut self.outcome,
+            b"data" => &mut self.data,
+            b"format" => &mut self.format,
+            b"codec" => &mut self.codec,
+            _ => return None,
+        })
+    }
+}
+
+/// A record from its hash's fields (`HGETALL`'s flat list), moved out of the reply
+/// without copies; `None` for no fields.
+pub(crate) fn decode_fields(id: &str, fields: Vec<Value>) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
-    let mut map = HashMap::new();
-    for pair in fields.chunks(2) {
-        match pair {
-            [Value::BulkString(name), Value::BulkString(value)] => {
-                let name = String::from_utf8_lossy(name).into_owned();
-                let value = String::from_utf8(value.clone()).map_err(|_| {
-                    StoreError::malformed(format!("field `{name}` of `{id}` is not UTF-8"))
+    let mut by_name = Fields::default();
+    let mut entries = fields.into_iter();
+    while let Some(name) = entries.next() {
+        match (name, entries.next()) {
+            (Value::BulkString(name), Some(Value::BulkString(value))) => {
+                let value = String::from_utf8(value).map_err(|_| {
+                    StoreError::malformed(format!(
+                        "field `{}` of `{id}` is not UTF-8",
+                        String::from_utf8_lossy(&name)
+                    ))
                 })?;
-                map.insert(name, value);
+                // Fields of a newer version are ignored, as before.
+                if let Some(slot) = by_name.slot(&name) {
+                    *slot = Some(value);
+                }
             }
             other => {
                 return Err(StoreError::malformed(format!(
@@ -149,24 +186,23 @@ pub(crate) fn decode_fields(id: &str, fields: &[Value]) -> Result<Option<Record>
             }
         }
     }
-    decode(id, &map).map(Some)
+    decode(id, by_name).map(Some)
 }
 
 /// A record from its fields by name.
-pub(crate) fn decode(id: &str, map: &HashMap<String, String>) -> Result<Record, StoreError> {
-    let text = |field: &str| {
-        map.get(field)
-            .ok_or_else(|| StoreError::malformed(format!("`{id}` has no `{field}` field")))
+fn decode(id: &str, fields: Fields) -> Result<Record, StoreError> {
+    let text = |field: Option<String>, name: &str| {
+        field.ok_or_else(|| StoreError::malformed(format!("`{id}` has no `{name}` field")))
     };
-    let number = |field: &str| -> Result<u64, StoreError> {
-        text(field)?.parse().map_err(|_| {
-            StoreError::malformed(format!("field `{field}` of `{id}` is not a whole number"))
+    let number = |field: Option<String>, name: &str| -> Result<u64, StoreError> {
+        text(field, name)?.parse().map_err(|_| {
+            StoreError::malformed(format!("field `{name}` of `{id}` is not a whole number"))
         })
     };
-    let state: State = text("state")?
+    let state: State = text(fields.state, "state")?
         .parse()
         .map_err(|e: String| StoreError::malformed(format!("`{id}`: {e}")))?;
-    let outcome = match map.get("outcome") {
+    let outcome = match fields.outcome {
         Some(outcome) => Some(
             outcome
                 .parse::<Outcome>()
@@ -177,16 +213,16 @@ pub(crate) fn decode(id: &str, map: &HashMap<String, String>) -> Result<Record, 
     Ok(Record {
         id: id.to_owned(),
         state,
-        owner: text("owner")?.clone(),
-        fence: number("fence")?,
-        lease_until_ms: number("lease_until_ms")?,
-        expires_at_s: number("expires_at_s")?,
-        fingerprint: map.get("fingerprint").cloned(),
+        owner: text(fields.owner, "owner")?,
+        fence: number(fields.fence, "fence")?,
+        lease_until_ms: number(fields.lease_until_ms, "lease_until_ms")?,
+        expires_at_s: number(fields.expires_at_s, "expires_at_s")?,
+        fingerprint: fields.fingerprint,
         outcome,
-        data: map.get("data").cloned(),
-        format: u32::try_from(number("format")?)
+        data: fields.data,
+        format: u32::try_from(number(fields.format, "format")?)
             .map_err(|_| StoreError::malformed(format!("the format of `{id}` is too large")))?,
-        codec: text("codec")?.clone(),
+        codec: text(fields.codec, "codec")?,
     })
 }
 
@@ -200,24 +236,17 @@ impl Store for RedisStore {
     }
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
-        let (now, lease, expires, format) = (
-            request.now_ms.to_string(),
-            request.lease_until_ms.to_string(),
-            request.expires_at_s.to_string(),
-            idem_core::store::FORMAT.to_string(),
-        );
-        let args = [
-            request.owner.as_str(),
-            &now,
-            &lease,
-            &expires,
-            request.fingerprint.as_deref().unwrap_or(""),
-            &format,
-            idem_core::store::CODEC_JSON,
-        ];
-        let answer = self
-            .script("begin", &self.scripts.begin, &request.id, &args)
-            .await?;
+        // Numbers go as the redis crate writes them (decimal, no allocation).
+        let mut invocation = self.invocation(&self.scripts.begin, &request.id);
+        invocation
+            .arg(&request.owner)
+            .arg(request.now_ms)
+            .arg(request.lease_until_ms)
+            .arg(request.expires_at_s)
+            .arg(request.fingerprint.as_deref().unwrap_or(""))
+            .arg(idem_core::store::FORMAT)
+            .arg(idem_core::store::CODEC_JSON);
+        let answer = self.run("begin", &invocation).await?;
         match self.answer(&request.id, answer)? {
             Written::Applied(Some(fence)) if fence > 0 => Ok(Written::Applied(fence as u64)),
             Written::Applied(_) => Err(StoreError::permanent(format!(
@@ -233,22 +262,16 @@ impl Store for RedisStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        let (fence, now, expires) = (
-            attempt.fence.to_string(),
-            completion.now_ms.to_string(),
-            completion.expires_at_s.to_string(),
-        );
-        let args = [
-            attempt.owner.as_str(),
-            &fence,
-            &now,
-            &expires,
-            completion.outcome.as_str(),
-            completion.data.as_deref().unwrap_or(""),
-            if completion.data.is_some() { "1" } else { "0" },
-        ];
-        self.held_write("complete", &self.scripts.complete, attempt, &args)
-            .await
+        let mut invocation = self.invocation(&self.scripts.complete, &attempt.id);
+        invocation
+            .arg(&attempt.owner)
+            .arg(attempt.fence)
+            .arg(completion.now_ms)
+            .arg(completion.expires_at_s)
+            .arg(completion.outcome.as_str())
+            .arg(completion.data.as_deref().unwrap_or(""))
+            .arg(if completion.data.is_some() { "1" } else { "0" });
+        self.held_write("complete", attempt, &invocation).await
     }
 
     async fn extend(
@@ -256,22 +279,20 @@ impl Store for RedisStore {
         attempt: &Attempt,
         renewal: &Renewal,
     ) -> Result<Written<()>, StoreError> {
-        let (fence, now, lease, expires) = (
-            attempt.fence.to_string(),
-            renewal.now_ms.to_string(),
-            renewal.lease_until_ms.to_string(),
-            renewal.expires_at_s.to_string(),
-        );
-        let args = [attempt.owner.as_str(), &fence, &now, &lease, &expires];
-        self.held_write("extend", &self.scripts.extend, attempt, &args)
-            .await
+        let mut invocation = self.invocation(&self.scripts.extend, &attempt.id);
+        invocation
+            .arg(&attempt.owner)
+            .arg(attempt.fence)
+            .arg(renewal.now_ms)
+            .arg(renewal.lease_until_ms)
+            .arg(renewal.expires_at_s);
+        self.held_write("extend", attempt, &invocation).await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
-        let fence = attempt.fence.to_string();
-        let args = [attempt.owner.as_str(), &fence];
-        self.held_write("release", &self.scripts.release, attempt, &args)
-            .await
+        let mut invocation = self.invocation(&self.scripts.release, &attempt.id);
+        invocation.arg(&attempt.owner).arg(attempt.fence);
+        self.held_write("release", attempt, &invocation).await
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
@@ -282,10 +303,10 @@ impl Store for RedisStore {
             .await
             .map_err(|e| store_error("read", e))?;
         match fields {
-            Value::Array(fields) => decode_fields(id, &fields),
+            Value::Array(fields) => decode_fields(id, fields),
             Value::Map(pairs) => {
                 let flat: Vec<Value> = pairs.into_iter().flat_map(|(k, v)| [k, v]).collect();
-                decode_fields(id, &flat)
+                decode_fields(id, flat)
             }
             other => Err(StoreError::malformed(format!(
                 "HGETALL of `{id}` answered {other:?}"

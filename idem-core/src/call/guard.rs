@@ -133,7 +133,7 @@ impl Guard {
         call: impl Future<Output = Result<R, StoreError>>,
     ) -> Result<R, StoreError> {
         let timeout = self.engine.defaults().store_timeout;
-        let started = Instant::now();
+        let started = observe::Started::now();
         let (result, class) = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(answer)) => (Ok(answer), None),
             Ok(Err(error)) => {
@@ -151,7 +151,7 @@ impl Guard {
                 Some("timeout"),
             ),
         };
-        observe::store_call(&self.namespace, operation, started.elapsed(), class);
+        observe::store_call(&self.namespace, operation, started, class);
         result
     }
 
