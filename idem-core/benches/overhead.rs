@@ -1,9 +1,12 @@
 //! The per-call overhead of a guarded call on the in-memory store, against calling the
 //! plain function in the same run: a first call (fresh key), a replay, and an
-//! in-progress rejection. `scripts/bench-ratios` turns the estimates into ratios.
+//! in-progress rejection; and beside each of the first two, its floor: a bare
+//! `Mutex<HashMap>` dedup with serde_json, in the same run. `scripts/bench-ratios`
+//! turns the estimates into ratios.
 
+use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -24,6 +27,36 @@ fn fresh_engine() -> (Engine, Arc<MemoryStore>) {
         .build()
         .expect("valid settings");
     (engine, store)
+}
+
+/// The floor: what a hand-written dedup in one process does per call. The key's JSON is
+/// the map's key; a first call marks the key taken, runs, and records the JSON of the
+/// value; a duplicate decodes the recorded value.
+#[derive(Default)]
+struct Floor {
+    records: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Floor {
+    async fn call(&self, order: u64) -> Result<u64, Error> {
+        let key = serde_json::to_string(&order).expect("a number encodes");
+        {
+            let mut records = self.records.lock().unwrap();
+            match records.get(&key) {
+                Some(Some(recorded)) => {
+                    return Ok(serde_json::from_str(recorded).expect("recorded by us"))
+                }
+                Some(None) => panic!("in progress: the benchmark never races"),
+                None => {
+                    records.insert(key.clone(), None);
+                }
+            }
+        }
+        let value = plain(order).await?;
+        let recorded = serde_json::to_string(&value).expect("a number encodes");
+        self.records.lock().unwrap().insert(key, Some(recorded));
+        Ok(value)
+    }
 }
 
 fn overhead(c: &mut Criterion) {
@@ -63,6 +96,24 @@ fn overhead(c: &mut Criterion) {
         })
     });
 
+    group.bench_function("first_call_floor", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| async move {
+            let mut elapsed = Duration::ZERO;
+            let mut done = 0;
+            while done < iterations {
+                let batch = (iterations - done).min(10_000);
+                let floor = Floor::default();
+                let started = Instant::now();
+                for order in done..done + batch {
+                    black_box(floor.call(order).await.unwrap());
+                }
+                elapsed += started.elapsed();
+                done += batch;
+            }
+            elapsed
+        })
+    });
+
     let (engine, _store) = fresh_engine();
     runtime
         .block_on(Call::new(NS, &7u64).engine(&engine).run(|_| plain(7)))
@@ -75,6 +126,13 @@ fn overhead(c: &mut Criterion) {
                 .await
                 .unwrap()
         })
+    });
+
+    let floor = Floor::default();
+    runtime.block_on(floor.call(7)).unwrap();
+    group.bench_function("replay_floor", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { floor.call(black_box(7)).await.unwrap() })
     });
 
     // A key held by another attempt with a lease that outlasts the benchmark.
