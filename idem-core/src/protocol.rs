@@ -138,7 +138,10 @@ pub enum CompleteAnswer {
     /// Recorded (by this send, or by an earlier one whose response was lost).
     Recorded,
     /// Refused: another attempt holds the key, or the record is gone.
-    LeaseLost,
+    LeaseLost {
+        /// The fence of the record as it is now, if there is one (for the log).
+        current_fence: Option<u64>,
+    },
 }
 
 /// The meaning of `written`, the answer to `attempt`'s complete.
@@ -148,7 +151,9 @@ pub fn after_complete(written: Written<()>, attempt: &Attempt) -> CompleteAnswer
         Written::Refused(Some(record)) if record.shows_completion_by(attempt) => {
             CompleteAnswer::Recorded
         }
-        Written::Refused(_) => CompleteAnswer::LeaseLost,
+        Written::Refused(record) => CompleteAnswer::LeaseLost {
+            current_fence: record.map(|r| r.fence),
+        },
     }
 }
 
@@ -158,7 +163,10 @@ pub enum ExtendAnswer {
     /// The lease now ends at this instant.
     Renewed(u64),
     /// Refused: the lease is lost; heartbeats stop and the body is told.
-    Lost,
+    Lost {
+        /// The fence of the record as it is now, if there is one (for the log).
+        current_fence: Option<u64>,
+    },
 }
 
 /// The meaning of `written`, the answer to `attempt`'s extend with `renewal`.
@@ -168,7 +176,9 @@ pub fn after_extend(written: Written<()>, attempt: &Attempt, renewal: &Renewal) 
         Written::Refused(Some(record)) if record.shows_renewal_by(attempt, renewal) => {
             ExtendAnswer::Renewed(renewal.lease_until_ms)
         }
-        Written::Refused(_) => ExtendAnswer::Lost,
+        Written::Refused(record) => ExtendAnswer::Lost {
+            current_fence: record.map(|r| r.fence),
+        },
     }
 }
 

@@ -769,7 +769,7 @@ impl Protocol {
                 }
                 let end = match protocol::after_complete(written, &attempt) {
                     CompleteAnswer::Recorded => End::Ran,
-                    CompleteAnswer::LeaseLost => End::LeaseLost,
+                    CompleteAnswer::LeaseLost { .. } => End::LeaseLost,
                 };
                 Self::end(world, index, end);
             }
@@ -796,7 +796,7 @@ impl Protocol {
         };
         match answer {
             Some(ExtendAnswer::Renewed(until)) => *lease_until_ms = until,
-            Some(ExtendAnswer::Lost) => *lost = true,
+            Some(ExtendAnswer::Lost { .. }) => *lost = true,
             None => {}
         }
         *extend = None;

@@ -392,9 +392,9 @@ impl Guard {
                 CompleteAnswer::Recorded => Completed::Recorded {
                     expires_at_s: completion.expires_at_s,
                 },
-                CompleteAnswer::LeaseLost => {
+                CompleteAnswer::LeaseLost { current_fence } => {
                     tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                        fence = attempt.fence,
+                        fence = attempt.fence, current_fence,
                         "completion refused: the lease was lost to another attempt or the record is gone");
                     Completed::LeaseLost
                 }

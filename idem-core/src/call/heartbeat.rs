@@ -109,9 +109,9 @@ impl Guard {
         match result {
             Ok(written) => match protocol::after_extend(written, attempt, renewal) {
                 ExtendAnswer::Renewed(lease_until_ms) => context.renewed(lease_until_ms),
-                ExtendAnswer::Lost => {
+                ExtendAnswer::Lost { current_fence } => {
                     tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
-                        fence = attempt.fence, "heartbeat refused: the lease is lost");
+                        fence = attempt.fence, current_fence, "heartbeat refused: the lease is lost");
                     context.mark_lost();
                 }
             },
