@@ -1,36 +1,186 @@
 //! Latency and requests per call against a local DynamoDB server: informative, since a
-//! local emulator is not DynamoDB.
+//! local emulator is not DynamoDB. Beside idem, in the same run, a hand-written floor:
+//! the same two conditional UpdateItems a dedup needs (take the key with the fence
+//! read back, record the value; a duplicate decodes the old item the refusal returns),
+//! with the same client and table. After criterion's figures, idem and the floor run
+//! alternated in rounds and are compared on p50 and client CPU per call (the thread's
+//! on-CPU time; the runtime is single-threaded, so this is all the client's work).
+//! `IDEM_BENCH_SIDE=idem-first|floor-first|idem-duplicate|floor-duplicate` with
+//! `IDEM_BENCH_CALLS=N` runs only N calls of one side, for callgrind
+//! (`scripts/callgrind-floor dynamo`).
 //!
 //! ```sh
 //! IDEM_BENCH_ENDPOINT=http://127.0.0.1:8000 cargo bench -p idem-dynamo --features testkit --bench dynamo
 //! ```
 
+use std::collections::HashMap;
+use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::{Call, Engine, EngineBuilder, Error};
 use idem_dynamo::testkit::RequestCounter;
 use idem_dynamo::{DynamoStore, SetupError};
 
-fn setup(runtime: &tokio::runtime::Runtime, endpoint: &str, counter: &RequestCounter) -> Engine {
+const LEASE_MS: u64 = 30_000;
+const TTL_MS: u64 = 3_600_000;
+
+/// The hand-written floor.
+struct Floor {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl Floor {
+    async fn call(&self, key: &str, value: u64) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .update_expression("SET #s = :p, #o = :o, #l = :l, #e = :e ADD #f :one")
+            .condition_expression(
+                "attribute_not_exists(#s) OR (#s = :c AND #e <= :now_s) OR (#s = :p AND #l <= :now)",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#l", "in_progress_expiration")
+            .expression_attribute_names("#e", "expiration")
+            .expression_attribute_names("#f", "fence")
+            .expression_attribute_values(":p", s("INPROGRESS"))
+            .expression_attribute_values(":c", s("COMPLETED"))
+            .expression_attribute_values(":o", s("owner-1"))
+            .expression_attribute_values(":l", n(now + LEASE_MS))
+            .expression_attribute_values(":e", n((now + LEASE_MS + TTL_MS).div_ceil(1000)))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":now_s", n(now / 1000))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match taken {
+            Ok(output) => {
+                let fence = output
+                    .attributes()
+                    .and_then(|a| a.get("fence"))
+                    .cloned()
+                    .unwrap();
+                let recorded = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("id", s(key))
+                    .update_expression("SET #s = :c, #d = :d, #e = :e")
+                    .condition_expression("#o = :o AND #f = :f")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_names("#d", "data")
+                    .expression_attribute_names("#e", "expiration")
+                    .expression_attribute_names("#o", "owner")
+                    .expression_attribute_names("#f", "fence")
+                    .expression_attribute_values(":c", s("COMPLETED"))
+                    .expression_attribute_values(":d", s(&serde_json::to_string(&value).unwrap()))
+                    .expression_attribute_values(":e", n((now + TTL_MS).div_ceil(1000)))
+                    .expression_attribute_values(":o", s("owner-1"))
+                    .expression_attribute_values(":f", fence)
+                    .send()
+                    .await
+                    .unwrap();
+                black_box(recorded);
+                value
+            }
+            Err(SdkError::ServiceError(error)) => match error.err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    // A duplicate: the recorded value, from the old item, or from one
+                    // consistent read where the server returns none (dynalite), as idem.
+                    let item: HashMap<String, AttributeValue> = match failed.item() {
+                        Some(item) if !item.is_empty() => item.clone(),
+                        _ => self
+                            .client
+                            .get_item()
+                            .table_name(&self.table)
+                            .key("id", s(key))
+                            .consistent_read(true)
+                            .send()
+                            .await
+                            .unwrap()
+                            .item
+                            .unwrap(),
+                    };
+                    let data = item.get("data").unwrap().as_s().unwrap();
+                    black_box(serde_json::from_str(data).unwrap())
+                }
+                other => panic!("{other:?}"),
+            },
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The thread's time on a CPU so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux)")
+}
+
+/// One side's samples: per-call latencies and per-round CPU per call.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    cpu_per_call_ns: Vec<u64>,
+}
+
+impl Samples {
+    fn p50(&mut self) -> Duration {
+        self.latencies.sort();
+        self.latencies[self.latencies.len() / 2]
+    }
+
+    fn cpu(&mut self) -> u64 {
+        self.cpu_per_call_ns.sort();
+        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
+    }
+}
+
+fn setup(
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &str,
+    counter: &RequestCounter,
+) -> (Engine, Floor) {
     let client = aws_sdk_dynamodb::Client::from_conf(
         idem_dynamo::local_config(endpoint)
             .retry_config(RetryConfig::disabled())
             .interceptor(counter.clone())
             .build(),
     );
+    let table = format!("idem-bench-{}", std::process::id());
+    let floor = Floor {
+        client: client.clone(),
+        table: table.clone(),
+    };
     runtime.block_on(async {
-        let builder = DynamoStore::builder(client, format!("idem-bench-{}", std::process::id()))
-            .check_ttl(false);
+        let builder = DynamoStore::builder(client, table).check_ttl(false);
         match builder.create_table().await {
             Ok(_) | Err(SetupError::TableExists { .. }) => {}
             Err(error) => panic!("cannot create the bench table: {error}"),
         }
-        EngineBuilder::from_arc(Arc::new(builder.build().await.unwrap()))
+        let engine = EngineBuilder::from_arc(Arc::new(builder.build().await.unwrap()))
             .build()
-            .unwrap()
+            .unwrap();
+        (engine, floor)
     })
 }
 
@@ -39,12 +189,48 @@ fn dynamo(c: &mut Criterion) {
         eprintln!("IDEM_BENCH_ENDPOINT is not set: no DynamoDB server to measure against");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let counter = RequestCounter::new();
-    let engine = setup(&runtime, &endpoint, &counter);
+    let (engine, floor) = setup(&runtime, &endpoint, &counter);
+    let idem_call = |key: u64| {
+        let engine = engine.clone();
+        async move {
+            Call::new("bench::dynamo", &key)
+                .engine(&engine)
+                .run(|_| async move { Ok::<_, Error>(key) })
+                .await
+                .unwrap()
+        }
+    };
+    runtime.block_on(async {
+        idem_call(1).await;
+        floor.call("floor:1", 1).await;
+    });
+
+    // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion.
+    if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
+        let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100);
+        let run = std::process::id() as u64 * 1_000_000;
+        runtime.block_on(async {
+            for n in 2..calls + 2 {
+                match side.as_str() {
+                    "idem-first" => black_box(idem_call(run + n).await),
+                    "idem-duplicate" => black_box(idem_call(1).await),
+                    "floor-first" => black_box(floor.call(&format!("floor:{}", run + n), n).await),
+                    "floor-duplicate" => black_box(floor.call("floor:1", 1).await),
+                    other => panic!("unknown IDEM_BENCH_SIDE {other}"),
+                };
+            }
+        });
+        return;
+    }
+
     let mut group = c.benchmark_group("dynamo");
     group.sample_size(20);
     let mut next = 0u64;
@@ -83,6 +269,47 @@ fn dynamo(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Alternated rounds: p50 and client CPU per call, idem beside the floor.
+    const ROUNDS: usize = 21;
+    const CALLS: usize = 50;
+    let run = std::process::id() as u64 * 1_000_000 + 500_000;
+    let mut fresh = run;
+    for duplicate in [false, true] {
+        let (mut idem, mut hand) = (Samples::default(), Samples::default());
+        for round in 0..ROUNDS {
+            for idem_side in [round % 2 == 0, round % 2 == 1] {
+                let samples = if idem_side { &mut idem } else { &mut hand };
+                runtime.block_on(async {
+                    let cpu = thread_cpu_ns();
+                    for _ in 0..CALLS {
+                        fresh += 1;
+                        let n = if duplicate { 1 } else { fresh };
+                        let started = Instant::now();
+                        if idem_side {
+                            idem_call(n).await;
+                        } else {
+                            floor.call(&format!("floor:{n}"), n).await;
+                        }
+                        samples.latencies.push(started.elapsed());
+                    }
+                    samples
+                        .cpu_per_call_ns
+                        .push((thread_cpu_ns() - cpu) / CALLS as u64);
+                });
+            }
+        }
+        let (idem_p50, floor_p50) = (idem.p50(), hand.p50());
+        let (idem_cpu, floor_cpu) = (idem.cpu(), hand.cpu());
+        println!(
+            "{}: p50 idem {idem_p50:?}, floor {floor_p50:?} ({:.2}x); client CPU per call idem {:.1} us, floor {:.1} us ({:.2}x); {ROUNDS} alternated rounds of {CALLS}",
+            if duplicate { "duplicate" } else { "first call" },
+            idem_p50.as_secs_f64() / floor_p50.as_secs_f64(),
+            idem_cpu as f64 / 1000.0,
+            floor_cpu as f64 / 1000.0,
+            idem_cpu as f64 / floor_cpu as f64,
+        );
+    }
 
     // Requests per call, counted on the wire: a first call, then its duplicate.
     let mut counts = Vec::new();

@@ -175,7 +175,7 @@ fn redis_bench(c: &mut Criterion) {
     };
 
     // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion.
-    // scripts/callgrind-redis runs this twice and prints instructions per call.
+    // scripts/callgrind-floor runs this twice per side and prints instructions per call.
     if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
         let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
             .ok()
