@@ -281,6 +281,9 @@ pub struct Caller {
     pub faulted: bool,
     /// Whether this attempt's body started.
     pub ran: bool,
+    /// Whether this attempt was told its lease was lost (a refused heartbeat or
+    /// completion).
+    pub told_lost: bool,
     /// Where the attempt stands.
     pub phase: Phase,
 }
@@ -514,6 +517,7 @@ impl Caller {
         self.generation == generation
             && self.ran
             && !self.faulted
+            && !self.told_lost
             && matches!(
                 self.phase,
                 Phase::Running {
@@ -626,6 +630,7 @@ impl Protocol {
         caller.paused = false;
         caller.faulted = false;
         caller.ran = false;
+        caller.told_lost = false;
         caller.phase = Phase::Idle;
     }
 
@@ -769,7 +774,10 @@ impl Protocol {
                 }
                 let end = match protocol::after_complete(written, &attempt) {
                     CompleteAnswer::Recorded => End::Ran,
-                    CompleteAnswer::LeaseLost { .. } => End::LeaseLost,
+                    CompleteAnswer::LeaseLost { .. } => {
+                        world.callers[index].told_lost = true;
+                        End::LeaseLost
+                    }
                 };
                 Self::end(world, index, end);
             }
@@ -782,7 +790,10 @@ impl Protocol {
     /// with the lease renewed or marked lost, or, if it ended meanwhile, the attempt
     /// completes or releases.
     fn settled(&self, world: &mut World, index: usize, answer: Option<ExtendAnswer>) {
-        let phase = &mut world.callers[index].phase;
+        let caller = &mut world.callers[index];
+        if let Some(ExtendAnswer::Lost { .. }) = answer {
+            caller.told_lost = true;
+        }
         let Phase::Running {
             fence,
             lease_until_ms,
@@ -790,7 +801,7 @@ impl Protocol {
             extend,
             ended,
             ..
-        } = phase
+        } = &mut caller.phase
         else {
             unreachable!("a heartbeat settled outside the body")
         };
@@ -871,6 +882,7 @@ impl Model for Protocol {
                         paused: false,
                         faulted: false,
                         ran: false,
+                        told_lost: false,
                         phase: Phase::Idle,
                     })
                     .collect(),
@@ -983,7 +995,11 @@ impl Model for Protocol {
                 let answer = self.apply(&mut world, op);
                 let index = message.caller;
                 if let Action::ApplyAndResend(_) = action {
+                    // The first answer was lost: a fault of its caller, as with Lose.
                     world.faults.resends -= 1;
+                    if world.callers[index].generation == message.generation {
+                        world.callers[index].faulted = true;
+                    }
                     world.net.push(Message {
                         body: Payload::Request(op.clone(), true),
                         ..message
@@ -1153,6 +1169,9 @@ impl Model for Protocol {
                         }
                 },
             ),
+            Property::always("a healthy holder keeps its lease", |_, world: &World| {
+                world.callers.iter().all(|c| c.faulted || !c.told_lost)
+            }),
             Property::always("a stale completion is refused", |_, world: &World| {
                 !world.seen.stale_completion
             }),

@@ -42,6 +42,10 @@ fn a_first_heartbeat_counted_from_the_body_s_start_is_found() {
     });
     assert!(found.contains(&"one holder"), "{found:?}");
     assert!(
+        found.contains(&"a healthy holder keeps its lease"),
+        "{found:?}"
+    );
+    assert!(
         found.contains(
             &"runs at most one plus the attempts that crashed, failed or lost their lease"
         ),
