@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::SdkError;
@@ -125,33 +125,6 @@ impl Floor {
             },
             Err(other) => panic!("{other:?}"),
         }
-    }
-}
-
-/// The thread's time on a CPU so far, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat (Linux)")
-}
-
-/// One side's samples: per-call latencies and per-round CPU per call.
-#[derive(Default)]
-struct Samples {
-    latencies: Vec<Duration>,
-    cpu_per_call_ns: Vec<u64>,
-}
-
-impl Samples {
-    fn p50(&mut self) -> Duration {
-        self.latencies.sort();
-        self.latencies[self.latencies.len() / 2]
-    }
-
-    fn cpu(&mut self) -> u64 {
-        self.cpu_per_call_ns.sort();
-        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
     }
 }
 
@@ -271,43 +244,21 @@ fn dynamo(c: &mut Criterion) {
     group.finish();
 
     // Alternated rounds: p50 and client CPU per call, idem beside the floor.
-    const ROUNDS: usize = 21;
-    const CALLS: usize = 50;
-    let run = std::process::id() as u64 * 1_000_000 + 500_000;
-    let mut fresh = run;
     for duplicate in [false, true] {
-        let (mut idem, mut hand) = (Samples::default(), Samples::default());
-        for round in 0..ROUNDS {
-            for idem_side in [round % 2 == 0, round % 2 == 1] {
-                let samples = if idem_side { &mut idem } else { &mut hand };
-                runtime.block_on(async {
-                    let cpu = thread_cpu_ns();
-                    for _ in 0..CALLS {
-                        fresh += 1;
-                        let n = if duplicate { 1 } else { fresh };
-                        let started = Instant::now();
-                        if idem_side {
-                            idem_call(n).await;
-                        } else {
-                            floor.call(&format!("floor:{n}"), n).await;
-                        }
-                        samples.latencies.push(started.elapsed());
-                    }
-                    samples
-                        .cpu_per_call_ns
-                        .push((thread_cpu_ns() - cpu) / CALLS as u64);
-                });
-            }
-        }
-        let (idem_p50, floor_p50) = (idem.p50(), hand.p50());
-        let (idem_cpu, floor_cpu) = (idem.cpu(), hand.cpu());
-        println!(
-            "{}: p50 idem {idem_p50:?}, floor {floor_p50:?} ({:.2}x); client CPU per call idem {:.1} us, floor {:.1} us ({:.2}x); {ROUNDS} alternated rounds of {CALLS}",
+        let key = |n: u64| if duplicate { 1 } else { n };
+        idem_core::testkit::floor::compare(
+            &runtime,
             if duplicate { "duplicate" } else { "first call" },
-            idem_p50.as_secs_f64() / floor_p50.as_secs_f64(),
-            idem_cpu as f64 / 1000.0,
-            floor_cpu as f64 / 1000.0,
-            idem_cpu as f64 / floor_cpu as f64,
+            21,
+            50,
+            std::process::id() as u64 * 1_000_000 + 500_000,
+            |n| idem_call(key(n)),
+            |n| {
+                let n = key(n);
+                let key = format!("floor:{n}");
+                let floor = &floor;
+                async move { floor.call(&key, n).await }
+            },
         );
     }
 

@@ -13,7 +13,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::{Call, Engine, EngineBuilder, Error};
@@ -93,33 +93,6 @@ impl Floor {
             }
             other => panic!("{other:?}"),
         }
-    }
-}
-
-/// The thread's time on a CPU so far, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat (Linux)")
-}
-
-/// One side's samples: per-call latencies and per-round CPU per call.
-#[derive(Default)]
-struct Samples {
-    latencies: Vec<Duration>,
-    cpu_per_call_ns: Vec<u64>,
-}
-
-impl Samples {
-    fn p50(&mut self) -> Duration {
-        self.latencies.sort();
-        self.latencies[self.latencies.len() / 2]
-    }
-
-    fn cpu(&mut self) -> u64 {
-        self.cpu_per_call_ns.sort();
-        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
     }
 }
 
@@ -248,41 +221,21 @@ fn redis_bench(c: &mut Criterion) {
     group.finish();
 
     // Alternated rounds: p50 and client CPU per call, idem beside the floor.
-    const ROUNDS: usize = 41;
-    const CALLS: usize = 100;
     for duplicate in [false, true] {
-        let (mut idem, mut hand) = (Samples::default(), Samples::default());
-        for round in 0..ROUNDS {
-            for idem_side in [round % 2 == 0, round % 2 == 1] {
-                let samples = if idem_side { &mut idem } else { &mut hand };
-                runtime.block_on(async {
-                    let cpu = thread_cpu_ns();
-                    for _ in 0..CALLS {
-                        next += 1;
-                        let n = if duplicate { 1 } else { next };
-                        let started = Instant::now();
-                        if idem_side {
-                            idem_call(n).await;
-                        } else {
-                            floor.call(&format!("{prefix}floor:{n}"), n).await;
-                        }
-                        samples.latencies.push(started.elapsed());
-                    }
-                    samples
-                        .cpu_per_call_ns
-                        .push((thread_cpu_ns() - cpu) / CALLS as u64);
-                });
-            }
-        }
-        let (idem_p50, floor_p50) = (idem.p50(), hand.p50());
-        let (idem_cpu, floor_cpu) = (idem.cpu(), hand.cpu());
-        println!(
-            "{}: p50 idem {idem_p50:?}, floor {floor_p50:?} ({:.2}x); client CPU per call idem {:.1} us, floor {:.1} us ({:.2}x); {ROUNDS} alternated rounds of {CALLS}",
+        let key = |n: u64| if duplicate { 1 } else { n };
+        idem_core::testkit::floor::compare(
+            &runtime,
             if duplicate { "duplicate" } else { "first call" },
-            idem_p50.as_secs_f64() / floor_p50.as_secs_f64(),
-            idem_cpu as f64 / 1000.0,
-            floor_cpu as f64 / 1000.0,
-            idem_cpu as f64 / floor_cpu as f64,
+            41,
+            100,
+            next,
+            |n| idem_call(key(n)),
+            |n| {
+                let n = key(n);
+                let key = format!("{prefix}floor:{n}");
+                let floor = &floor;
+                async move { floor.call(&key, n).await }
+            },
         );
     }
 

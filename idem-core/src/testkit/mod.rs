@@ -27,6 +27,7 @@
 
 mod conformance;
 mod faults;
+pub mod floor;
 mod model;
 mod race;
 mod storm;

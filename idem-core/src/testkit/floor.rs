@@ -1,0 +1,90 @@
+//! idem beside a hand-written floor, for a store's benchmark: the two run alternated in
+//! rounds on one single-threaded runtime, and are compared on p50 and on client CPU per
+//! call (the thread's on-CPU time from `/proc/thread-self/schedstat`, Linux only: with
+//! one thread, that is all the client's work, its connection's I/O included).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The calling thread's time on a CPU so far, in nanoseconds (Linux).
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux)")
+}
+
+/// One side's samples: per-call latencies and per-round CPU per call.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    cpu_per_call_ns: Vec<u64>,
+}
+
+impl Samples {
+    fn p50(&mut self) -> Duration {
+        self.latencies.sort();
+        self.latencies[self.latencies.len() / 2]
+    }
+
+    fn cpu(&mut self) -> u64 {
+        self.cpu_per_call_ns.sort();
+        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
+    }
+}
+
+/// Runs `idem` and `floor` alternated, `rounds` rounds of `calls` calls each (which side
+/// goes first alternates too), and prints both p50s, both medians of CPU per call, and
+/// their ratios under `label`. Every call gets its own number, counting up from `first`:
+/// a benchmark of first calls makes its key from it, one of duplicates ignores it.
+pub fn compare<I, IFut, F, FFut>(
+    runtime: &tokio::runtime::Runtime,
+    label: &str,
+    rounds: usize,
+    calls: usize,
+    first: u64,
+    mut idem: I,
+    mut floor: F,
+) where
+    I: FnMut(u64) -> IFut,
+    IFut: Future,
+    F: FnMut(u64) -> FFut,
+    FFut: Future,
+{
+    let (mut idem_samples, mut floor_samples) = (Samples::default(), Samples::default());
+    let mut next = first;
+    for round in 0..rounds {
+        for idem_side in [round % 2 == 0, round % 2 == 1] {
+            let samples = if idem_side {
+                &mut idem_samples
+            } else {
+                &mut floor_samples
+            };
+            runtime.block_on(async {
+                let cpu = thread_cpu_ns();
+                for _ in 0..calls {
+                    next += 1;
+                    let started = Instant::now();
+                    if idem_side {
+                        idem(next).await;
+                    } else {
+                        floor(next).await;
+                    }
+                    samples.latencies.push(started.elapsed());
+                }
+                samples
+                    .cpu_per_call_ns
+                    .push((thread_cpu_ns() - cpu) / calls as u64);
+            });
+        }
+    }
+    let (idem_p50, floor_p50) = (idem_samples.p50(), floor_samples.p50());
+    let (idem_cpu, floor_cpu) = (idem_samples.cpu(), floor_samples.cpu());
+    println!(
+        "{label}: p50 idem {idem_p50:?}, floor {floor_p50:?} ({:.2}x); client CPU per call idem {:.1} us, floor {:.1} us ({:.2}x); {rounds} alternated rounds of {calls}",
+        idem_p50.as_secs_f64() / floor_p50.as_secs_f64(),
+        idem_cpu as f64 / 1000.0,
+        floor_cpu as f64 / 1000.0,
+        idem_cpu as f64 / floor_cpu as f64,
+    );
+}
