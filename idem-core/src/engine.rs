@@ -156,6 +156,13 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The store this engine writes to, as its concrete type `S`; `None` when it is
+    /// another type.
+    pub fn store_as<S: Store>(&self) -> Option<&S> {
+        let store: &dyn std::any::Any = &*self.inner.store;
+        store.downcast_ref::<S>()
+    }
+
     /// The clock this engine reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock

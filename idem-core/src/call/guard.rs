@@ -17,7 +17,9 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer, Terms, BEGIN_TRIES};
-use crate::store::{Attempt, Outcome, Record, State, StoreError, StoreErrorKind};
+use crate::store::{
+    Attempt, Completion, Outcome, Record, State, StoreError, StoreErrorKind, Transaction, Written,
+};
 
 /// The first and the longest pause between two polls of `wait`.
 const WAIT_FIRST: Duration = Duration::from_millis(50);
@@ -48,12 +50,111 @@ enum Found {
 /// What the body's future ended with.
 type BodyExit<T, E> = Result<Result<T, E>, Box<dyn std::any::Any + Send>>;
 
+/// A key this attempt holds, with the context its body runs under.
+struct Held {
+    attempt: Attempt,
+    context: Context,
+    lease_until_ms: u64,
+}
+
+/// What taking the key led to: the body may run, or the value is already there.
+enum Taken<T> {
+    Held(Held),
+    Replayed(Report<T>),
+}
+
 impl Guard {
     pub(super) async fn run<T, E, B, Fut, P>(&self, body: B, errors: &P) -> Result<Report<T>, E>
     where
         B: FnOnce(Context) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let held = match self.take(errors).await? {
+            Taken::Held(held) => held,
+            Taken::Replayed(report) => return Ok(report),
+        };
+        let Held {
+            attempt,
+            context,
+            lease_until_ms,
+        } = &held;
+        // The closure is called inside the guard too: a panic before its future exists
+        // releases the key like one inside it.
+        let for_body = context.clone();
+        let body = context
+            .clone()
+            .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
+        async {
+            let exit = self.drive(attempt, context, *lease_until_ms, body).await;
+            self.finish(attempt, exit, errors).await
+        }
+        .instrument(self.span(attempt))
+        .await
+    }
+
+    /// [`run`](Guard::run) with the body's writes and the completion in one transaction
+    /// of the store's database: see [`Call::run_in_transaction`](super::Call::run_in_transaction).
+    pub(super) async fn run_in_transaction<Tx, T, E, B, P>(
+        &self,
+        store: &Tx::Store,
+        body: B,
+        errors: &P,
+    ) -> Result<Report<T>, E>
+    where
+        Tx: Transaction,
+        B: AsyncFnOnce(Context, &mut Tx) -> Result<T, E>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let held = match self.take(errors).await? {
+            Taken::Held(held) => held,
+            Taken::Replayed(report) => return Ok(report),
+        };
+        let Held {
+            attempt,
+            context,
+            lease_until_ms,
+        } = &held;
+        async {
+            let opened = self.store_call("open", Tx::open(store)).await;
+            let mut transaction = match opened {
+                Ok(transaction) => transaction,
+                Err(error) => {
+                    self.release(attempt).await;
+                    observe::call(&self.namespace, CallOutcome::StoreError);
+                    return Err(self.store_error("open", error).into());
+                }
+            };
+            // Called inside the guard, as in `run`.
+            let for_body = context.clone();
+            let transaction_ref = &mut transaction;
+            let body = context.clone().scope(
+                AssertUnwindSafe(async move { body(for_body, transaction_ref).await })
+                    .catch_unwind(),
+            );
+            let exit = self.drive(attempt, context, *lease_until_ms, body).await;
+            match exit {
+                Ok(Ok(value)) => self.commit_value(attempt, transaction, value).await,
+                // The body's writes are rolled back before the key is released or its
+                // error recorded, so no retry can see them.
+                failed => {
+                    self.roll_back(transaction).await;
+                    self.finish(attempt, failed, errors).await
+                }
+            }
+        }
+        .instrument(self.span(attempt))
+        .await
+    }
+
+    /// Takes the key, or replays its live record. Nothing of the body has run.
+    async fn take<T, E, P>(&self, errors: &P) -> Result<Taken<T>, E>
+    where
+        T: DeserializeOwned,
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
@@ -67,7 +168,7 @@ impl Guard {
                 fence,
                 lease_until_ms,
             } => (fence, lease_until_ms),
-            Found::Live(record) => return self.replay(record, errors),
+            Found::Live(record) => return self.replay(record, errors).map(Taken::Replayed),
         };
         let attempt = Attempt {
             id: self.id.clone(),
@@ -97,21 +198,18 @@ impl Guard {
             lease_until_ms,
             self.engine.clock().clone(),
         );
-        // The closure is called inside the guard too: a panic before its future exists
-        // releases the key like one inside it.
-        let for_body = context.clone();
-        let body = context
-            .clone()
-            .scope(AssertUnwindSafe(async move { body(for_body).await }).catch_unwind());
-        // The body's own events carry the attempt: namespace, digest and fence.
-        let span = tracing::info_span!(target: "idem", "idem", namespace = %self.namespace,
-            digest = %self.digest, fence);
-        async {
-            let exit = self.drive(&attempt, &context, lease_until_ms, body).await;
-            self.finish(&attempt, exit, errors).await
-        }
-        .instrument(span)
-        .await
+        Ok(Taken::Held(Held {
+            attempt,
+            context,
+            lease_until_ms,
+        }))
+    }
+
+    /// The span of an attempt: the body's own events carry its namespace, digest and
+    /// fence.
+    fn span(&self, attempt: &Attempt) -> tracing::Span {
+        tracing::info_span!(target: "idem", "idem", namespace = %self.namespace,
+            digest = %self.digest, fence = attempt.fence)
     }
 
     pub(super) fn clock_now(&self) -> u64 {
@@ -331,8 +429,113 @@ impl Guard {
         attempt: &Attempt,
         value: T,
     ) -> Result<Report<T>, E> {
+        let (encoded, completion) = self.value_completion(&value);
+        let store = &self.engine.store();
+        let answer = self
+            .store_call("complete", store.complete(attempt, &completion))
+            .await;
+        let completed = self.completed(attempt, &completion, answer);
+        self.reported(attempt, completed, value, encoded)
+    }
+
+    /// [`complete_value`](Guard::complete_value) inside the body's transaction, then the
+    /// commit: the body's writes persist iff the completion does.
+    async fn commit_value<Tx: Transaction, T: Serialize, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        mut transaction: Tx,
+        value: T,
+    ) -> Result<Report<T>, E> {
+        let (encoded, completion) = self.value_completion(&value);
+        let answer = self
+            .store_call("complete", transaction.complete(attempt, &completion))
+            .await;
+        let completed = match self.completed(attempt, &completion, answer) {
+            Completed::Recorded { expires_at_s } => {
+                match self.store_call("commit", transaction.commit()).await {
+                    Ok(()) => Completed::Recorded { expires_at_s },
+                    Err(error) => return self.settle_commit(attempt, error, value).await,
+                }
+            }
+            // Refused or failed: nothing of the body may persist.
+            not_recorded => {
+                self.roll_back(transaction).await;
+                if let Completed::NotRecorded = not_recorded {
+                    self.release(attempt).await;
+                    observe::call(&self.namespace, CallOutcome::StoreError);
+                    return Err(self
+                        .store_error(
+                            "complete",
+                            StoreError::transient(
+                                "the completion could not be written in the body's transaction; \
+                                 the body's writes were rolled back and the key released",
+                            ),
+                        )
+                        .into());
+                }
+                not_recorded
+            }
+        };
+        self.reported(attempt, completed, value, encoded)
+    }
+
+    /// A commit whose answer was an error or never came: it is settled by reading the
+    /// record. The completion there means the commit went through; otherwise nothing of
+    /// the body persisted, and the key is released (a release cannot undo a commit that
+    /// did go through: it needs the record in progress).
+    async fn settle_commit<T, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        error: StoreError,
+        value: T,
+    ) -> Result<Report<T>, E> {
+        let store = &self.engine.store();
+        let read = self.store_call("read", store.read(&attempt.id)).await;
+        if let Ok(Some(record)) = &read {
+            if record.shows_completion_by(attempt) {
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    fence = attempt.fence, %error, "the commit's answer was lost; the record shows it went through");
+                self.outcome(CallOutcome::Ran, "ran and recorded");
+                return Ok(Report {
+                    value,
+                    source: Source::Ran,
+                    fence: attempt.fence,
+                    replayed_until_ms: Some(record.expires_at_s.saturating_mul(1000)),
+                });
+            }
+        }
+        self.release(attempt).await;
+        observe::call(&self.namespace, CallOutcome::StoreError);
+        let settled = match read {
+            Ok(_) => {
+                "it did not go through: nothing of the body persisted and the key was released"
+            }
+            Err(_) => {
+                "the record could not be read to tell whether it went through; a retry replays \
+                 the value if it did and runs the body if it did not"
+            }
+        };
+        Err(self
+            .store_error(
+                "commit",
+                StoreError::transient(format!("the commit failed ({error}); {settled}")),
+            )
+            .into())
+    }
+
+    async fn roll_back<Tx: Transaction>(&self, transaction: Tx) {
+        if let Err(error) = self.store_call("rollback", transaction.rollback()).await {
+            // The database rolls back what it never saw committed.
+            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                %error, "the rollback failed; the database discards the uncommitted transaction");
+        }
+    }
+
+    /// The completion that records `value`, and the value encoded (kept for a
+    /// [`Error::LeaseLost`]).
+    fn value_completion<T: Serialize>(&self, value: &T) -> (Option<String>, Completion) {
         let limit = self.engine.store().limits().max_data_bytes;
-        let encoded = match serde_json::to_string(&value) {
+        let encoded = match serde_json::to_string(value) {
             Ok(encoded) => Some(encoded),
             Err(error) => {
                 tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
@@ -349,13 +552,25 @@ impl Guard {
             }
             None => (Outcome::NotStored, None),
         };
+        let completion = self.terms().completion(self.clock_now(), outcome, data);
+        (encoded, completion)
+    }
+
+    /// What the caller gets once the value's completion ended as `completed`.
+    fn reported<T, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        completed: Completed,
+        value: T,
+        encoded: Option<String>,
+    ) -> Result<Report<T>, E> {
         let report = |source, replayed_until_ms| Report {
             value,
             source,
             fence: attempt.fence,
             replayed_until_ms,
         };
-        match self.complete(attempt, outcome, data).await {
+        match completed {
             Completed::Recorded { expires_at_s } => {
                 self.outcome(CallOutcome::Ran, "ran and recorded");
                 Ok(report(Source::Ran, Some(expires_at_s.saturating_mul(1000))))
@@ -376,18 +591,24 @@ impl Guard {
         }
     }
 
-    async fn complete(
-        &self,
-        attempt: &Attempt,
-        outcome: Outcome,
-        data: Option<String>,
-    ) -> Completed {
+    /// Completes the attempt with an outcome other than a value (a recorded error).
+    async fn complete(&self, attempt: &Attempt, outcome: Outcome, data: Option<String>) {
         let completion = self.terms().completion(self.clock_now(), outcome, data);
         let store = &self.engine.store();
-        match self
+        let answer = self
             .store_call("complete", store.complete(attempt, &completion))
-            .await
-        {
+            .await;
+        self.completed(attempt, &completion, answer);
+    }
+
+    /// What the answer to `completion` means, logged.
+    fn completed(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+        answer: Result<Written<()>, StoreError>,
+    ) -> Completed {
+        match answer {
             Ok(written) => match protocol::after_complete(written, attempt) {
                 CompleteAnswer::Recorded => Completed::Recorded {
                     expires_at_s: completion.expires_at_s,

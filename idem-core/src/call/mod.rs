@@ -24,6 +24,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
+use crate::store::Transaction;
 
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
@@ -253,7 +254,7 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        match self.settings.resolve()? {
+        match self.settings.resolve()?.1 {
             Resolved::Guarded(guard) => guard.run(body, &self.errors).await,
             Resolved::Unguarded(context) => {
                 let value = context.clone().scope(body(context)).await?;
@@ -263,6 +264,83 @@ impl<P> Call<P> {
                     fence: 0,
                     replayed_until_ms: None,
                 })
+            }
+        }
+    }
+}
+
+impl<P> Call<P> {
+    /// [`run`](Call::run) with the body's own database writes and the completion in
+    /// **one transaction**: the effect and its record commit together or not at all, so
+    /// a database effect happens exactly once even across crashes, with no downstream
+    /// key.
+    ///
+    /// The engine's store must support it (its [`Transaction`] type, for example
+    /// `idem_postgres::PgTransaction`): the key is taken as usual and its lease
+    /// committed at once, so duplicates see the call in progress; then a transaction is
+    /// opened and handed to the body, which writes in it; the completion is written in
+    /// it, conditional on the attempt still holding the key, and committed with the
+    /// body's writes.
+    ///
+    /// - The lease was lost (another attempt took over): everything the body wrote is
+    ///   rolled back and the call returns [`Error::LeaseLost`].
+    /// - The body fails or panics: its writes are rolled back, then the key is released
+    ///   (or the error recorded, as [`replay_errors`](Call::replay_errors) says).
+    /// - The process dies before the commit: the database discards the transaction; the
+    ///   lease lapses and a redelivery runs the body again.
+    /// - The commit's answer is lost: the record is read; the completion there means the
+    ///   commit went through, otherwise nothing persisted, the key is released and the
+    ///   call returns a transient [`Error::Store`] (a retry runs the body again).
+    ///
+    /// The body is an async closure; name its transaction's type so the engine knows
+    /// which store to find: `async |ctx, tx: &mut PgTransaction| { ... }`. An unguarded
+    /// call ([`optional_key`](Call::optional_key), a disabled engine) runs in a
+    /// transaction too, committed with no record.
+    pub async fn run_in_transaction<Tx, T, E, B>(self, body: B) -> Result<T, E>
+    where
+        Tx: Transaction,
+        B: AsyncFnOnce(Context, &mut Tx) -> Result<T, E>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let namespace = self.settings.namespace.clone();
+        let (engine, resolved) = self.settings.resolve()?;
+        let Some(store) = engine.store_as::<Tx::Store>() else {
+            return Err(Error::Config(format!(
+                "`{namespace}` runs in a transaction of {}, but the engine's store is another \
+                 type; build the engine over that store",
+                std::any::type_name::<Tx::Store>()
+            ))
+            .into());
+        };
+        match resolved {
+            Resolved::Guarded(guard) => guard
+                .run_in_transaction(store, body, &self.errors)
+                .await
+                .map(|report| report.value),
+            Resolved::Unguarded(context) => {
+                let store_error = |operation, source| Error::Store {
+                    namespace: namespace.clone(),
+                    operation,
+                    source,
+                };
+                let mut transaction = Tx::open(store).await.map_err(|e| store_error("open", e))?;
+                let value = context.clone().scope(body(context, &mut transaction)).await;
+                match value {
+                    Ok(value) => {
+                        transaction
+                            .commit()
+                            .await
+                            .map_err(|e| store_error("commit", e))?;
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        // Dropped, the transaction rolls back as well.
+                        let _ = transaction.rollback().await;
+                        Err(error)
+                    }
+                }
             }
         }
     }
@@ -278,9 +356,9 @@ enum Resolved {
 }
 
 impl Settings {
-    /// The attempt these settings describe, with the engine's defaults filled in and
-    /// every setting checked; nothing is written yet.
-    fn resolve(self) -> Result<Resolved, Error> {
+    /// The engine, and the attempt these settings describe with the engine's defaults
+    /// filled in and every setting checked; nothing is written yet.
+    fn resolve(self) -> Result<(Engine, Resolved), Error> {
         let Settings {
             engine,
             namespace,
@@ -299,10 +377,8 @@ impl Settings {
         if engine.is_disabled() {
             observe::call(&namespace, CallOutcome::Unguarded);
             key::check_namespace(&namespace).map_err(Error::Config)?;
-            return Ok(Resolved::Unguarded(Context::unguarded(
-                namespace,
-                engine.clock().clone(),
-            )));
+            let context = Context::unguarded(namespace, engine.clock().clone());
+            return Ok((engine, Resolved::Unguarded(context)));
         }
         let defaults = *engine.defaults();
         let ttl = ttl.unwrap_or(defaults.ttl);
@@ -320,10 +396,8 @@ impl Settings {
                     outcome = CallOutcome::Unguarded.as_str(),
                     "no idempotency key: the body runs unguarded (optional_key)");
                 observe::call(&namespace, CallOutcome::Unguarded);
-                return Ok(Resolved::Unguarded(Context::unguarded(
-                    namespace,
-                    engine.clock().clone(),
-                )));
+                let context = Context::unguarded(namespace, engine.clock().clone());
+                return Ok((engine, Resolved::Unguarded(context)));
             }
             Err(error) => return Err(invalid(error)),
         };
@@ -343,17 +417,20 @@ impl Settings {
                 namespace,
             });
         }
-        Ok(Resolved::Guarded(guard::Guard {
-            engine,
-            namespace,
-            digest,
-            id,
-            owner: uuid::Uuid::new_v4().simple().to_string(),
-            fingerprint,
-            ttl,
-            lease,
-            max_duration: max_duration.unwrap_or(defaults.max_duration),
-            wait: wait.or(defaults.wait),
-        }))
+        Ok((
+            engine.clone(),
+            Resolved::Guarded(guard::Guard {
+                engine,
+                namespace,
+                digest,
+                id,
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                fingerprint,
+                ttl,
+                lease,
+                max_duration: max_duration.unwrap_or(defaults.max_duration),
+                wait: wait.or(defaults.wait),
+            }),
+        ))
     }
 }

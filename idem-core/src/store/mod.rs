@@ -27,6 +27,8 @@
 mod error;
 mod record;
 
+use std::any::Any;
+
 pub use error::{StoreError, StoreErrorKind};
 pub use record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
 
@@ -142,7 +144,8 @@ pub struct Limits {
     pub max_data_bytes: usize,
 }
 
-/// Where records live. Object safe: the engine holds an `Arc<dyn Store>`.
+/// Where records live. Object safe: the engine holds an `Arc<dyn Store>` (and finds the
+/// concrete store back through [`Any`] for a [`Transaction`]).
 ///
 /// A record is *live* iff it is completed and `now_ms < expires_at_s * 1000`, or it is in
 /// progress and `now_ms < lease_until_ms`; otherwise it is *free*
@@ -150,7 +153,7 @@ pub struct Limits {
 /// database; on a failed condition it returns [`Written::Refused`] with the current
 /// record, and writes nothing.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Any + Send + Sync + 'static {
     /// What this store can hold.
     fn limits(&self) -> Limits;
 
@@ -211,4 +214,40 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the record with `id`, unconditionally. For operators: it resets fencing,
     /// so an attempt that still runs may see its fence number reused.
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// A transaction of a store's database, shared by a body's own writes and its
+/// completion, so that both commit or neither does: what
+/// [`Call::run_in_transaction`](crate::Call::run_in_transaction) hands the body.
+///
+/// The engine opens it after taking the key (the lease is committed first, so
+/// duplicates see the call in progress), lets the body write in it, then writes the
+/// completion in it with [`complete`](Transaction::complete) and commits. A refused
+/// completion, a failed body and a panic roll it back. Heartbeats and releases go
+/// through the [`Store`] on other connections.
+#[async_trait]
+pub trait Transaction: Send + Sized + 'static {
+    /// The store whose records the completion is written to: the engine's store must be
+    /// this type.
+    type Store: Store;
+
+    /// Opens a transaction on `store`'s database, on a connection that the store's own
+    /// calls do not use.
+    async fn open(store: &Self::Store) -> Result<Self, StoreError>;
+
+    /// [`Store::complete`] inside this transaction: the same condition and writes, seen
+    /// by others only once committed. A begin that meets the record meanwhile waits for
+    /// the commit or the rollback, then sees the completed or the held record.
+    async fn complete(
+        &mut self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError>;
+
+    /// Commits the body's writes and the completion together.
+    async fn commit(self) -> Result<(), StoreError>;
+
+    /// Rolls everything back. Dropping a transaction that was neither committed nor
+    /// rolled back must roll it back too (a panic, a cancelled call).
+    async fn rollback(self) -> Result<(), StoreError>;
 }

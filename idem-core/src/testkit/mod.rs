@@ -114,3 +114,63 @@ pub fn completion_at(now: u64, outcome: Outcome, data: Option<&str>) -> Completi
 pub fn renewal_at(now: u64) -> Renewal {
     TERMS.renewal(now)
 }
+
+/// A store together with what cleans up after it: a test's table, schema or key
+/// prefix, removed when `cleanup` is dropped, right after the store. Every [`Store`]
+/// call goes to `store`, so a conformance factory can return one.
+#[derive(Debug)]
+pub struct WithCleanup<S, C> {
+    /// The store under test.
+    pub store: S,
+    /// Dropped after the store (fields drop in order): its `Drop` cleans up.
+    pub cleanup: C,
+}
+
+impl<S, C> std::ops::Deref for WithCleanup<S, C> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
+#[crate::store::async_trait]
+impl<S: Store, C: Send + Sync + 'static> Store for WithCleanup<S, C> {
+    fn limits(&self) -> crate::store::Limits {
+        self.store.limits()
+    }
+    async fn begin(
+        &self,
+        request: &Begin,
+    ) -> Result<crate::store::Written<u64>, crate::store::StoreError> {
+        self.store.begin(request).await
+    }
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
+        self.store.complete(attempt, completion).await
+    }
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
+        self.store.extend(attempt, renewal).await
+    }
+    async fn release(
+        &self,
+        attempt: &Attempt,
+    ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
+        self.store.release(attempt).await
+    }
+    async fn read(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::Record>, crate::store::StoreError> {
+        self.store.read(id).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        self.store.delete(id).await
+    }
+}

@@ -1,0 +1,138 @@
+//! The SQL of one table: its migration and one statement per operation, written once
+//! per store (sqlx prepares each once per connection).
+
+use std::sync::Arc;
+
+/// The record's columns, in the order every statement reads them.
+const COLUMNS: &str =
+    "state, owner, fence, lease_until_ms, expires_at_s, fingerprint, outcome, data, format, codec";
+
+/// Every statement of one table.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) begin: Arc<str>,
+    pub(crate) complete: Arc<str>,
+    pub(crate) extend: Arc<str>,
+    pub(crate) release: Arc<str>,
+    pub(crate) read: Arc<str>,
+    pub(crate) delete: Arc<str>,
+    pub(crate) purge: Arc<str>,
+}
+
+/// `"schema"."table"`, or `"table"` (found through the search path).
+pub(crate) fn qualified(schema: Option<&str>, table: &str) -> String {
+    match schema {
+        Some(schema) => format!("\"{schema}\".\"{table}\""),
+        None => format!("\"{table}\""),
+    }
+}
+
+/// The migration: the table, with the record's fields as columns, and the index that
+/// serves the cleanup. Idempotent (`IF NOT EXISTS`).
+pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
+    let t = qualified(schema, table);
+    let create_schema = match schema {
+        Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"),
+        None => String::new(),
+    };
+    format!(
+        "{create_schema}CREATE TABLE IF NOT EXISTS {t} (
+    id             text    PRIMARY KEY,
+    state          text    NOT NULL,
+    owner          text    NOT NULL,
+    fence          bigint  NOT NULL,
+    lease_until_ms bigint  NOT NULL,
+    expires_at_s   bigint  NOT NULL,
+    fingerprint    text,
+    outcome        text,
+    data           text,
+    format         integer NOT NULL,
+    codec          text    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS \"{table}_expires_at_s\" ON {t} (expires_at_s);
+"
+    )
+}
+
+/// A write, then, only when it wrote nothing, the record as it is now, in one
+/// statement: `applied` and the fence when the write applied, otherwise `applied =
+/// false` and the current row (no row at all: there is no record).
+///
+/// The current row is read `FOR UPDATE`: under READ COMMITTED that is the newest
+/// committed version of the row (the one whose lock the write waited for), not the
+/// statement's snapshot.
+fn write_then_current(t: &str, write: &str) -> String {
+    format!(
+        "WITH written AS ({write} RETURNING fence),
+current AS (
+    SELECT {COLUMNS} FROM {t} WHERE id = $1 AND NOT EXISTS (SELECT FROM written) FOR UPDATE
+)
+SELECT true AS applied, fence, NULL::text AS state, NULL::text AS owner,
+       NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
+       NULL::text AS outcome, NULL::text AS data, NULL::integer AS format, NULL::text AS codec
+  FROM written
+UNION ALL
+SELECT false, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
+       format, codec
+  FROM current"
+    )
+}
+
+/// The attempt holds the record: in progress, its owner ($2) and fence ($3).
+const HELD: &str = "id = $1 AND state = 'INPROGRESS' AND owner = $2 AND fence = $3";
+
+impl Statements {
+    pub(crate) fn new(schema: Option<&str>, table: &str) -> Statements {
+        let t = qualified(schema, table);
+        // Begin: applied iff there is no row or the row is free at $3 (completed and
+        // expired, or in progress past its lease); the fence is incremented in place.
+        let begin = write_then_current(
+            &t,
+            &format!(
+                "INSERT INTO {t} AS r (id, state, owner, fence, lease_until_ms, expires_at_s,
+                        fingerprint, outcome, data, format, codec)
+    VALUES ($1, 'INPROGRESS', $2, 1, $4, $5, $6, NULL, NULL, $7, $8)
+    ON CONFLICT (id) DO UPDATE SET state = 'INPROGRESS', owner = excluded.owner,
+        fence = r.fence + 1, lease_until_ms = excluded.lease_until_ms,
+        expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
+        outcome = NULL, data = NULL, format = excluded.format, codec = excluded.codec
+    WHERE CASE r.state WHEN 'COMPLETED' THEN $3 >= r.expires_at_s * 1000
+                       ELSE $3 >= r.lease_until_ms END"
+            ),
+        );
+        let complete = write_then_current(
+            &t,
+            &format!(
+                "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, expires_at_s = $6
+    WHERE {HELD}"
+            ),
+        );
+        let extend = write_then_current(
+            &t,
+            &format!(
+                "UPDATE {t} SET lease_until_ms = $4, expires_at_s = $5
+    WHERE {HELD} AND lease_until_ms > 0"
+            ),
+        );
+        let release = write_then_current(
+            &t,
+            &format!("UPDATE {t} SET lease_until_ms = 0 WHERE {HELD}"),
+        );
+        Statements {
+            begin: begin.into(),
+            complete: complete.into(),
+            extend: extend.into(),
+            release: release.into(),
+            read: format!("SELECT {COLUMNS} FROM {t} WHERE id = $1").into(),
+            delete: format!("DELETE FROM {t} WHERE id = $1").into(),
+            // Past both its expiry ($1, seconds) and its lease ($2, milliseconds); rows a
+            // live call holds locked are skipped, not waited for.
+            purge: format!(
+                "DELETE FROM {t} WHERE id IN (
+    SELECT id FROM {t} WHERE expires_at_s <= $1 AND lease_until_ms <= $2
+     ORDER BY expires_at_s LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            )
+            .into(),
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The PostgreSQL store: the `Store` mapping onto one row per record and one statement
+//! per transition.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use idem_core::store::{
+    Attempt, Begin, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
+    CODEC_JSON, FORMAT,
+};
+use idem_core::Store;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row};
+
+use crate::error::store_error;
+use crate::sql::{self, Statements};
+
+/// The table a store uses when none is named.
+pub const DEFAULT_TABLE: &str = "idem_records";
+
+/// The largest recorded value by default, in bytes.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// The longest record id the store takes, in bytes: well below the 2,704 bytes a
+/// B-tree index entry may hold.
+const MAX_ID_BYTES: usize = 1024;
+
+/// idem's records in a PostgreSQL table: see the [crate documentation](crate).
+#[derive(Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    pub(crate) inner: Arc<Table>,
+}
+
+/// What every clone of a store shares: where its rows are, and its statements.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(crate) schema: Option<String>,
+    pub(crate) table: String,
+    /// `"schema"."table"`, for messages.
+    pub(crate) qualified: String,
+    pub(crate) max_data_bytes: usize,
+    pub(crate) statements: Statements,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("table", &self.inner.qualified)
+            .field("max_data_bytes", &self.inner.max_data_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A name the store refuses: see [`PgStoreBuilder::build`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{name}` is not a valid {what} name for idem: use 1 to 48 ASCII letters, digits and \
+     underscores, not starting with a digit"
+)]
+pub struct NameError {
+    what: &'static str,
+    name: String,
+}
+
+/// Builds a [`PgStore`]: [`PgStore::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until it is built"]
+pub struct PgStoreBuilder {
+    pool: PgPool,
+    schema: Option<String>,
+    table: String,
+    max_data_bytes: usize,
+}
+
+impl PgStoreBuilder {
+    /// The table's schema; by default the first schema of the connections' search path.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The table's name; [`DEFAULT_TABLE`] by default.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The largest value or error, in bytes once encoded, that is recorded
+    /// ([`DEFAULT_MAX_DATA_BYTES`] by default). A larger one is completed as not stored:
+    /// the body's effect is kept (and committed, in a transaction) and duplicates get
+    /// `Error::ResultNotStored` until the record expires.
+    pub fn max_data_bytes(mut self, max_data_bytes: usize) -> Self {
+        self.max_data_bytes = max_data_bytes;
+        self
+    }
+
+    /// The store. Names are checked here, since they are written into its SQL: 1 to 48
+    /// ASCII letters, digits and underscores, not starting with a digit.
+    pub fn build(self) -> Result<PgStore, NameError> {
+        let check = |what, name: &str| {
+            let valid = (1..=48).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if valid {
+                Ok(())
+            } else {
+                Err(NameError {
+                    what,
+                    name: name.to_owned(),
+                })
+            }
+        };
+        check("table", &self.table)?;
+        if let Some(schema) = &self.schema {
+            check("schema", schema)?;
+        }
+        let statements = Statements::new(self.schema.as_deref(), &self.table);
+        Ok(PgStore {
+            pool: self.pool,
+            inner: Arc::new(Table {
+                qualified: sql::qualified(self.schema.as_deref(), &self.table),
+                schema: self.schema,
+                table: self.table,
+                max_data_bytes: self.max_data_bytes,
+                statements,
+            }),
+        })
+    }
+}
+
+impl PgStore {
+    /// A store on `pool`, in the table [`DEFAULT_TABLE`] of the search path's schema.
+    pub fn new(pool: PgPool) -> PgStore {
+        PgStore::builder(pool)
+            .build()
+            .expect("the default table name is valid")
+    }
+
+    /// A builder on `pool`, to name the table and its schema or set the size limit.
+    pub fn builder(pool: PgPool) -> PgStoreBuilder {
+        PgStoreBuilder {
+            pool,
+            schema: None,
+            table: DEFAULT_TABLE.to_owned(),
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+        }
+    }
+
+    /// The pool the store runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The table, quoted and qualified by its schema if it has one.
+    pub fn table(&self) -> &str {
+        &self.inner.qualified
+    }
+
+    /// The SQL [`migrate`](PgStore::migrate) runs, for a migration tool of your own.
+    pub fn migration(&self) -> String {
+        sql::migration(self.inner.schema.as_deref(), &self.inner.table)
+    }
+
+    /// Creates the table and its index (and the schema, when one was named) if they do
+    /// not exist. Safe to run from many processes at once: they take turns on an
+    /// advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let error = |e| store_error("migrate", &self.inner.qualified, e);
+        let mut transaction = self.pool.begin().await.map_err(error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idem-postgres migrate'))")
+            .execute(&mut *transaction)
+            .await
+            .map_err(error)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(self.migration()))
+            .execute(&mut *transaction)
+            .await
+            .map_err(error)?;
+        transaction.commit().await.map_err(error)
+    }
+
+    /// Deletes up to `batch` records that are past both their expiry and their lease
+    /// (by the system clock), and answers how many it deleted. Such records are free
+    /// already (a begin takes them over); this only gives their space back.
+    ///
+    /// Each call is one short statement; rows that a live call holds locked are
+    /// skipped, not waited for, so it never blocks live calls. Call it in a loop until
+    /// it answers less than `batch`, from a periodic job:
+    ///
+    /// ```no_run
+    /// # async fn purge(store: idem_postgres::PgStore) -> Result<(), idem_core::store::StoreError> {
+    /// while store.purge_expired(1000).await? == 1000 {}
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge_expired(&self, batch: u32) -> Result<u64, StoreError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let deleted = self
+            .query(&self.inner.statements.purge)
+            .bind(to_i64(now_ms / 1000))
+            .bind(to_i64(now_ms))
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("purge", e))?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// One of the store's statements (its text is shared, not copied), to bind.
+    pub(crate) fn query<'q>(&self, sql: &Arc<str>) -> Query<'q, Postgres, PgArguments> {
+        // Built by `Statements::new` from names `build` checked.
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+    }
+
+    pub(crate) fn error(&self, operation: &'static str, error: sqlx::Error) -> StoreError {
+        store_error(operation, &self.inner.qualified, error)
+    }
+
+    /// The complete statement with its arguments bound.
+    pub(crate) fn complete_query<'q>(
+        &'q self,
+        attempt: &'q Attempt,
+        completion: &'q Completion,
+    ) -> Query<'q, Postgres, PgArguments> {
+        self.query(&self.inner.statements.complete)
+            .bind(attempt.id.as_str())
+            .bind(attempt.owner.as_str())
+            .bind(to_i64(attempt.fence))
+            .bind(completion.outcome.as_str())
+            .bind(completion.data.as_deref())
+            .bind(to_i64(completion.expires_at_s))
+    }
+
+    /// The answer of a write (`write_then_current`): applied with its fence, or refused
+    /// with the current record.
+    pub(crate) fn answer(&self, id: &str, row: Option<PgRow>) -> Result<Written<u64>, StoreError> {
+        let Some(row) = row else {
+            return Ok(Written::Refused(None));
+        };
+        let column = |e| self.error("decode", e);
+        let applied: bool = row.try_get("applied").map_err(column)?;
+        if applied {
+            let fence: i64 = row.try_get("fence").map_err(column)?;
+            return Ok(Written::Applied(from_i64(id, "fence", fence)?));
+        }
+        self.decode(id, &row).map(|record| Written::Refused(Some(record)))
+    }
+
+    /// A record from its row.
+    fn decode(&self, id: &str, row: &PgRow) -> Result<Record, StoreError> {
+        let malformed = |e: sqlx::Error| {
+            StoreError::malformed(format!(
+                "the row of `{id}` in {} cannot be decoded: {e}",
+                self.inner.qualified
+            ))
+        };
+        let text = |name: &str| row.try_get::<String, _>(name).map_err(malformed);
+        let optional = |name: &str| row.try_get::<Option<String>, _>(name).map_err(malformed);
+        let number = |name: &str| {
+            let value: i64 = row.try_get(name).map_err(malformed)?;
+            from_i64(id, name, value)
+        };
+        let state: State = text("state")?
+            .parse()
+            .map_err(|e: String| StoreError::malformed(format!("`{id}`: {e}")))?;
+        let outcome = match optional("outcome")? {
+            Some(outcome) => Some(
+                outcome
+                    .parse::<Outcome>()
+                    .map_err(|e| StoreError::malformed(format!("`{id}`: {e}")))?,
+            ),
+            None => None,
+        };
+        let format: i32 = row.try_get("format").map_err(malformed)?;
+        Ok(Record {
+            id: id.to_owned(),
+            state,
+            owner: text("owner")?,
+            fence: number("fence")?,
+            lease_until_ms: number("lease_until_ms")?,
+            expires_at_s: number("expires_at_s")?,
+            fingerprint: optional("fingerprint")?,
+            outcome,
+            data: optional("data")?,
+            format: u32::try_from(format).map_err(|_| {
+                StoreError::malformed(format!("the format of `{id}` is negative: {format}"))
+            })?,
+            codec: text("codec")?,
+        })
+    }
+
+    /// A write conditioned on the attempt holding the record.
+    async fn held_write(
+        &self,
+        operation: &'static str,
+        attempt: &Attempt,
+        query: Query<'_, Postgres, PgArguments>,
+    ) -> Result<Written<()>, StoreError> {
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(operation, e))?;
+        Ok(self.answer(&attempt.id, row)?.map(|_| ()))
+    }
+}
+
+/// A time or fence as PostgreSQL's `bigint`; idem's never reach `i64::MAX`, and one that
+/// did would be written as the largest, still in the future.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_i64(id: &str, name: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value)
+        .map_err(|_| StoreError::malformed(format!("column `{name}` of `{id}` is negative")))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_id_bytes: MAX_ID_BYTES,
+            max_data_bytes: self.inner.max_data_bytes,
+        }
+    }
+
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        let row = self
+            .query(&self.inner.statements.begin)
+            .bind(request.id.as_str())
+            .bind(request.owner.as_str())
+            .bind(to_i64(request.now_ms))
+            .bind(to_i64(request.lease_until_ms))
+            .bind(to_i64(request.expires_at_s))
+            .bind(request.fingerprint.as_deref())
+            .bind(FORMAT as i32)
+            .bind(CODEC_JSON)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error("begin", e))?;
+        self.answer(&request.id, row)
+    }
+
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError> {
+        self.held_write("complete", attempt, self.complete_query(attempt, completion))
+            .await
+    }
+
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<Written<()>, StoreError> {
+        let query = self
+            .query(&self.inner.statements.extend)
+            .bind(attempt.id.as_str())
+            .bind(attempt.owner.as_str())
+            .bind(to_i64(attempt.fence))
+            .bind(to_i64(renewal.lease_until_ms))
+            .bind(to_i64(renewal.expires_at_s));
+        self.held_write("extend", attempt, query).await
+    }
+
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        let query = self
+            .query(&self.inner.statements.release)
+            .bind(attempt.id.as_str())
+            .bind(attempt.owner.as_str())
+            .bind(to_i64(attempt.fence));
+        self.held_write("release", attempt, query).await
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let row = self
+            .query(&self.inner.statements.read)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error("read", e))?;
+        row.map(|row| self.decode(id, &row)).transpose()
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.query(&self.inner.statements.delete)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("delete", e))?;
+        Ok(())
+    }
+}
