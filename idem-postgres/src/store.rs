@@ -246,7 +246,8 @@ impl PgStore {
             let fence: i64 = row.try_get("fence").map_err(column)?;
             return Ok(Written::Applied(from_i64(id, "fence", fence)?));
         }
-        self.decode(id, &row).map(|record| Written::Refused(Some(record)))
+        self.decode(id, &row)
+            .map(|record| Written::Refused(Some(record)))
     }
 
     /// A record from its row.
@@ -349,8 +350,12 @@ impl Store for PgStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.held_write("complete", attempt, self.complete_query(attempt, completion))
-            .await
+        self.held_write(
+            "complete",
+            attempt,
+            self.complete_query(attempt, completion),
+        )
+        .await
     }
 
     async fn extend(

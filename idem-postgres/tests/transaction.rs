@@ -1,0 +1,365 @@
+//! The transactional form against the machine's PostgreSQL: the body's ledger row and
+//! the completion commit together, or neither persists.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{store, TestStore};
+use idem_core::store::{Attempt, Completion, Outcome, State, StoreError, Transaction, Written};
+use idem_core::testkit::{attempt, begin_at, completion_at};
+use idem_core::{Call, Clock, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use idem_postgres::{PgStore, PgTransaction};
+
+const NS: &str = "tests::ledger";
+const IGNORE: &str = "needs the PostgreSQL server that scripts/test checks";
+
+/// A store with a ledger table beside its records.
+async fn ledger_store(label: &str) -> TestStore {
+    let store = store(label).await;
+    let ledger = format!(
+        "CREATE TABLE \"{}\".ledger (key text NOT NULL, fence bigint NOT NULL)",
+        store.cleanup.0
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ledger))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+}
+
+fn engine(store: &TestStore) -> Engine {
+    Engine::new(store.store.clone())
+}
+
+/// The body of every test: one ledger row, in the given transaction.
+async fn insert(schema: &str, key: &str, tx: &mut PgTransaction, fence: u64) -> Result<(), Error> {
+    let statement = format!("INSERT INTO \"{schema}\".ledger (key, fence) VALUES ($1, $2)");
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(key)
+        .bind(fence as i64)
+        .execute(&mut **tx)
+        .await
+        .expect("the ledger row is written");
+    Ok(())
+}
+
+async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
+    let statement = format!(
+        "SELECT count(*) FROM \"{}\".ledger WHERE key = $1",
+        store.cleanup.0
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn the_body_and_its_completion_commit_together_and_a_duplicate_replays() {
+    let store = ledger_store("commit").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let runs = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let value: u64 = Call::new(NS, "k1")
+            .engine(&engine)
+            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                insert(&schema, "k1", tx, ctx.fence()).await?;
+                Ok::<_, Error>(ctx.fence() * 10)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 10);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(ledger_rows(&store, "k1").await, 1);
+    let id = engine.record_id(NS, "k1").unwrap();
+    let record = store.read(&id).await.unwrap().expect("the record");
+    assert_eq!(
+        (record.state, record.data.as_deref()),
+        (State::Completed, Some("10"))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_failed_body_is_rolled_back_and_the_key_released() {
+    let store = ledger_store("failed").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let failed: Result<u64, Error> = Call::new(NS, "k2")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k2", tx, ctx.fence()).await?;
+            Err(Error::Config("the body failed after its write".into()))
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Config(_))), "{failed:?}");
+    assert_eq!(
+        ledger_rows(&store, "k2").await,
+        0,
+        "the write was rolled back"
+    );
+    // Released: the retry runs at once and its write is the one that stays.
+    let retried = Call::new(NS, "k2")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k2", tx, ctx.fence()).await?;
+            Ok::<_, Error>(ctx.fence())
+        })
+        .await
+        .unwrap();
+    assert_eq!(retried, 2);
+    assert_eq!(ledger_rows(&store, "k2").await, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_panicking_body_is_rolled_back_and_the_key_released() {
+    let store = ledger_store("panic").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let call = Call::new(NS, "k3").engine(&engine).run_in_transaction(
+        async move |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k3", tx, ctx.fence()).await?;
+            if ctx.fence() == 1 {
+                panic!("the body panics after its write");
+            }
+            Ok::<_, Error>(())
+        },
+    );
+    let panicked = tokio::spawn(call).await;
+    assert!(panicked.unwrap_err().is_panic());
+    assert_eq!(ledger_rows(&store, "k3").await, 0);
+    let id = engine.record_id(NS, "k3").unwrap();
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.lease_until_ms),
+        (State::InProgress, 0),
+        "released"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_lost_lease_rolls_the_body_back_and_returns_lease_lost() {
+    let store = ledger_store("lost").await;
+    let clock = ManualClock::new(idem_core::testkit::T0);
+    let engine = EngineBuilder::from_arc(Arc::new(store.store.clone()))
+        .clock(clock.clone())
+        .lease(Duration::from_secs(30))
+        .max_duration(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let schema = store.cleanup.0.clone();
+    let id = engine.record_id(NS, "k4").unwrap();
+    let lost: Result<(), Error> = Call::new(NS, "k4")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k4", tx, ctx.fence()).await?;
+            // Past the lease; another attempt takes the key over meanwhile.
+            clock.advance(Duration::from_secs(31));
+            let takeover = begin_at(&id, "other", clock.now_ms(), None);
+            assert!(matches!(
+                store.begin(&takeover).await.unwrap(),
+                Written::Applied(2)
+            ));
+            Ok(())
+        })
+        .await;
+    assert!(matches!(lost, Err(Error::LeaseLost { .. })), "{lost:?}");
+    assert_eq!(
+        ledger_rows(&store, "k4").await,
+        0,
+        "nothing of the body persisted"
+    );
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!((record.owner.as_str(), record.fence), ("other", 2));
+}
+
+/// A begin that meets a completion written but not yet committed waits for the commit
+/// (or the rollback), then sees the completed (or the lapsed, held) record; it is sent
+/// past the lease, so if it did not wait it would take the key over.
+async fn begin_during_completion(commit: bool) -> (Written<u64>, Duration) {
+    let store = store(if commit { "waitcommit" } else { "waitrollback" }).await;
+    let id = idem_core::testkit::fresh_id("waits");
+    let t0 = idem_core::testkit::T0;
+    assert_eq!(
+        store
+            .begin(&begin_at(&id, "first", t0, None))
+            .await
+            .unwrap(),
+        Written::Applied(1)
+    );
+    let mut tx = PgTransaction::open(&store).await.unwrap();
+    let done = completion_at(t0 + 1_000, Outcome::Ok, Some("1"));
+    let written = tx.complete(&attempt(&id, "first", 1), &done).await.unwrap();
+    assert_eq!(written, Written::Applied(()));
+    let late = begin_at(&id, "second", t0 + idem_core::testkit::LEASE_MS + 1, None);
+    let competing = tokio::spawn({
+        let store = store.store.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let answer = store.begin(&late).await.unwrap();
+            (answer, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if commit {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+    competing.await.unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_begin_meeting_an_uncommitted_completion_waits_for_the_commit_and_sees_it() {
+    let (answer, waited) = begin_during_completion(true).await;
+    match answer {
+        Written::Refused(Some(record)) => {
+            assert_eq!(
+                (record.state, record.owner.as_str()),
+                (State::Completed, "first")
+            );
+        }
+        other => panic!("expected the completed record, got {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it waited for the commit: {waited:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_begin_meeting_a_rolled_back_completion_takes_the_lapsed_key_over() {
+    let (answer, waited) = begin_during_completion(false).await;
+    assert_eq!(answer, Written::Applied(2));
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it waited for the rollback: {waited:?}"
+    );
+}
+
+/// A transaction whose commit goes as `Commit` says: PostgreSQL's own, with the answer
+/// lost after it committed, or never sent with an error.
+struct Flaky<const COMMITS: bool>(PgTransaction);
+
+#[idem_core::store::async_trait]
+impl<const COMMITS: bool> Transaction for Flaky<COMMITS> {
+    type Store = PgStore;
+    async fn open(store: &PgStore) -> Result<Self, StoreError> {
+        PgTransaction::open(store).await.map(Flaky)
+    }
+    async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
+        self.0.complete(a, c).await
+    }
+    async fn commit(self) -> Result<(), StoreError> {
+        if COMMITS {
+            self.0.commit().await?;
+        } else {
+            self.0.rollback().await?;
+        }
+        Err(StoreError::transient(
+            "the connection was lost before the commit's answer",
+        ))
+    }
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.0.rollback().await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_lost_commit_answer_is_settled_by_reading_the_record() {
+    let store = ledger_store("settle").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    // Committed, answer lost: the record shows the completion, so the call succeeds.
+    let committed = Call::new(NS, "k6")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut Flaky<true>| {
+            insert(&schema, "k6", &mut tx.0, ctx.fence()).await?;
+            Ok::<_, Error>(6u64)
+        })
+        .await;
+    assert_eq!(committed.unwrap(), 6);
+    assert_eq!(ledger_rows(&store, "k6").await, 1);
+
+    // Not committed: nothing persisted, the key is released and the error says retry.
+    let failed = Call::new(NS, "k7")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut Flaky<false>| {
+            insert(&schema, "k7", &mut tx.0, ctx.fence()).await?;
+            Ok::<_, Error>(7u64)
+        })
+        .await;
+    match failed {
+        Err(error @ Error::Store { .. }) => assert!(error.is_retryable(), "{error}"),
+        other => panic!("expected a transient store error, got {other:?}"),
+    }
+    assert_eq!(ledger_rows(&store, "k7").await, 0);
+    let retried = Call::new(NS, "k7")
+        .engine(&engine)
+        .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k7", tx, ctx.fence()).await?;
+            Ok::<_, Error>(ctx.fence())
+        })
+        .await;
+    assert_eq!(
+        retried.unwrap(),
+        2,
+        "the retry ran at once, on a higher fence"
+    );
+    assert_eq!(ledger_rows(&store, "k7").await, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn an_unguarded_call_still_commits_its_transaction() {
+    let store = ledger_store("unguarded").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let no_key: Option<&str> = None;
+    for _ in 0..2 {
+        let guarded = Call::new(NS, &no_key)
+            .engine(&engine)
+            .optional_key()
+            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                insert(&schema, "unguarded", tx, 0).await?;
+                Ok::<_, Error>(ctx.is_guarded())
+            })
+            .await
+            .unwrap();
+        assert!(!guarded);
+    }
+    assert_eq!(
+        ledger_rows(&store, "unguarded").await,
+        2,
+        "no key, no deduplication"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_over_another_store_is_a_configuration_error_before_anything_runs() {
+    let engine = Engine::new(MemoryStore::new());
+    let refused = Call::new(NS, "k8")
+        .engine(&engine)
+        .run_in_transaction(async |_, _: &mut PgTransaction| -> Result<(), Error> {
+            panic!("the body must not run")
+        })
+        .await;
+    match refused {
+        Err(Error::Config(message)) => assert!(message.contains("PgStore"), "{message}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    let _ = IGNORE;
+}
