@@ -38,9 +38,10 @@ pub struct PgStore {
 #[derive(Debug)]
 pub(crate) struct Table {
     pub(crate) schema: Option<String>,
+    /// The table's name, as given.
+    pub(crate) name: String,
+    /// `"schema"."name"`, quoted: what the statements and messages use.
     pub(crate) table: String,
-    /// `"schema"."table"`, for messages.
-    pub(crate) qualified: String,
     pub(crate) max_data_bytes: usize,
     pub(crate) statements: Statements,
 }
@@ -48,7 +49,7 @@ pub(crate) struct Table {
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("table", &self.inner.qualified)
+            .field("table", &self.inner.table)
             .field("max_data_bytes", &self.inner.max_data_bytes)
             .finish_non_exhaustive()
     }
@@ -121,9 +122,9 @@ impl PgStoreBuilder {
         Ok(PgStore {
             pool: self.pool,
             inner: Arc::new(Table {
-                qualified: sql::qualified(self.schema.as_deref(), &self.table),
+                table: sql::qualified(self.schema.as_deref(), &self.table),
                 schema: self.schema,
-                table: self.table,
+                name: self.table,
                 max_data_bytes: self.max_data_bytes,
                 statements,
             }),
@@ -156,19 +157,19 @@ impl PgStore {
 
     /// The table, quoted and qualified by its schema if it has one.
     pub fn table(&self) -> &str {
-        &self.inner.qualified
+        &self.inner.table
     }
 
     /// The SQL [`migrate`](PgStore::migrate) runs, for a migration tool of your own.
     pub fn migration(&self) -> String {
-        sql::migration(self.inner.schema.as_deref(), &self.inner.table)
+        sql::migration(self.inner.schema.as_deref(), &self.inner.name)
     }
 
     /// Creates the table and its index (and the schema, when one was named) if they do
     /// not exist. Safe to run from many processes at once: they take turns on an
     /// advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let error = |e| store_error("migrate", &self.inner.qualified, e);
+        let error = |e| store_error("migrate", &self.inner.table, e);
         let mut transaction = self.pool.begin().await.map_err(error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('idem-postgres migrate'))")
             .execute(&mut *transaction)
@@ -216,7 +217,7 @@ impl PgStore {
     }
 
     pub(crate) fn error(&self, operation: &'static str, error: sqlx::Error) -> StoreError {
-        store_error(operation, &self.inner.qualified, error)
+        store_error(operation, &self.inner.table, error)
     }
 
     /// The complete statement with its arguments bound.
@@ -255,7 +256,7 @@ impl PgStore {
         let malformed = |e: sqlx::Error| {
             StoreError::malformed(format!(
                 "the row of `{id}` in {} cannot be decoded: {e}",
-                self.inner.qualified
+                self.inner.table
             ))
         };
         let text = |name: &str| row.try_get::<String, _>(name).map_err(malformed);
