@@ -39,7 +39,7 @@ async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_wor
         .query_async(&mut own)
         .await
         .unwrap();
-    let store = Arc::new(TestStore(
+    let store = Arc::new(common::cleaned(
         RedisStore::builder(own)
             .prefix(common::unique_prefix("killed"))
             .build()
@@ -201,7 +201,7 @@ async fn a_hash_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() 
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
     let prefix = common::unique_prefix("size");
-    let store = Arc::new(TestStore(
+    let store = Arc::new(common::cleaned(
         RedisStore::builder(connection().await)
             .prefix(prefix)
             .max_data_bytes(64)

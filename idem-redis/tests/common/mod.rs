@@ -3,11 +3,7 @@
 //! that prefix's keys when the store is dropped.
 #![allow(dead_code)]
 
-use std::ops::Deref;
-
-use idem_core::store::{
-    async_trait, Attempt, Begin, Completion, Limits, Record, Renewal, Store, StoreError, Written,
-};
+use idem_core::testkit::WithCleanup;
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;
 
@@ -31,12 +27,17 @@ pub fn unique_prefix(label: &str) -> String {
 }
 
 /// A store under its own prefix; its keys are deleted when it is dropped.
-pub struct TestStore(pub RedisStore);
+pub type TestStore = WithCleanup<RedisStore, Prefix>;
 
-impl Deref for TestStore {
-    type Target = RedisStore;
-    fn deref(&self) -> &RedisStore {
-        &self.0
+/// A key prefix whose keys are deleted when it is dropped.
+pub struct Prefix(String);
+
+/// `store`, its prefix's keys deleted when it is dropped.
+pub fn cleaned(store: RedisStore) -> TestStore {
+    let prefix = Prefix(store.prefix().to_owned());
+    WithCleanup {
+        store,
+        cleanup: prefix,
     }
 }
 
@@ -46,12 +47,12 @@ pub async fn store(label: &str) -> TestStore {
         .build()
         .await
         .expect("the machine's Redis keeps nothing it may evict");
-    TestStore(store)
+    cleaned(store)
 }
 
-impl Drop for TestStore {
+impl Drop for Prefix {
     fn drop(&mut self) {
-        let pattern = format!("{}*", self.0.prefix());
+        let pattern = format!("{}*", self.0);
         let Ok(client) = redis::Client::open(url()) else {
             return;
         };
@@ -65,30 +66,5 @@ impl Drop for TestStore {
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
         }
-    }
-}
-
-#[async_trait]
-impl Store for TestStore {
-    fn limits(&self) -> Limits {
-        self.0.limits()
-    }
-    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
-        self.0.begin(request).await
-    }
-    async fn complete(&self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
-        self.0.complete(a, c).await
-    }
-    async fn extend(&self, a: &Attempt, r: &Renewal) -> Result<Written<()>, StoreError> {
-        self.0.extend(a, r).await
-    }
-    async fn release(&self, a: &Attempt) -> Result<Written<()>, StoreError> {
-        self.0.release(a).await
-    }
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
-        self.0.read(id).await
-    }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.0.delete(id).await
     }
 }
