@@ -109,6 +109,29 @@
 //! # let _ = replayed; Ok(()) }
 //! ```
 //!
+//! ## `transaction`
+//! `transaction(tx: PgTransaction)` runs the body in a transaction of the engine's store
+//! (a store with a [`store::Transaction`] type, such as `idem_postgres::PgTransaction`),
+//! bound as `tx: &mut PgTransaction` in the body: the body's writes in `tx` and idem's
+//! record commit together or not at all, so a database effect happens exactly once,
+//! crashes included. A lost lease or a failed body rolls the writes back. The signature
+//! stays as written: callers do not pass the transaction, idem opens it after taking
+//! the key. The function API's [`Call::run_in_transaction`] is the same. (Compiled and
+//! run in idem-postgres's `tests/attribute.rs`.)
+//! ```ignore
+//! use idem_postgres::PgTransaction;
+//!
+//! #[idempotent(key = order.id, transaction(tx: PgTransaction))]
+//! async fn charge(order: Order) -> Result<Receipt, MyError> {
+//!     sqlx::query("INSERT INTO ledger (order_id, cents) VALUES ($1, $2)")
+//!         .bind(&order.id)
+//!         .bind(order.cents)
+//!         .execute(&mut **tx)
+//!         .await?;
+//!     Ok(Receipt::for_order(&order))
+//! }
+//! ```
+//!
 //! ## `name`
 //! The namespace of the records, `module_path::function` by default. Required on
 //! methods with a `self` receiver: the attribute cannot see the impl's type. Associated

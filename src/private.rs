@@ -10,6 +10,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use idem_core::store::Transaction;
 pub use idem_core::{Call, Context, Engine, Error, Report};
 use idem_core::{ErrorPolicy, ReplayErrors};
 
@@ -107,6 +108,25 @@ where
     R::from_result(
         call.run(|context| async move { body(context).await.into_result() })
             .await,
+    )
+}
+
+/// Runs `body` under `call` in a transaction of the engine's store, for a function with
+/// `transaction(tx: Tx)` returning `R`.
+pub async fn run_in_transaction<R, Tx, P, B>(call: Call<P>, body: B) -> R
+where
+    R: IdempotentResult,
+    R::Ok: RecordableValue,
+    R::Err: FromIdemError,
+    P: ErrorPolicy<R::Err>,
+    Tx: Transaction,
+    B: AsyncFnOnce(Context, &mut Tx) -> R,
+{
+    R::from_result(
+        call.run_in_transaction(async move |context, transaction: &mut Tx| {
+            body(context, transaction).await.into_result()
+        })
+        .await,
     )
 }
 

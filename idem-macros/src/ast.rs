@@ -7,16 +7,23 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token};
+use syn::{parenthesized, Expr, ExprLit, Ident, Lit, LitBool, LitStr, Path, Token, Type};
 
 /// The options, in the order the user may write them.
 const OPTIONS: &str = "key, engine, ttl, lease, max_duration, name, fingerprint, wait, \
-                       replay_errors, optional_key, report, crate";
+                       replay_errors, optional_key, report, transaction, crate";
 
 /// A duration option: a literal checked now, or an expression of type `Duration`.
 pub enum DurationArg {
     Literal(Duration, Span),
     Expr(Box<Expr>),
+}
+
+/// `transaction(tx: PgTransaction)`: the body runs in a transaction of the store's,
+/// bound as `tx` (a `&mut PgTransaction`) in the body.
+pub struct TransactionArg {
+    pub binding: Ident,
+    pub ty: Type,
 }
 
 /// The attribute's options as written. `key` is required, which validation checks.
@@ -35,6 +42,7 @@ pub struct Options {
     pub replay_errors: Option<Expr>,
     pub optional_key: Option<LitBool>,
     pub report: Option<LitBool>,
+    pub transaction: Option<TransactionArg>,
     pub krate: Option<Path>,
     /// Where the options stand, for an error about one that is missing.
     pub span: Option<Span>,
@@ -136,6 +144,11 @@ fn parse_option(input: ParseStream, parsed: &mut Options) -> syn::Result<()> {
             duplicate,
         ),
         "report" => set(&mut parsed.report, bool_value(input, &name)?, duplicate),
+        "transaction" => set(
+            &mut parsed.transaction,
+            transaction_value(input, &name)?,
+            duplicate,
+        ),
         "name" => {
             let value = name_value(input, &name)?;
             set(&mut parsed.name, value, duplicate)
@@ -242,4 +255,26 @@ fn name_value(input: ParseStream, name: &Ident) -> syn::Result<LitStr> {
         ));
     }
     Ok(literal)
+}
+
+fn transaction_value(input: ParseStream, name: &Ident) -> syn::Result<TransactionArg> {
+    let form = || {
+        syn::Error::new(
+            name.span(),
+            "`transaction` names the body's transaction and its type: write \
+             `transaction(tx: PgTransaction)`, then use `tx` (a `&mut PgTransaction`) in the body",
+        )
+    };
+    if !input.peek(syn::token::Paren) {
+        return Err(form());
+    }
+    let inside;
+    parenthesized!(inside in input);
+    let binding: Ident = inside.parse().map_err(|_| form())?;
+    inside.parse::<Token![:]>().map_err(|_| form())?;
+    let ty: Type = inside.parse().map_err(|_| form())?;
+    if !inside.is_empty() {
+        return Err(form());
+    }
+    Ok(TransactionArg { binding, ty })
 }

@@ -109,7 +109,12 @@ fn guarded_body(
             (&&&#private::Describe(error)).describe()
         });
     };
-    let run = if args.report.as_ref().is_some_and(|value| value.value) {
+    let run = if let Some(transaction) = &args.transaction {
+        let (binding, ty) = (&transaction.binding, &transaction.ty);
+        quote_spanned! {span=>
+            #private::run_in_transaction::<#ret, #ty, _, _>(#call, async move |_, #binding: &mut #ty| #body).await
+        }
+    } else if args.report.as_ref().is_some_and(|value| value.value) {
         quote_spanned! {span=>
             #private::run_reported::<#ret, _, _, _>(#call, move |_| async move #body).await
         }

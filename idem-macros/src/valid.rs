@@ -42,6 +42,15 @@ pub fn validate(mut options: Options, function: ItemFn) -> syn::Result<Valid> {
              a method of that name; write e.g. `name = \"Billing::charge\"`",
         ));
     }
+    if let (Some(report), Some(transaction)) = (&options.report, &options.transaction) {
+        if report.value {
+            errors.push(syn::Error::new(
+                transaction.binding.span(),
+                "`report = true` and `transaction` cannot be combined: drop `report`, or call \
+                 `Call::run_in_transaction` yourself",
+            ));
+        }
+    }
     // What the engine would refuse at every call, refused now. (A lease must also be
     // longer than 1.5 x the engine's store timeout, which only the engine knows.)
     for (name, option, minimum, why) in [
