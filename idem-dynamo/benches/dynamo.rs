@@ -178,31 +178,21 @@ fn dynamo(c: &mut Criterion) {
                 .unwrap()
         }
     };
-    runtime.block_on(async {
-        idem_call(1).await;
-        floor.call("floor:1", 1).await;
-    });
-
-    // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion.
-    if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
-        let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(100);
-        let run = std::process::id() as u64 * 1_000_000;
-        runtime.block_on(async {
-            for n in 2..calls + 2 {
-                match side.as_str() {
-                    "idem-first" => black_box(idem_call(run + n).await),
-                    "idem-duplicate" => black_box(idem_call(1).await),
-                    "floor-first" => black_box(floor.call(&format!("floor:{}", run + n), n).await),
-                    "floor-duplicate" => black_box(floor.call("floor:1", 1).await),
-                    other => panic!("unknown IDEM_BENCH_SIDE {other}"),
-                };
-            }
-        });
+    let floor_call = |n: u64| {
+        let key = format!("floor:{n}");
+        let floor = &floor;
+        async move { floor.call(&key, n).await }
+    };
+    // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion. The
+    // table outlives the run: first calls are numbered from the process id.
+    let run = std::process::id() as u64 * 1_000_000;
+    if idem_core::testkit::floor::callgrind_side(&runtime, run, idem_call, floor_call) {
         return;
     }
+    runtime.block_on(async {
+        idem_call(1).await;
+        floor_call(1).await;
+    });
 
     let mut group = c.benchmark_group("dynamo");
     group.sample_size(20);
@@ -244,23 +234,14 @@ fn dynamo(c: &mut Criterion) {
     group.finish();
 
     // Alternated rounds: p50 and client CPU per call, idem beside the floor.
-    for duplicate in [false, true] {
-        let key = |n: u64| if duplicate { 1 } else { n };
-        idem_core::testkit::floor::compare(
-            &runtime,
-            if duplicate { "duplicate" } else { "first call" },
-            21,
-            50,
-            std::process::id() as u64 * 1_000_000 + 500_000,
-            |n| idem_call(key(n)),
-            |n| {
-                let n = key(n);
-                let key = format!("floor:{n}");
-                let floor = &floor;
-                async move { floor.call(&key, n).await }
-            },
-        );
-    }
+    idem_core::testkit::floor::compare_first_and_duplicate(
+        &runtime,
+        21,
+        50,
+        run + 500_000,
+        idem_call,
+        floor_call,
+    );
 
     // Requests per call, counted on the wire: a first call, then its duplicate.
     let mut counts = Vec::new();

@@ -133,25 +133,13 @@ fn postgres_bench(c: &mut Criterion) {
         }
     };
 
+    let floor_call = |n: u64| {
+        let key = format!("floor:{n}");
+        let floor = &floor;
+        async move { floor.call(&key, n).await }
+    };
     // Under callgrind: only `IDEM_BENCH_CALLS` calls of one side, no criterion.
-    if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
-        let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(100);
-        runtime.block_on(async {
-            idem_call(1).await;
-            floor.call("floor:1", 1).await;
-            for n in 2..calls + 2 {
-                match side.as_str() {
-                    "idem-first" => black_box(idem_call(n + 1_000_000).await),
-                    "idem-duplicate" => black_box(idem_call(1).await),
-                    "floor-first" => black_box(floor.call(&format!("floor:{n}"), n).await),
-                    "floor-duplicate" => black_box(floor.call("floor:1", 1).await),
-                    other => panic!("unknown IDEM_BENCH_SIDE {other}"),
-                };
-            }
-        });
+    if idem_core::testkit::floor::callgrind_side(&runtime, 1_000_000, idem_call, floor_call) {
         runtime.block_on(drop_schema(&pool, &schema));
         return;
     }
@@ -196,36 +184,20 @@ fn postgres_bench(c: &mut Criterion) {
     group.bench_function("first_call/floor", |b| {
         b.to_async(&runtime).iter(|| {
             next += 1;
-            let key = format!("floor:{next}");
-            let floor = &floor;
-            async move { floor.call(&key, next).await }
+            floor_call(next)
         })
     });
     group.bench_function("duplicate/idem", |b| {
         b.to_async(&runtime).iter(|| idem_call(1))
     });
     group.bench_function("duplicate/floor", |b| {
-        b.to_async(&runtime).iter(|| floor.call("floor:1", 1))
+        b.to_async(&runtime).iter(|| floor_call(1))
     });
     group.finish();
 
-    for duplicate in [false, true] {
-        let key = |n: u64| if duplicate { 1 } else { n };
-        idem_core::testkit::floor::compare(
-            &runtime,
-            if duplicate { "duplicate" } else { "first call" },
-            21,
-            100,
-            next,
-            |n| idem_call(key(n)),
-            |n| {
-                let n = key(n);
-                let key = format!("floor:{n}");
-                let floor = &floor;
-                async move { floor.call(&key, n).await }
-            },
-        );
-    }
+    idem_core::testkit::floor::compare_first_and_duplicate(
+        &runtime, 21, 100, next, idem_call, floor_call,
+    );
     runtime.block_on(drop_schema(&pool, &schema));
 }
 

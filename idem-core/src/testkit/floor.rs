@@ -88,3 +88,70 @@ pub fn compare<I, IFut, F, FFut>(
         idem_cpu as f64 / floor_cpu as f64,
     );
 }
+
+/// [`compare`] for first calls (numbered from `first`), then for duplicates (every call
+/// numbered 1, which the benchmark called once before on both sides).
+pub fn compare_first_and_duplicate<I, IFut, F, FFut>(
+    runtime: &tokio::runtime::Runtime,
+    rounds: usize,
+    calls: usize,
+    first: u64,
+    idem: I,
+    floor: F,
+) where
+    I: Fn(u64) -> IFut,
+    IFut: Future,
+    F: Fn(u64) -> FFut,
+    FFut: Future,
+{
+    compare(runtime, "first call", rounds, calls, first, &idem, &floor);
+    compare(
+        runtime,
+        "duplicate",
+        rounds,
+        calls,
+        first,
+        |_| idem(1),
+        |_| floor(1),
+    );
+}
+
+/// A benchmark's callgrind mode (`scripts/callgrind-floor`): with `IDEM_BENCH_SIDE` set
+/// to `idem-first`, `idem-duplicate`, `floor-first` or `floor-duplicate`, runs
+/// `IDEM_BENCH_CALLS` calls (100 by default) of that side only, after one call numbered
+/// 1 on each side, and answers `true`; without it, does nothing and answers `false`.
+/// First calls are numbered from `first + 2`; duplicates are all numbered 1.
+pub fn callgrind_side<I, IFut, F, FFut>(
+    runtime: &tokio::runtime::Runtime,
+    first: u64,
+    idem: I,
+    floor: F,
+) -> bool
+where
+    I: Fn(u64) -> IFut,
+    IFut: Future,
+    F: Fn(u64) -> FFut,
+    FFut: Future,
+{
+    let Ok(side) = std::env::var("IDEM_BENCH_SIDE") else {
+        return false;
+    };
+    let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    runtime.block_on(async {
+        idem(1).await;
+        floor(1).await;
+        for n in 2..calls + 2 {
+            match side.as_str() {
+                "idem-first" => drop(std::hint::black_box(idem(first + n).await)),
+                "idem-duplicate" => drop(std::hint::black_box(idem(1).await)),
+                "floor-first" => drop(std::hint::black_box(floor(first + n).await)),
+                "floor-duplicate" => drop(std::hint::black_box(floor(1).await)),
+                other => panic!("unknown IDEM_BENCH_SIDE {other}"),
+            }
+        }
+    });
+    true
+}
