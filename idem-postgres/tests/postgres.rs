@@ -30,6 +30,18 @@ async fn count(store: &TestStore) -> i64 {
         .unwrap()
 }
 
+/// A transaction holding the row of `id` locked, as a live call's would.
+async fn lock(store: &PgStore, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = store.pool().begin().await.unwrap();
+    let statement = format!("SELECT 1 FROM {} WHERE id = $1 FOR UPDATE", store.table());
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
+}
+
 async fn execute(store: &PgStore, statement: String) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
         .execute(store.pool())
@@ -89,15 +101,7 @@ async fn purge_deletes_expired_rows_in_batches_and_skips_locked_ones_without_wai
         .begin(&begin_at(&locked, "old", T0, None))
         .await
         .unwrap();
-    let mut holder = store.pool().begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT 1 FROM {} WHERE id = $1 FOR UPDATE",
-        store.table()
-    )))
-    .bind(&locked)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = lock(&store, &locked).await;
 
     let mut batches = Vec::new();
     loop {
@@ -268,15 +272,7 @@ async fn a_pool_timeout_and_a_connection_killed_mid_statement_are_transient() {
         .begin(&begin_at(&id, "first", now, None))
         .await
         .unwrap();
-    let mut holder = store.pool().begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT 1 FROM {} WHERE id = $1 FOR UPDATE",
-        store.table()
-    )))
-    .bind(&id)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
+    let holder = lock(&store, &id).await;
     let blocked = tokio::spawn({
         let on_tiny = on_tiny.clone();
         let request = begin_at(&id, "second", now + 60_000, None);
