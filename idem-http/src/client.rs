@@ -1,0 +1,90 @@
+//! The other half of exactly once: a request sent from inside a guarded body carries an
+//! `Idempotency-Key` derived from the attempt's token, so the downstream API
+//! deduplicates a re-run of the body after a crash.
+
+use http::header::HeaderName;
+use http::{Extensions, HeaderValue};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next, Result};
+use sha2::{Digest, Sha256};
+
+/// A label that tells apart two downstream requests of one body that would otherwise
+/// get the same key (the same method and URL): set it with
+/// `client.post(url).with_extension(Label("refund"))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(pub String);
+
+/// A `reqwest-middleware` middleware: inside a guarded body, each request without an
+/// `Idempotency-Key` gets one, the hex SHA-256 of the attempt's token and the request's
+/// label ([`Label`], or else its method and URL). Two different requests of one body
+/// get different keys; the same requests of a re-run after a crash (same token) get
+/// the same keys again. A request that has the header keeps it; outside a guarded body
+/// nothing is added.
+///
+/// ```
+/// use idem_http::IdempotencyKeyMiddleware;
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(IdempotencyKeyMiddleware::new())
+///     .build();
+/// # let _ = client;
+/// ```
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyMiddleware {
+    header: HeaderName,
+}
+
+impl Default for IdempotencyKeyMiddleware {
+    fn default() -> Self {
+        IdempotencyKeyMiddleware::new()
+    }
+}
+
+impl IdempotencyKeyMiddleware {
+    /// Sets `Idempotency-Key`.
+    pub fn new() -> IdempotencyKeyMiddleware {
+        IdempotencyKeyMiddleware {
+            header: HeaderName::from_static("idempotency-key"),
+        }
+    }
+
+    /// Sets `header` instead (for an API that names it otherwise).
+    pub fn header(mut self, header: HeaderName) -> Self {
+        self.header = header;
+        self
+    }
+}
+
+/// The downstream key of the request labelled `label`, sent by the attempt with
+/// `token`.
+pub fn downstream_key(token: &str, label: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(token);
+    digest.update([0]);
+    digest.update(label);
+    hex::encode(digest.finalize())
+}
+
+#[async_trait::async_trait]
+impl Middleware for IdempotencyKeyMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
+        let guarded = idem_core::Context::current().filter(|context| context.is_guarded());
+        if let Some(context) = guarded {
+            if !request.headers().contains_key(&self.header) {
+                let label = match extensions.get::<Label>() {
+                    Some(Label(label)) => label.clone(),
+                    None => format!("{} {}", request.method(), request.url()),
+                };
+                let key = downstream_key(context.token(), &label);
+                let value = HeaderValue::from_str(&key).expect("hex is a valid header value");
+                request.headers_mut().insert(self.header.clone(), value);
+            }
+        }
+        next.run(request, extensions).await
+    }
+}

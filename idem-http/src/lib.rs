@@ -1,0 +1,63 @@
+//! The `Idempotency-Key` header for tower and axum services, on any idem store, and the
+//! attempt's token passed downstream by a `reqwest-middleware` middleware.
+//!
+//! # Server: a tower layer
+//! ```
+//! use axum::{routing::post, Router};
+//! use idem_core::{Engine, MemoryStore};
+//! use idem_http::IdempotencyLayer;
+//!
+//! let engine = Engine::new(MemoryStore::new());
+//! let app: Router = Router::new()
+//!     .route("/payments", post(|| async { (axum::http::StatusCode::CREATED, "paid") }))
+//!     .layer(IdempotencyLayer::new(engine).scope(|request| {
+//!         // The tenant, from a header your authentication layer set.
+//!         Some(request.headers.get("x-tenant")?.to_str().ok()?.to_owned())
+//!     }));
+//! # let _ = app;
+//! ```
+//!
+//! For a guarded method (POST and PATCH by default) the layer reads the key from the
+//! `Idempotency-Key` header, as the IETF draft (draft-ietf-httpapi-idempotency-key-header)
+//! writes it (a structured-field string, `"8e03978e"`) or as Stripe does (a bare token),
+//! at most 255 characters; then:
+//!
+//! | request | answer |
+//! |---|---|
+//! | first with this key | the handler runs; its status, `Content-Type`, `Location` and body (up to 1 MiB) are recorded |
+//! | a retry | the recorded status, headers and body, plus `Idempotent-Replayed: true`; the handler does not run |
+//! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
+//! | the same key with another method, path, query or body | 422 `mismatch` |
+//! | no key (required route) / a key too long or malformed | 400 `missing-key` / `key-too-long` / `invalid-key` |
+//! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
+//! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
+//!
+//! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
+//! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key
+//! is released, so a retry runs the handler again
+//! ([`record_server_errors`](IdempotencyLayer::record_server_errors)); client errors
+//! (4xx) are recorded like successes. A handler whose service fails (its `Err`) releases
+//! the key too.
+//!
+//! Keys are scoped by [`scope`](IdempotencyLayer::scope) (tenant, account, user), so
+//! two tenants' keys never meet; **without a scope, keys are global**. Requests of
+//! other methods, and requests without a key on an [`optional`](IdempotencyLayer::optional)
+//! route, pass through unguarded.
+//!
+//! # Client: the token passed downstream
+//! Inside a guarded handler, [`IdempotencyKeyMiddleware`] (feature `client`, on by
+//! default) gives each downstream request an `Idempotency-Key` derived from the
+//! attempt's token: a handler that crashes after its downstream call and runs again
+//! sends the same key, and the downstream API deduplicates it.
+#![warn(missing_docs)]
+
+#[cfg(feature = "client")]
+mod client;
+pub mod key;
+mod layer;
+mod problem;
+
+#[cfg(feature = "client")]
+pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
+pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent, REPLAYED};
+pub use problem::Problem;

@@ -1,0 +1,102 @@
+//! The layer's own answers, as RFC 9457 problem details (`application/problem+json`),
+//! one type per case.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Each answer the layer gives instead of the handler's, with its problem type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// 400: the route requires a key and the request has none.
+    MissingKey,
+    /// 400: the key is longer than 255 characters.
+    KeyTooLong,
+    /// 400: the header's value is not a key (see [`crate::key`]).
+    InvalidKey,
+    /// 400: the scope extractor found no scope (tenant) in the request.
+    MissingScope,
+    /// 400: the request's body could not be read.
+    BodyUnreadable,
+    /// 422: the key was first used with another request (method, path, query or body).
+    Mismatch,
+    /// 409 with `Retry-After`: a request with this key is being processed.
+    InProgress,
+    /// 409: the request with this key completed, but its response was too large to
+    /// record; it will not run again until the record expires.
+    ResponseNotStored,
+    /// 503 with `Retry-After`: the idempotency store failed; the handler did not run.
+    StoreUnavailable,
+    /// 500: the recorded response cannot be read back (the handler did not run).
+    RecordUnreadable,
+}
+
+impl Problem {
+    /// Its status code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Problem::MissingKey
+            | Problem::KeyTooLong
+            | Problem::InvalidKey
+            | Problem::MissingScope
+            | Problem::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Problem::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::InProgress | Problem::ResponseNotStored => StatusCode::CONFLICT,
+            Problem::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::RecordUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Its problem type, a URI naming the case.
+    pub fn type_uri(self) -> &'static str {
+        match self {
+            Problem::MissingKey => "https://docs.rs/idem-http/problems#missing-key",
+            Problem::KeyTooLong => "https://docs.rs/idem-http/problems#key-too-long",
+            Problem::InvalidKey => "https://docs.rs/idem-http/problems#invalid-key",
+            Problem::MissingScope => "https://docs.rs/idem-http/problems#missing-scope",
+            Problem::BodyUnreadable => "https://docs.rs/idem-http/problems#body-unreadable",
+            Problem::Mismatch => "https://docs.rs/idem-http/problems#mismatch",
+            Problem::InProgress => "https://docs.rs/idem-http/problems#in-progress",
+            Problem::ResponseNotStored => "https://docs.rs/idem-http/problems#response-not-stored",
+            Problem::StoreUnavailable => "https://docs.rs/idem-http/problems#store-unavailable",
+            Problem::RecordUnreadable => "https://docs.rs/idem-http/problems#record-unreadable",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Problem::MissingKey => "An Idempotency-Key header is required",
+            Problem::KeyTooLong => "The idempotency key is too long",
+            Problem::InvalidKey => "The idempotency key is malformed",
+            Problem::MissingScope => "The request has no scope to key on",
+            Problem::BodyUnreadable => "The request body could not be read",
+            Problem::Mismatch => "The idempotency key was used for another request",
+            Problem::InProgress => "A request with this idempotency key is in progress",
+            Problem::ResponseNotStored => "The response to this idempotency key was not stored",
+            Problem::StoreUnavailable => "The idempotency store is unavailable",
+            Problem::RecordUnreadable => "The recorded response cannot be read",
+        }
+    }
+
+    /// The response: status, `application/problem+json`, and `Retry-After: retry_after`
+    /// seconds where a retry may succeed (in progress, store unavailable).
+    pub fn response(self, detail: &str, retry_after: u64) -> Response<Bytes> {
+        let body = serde_json::json!({
+            "type": self.type_uri(),
+            "title": self.title(),
+            "status": self.status().as_u16(),
+            "detail": detail,
+        });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, Problem::InProgress | Problem::StoreUnavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}

@@ -1,0 +1,437 @@
+//! The layer and the middleware with real parts: an axum server on an ephemeral
+//! 127.0.0.1 port, a reqwest client, and a downstream server that counts the keys it
+//! receives.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use idem_core::{Engine, MemoryStore};
+use idem_http::{IdempotencyKeyMiddleware, IdempotencyLayer, Label};
+use reqwest::header::HeaderValue;
+
+/// A server on an ephemeral port, stopped when dropped.
+struct Server {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(app: Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server { url, task }
+}
+
+#[derive(Clone, Default)]
+struct Payments {
+    runs: Arc<AtomicUsize>,
+    delay: Duration,
+    fail_first: bool,
+    large: bool,
+}
+
+/// Creates a payment: 201, a JSON body, `Location`, and `X-Run` (which is not recorded).
+async fn create(State(payments): State<Payments>, body: String) -> impl IntoResponse {
+    let run = payments.runs.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(payments.delay).await;
+    if payments.fail_first && run == 1 {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            HeaderMap::new(),
+            "try again".to_owned(),
+        );
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "location",
+        HeaderValue::from_str(&format!("/payments/{run}")).unwrap(),
+    );
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-run", HeaderValue::from(run));
+    let payload = if payments.large {
+        "x".repeat(100)
+    } else {
+        body
+    };
+    let json = serde_json::json!({ "payment": run, "request": payload }).to_string();
+    (StatusCode::CREATED, headers, json)
+}
+
+fn app(layer: IdempotencyLayer, payments: Payments) -> Router {
+    Router::new()
+        .route("/payments", post(create).get(|| async { "listed" }))
+        .with_state(payments)
+        .layer(layer)
+}
+
+fn engine() -> Engine {
+    Engine::new(MemoryStore::new())
+}
+
+async fn pay(url: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+    pay_with(&reqwest::Client::new(), url, key, body).await
+}
+
+async fn pay_with(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut request = client.post(format!("{url}/payments")).body(body.to_owned());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.unwrap()
+}
+
+/// A problem response's status and `type`'s last part.
+async fn problem(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    let kind = body["type"]
+        .as_str()
+        .unwrap()
+        .rsplit('#')
+        .next()
+        .unwrap()
+        .to_owned();
+    (status, kind)
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_recorded_status_headers_and_body_and_the_handler_runs_once() {
+    let payments = Payments::default();
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let first = pay(&server.url, Some("\"pay-1\""), "10 EUR").await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    assert_eq!(
+        first.headers()["x-run"],
+        "1",
+        "the first response keeps all its headers"
+    );
+    let first_location = first.headers()["location"].clone();
+    let first_body = first.text().await.unwrap();
+    // The same key, bare (as Stripe sends it): the same record.
+    let retry = pay(&server.url, Some("pay-1"), "10 EUR").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"], first_location);
+    assert_eq!(retry.headers()["content-type"], "application/json");
+    assert!(
+        retry.headers().get("x-run").is_none(),
+        "only allowed headers are recorded"
+    );
+    assert_eq!(retry.text().await.unwrap(), first_body);
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn every_status_rule_answers_with_its_problem() {
+    let payments = Payments::default();
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    assert_eq!(
+        problem(pay(&server.url, None, "x").await).await,
+        (400, "missing-key".into())
+    );
+    let long = "k".repeat(256);
+    assert_eq!(
+        problem(pay(&server.url, Some(&long), "x").await).await,
+        (400, "key-too-long".into())
+    );
+    assert_eq!(
+        problem(pay(&server.url, Some("\"open"), "x").await).await,
+        (400, "invalid-key".into())
+    );
+    assert_eq!(pay(&server.url, Some("k-1"), "10 EUR").await.status(), 201);
+    // The same key with another body.
+    assert_eq!(
+        problem(pay(&server.url, Some("k-1"), "99 EUR").await).await,
+        (422, "mismatch".into())
+    );
+    // GET is not guarded: no key needed.
+    let listed = reqwest::get(format!("{}/payments", server.url))
+        .await
+        .unwrap();
+    assert_eq!(listed.text().await.unwrap(), "listed");
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+
+    // An optional route: no key, no guard; the handler runs every time.
+    let optional = serve(app(
+        IdempotencyLayer::new(engine()).optional(),
+        payments.clone(),
+    ))
+    .await;
+    assert_eq!(pay(&optional.url, None, "x").await.status(), 201);
+    assert_eq!(pay(&optional.url, None, "x").await.status(), 201);
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 3);
+}
+
+async fn race(layer: IdempotencyLayer) -> (Vec<(u16, bool, String)>, usize) {
+    let payments = Payments {
+        delay: Duration::from_millis(300),
+        ..Payments::default()
+    };
+    let server = serve(app(layer, payments.clone())).await;
+    // One client (building one costs more than the handler's delay), many connections.
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..64)
+        .map(|_| {
+            let (url, client) = (server.url.clone(), client.clone());
+            tokio::spawn(async move {
+                let response = pay_with(&client, &url, Some("race-1"), "10 EUR").await;
+                let replayed = response.headers().get("idempotent-replayed").is_some();
+                (
+                    response.status().as_u16(),
+                    replayed,
+                    response.text().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    (answers, payments.runs.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
+    let (answers, runs) = race(IdempotencyLayer::new(engine())).await;
+    assert_eq!(runs, 1);
+    let ran: Vec<_> = answers
+        .iter()
+        .filter(|(s, replayed, _)| *s == 201 && !replayed)
+        .collect();
+    assert_eq!(ran.len(), 1, "{answers:?}");
+    for (status, replayed, body) in &answers {
+        match status {
+            201 => assert_eq!(body, &ran[0].2, "a replay is the first response"),
+            409 => assert!(!replayed && body.contains("in-progress"), "{body}"),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(
+        answers.iter().any(|(s, _, _)| *s == 409),
+        "some arrived while it ran: {answers:?}"
+    );
+
+    // Waiting: every caller gets the same 201.
+    let (answers, runs) = race(IdempotencyLayer::new(engine()).wait(Duration::from_secs(10))).await;
+    assert_eq!(runs, 1);
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, body)| *s == 201 && body == &answers[0].2),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_the_server_restarted_on_the_same_store_is_replayed() {
+    let engine = engine();
+    let payments = Payments::default();
+    let first = serve(app(IdempotencyLayer::new(engine.clone()), payments.clone())).await;
+    let body = pay(&first.url, Some("restart-1"), "10 EUR")
+        .await
+        .text()
+        .await
+        .unwrap();
+    drop(first);
+    let second = serve(app(IdempotencyLayer::new(engine), payments.clone())).await;
+    let retry = pay(&second.url, Some("restart-1"), "10 EUR").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), body);
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn two_tenants_keys_never_meet_and_a_request_without_tenant_is_refused() {
+    let payments = Payments::default();
+    let layer = IdempotencyLayer::new(engine())
+        .scope(|request| Some(request.headers.get("x-tenant")?.to_str().ok()?.to_owned()));
+    let server = serve(app(layer, payments.clone())).await;
+    let client = reqwest::Client::new();
+    let send = |tenant: Option<&'static str>, body: &'static str| {
+        let mut request = client
+            .post(format!("{}/payments", server.url))
+            .header("idempotency-key", "shared-key")
+            .body(body);
+        if let Some(tenant) = tenant {
+            request = request.header("x-tenant", tenant);
+        }
+        request.send()
+    };
+    assert_eq!(send(Some("acme"), "10 EUR").await.unwrap().status(), 201);
+    // Another tenant, the same key and another body: its own record, no 422.
+    assert_eq!(send(Some("globex"), "99 EUR").await.unwrap().status(), 201);
+    let replay = send(Some("acme"), "10 EUR").await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        problem(send(None, "10 EUR").await.unwrap()).await,
+        (400, "missing-scope".into())
+    );
+}
+
+#[tokio::test]
+async fn a_response_too_large_to_record_is_not_run_again() {
+    let payments = Payments {
+        large: true,
+        ..Payments::default()
+    };
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).max_body_bytes(64),
+        payments.clone(),
+    ))
+    .await;
+    let first = pay(&server.url, Some("large-1"), "10 EUR").await;
+    assert_eq!(first.status(), 201);
+    assert!(
+        first.text().await.unwrap().len() > 64,
+        "the first caller gets it whole"
+    );
+    let retry = pay(&server.url, Some("large-1"), "10 EUR").await;
+    assert_eq!(problem(retry).await, (409, "response-not-stored".into()));
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_server_error_is_not_recorded_so_the_retry_runs_again() {
+    let payments = Payments {
+        fail_first: true,
+        ..Payments::default()
+    };
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    assert_eq!(
+        pay(&server.url, Some("flaky-1"), "10 EUR").await.status(),
+        500
+    );
+    let retry = pay(&server.url, Some("flaky-1"), "10 EUR").await;
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 2);
+}
+
+/// The downstream API: counts each `Idempotency-Key` it receives (`-` for none).
+async fn downstream() -> (Server, Arc<Mutex<HashMap<String, usize>>>) {
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counter = seen.clone();
+    let app = Router::new().route(
+        "/charge",
+        post(move |headers: HeaderMap| {
+            let counter = counter.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned());
+                *counter.lock().unwrap().entry(key).or_default() += 1;
+                "charged"
+            }
+        }),
+    );
+    (serve(app).await, seen)
+}
+
+#[tokio::test]
+async fn a_body_that_crashes_after_its_downstream_request_sends_the_same_key_when_run_again() {
+    let (bank, seen) = downstream().await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(IdempotencyKeyMiddleware::new())
+        .build();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (client, runs, bank) = (client.clone(), runs.clone(), bank.url.clone());
+        move || {
+            let (client, runs, bank) = (client.clone(), runs.clone(), bank.clone());
+            async move {
+                let charge = format!("{bank}/charge");
+                client.post(&charge).send().await.unwrap();
+                // A second, different request of the same body, labelled.
+                client
+                    .post(&charge)
+                    .with_extension(Label("fee".into()))
+                    .send()
+                    .await
+                    .unwrap();
+                // One that brings its own key keeps it.
+                client
+                    .post(&charge)
+                    .header("idempotency-key", "caller-chosen")
+                    .send()
+                    .await
+                    .unwrap();
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("the process crashes after its downstream requests");
+                }
+                (StatusCode::CREATED, "paid")
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/pay", post(handler))
+        .layer(IdempotencyLayer::new(engine()));
+    let server = serve(app).await;
+    let send = || {
+        reqwest::Client::new()
+            .post(format!("{}/pay", server.url))
+            .header("idempotency-key", "order-7")
+            .send()
+    };
+    assert!(
+        send().await.is_err(),
+        "the crashed request gets no response"
+    );
+    assert_eq!(
+        send().await.unwrap().status(),
+        201,
+        "the key was released, the body ran again"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let keys = seen.lock().unwrap().clone();
+    assert_eq!(keys.len(), 3, "three distinct keys: {keys:?}");
+    assert!(
+        keys.values().all(|&n| n == 2),
+        "each sent once per run: {keys:?}"
+    );
+    assert_eq!(keys.get("caller-chosen"), Some(&2));
+
+    // Outside a guarded body nothing is added.
+    client
+        .post(format!("{}/charge", bank.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().get("-"), Some(&1));
+}
