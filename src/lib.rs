@@ -116,9 +116,10 @@
 //! record commit together or not at all, so a database effect happens exactly once,
 //! crashes included. A lost lease or a failed body rolls the writes back. The signature
 //! stays as written: callers do not pass the transaction, idem opens it after taking
-//! the key. The function API's [`Call::run_in_transaction`] is the same. (Compiled and
-//! run in idem-postgres's `tests/attribute.rs`.)
-//! ```ignore
+//! the key. The function API's [`Call::run_in_transaction`] is the same. (This crate
+//! does not depend on a database driver: the example compiles in `idem-postgres`'s crate
+//! docs and runs in its `tests/attribute.rs`.)
+//! ```text
 //! use idem_postgres::PgTransaction;
 //!
 //! #[idempotent(key = order.id, transaction(tx: PgTransaction))]

@@ -1,1 +1,68 @@
-fn main() {}
+//! The layer's overhead per request, in process (no network), on the in-memory store:
+//! the same handler called bare and through `IdempotencyLayer`, for a first request (a
+//! new key each time) and a replay (one key). The overhead is the difference.
+//!
+//! ```sh
+//! cargo bench -p idem-http --bench layer
+//! ```
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use idem_core::{Engine, MemoryStore};
+use idem_http::IdempotencyLayer;
+use tower::{service_fn, Layer, ServiceExt};
+
+/// A handler that answers 201 with a small JSON body and a `Location`.
+async fn handler(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::LOCATION, "/payments/1")
+        .body(Full::from(r#"{"payment":1,"amount":"10 EUR"}"#))
+        .unwrap())
+}
+
+fn request(key: &str) -> Request<Full<Bytes>> {
+    Request::post("/payments")
+        .header("idempotency-key", key)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::from(r#"{"amount":"10 EUR"}"#))
+        .unwrap()
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = service_fn(handler);
+    let guarded = IdempotencyLayer::new(Engine::new(MemoryStore::with_capacity(10_000_000)))
+        .layer(service_fn(handler));
+    runtime
+        .block_on(guarded.clone().oneshot(request("replayed")))
+        .unwrap();
+
+    let mut group = c.benchmark_group("layer");
+    group.bench_function("bare_handler", |b| {
+        b.to_async(&runtime).iter(|| bare.oneshot(request("any")))
+    });
+    let mut next = 0u64;
+    group.bench_function("first_request", |b| {
+        b.to_async(&runtime).iter(|| {
+            next += 1;
+            guarded.clone().oneshot(request(&format!("key-{next}")))
+        })
+    });
+    group.bench_function("replay", |b| {
+        b.to_async(&runtime)
+            .iter(|| guarded.clone().oneshot(request("replayed")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layer);
+criterion_main!(benches);

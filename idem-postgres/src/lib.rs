@@ -29,6 +29,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The attribute says the same: `tx` is bound in the body, and callers call
+//! `charge(order)`.
+//!
+//! ```no_run
+//! use idem::{idempotent, Error};
+//! use idem_postgres::PgTransaction;
+//!
+//! #[idempotent(key = order_id, transaction(tx: PgTransaction))]
+//! async fn charge(order_id: String, cents: i64) -> Result<i64, Error> {
+//!     sqlx::query("INSERT INTO billing.ledger (order_id, cents) VALUES ($1, $2)")
+//!         .bind(&order_id)
+//!         .bind(cents)
+//!         .execute(&mut **tx)
+//!         .await
+//!         .map_err(|e| Error::Config(e.to_string()))?; // your own error type in real code
+//!     Ok(cents)
+//! }
+//! ```
+//!
 //! The store takes the application's `PgPool` and opens no connections of its own.
 //! Queries are built at run time (sqlx prepares each statement once per connection), so
 //! building never needs a database. The `tls` feature turns on sqlx's rustls.
