@@ -46,6 +46,26 @@ fn layer(c: &mut Criterion) {
         .block_on(guarded.clone().oneshot(request("replayed")))
         .unwrap();
 
+    // Under callgrind (`IDEM_BENCH_SIDE=first|replay`, `IDEM_BENCH_CALLS`): one kind of
+    // request only, no criterion, to see where the instructions go.
+    if let Ok(side) = std::env::var("IDEM_BENCH_SIDE") {
+        let calls: u64 = std::env::var("IDEM_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        runtime.block_on(async {
+            for n in 0..calls {
+                let key = match side.as_str() {
+                    "first" => format!("key-{n}"),
+                    "replay" => "replayed".to_owned(),
+                    other => panic!("unknown IDEM_BENCH_SIDE {other}"),
+                };
+                guarded.clone().oneshot(request(&key)).await.unwrap();
+            }
+        });
+        return;
+    }
+
     let mut group = c.benchmark_group("layer");
     group.bench_function("bare_handler", |b| {
         b.to_async(&runtime).iter(|| bare.oneshot(request("any")))

@@ -435,3 +435,43 @@ async fn a_body_that_crashes_after_its_downstream_request_sends_the_same_key_whe
         .unwrap();
     assert_eq!(seen.lock().unwrap().get("-"), Some(&1));
 }
+
+#[tokio::test]
+async fn the_header_the_methods_and_the_server_error_policy_are_configurable() {
+    let payments = Payments {
+        fail_first: true,
+        ..Payments::default()
+    };
+    let layer = IdempotencyLayer::new(engine())
+        .header(http::HeaderName::from_static("x-request-id"))
+        .methods([http::Method::POST])
+        .record_server_errors(true);
+    let server = serve(app(layer, payments.clone())).await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(format!("{}/payments", server.url))
+            .header("x-request-id", "req-1")
+            .body("10 EUR")
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 500);
+    // Recorded this time: the retry replays the 500 and the handler does not run again.
+    let retry = send().await.unwrap();
+    assert_eq!(
+        (
+            retry.status().as_u16(),
+            retry.headers()["idempotent-replayed"].to_str().unwrap()
+        ),
+        (500, "true")
+    );
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+    // `Idempotency-Key` means nothing to this layer: without its own header, 400.
+    let other = client
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(other).await, (400, "missing-key".into()));
+}
