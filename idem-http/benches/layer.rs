@@ -81,6 +81,32 @@ fn layer(c: &mut Criterion) {
         b.to_async(&runtime)
             .iter(|| guarded.clone().oneshot(request("replayed")))
     });
+    // The engine's share: the same calls without HTTP (a key, a fingerprint, a value of
+    // about the recorded response's size).
+    let engine = Engine::new(MemoryStore::with_capacity(10_000_000));
+    let value = "x".repeat(160);
+    let engine_call = |key: String| {
+        let (engine, value) = (engine.clone(), value.clone());
+        async move {
+            idem_core::Call::new("http", &key)
+                .engine(&engine)
+                .fingerprint("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+                .run(|_| async move { Ok::<_, idem_core::Error>(value) })
+                .await
+                .unwrap()
+        }
+    };
+    runtime.block_on(engine_call("replayed".to_owned()));
+    group.bench_function("engine_first_call", |b| {
+        b.to_async(&runtime).iter(|| {
+            next += 1;
+            engine_call(format!("key-{next}"))
+        })
+    });
+    group.bench_function("engine_replay", |b| {
+        b.to_async(&runtime)
+            .iter(|| engine_call("replayed".to_owned()))
+    });
     group.finish();
 }
 

@@ -15,6 +15,11 @@ use idem_redis::RedisStore;
 
 const NS: &str = "tests::redis";
 
+/// `CLIENT PAUSE` holds every client's writes, server-wide, past the redis crate's
+/// 500 ms response timeout under load: the test that pauses runs alone, the others of
+/// this binary beside each other.
+static SERVER_WIDE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn engine(store: &Arc<TestStore>) -> Engine {
     EngineBuilder::from_arc(store.clone()).build().unwrap()
 }
@@ -32,6 +37,7 @@ async fn exists(key: &str) -> bool {
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_works() {
+    let _alone = SERVER_WIDE.write().await;
     // The store's connection (clones share it): its id on the server.
     let mut own = connection().await;
     let id: i64 = redis::cmd("CLIENT")
@@ -103,6 +109,7 @@ async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_wor
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn the_server_expires_records_at_the_later_of_lease_and_ttl() {
+    let _beside = SERVER_WIDE.read().await;
     let store = store("expiry").await;
     let id = format!("{NS}#expiry");
     let key = store.key(&id);
@@ -151,6 +158,7 @@ async fn the_server_expires_records_at_the_later_of_lease_and_ttl() {
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_hash_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() {
+    let _beside = SERVER_WIDE.read().await;
     let store = Arc::new(store("malformed").await);
     let engine = engine(&store);
     let id = engine.record_id(NS, "malformed").unwrap();
@@ -200,6 +208,7 @@ async fn a_hash_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() 
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
+    let _beside = SERVER_WIDE.read().await;
     let prefix = common::unique_prefix("size");
     let store = Arc::new(common::cleaned(
         RedisStore::builder(connection().await)
@@ -231,6 +240,7 @@ async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_flushed_script_cache_is_reloaded_without_an_error() {
+    let _beside = SERVER_WIDE.read().await;
     let store = Arc::new(store("noscript").await);
     let engine = engine(&store);
     let call = |key: &'static str| {
