@@ -85,7 +85,10 @@
 //!   the row (in progress, its owner and fence; extend also only while not released).
 //! - A write that is refused returns the row as it is now, in the same statement: it is
 //!   read `FOR UPDATE`, which under READ COMMITTED gives the newest committed version
-//!   (the one the write waited for), not the statement's older snapshot.
+//!   (the one the write waited for), not the statement's older snapshot. The one row it
+//!   cannot give is one the snapshot never saw: when two begins race on a new key, the
+//!   loser's insert waits for the winner's, and then reads the row in a second
+//!   statement (only that race costs a second round trip).
 //!
 //! # Exactly once, in one transaction
 //! With [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) the key is

@@ -343,7 +343,13 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("begin", e))?;
-        self.answer(&request.id, row)
+        match self.answer(&request.id, row)? {
+            // Refused by a row that its statement's snapshot cannot see: one inserted by
+            // a concurrent begin of the same new key, which this insert waited for. A
+            // second statement (a new snapshot) reads it; only that race pays for it.
+            Written::Refused(None) => Ok(Written::Refused(self.read(&request.id).await?)),
+            answer => Ok(answer),
+        }
     }
 
     async fn complete(
