@@ -55,6 +55,7 @@ struct Config {
     fingerprint: Arc<FingerprintFn>,
     record_headers: Vec<HeaderName>,
     max_body_bytes: usize,
+    max_request_bytes: usize,
     wait: Option<Duration>,
     record_server_errors: bool,
     retry_after_s: u64,
@@ -71,6 +72,7 @@ impl std::fmt::Debug for IdempotencyLayer {
             .field("scoped", &c.scope.is_some())
             .field("record_headers", &c.record_headers)
             .field("max_body_bytes", &c.max_body_bytes)
+            .field("max_request_bytes", &c.max_request_bytes)
             .field("wait", &c.wait)
             .field("record_server_errors", &c.record_server_errors)
             .finish_non_exhaustive()
@@ -92,9 +94,10 @@ fn default_fingerprint(parts: &Parts, body: &[u8]) -> Vec<u8> {
 
 impl IdempotencyLayer {
     /// A layer over `engine` with the defaults: the `Idempotency-Key` header, required,
-    /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); the
-    /// default fingerprint; `Content-Type` and `Location` recorded with the status and
-    /// the body up to 1 MiB; server errors not recorded; no waiting.
+    /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); request
+    /// bodies up to 1 MiB; the default fingerprint; `Content-Type` and `Location`
+    /// recorded with the status and the body up to 1 MiB; server errors not recorded; no
+    /// waiting.
     pub fn new(engine: Engine) -> IdempotencyLayer {
         IdempotencyLayer {
             config: Arc::new(Config {
@@ -107,6 +110,7 @@ impl IdempotencyLayer {
                 fingerprint: Arc::new(default_fingerprint),
                 record_headers: vec![header::CONTENT_TYPE, header::LOCATION],
                 max_body_bytes: 1024 * 1024,
+                max_request_bytes: 1024 * 1024,
                 wait: None,
                 record_server_errors: false,
                 retry_after_s: 1,
@@ -172,6 +176,13 @@ impl IdempotencyLayer {
     /// handler does not run again until the record expires.
     pub fn max_body_bytes(self, max_body_bytes: usize) -> Self {
         self.with(|c| c.max_body_bytes = max_body_bytes)
+    }
+
+    /// The largest request body a guarded request may have (1 MiB by default): the body
+    /// is read whole, to fingerprint it, before the handler runs. A larger one gets 413
+    /// `request-too-large` and the handler does not run.
+    pub fn max_request_bytes(self, max_request_bytes: usize) -> Self {
+        self.with(|c| c.max_request_bytes = max_request_bytes)
     }
 
     /// A retry that meets the first request in progress waits up to `wait` for its
@@ -406,10 +417,17 @@ where
             }
         },
     };
-    let body = match body.collect().await {
+    // A guarded request's body is read whole (it is fingerprinted), up to the limit.
+    let limit = config.max_request_bytes;
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return problem(
+                Problem::RequestTooLarge,
+                &format!("a guarded request's body may have at most {limit} bytes"),
+            );
+        }
         Err(error) => {
-            let error: BoxError = error.into();
             return problem(
                 Problem::BodyUnreadable,
                 &format!("the request body could not be read: {error}"),

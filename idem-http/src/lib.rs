@@ -29,6 +29,7 @@
 //! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
 //! | the same key with another method, path, query or body | 422 `mismatch` |
 //! | no key (required route) / a key too long or malformed | 400 `missing-key` / `key-too-long` / `invalid-key` |
+//! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
 //!

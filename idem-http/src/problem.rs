@@ -17,6 +17,8 @@ pub enum Problem {
     MissingScope,
     /// 400: the request's body could not be read.
     BodyUnreadable,
+    /// 413: the request's body is over the layer's limit.
+    RequestTooLarge,
     /// 422: the key was first used with another request (method, path, query or body).
     Mismatch,
     /// 409 with `Retry-After`: a request with this key is being processed.
@@ -39,6 +41,7 @@ impl Problem {
             | Problem::InvalidKey
             | Problem::MissingScope
             | Problem::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Problem::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InProgress | Problem::ResponseNotStored => StatusCode::CONFLICT,
             Problem::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,6 +57,7 @@ impl Problem {
             Problem::InvalidKey => "https://docs.rs/idem-http/problems#invalid-key",
             Problem::MissingScope => "https://docs.rs/idem-http/problems#missing-scope",
             Problem::BodyUnreadable => "https://docs.rs/idem-http/problems#body-unreadable",
+            Problem::RequestTooLarge => "https://docs.rs/idem-http/problems#request-too-large",
             Problem::Mismatch => "https://docs.rs/idem-http/problems#mismatch",
             Problem::InProgress => "https://docs.rs/idem-http/problems#in-progress",
             Problem::ResponseNotStored => "https://docs.rs/idem-http/problems#response-not-stored",
@@ -69,6 +73,7 @@ impl Problem {
             Problem::InvalidKey => "The idempotency key is malformed",
             Problem::MissingScope => "The request has no scope to key on",
             Problem::BodyUnreadable => "The request body could not be read",
+            Problem::RequestTooLarge => "The request body is too large",
             Problem::Mismatch => "The idempotency key was used for another request",
             Problem::InProgress => "A request with this idempotency key is in progress",
             Problem::ResponseNotStored => "The response to this idempotency key was not stored",

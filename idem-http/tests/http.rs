@@ -175,6 +175,12 @@ async fn every_status_rule_answers_with_its_problem() {
         problem(pay(&server.url, Some("k-1"), "99 EUR").await).await,
         (422, "mismatch".into())
     );
+    // A guarded body is read whole, up to the limit (1 MiB by default).
+    let huge = "x".repeat(1024 * 1024 + 1);
+    assert_eq!(
+        problem(pay(&server.url, Some("k-2"), &huge).await).await,
+        (413, "request-too-large".into())
+    );
     // GET is not guarded: no key needed.
     let listed = reqwest::get(format!("{}/payments", server.url))
         .await
