@@ -254,9 +254,9 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        match self.settings.resolve()?.1 {
+        match self.settings.resolve()? {
             Resolved::Guarded(guard) => guard.run(body, &self.errors).await,
-            Resolved::Unguarded(context) => {
+            Resolved::Unguarded { context, .. } => {
                 let value = context.clone().scope(body(context)).await?;
                 Ok(Report {
                     value,
@@ -305,7 +305,11 @@ impl<P> Call<P> {
         P: ErrorPolicy<E>,
     {
         let namespace = self.settings.namespace.clone();
-        let (engine, resolved) = self.settings.resolve()?;
+        let resolved = self.settings.resolve()?;
+        let engine = match &resolved {
+            Resolved::Guarded(guard) => &guard.engine,
+            Resolved::Unguarded { engine, .. } => engine,
+        };
         let Some(store) = engine.store_as::<Tx::Store>() else {
             return Err(Error::Config(format!(
                 "`{namespace}` runs in a transaction of {}, but the engine's store is another \
@@ -314,19 +318,22 @@ impl<P> Call<P> {
             ))
             .into());
         };
-        match resolved {
+        match &resolved {
             Resolved::Guarded(guard) => guard
                 .run_in_transaction(store, body, &self.errors)
                 .await
                 .map(|report| report.value),
-            Resolved::Unguarded(context) => {
+            Resolved::Unguarded { context, .. } => {
                 let store_error = |operation, source| Error::Store {
                     namespace: namespace.clone(),
                     operation,
                     source,
                 };
                 let mut transaction = Tx::open(store).await.map_err(|e| store_error("open", e))?;
-                let value = context.clone().scope(body(context, &mut transaction)).await;
+                let value = context
+                    .clone()
+                    .scope(body(context.clone(), &mut transaction))
+                    .await;
                 match value {
                     Ok(value) => {
                         transaction
@@ -352,13 +359,18 @@ enum Resolved {
     Guarded(guard::Guard),
     /// No key to guard with and the call allowed that ([`Call::optional_key`]), or the
     /// engine is disabled: the body runs unguarded.
-    Unguarded(Context),
+    Unguarded {
+        /// The body's context: no token, fence 0.
+        context: Context,
+        /// The engine the call resolved to (for a transaction's store).
+        engine: Engine,
+    },
 }
 
 impl Settings {
-    /// The engine, and the attempt these settings describe with the engine's defaults
-    /// filled in and every setting checked; nothing is written yet.
-    fn resolve(self) -> Result<(Engine, Resolved), Error> {
+    /// The attempt these settings describe, with the engine's defaults filled in and
+    /// every setting checked; nothing is written yet.
+    fn resolve(self) -> Result<Resolved, Error> {
         let Settings {
             engine,
             namespace,
@@ -378,7 +390,7 @@ impl Settings {
             observe::call(&namespace, CallOutcome::Unguarded);
             key::check_namespace(&namespace).map_err(Error::Config)?;
             let context = Context::unguarded(namespace, engine.clock().clone());
-            return Ok((engine, Resolved::Unguarded(context)));
+            return Ok(Resolved::Unguarded { context, engine });
         }
         let defaults = *engine.defaults();
         let ttl = ttl.unwrap_or(defaults.ttl);
@@ -397,7 +409,7 @@ impl Settings {
                     "no idempotency key: the body runs unguarded (optional_key)");
                 observe::call(&namespace, CallOutcome::Unguarded);
                 let context = Context::unguarded(namespace, engine.clock().clone());
-                return Ok((engine, Resolved::Unguarded(context)));
+                return Ok(Resolved::Unguarded { context, engine });
             }
             Err(error) => return Err(invalid(error)),
         };
@@ -417,20 +429,17 @@ impl Settings {
                 namespace,
             });
         }
-        Ok((
-            engine.clone(),
-            Resolved::Guarded(guard::Guard {
-                engine,
-                namespace,
-                digest,
-                id,
-                owner: uuid::Uuid::new_v4().simple().to_string(),
-                fingerprint,
-                ttl,
-                lease,
-                max_duration: max_duration.unwrap_or(defaults.max_duration),
-                wait: wait.or(defaults.wait),
-            }),
-        ))
+        Ok(Resolved::Guarded(guard::Guard {
+            engine,
+            namespace,
+            digest,
+            id,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            fingerprint,
+            ttl,
+            lease,
+            max_duration: max_duration.unwrap_or(defaults.max_duration),
+            wait: wait.or(defaults.wait),
+        }))
     }
 }
