@@ -76,11 +76,14 @@ pub enum Error {
 
     /// The body ran and produced a value, but its lease was lost (another attempt took
     /// over, or the record is gone) so the value was not recorded. The record is
-    /// untouched. The value is kept, encoded: see [`Error::lost_value`].
+    /// untouched. The value is kept, encoded: see [`Error::lost_value`]. In a
+    /// [`run_in_transaction`](crate::Call::run_in_transaction) call, the body's writes
+    /// were rolled back.
     #[error(
         "`{namespace}` lost its lease while the body ran (digest {digest}): another attempt took \
          over or the record is gone, so this result was not recorded; the body's side effects \
-         may have happened twice unless the downstream call used the token as its idempotency key"
+         may have happened twice unless they were rolled back with it (run_in_transaction) or \
+         the downstream call used the token as its idempotency key"
     )]
     LeaseLost {
         /// The call's namespace.
