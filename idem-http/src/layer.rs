@@ -460,12 +460,12 @@ where
                 .map_err(|e| Failed::ResponseBody(e.into()))?
                 .to_bytes();
             let response = Response::from_parts(parts, body);
-            let not_recorded = response.status().is_server_error() && !record_server_errors;
-            let recorded = Recorded::of(&response, config_for_body);
-            *slot = Some(response);
-            if not_recorded {
+            if response.status().is_server_error() && !record_server_errors {
+                *slot = Some(response);
                 return Err(Failed::NotRecorded);
             }
+            let recorded = Recorded::of(&response, config_for_body);
+            *slot = Some(response);
             Ok::<_, Failed<S::Error>>(recorded)
         })
         .await;
