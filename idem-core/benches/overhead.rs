@@ -64,6 +64,9 @@ fn overhead(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    if callgrind_mode(&runtime) {
+        return;
+    }
     let mut group = c.benchmark_group("overhead");
 
     group.bench_function("plain", |b| {
@@ -156,6 +159,31 @@ fn overhead(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// `scripts/callgrind-floor memory`: one side only, under callgrind. The first calls
+/// all go to one engine (a store of at most a few thousand records).
+fn callgrind_mode(runtime: &tokio::runtime::Runtime) -> bool {
+    let (engine, _store) = fresh_engine();
+    let floor = Floor::default();
+    idem_core::testkit::floor::callgrind_side(
+        runtime,
+        0,
+        |order| {
+            let engine = &engine;
+            async move {
+                Call::new(NS, &order)
+                    .engine(engine)
+                    .run(|_| plain(order))
+                    .await
+                    .unwrap()
+            }
+        },
+        |order| {
+            let floor = &floor;
+            async move { floor.call(order).await.unwrap() }
+        },
+    )
 }
 
 criterion_group!(benches, overhead);

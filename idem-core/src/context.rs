@@ -1,5 +1,6 @@
 //! What the body can read about its own attempt.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub struct Context {
 }
 
 struct Inner {
-    namespace: String,
+    namespace: Cow<'static, str>,
     token: String,
     fence: u64,
     lease_until_ms: AtomicU64,
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(
-        namespace: String,
+        namespace: Cow<'static, str>,
         token: String,
         fence: u64,
         lease_until_ms: u64,
@@ -63,7 +64,7 @@ impl Context {
 
     /// The context of a body that runs unguarded ([`Call::optional_key`](crate::Call::optional_key)
     /// without a key): no token, fence 0, a lease that never lapses.
-    pub(crate) fn unguarded(namespace: String, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn unguarded(namespace: Cow<'static, str>, clock: Arc<dyn Clock>) -> Self {
         Context::new(namespace, String::new(), 0, u64::MAX, clock)
     }
 

@@ -179,6 +179,12 @@ impl Engine {
         key::digest(namespace, canonical, self.inner.secret.as_deref())
     }
 
+    /// The record id of a canonical key in `namespace`: `{namespace}#{digest}`, the
+    /// digest as [`digest`](Engine::digest) computes it.
+    pub(crate) fn id(&self, namespace: &str, canonical: &[u8]) -> String {
+        key::record_id(namespace, canonical, self.inner.secret.as_deref())
+    }
+
     /// The id of the record that calls on this engine keep for `key` in `namespace`:
     /// for operators who read or delete one key's record through [`Engine::store`].
     ///
@@ -198,10 +204,7 @@ impl Engine {
             namespace: namespace.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(key::id_from_digest(
-            namespace,
-            &self.digest(namespace, &canonical),
-        ))
+        Ok(self.id(namespace, &canonical))
     }
 }
 

@@ -128,13 +128,25 @@ pub fn canonical_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyErr
 /// assert_ne!(d, digest("billing::charge", br#""req-1""#, Some(b"secret")));
 /// ```
 pub fn digest(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> String {
+    let mut out = String::with_capacity(64);
+    push_digest(&mut out, namespace, canonical, secret);
+    out
+}
+
+/// Appends [`digest`]'s 64 hex digits to `out`.
+pub(crate) fn push_digest(
+    out: &mut String,
+    namespace: &str,
+    canonical: &[u8],
+    secret: Option<&[u8]>,
+) {
     match secret {
         None => {
             let mut hasher = Sha256::new();
             hasher.update(namespace.as_bytes());
             hasher.update([0u8]);
             hasher.update(canonical);
-            lower_hex(&hasher.finalize())
+            push_lower_hex(out, &hasher.finalize());
         }
         Some(secret) => {
             // HMAC accepts keys of any length, so this cannot fail.
@@ -143,21 +155,20 @@ pub fn digest(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> Strin
             mac.update(namespace.as_bytes());
             mac.update(&[0u8]);
             mac.update(canonical);
-            lower_hex(&mac.finalize().into_bytes())
+            push_lower_hex(out, &mac.finalize().into_bytes());
         }
     }
 }
 
-/// A 32-byte digest as 64 lowercase hex digits, written into one buffer (the `hex`
-/// crate's `encode` goes through a `char` iterator, a measurable part of a call).
-fn lower_hex(digest: &[u8]) -> String {
-    let mut out = [0u8; 64];
-    hex::encode_to_slice(digest, &mut out)
-        .ok()
-        .and_then(|()| std::str::from_utf8(&out).ok())
-        .map(str::to_owned)
+/// Appends a 32-byte digest as 64 lowercase hex digits, through one stack buffer (the
+/// `hex` crate's `encode` goes through a `char` iterator, a measurable part of a call).
+fn push_lower_hex(out: &mut String, digest: &[u8]) {
+    let mut buffer = [0u8; 64];
+    match hex::encode_to_slice(digest, &mut buffer) {
+        Ok(()) => out.push_str(std::str::from_utf8(&buffer).expect("hex digits are ASCII")),
         // Only for a digest of another length, which SHA-256 never gives.
-        .unwrap_or_else(|| hex::encode(digest))
+        Err(_) => out.push_str(&hex::encode(digest)),
+    }
 }
 
 /// Checks a namespace: not empty, and without `#` (which separates it from the digest
@@ -179,7 +190,21 @@ pub fn check_namespace(namespace: &str) -> Result<(), String> {
 /// digest, use [`Engine::record_id`](crate::Engine::record_id), which digests it with
 /// the engine's secret.
 pub fn id_from_digest(namespace: &str, digest: &str) -> String {
-    format!("{namespace}#{digest}")
+    let mut id = String::with_capacity(namespace.len() + 1 + digest.len());
+    id.push_str(namespace);
+    id.push('#');
+    id.push_str(digest);
+    id
+}
+
+/// [`id_from_digest`] of [`digest`], written in one buffer; the digest is the part
+/// after `namespace.len() + 1` bytes.
+pub(crate) fn record_id(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> String {
+    let mut id = String::with_capacity(namespace.len() + 1 + 64);
+    id.push_str(namespace);
+    id.push('#');
+    push_digest(&mut id, namespace, canonical, secret);
+    id
 }
 
 /// The serialized value, before it is written out with sorted maps.

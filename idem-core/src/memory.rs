@@ -1,9 +1,11 @@
 //! The in-memory store: the embedded default.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::protocol;
 use crate::store::Record;
@@ -37,7 +39,10 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: HashMap<String, Record>,
+    /// The records, found by their own id (no second copy of it as a key). Boxed, so a
+    /// bucket is one pointer: at the load factor's worst, a map has twice as many
+    /// buckets as records.
+    records: Records,
     /// New records since the last sweep; a sweep runs once this reaches the map's size,
     /// so sweeping costs O(1) per insert, amortized.
     inserts_since_sweep: usize,
@@ -46,6 +51,74 @@ struct Inner {
     /// is reached, so refusing new keys while every record is live costs O(1), not a
     /// pass over every record under the lock.
     earliest_expiry_ms: u64,
+}
+
+/// Records by id.
+#[derive(Debug, Default)]
+struct Records {
+    table: HashTable<Box<Record>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, id: &str) -> Option<&Record> {
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |record| record.id == id)
+            .map(|record| &**record)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find_mut(hash, |record| record.id == id)
+            .map(|record| &mut **record)
+    }
+
+    /// Puts `record` in place of the one with its id, if any.
+    fn insert(&mut self, record: Record) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(record.id.as_str());
+        match self.table.entry(
+            hash,
+            |held| held.id == record.id,
+            |held| hasher.hash_one(held.id.as_str()),
+        ) {
+            Entry::Occupied(mut held) => **held.get_mut() = record,
+            Entry::Vacant(vacant) => {
+                vacant.insert(Box::new(record));
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        let hash = self.hasher.hash_one(id);
+        if let Ok(held) = self.table.find_entry(hash, |record| record.id == id) {
+            held.remove();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Record) -> bool) {
+        self.table.retain(|record| keep(record));
+    }
+
+    fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    fn shrink_to(&mut self, capacity: usize) {
+        let hasher = &self.hasher;
+        self.table
+            .shrink_to(capacity, |record| hasher.hash_one(record.id.as_str()));
+    }
 }
 
 impl MemoryStore {
@@ -86,7 +159,7 @@ impl MemoryStore {
     /// record no transition writes (a newer format, a corrupt value).
     #[cfg(feature = "testkit")]
     pub fn put_raw(&self, record: Record) {
-        self.lock().records.insert(record.id.clone(), record);
+        self.lock().records.insert(record);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -134,7 +207,7 @@ impl Inner {
     /// lapsed at least a TTL ago).
     fn sweep(&mut self, now_ms: u64) {
         let mut earliest = u64::MAX;
-        self.records.retain(|_, record| {
+        self.records.retain(|record| {
             let keep = !record.is_expired(now_ms);
             if keep {
                 earliest = earliest.min(record.expires_at_s.saturating_mul(1000));
@@ -189,9 +262,7 @@ impl Store for MemoryStore {
         };
         let expiry = request.expires_at_s.saturating_mul(1000);
         inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
-        inner
-            .records
-            .insert(request.id.clone(), request.record(fence));
+        inner.records.insert(request.record(fence));
         Ok(Written::Applied(fence))
     }
 

@@ -3,8 +3,10 @@
 //! labels and the outcome values, so every event and metric spells them the same way.
 //!
 //! Labels carry the namespace, never the key (keys may be personal data; records hold
-//! only their digest).
+//! only their digest). A `&'static` namespace, as the attribute gives, is borrowed into
+//! the label, not copied.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// How a call ended, as the `outcome` field of events and the `outcome` label of
@@ -48,9 +50,11 @@ impl CallOutcome {
 }
 
 /// Counts one call's outcome: `idem_calls_total{namespace, outcome}`.
-pub(crate) fn call(namespace: &str, outcome: CallOutcome) {
+// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
+#[allow(clippy::ptr_arg)]
+pub(crate) fn call(namespace: &Cow<'static, str>, outcome: CallOutcome) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("idem_calls_total", "namespace" => namespace.to_owned(), "outcome" => outcome.as_str())
+    metrics::counter!("idem_calls_total", "namespace" => namespace.clone(), "outcome" => outcome.as_str())
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (namespace, outcome);
@@ -59,18 +63,20 @@ pub(crate) fn call(namespace: &str, outcome: CallOutcome) {
 /// Records one store call: `idem_store_latency_seconds{namespace, operation}`, and
 /// `idem_store_errors_total{namespace, operation, class}` when it failed (`class` is
 /// `transient`, `permanent`, `malformed` or `timeout`).
+// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
+#[allow(clippy::ptr_arg)]
 pub(crate) fn store_call(
-    namespace: &str,
+    namespace: &Cow<'static, str>,
     operation: &'static str,
     started: Started,
     error_class: Option<&'static str>,
 ) {
     #[cfg(feature = "metrics")]
     {
-        metrics::histogram!("idem_store_latency_seconds", "namespace" => namespace.to_owned(), "operation" => operation)
+        metrics::histogram!("idem_store_latency_seconds", "namespace" => namespace.clone(), "operation" => operation)
             .record(started.0.elapsed().as_secs_f64());
         if let Some(class) = error_class {
-            metrics::counter!("idem_store_errors_total", "namespace" => namespace.to_owned(), "operation" => operation, "class" => class)
+            metrics::counter!("idem_store_errors_total", "namespace" => namespace.clone(), "operation" => operation, "class" => class)
                 .increment(1);
         }
     }
@@ -93,9 +99,11 @@ impl Started {
 
 /// Records how long a duplicate waited for an attempt in progress:
 /// `idem_wait_seconds{namespace}`.
-pub(crate) fn waited(namespace: &str, waited: Duration) {
+// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
+#[allow(clippy::ptr_arg)]
+pub(crate) fn waited(namespace: &Cow<'static, str>, waited: Duration) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!("idem_wait_seconds", "namespace" => namespace.to_owned())
+    metrics::histogram!("idem_wait_seconds", "namespace" => namespace.clone())
         .record(waited.as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = (namespace, waited);

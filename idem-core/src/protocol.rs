@@ -218,15 +218,25 @@ impl Terms {
     /// The begin `owner` sends at `now_ms`: a lease until `now + lease`, the record kept
     /// until `lease_until + ttl` (rounded up to seconds).
     pub fn begin(&self, id: &str, owner: &str, now_ms: u64, fingerprint: Option<String>) -> Begin {
-        let lease_until_ms = now_ms.saturating_add(self.lease_ms);
-        Begin {
+        let mut request = Begin {
             id: id.to_owned(),
             owner: owner.to_owned(),
             now_ms,
-            lease_until_ms,
-            expires_at_s: self.expires_at_s(lease_until_ms),
+            lease_until_ms: 0,
+            expires_at_s: 0,
             fingerprint,
-        }
+        };
+        self.stamp(&mut request, now_ms);
+        request
+    }
+
+    /// Sets `request`'s times for a begin sent at `now_ms`, as [`begin`](Terms::begin)
+    /// does: for a caller that keeps one request and sends it again.
+    pub fn stamp(&self, request: &mut Begin, now_ms: u64) {
+        let lease_until_ms = now_ms.saturating_add(self.lease_ms);
+        request.now_ms = now_ms;
+        request.lease_until_ms = lease_until_ms;
+        request.expires_at_s = self.expires_at_s(lease_until_ms);
     }
 
     /// The completion sent at `now_ms`: the TTL counts from completion.

@@ -1,6 +1,7 @@
 //! One attempt of one call: take the key (or find its live record), run the body under
 //! its lease, and record or release what the body ended with.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer, Terms, BEGIN_TRIES};
 use crate::store::{
-    Attempt, Completion, Outcome, Record, State, StoreError, StoreErrorKind, Transaction, Written,
+    Attempt, Begin, Completion, Outcome, Record, State, StoreError, StoreErrorKind, Transaction,
+    Written,
 };
 
 /// The first and the longest pause between two polls of `wait`.
@@ -28,11 +30,10 @@ const WAIT_MAX: Duration = Duration::from_secs(1);
 /// One attempt of one call: everything the rules need, resolved.
 pub(super) struct Guard {
     pub(super) engine: Engine,
-    pub(super) namespace: String,
-    pub(super) digest: String,
-    pub(super) id: String,
-    pub(super) owner: String,
-    pub(super) fingerprint: Option<String>,
+    pub(super) namespace: Cow<'static, str>,
+    /// The begin this attempt sends: its record id (`{namespace}#{digest}`), owner and
+    /// fingerprint, held once; its times are set again before each send.
+    pub(super) request: Begin,
     pub(super) ttl: Duration,
     pub(super) lease: Duration,
     pub(super) max_duration: Duration,
@@ -64,7 +65,7 @@ enum Taken<T> {
 }
 
 impl Guard {
-    pub(super) async fn run<T, E, B, Fut, P>(&self, body: B, errors: &P) -> Result<Report<T>, E>
+    pub(super) async fn run<T, E, B, Fut, P>(&mut self, body: B, errors: &P) -> Result<Report<T>, E>
     where
         B: FnOnce(Context) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -98,7 +99,7 @@ impl Guard {
     /// [`run`](Guard::run) with the body's writes and the completion in one transaction
     /// of the store's database: see [`Call::run_in_transaction`](super::Call::run_in_transaction).
     pub(super) async fn run_in_transaction<Tx, T, E, B, P>(
-        &self,
+        &mut self,
         store: &Tx::Store,
         body: B,
         errors: &P,
@@ -152,7 +153,7 @@ impl Guard {
     }
 
     /// Takes the key, or replays its live record. Nothing of the body has run.
-    async fn take<T, E, P>(&self, errors: &P) -> Result<Taken<T>, E>
+    async fn take<T, E, P>(&mut self, errors: &P) -> Result<Taken<T>, E>
     where
         T: DeserializeOwned,
         E: From<Error>,
@@ -171,8 +172,8 @@ impl Guard {
             Found::Live(record) => return self.replay(record, errors).map(Taken::Replayed),
         };
         let attempt = Attempt {
-            id: self.id.clone(),
-            owner: self.owner.clone(),
+            id: self.request.id.clone(),
+            owner: self.request.owner.clone(),
             fence,
         };
         if !protocol::lease_is_live(self.clock_now(), lease_until_ms) {
@@ -193,7 +194,7 @@ impl Guard {
         }
         let context = Context::new(
             self.namespace.clone(),
-            self.digest.clone(),
+            self.digest().to_owned(),
             fence,
             lease_until_ms,
             self.engine.clock().clone(),
@@ -205,11 +206,16 @@ impl Guard {
         }))
     }
 
+    /// The key's digest (the attempt's token): the record id after its namespace.
+    pub(super) fn digest(&self) -> &str {
+        &self.request.id[self.namespace.len() + 1..]
+    }
+
     /// The span of an attempt: the body's own events carry its namespace, digest and
     /// fence.
     fn span(&self, attempt: &Attempt) -> tracing::Span {
         tracing::info_span!(target: "idem", "idem", namespace = %self.namespace,
-            digest = %self.digest, fence = attempt.fence)
+            digest = %self.digest(), fence = attempt.fence)
     }
 
     pub(super) fn clock_now(&self) -> u64 {
@@ -256,7 +262,7 @@ impl Guard {
     /// The event and the metric of a call's outcome, in one field format
     /// (`outcome = ...`): debug level, since there is one per call.
     pub(super) fn outcome(&self, outcome: CallOutcome, message: &'static str) {
-        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
             outcome = outcome.as_str(), "{message}");
         observe::call(&self.namespace, outcome);
     }
@@ -266,7 +272,7 @@ impl Guard {
             return self.decode_error(source.to_string());
         }
         Error::Store {
-            namespace: self.namespace.clone(),
+            namespace: self.namespace.to_string(),
             operation,
             source,
         }
@@ -274,8 +280,7 @@ impl Guard {
 
     /// Begins, or finds the live record of another attempt; with `wait`, polls an
     /// in-progress record until it completes or lapses.
-    async fn acquire(&self) -> Result<Found, Error> {
-        let clock = &self.engine.clock();
+    async fn acquire(&mut self) -> Result<Found, Error> {
         let wait_until = self
             .wait
             .map(|wait| self.clock_now().saturating_add(wait.as_millis() as u64));
@@ -291,12 +296,12 @@ impl Guard {
                     return Ok(held);
                 }
             };
-            if let (Some(mine), Some(theirs)) = (&self.fingerprint, &record.fingerprint) {
+            if let (Some(mine), Some(theirs)) = (&self.request.fingerprint, &record.fingerprint) {
                 if mine != theirs {
                     self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
                     return Err(Error::PayloadMismatch {
-                        namespace: self.namespace.clone(),
-                        digest: self.digest.clone(),
+                        namespace: self.namespace.to_string(),
+                        digest: self.digest().to_owned(),
                     });
                 }
             }
@@ -310,13 +315,14 @@ impl Guard {
             match wait_until {
                 Some(until) if now < until => {
                     if waiting.is_none() {
-                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                             fence = record.fence, "waiting for the attempt in progress");
                         waiting = Some(Instant::now());
                     }
                     let jittered =
                         fastrand::u64(pause.as_millis() as u64 / 2..=pause.as_millis() as u64);
-                    clock
+                    self.engine
+                        .clock()
                         .sleep(Duration::from_millis(jittered.min(until - now)))
                         .await;
                     pause = (pause * 2).min(WAIT_MAX);
@@ -327,8 +333,8 @@ impl Guard {
                     }
                     self.outcome(CallOutcome::InProgress, "another attempt holds the key");
                     return Err(Error::InProgress {
-                        namespace: self.namespace.clone(),
-                        digest: self.digest.clone(),
+                        namespace: self.namespace.to_string(),
+                        digest: self.digest().to_owned(),
                     });
                 }
             }
@@ -337,26 +343,21 @@ impl Guard {
 
     /// One begin, tried again (a bounded number of times) only when the refusal showed a
     /// free record.
-    async fn begin(&self) -> Result<Found, Error> {
-        let store = &self.engine.store();
+    async fn begin(&mut self) -> Result<Found, Error> {
         for _ in 0..BEGIN_TRIES {
-            let request = self.terms().begin(
-                &self.id,
-                &self.owner,
-                self.clock_now(),
-                self.fingerprint.clone(),
-            );
+            let now = self.clock_now();
+            self.terms().stamp(&mut self.request, now);
             let written = self
-                .store_call("begin", store.begin(&request))
+                .store_call("begin", self.engine.store().begin(&self.request))
                 .await
                 .map_err(|e| self.store_error("begin", e))?;
-            match protocol::after_begin(written, &request) {
+            match protocol::after_begin(written, &self.request) {
                 BeginAnswer::Held {
                     fence,
                     lease_until_ms,
                 } => {
                     if fence > 1 {
-                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                             fence, "took the key over from an earlier attempt (it lapsed, was released or expired)");
                     }
                     return Ok(Found::Held {
@@ -398,19 +399,19 @@ impl Guard {
                         self.complete(attempt, Outcome::Err, Some(data)).await;
                     }
                     Some(Ok(data)) => {
-                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                             bytes = data.len(), limit, "the error is too large to record; releasing the key");
                         self.release(attempt).await;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                             error = %e, "the error cannot be encoded; releasing the key");
                         self.release(attempt).await;
                     }
                     None => self.release(attempt).await,
                 }
                 let text = errors.describe(&error);
-                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, outcome = CallOutcome::Released.as_str(),
                     error = text.as_deref().unwrap_or("(not describable)"), "the body failed");
                 observe::call(&self.namespace, CallOutcome::Released);
@@ -493,7 +494,7 @@ impl Guard {
         let read = self.store_call("read", store.read(&attempt.id)).await;
         if let Ok(Some(record)) = &read {
             if record.shows_completion_by(attempt) {
-                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, %error, "the commit's answer was lost; the record shows it went through");
                 self.outcome(CallOutcome::Ran, "ran and recorded");
                 return Ok(Report {
@@ -526,7 +527,7 @@ impl Guard {
     async fn roll_back<Tx: Transaction>(&self, transaction: Tx) {
         if let Err(error) = self.store_call("rollback", transaction.rollback()).await {
             // The database rolls back what it never saw committed.
-            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                 %error, "the rollback failed; the database discards the uncommitted transaction");
         }
     }
@@ -538,7 +539,7 @@ impl Guard {
         let encoded = match serde_json::to_string(value) {
             Ok(encoded) => Some(encoded),
             Err(error) => {
-                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     %error, "the value cannot be encoded; recording it as not stored");
                 None
             }
@@ -546,7 +547,7 @@ impl Guard {
         let (outcome, data) = match encoded.clone() {
             Some(data) if data.len() <= limit => (Outcome::Ok, Some(data)),
             Some(data) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     bytes = data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
                 (Outcome::NotStored, None)
             }
@@ -582,8 +583,8 @@ impl Guard {
             Completed::LeaseLost => {
                 observe::call(&self.namespace, CallOutcome::LeaseLost);
                 Err(Error::LeaseLost {
-                    namespace: self.namespace.clone(),
-                    digest: self.digest.clone(),
+                    namespace: self.namespace.to_string(),
+                    digest: self.digest().to_owned(),
                     value: encoded,
                 }
                 .into())
@@ -614,14 +615,14 @@ impl Guard {
                     expires_at_s: completion.expires_at_s,
                 },
                 CompleteAnswer::LeaseLost { current_fence } => {
-                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, current_fence,
                         "completion refused: the lease was lost to another attempt or the record is gone");
                     Completed::LeaseLost
                 }
             },
             Err(error) => {
-                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, %error,
                     "executed but not recorded: the store failed at completion; the lease will lapse");
                 Completed::NotRecorded
@@ -634,17 +635,17 @@ impl Guard {
         match self.store_call("release", store.release(attempt)).await {
             Ok(written) => match protocol::after_release(written, attempt) {
                 ReleaseAnswer::Released => {
-                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, "released");
                 }
                 ReleaseAnswer::AlreadyReleased => {}
                 ReleaseAnswer::Lost => {
-                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, "release refused: the lease was already lost");
                 }
             },
             Err(error) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, %error, "release failed; the lease will lapse");
             }
         }

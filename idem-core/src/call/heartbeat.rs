@@ -71,12 +71,12 @@ impl Guard {
                         timer = None;
                         let now = self.clock_now();
                         if now.saturating_sub(next_beat) > every_ms / 2 {
-                            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                                 late_ms = now - next_beat,
                                 "heartbeat is late: the body may be blocking its thread");
                         }
                         if now >= beats_until {
-                            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                                 "the body ran past max_duration; heartbeats stop and the lease will lapse");
                             return Poll::Pending;
                         }
@@ -110,13 +110,13 @@ impl Guard {
             Ok(written) => match protocol::after_extend(written, attempt, renewal) {
                 ExtendAnswer::Renewed(lease_until_ms) => context.renewed(lease_until_ms),
                 ExtendAnswer::Lost { current_fence } => {
-                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, current_fence, "heartbeat refused: the lease is lost");
                     context.mark_lost();
                 }
             },
             Err(error) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest,
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     %error, "heartbeat failed; the lease may lapse");
             }
         }

@@ -11,6 +11,7 @@ mod policy;
 mod replay;
 mod report;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
-use crate::store::Transaction;
+use crate::store::{Begin, Transaction};
 
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
@@ -73,7 +74,7 @@ impl<T: Serialize + DeserializeOwned> Recordable for T {}
 /// What a call was given, before the engine's defaults fill the gaps.
 struct Settings {
     engine: Option<Engine>,
-    namespace: String,
+    namespace: Cow<'static, str>,
     key: Result<Vec<u8>, KeyError>,
     fingerprint: Option<Result<Vec<u8>, KeyError>>,
     ttl: Option<Duration>,
@@ -89,7 +90,9 @@ impl Call {
     /// The key is any `Serialize` value; tuples make composite keys. Floats and empty
     /// values (`""`, `null`, `[]`, `{}`) are refused with [`Error::InvalidKey`] when the
     /// call runs, before anything is written.
-    pub fn new<K: Serialize + ?Sized>(namespace: impl Into<String>, key: &K) -> Call {
+    ///
+    /// A `&'static str` namespace (what the attribute passes) is borrowed, not copied.
+    pub fn new<K: Serialize + ?Sized>(namespace: impl Into<Cow<'static, str>>, key: &K) -> Call {
         Call {
             settings: Settings {
                 engine: None,
@@ -255,7 +258,7 @@ impl<P> Call<P> {
         P: ErrorPolicy<E>,
     {
         match self.settings.resolve()? {
-            Resolved::Guarded(guard) => guard.run(body, &self.errors).await,
+            Resolved::Guarded(mut guard) => guard.run(body, &self.errors).await,
             Resolved::Unguarded { context, .. } => {
                 let value = context.clone().scope(body(context)).await?;
                 Ok(Report {
@@ -306,9 +309,10 @@ impl<P> Call<P> {
     {
         let namespace = self.settings.namespace.clone();
         let resolved = self.settings.resolve()?;
+        // Its own handle, so that the guard can be borrowed mutably below.
         let engine = match &resolved {
-            Resolved::Guarded(guard) => &guard.engine,
-            Resolved::Unguarded { engine, .. } => engine,
+            Resolved::Guarded(guard) => guard.engine.clone(),
+            Resolved::Unguarded { engine, .. } => engine.clone(),
         };
         let Some(store) = engine.store_as::<Tx::Store>() else {
             return Err(Error::Config(format!(
@@ -318,14 +322,14 @@ impl<P> Call<P> {
             ))
             .into());
         };
-        match &resolved {
-            Resolved::Guarded(guard) => guard
+        match resolved {
+            Resolved::Guarded(mut guard) => guard
                 .run_in_transaction(store, body, &self.errors)
                 .await
                 .map(|report| report.value),
             Resolved::Unguarded { context, .. } => {
                 let store_error = |operation, source| Error::Store {
-                    namespace: namespace.clone(),
+                    namespace: namespace.to_string(),
                     operation,
                     source,
                 };
@@ -351,6 +355,15 @@ impl<P> Call<P> {
             }
         }
     }
+}
+
+/// A fresh attempt's owner: a random UUID as 32 lowercase hex digits.
+fn new_owner() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// What a call's settings resolve to.
@@ -398,7 +411,7 @@ impl Settings {
         check_timing(ttl, lease, defaults.store_timeout)?;
         key::check_namespace(&namespace).map_err(Error::Config)?;
         let invalid = |e: KeyError| Error::InvalidKey {
-            namespace: namespace.clone(),
+            namespace: namespace.to_string(),
             reason: e.to_string(),
         };
         let key = match key {
@@ -413,12 +426,11 @@ impl Settings {
             }
             Err(error) => return Err(invalid(error)),
         };
-        let digest = engine.digest(&namespace, &key);
         let fingerprint = match fingerprint {
             Some(payload) => Some(engine.digest(&namespace, &payload.map_err(invalid)?)),
             None => None,
         };
-        let id = key::id_from_digest(&namespace, &digest);
+        let id = engine.id(&namespace, &key);
         let max_id = engine.store().limits().max_id_bytes;
         if id.len() > max_id {
             return Err(Error::InvalidKey {
@@ -426,16 +438,22 @@ impl Settings {
                     "the record id would be {} bytes and the store takes at most {max_id}; use a shorter name",
                     id.len()
                 ),
-                namespace,
+                namespace: namespace.into_owned(),
             });
         }
+        // The times are set when it is sent.
+        let request = Begin {
+            id,
+            owner: new_owner(),
+            now_ms: 0,
+            lease_until_ms: 0,
+            expires_at_s: 0,
+            fingerprint,
+        };
         Ok(Resolved::Guarded(guard::Guard {
             engine,
             namespace,
-            digest,
-            id,
-            owner: uuid::Uuid::new_v4().simple().to_string(),
-            fingerprint,
+            request,
             ttl,
             lease,
             max_duration: max_duration.unwrap_or(defaults.max_duration),

@@ -12,8 +12,8 @@ use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
 impl Guard {
     pub(super) fn decode_error(&self, reason: impl Into<String>) -> Error {
         Error::Decode {
-            namespace: self.namespace.clone(),
-            digest: self.digest.clone(),
+            namespace: self.namespace.to_string(),
+            digest: self.digest().to_owned(),
             reason: reason.into(),
         }
     }
@@ -68,16 +68,16 @@ impl Guard {
                         .decode_error(format!("the recorded error does not decode: {e}"))
                         .into()),
                     None => Err(Error::RecordedError {
-                        namespace: self.namespace.clone(),
-                        digest: self.digest.clone(),
+                        namespace: self.namespace.to_string(),
+                        digest: self.digest().to_owned(),
                         data: data.to_owned(),
                     }
                     .into()),
                 }
             }
             Some(Outcome::NotStored) => Err(Error::ResultNotStored {
-                namespace: self.namespace.clone(),
-                digest: self.digest.clone(),
+                namespace: self.namespace.to_string(),
+                digest: self.digest().to_owned(),
             }
             .into()),
             None => Err(self
