@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cache::{Cache, LocalCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::key;
@@ -77,6 +78,7 @@ pub(crate) struct Inner {
     pub(crate) defaults: Defaults,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) disabled: bool,
+    pub(crate) cache: Option<Cache>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("defaults", &self.inner.defaults)
             .field("secret", &self.inner.secret.as_ref().map(|_| "<set>"))
+            .field("cache", &self.inner.cache)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +176,16 @@ impl Engine {
         &self.inner.defaults
     }
 
+    /// The number of records in the engine's [local cache](EngineBuilder::local_cache)
+    /// now (0 without one).
+    pub fn cached_records(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, Cache::len)
+    }
+
+    pub(crate) fn cache(&self) -> Option<&Cache> {
+        self.inner.cache.as_ref()
+    }
+
     /// The digest (the token) of a canonical key in `namespace`, keyed with this
     /// engine's secret if it has one.
     pub(crate) fn digest(&self, namespace: &str, canonical: &[u8]) -> String {
@@ -215,6 +228,7 @@ pub struct EngineBuilder {
     defaults: Defaults,
     secret: Option<Vec<u8>>,
     disabled: Option<bool>,
+    cache: Option<LocalCache>,
 }
 
 impl EngineBuilder {
@@ -226,6 +240,7 @@ impl EngineBuilder {
             defaults: Defaults::default(),
             secret: None,
             disabled: None,
+            cache: None,
         }
     }
 
@@ -275,6 +290,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps completed records in this process's memory too, in front of the store: a
+    /// duplicate of a key this process completed or replayed within
+    /// [`LocalCache::max_age`] is answered with no store request. Records in progress
+    /// or released are never cached. What it cannot see: a record deleted or changed in
+    /// the store by someone else, until its entry ages out (see [`LocalCache`]).
+    ///
+    /// For a shared store (DynamoDB, Redis, PostgreSQL), where a duplicate otherwise
+    /// costs a round trip; the in-memory store gains nothing from it.
+    pub fn local_cache(mut self, cache: LocalCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Turns idem off: every call on the engine runs its body **unguarded**, as if idem
     /// were not there (one warning event when the engine is built). For local
     /// development and tests of the body alone; Powertools has the same switch. Without
@@ -302,6 +330,7 @@ impl EngineBuilder {
             tracing::warn!(target: "idem",
                 "idem is disabled ({DISABLED_VARIABLE} or EngineBuilder::disabled): bodies run unguarded, duplicates run again");
         }
+        let cache = self.cache.map(LocalCache::build).transpose()?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -309,6 +338,7 @@ impl EngineBuilder {
                 defaults: self.defaults,
                 secret: self.secret,
                 disabled,
+                cache,
             }),
         })
     }

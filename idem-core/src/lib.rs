@@ -100,6 +100,7 @@
 //! | `idem_wait_seconds` | histogram | (how long a duplicate with `wait` waited) |
 #![warn(missing_docs)]
 
+mod cache;
 mod call;
 mod clock;
 mod context;
@@ -114,6 +115,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use cache::LocalCache;
 pub use call::{
     Call, Described, ErrorPolicy, NoErrorReplay, Recordable, ReplayErrors, Report, Source,
 };

@@ -159,6 +159,14 @@ impl Guard {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
+        if let Some(cached) = self
+            .engine
+            .cache()
+            .and_then(|cache| cache.get(&self.request.id, self.clock_now()))
+        {
+            self.check_payload(&cached.record)?;
+            return self.replay(&cached.record, errors).map(Taken::Replayed);
+        }
         let found = self.acquire().await.inspect_err(|error| {
             if matches!(error, Error::Store { .. }) {
                 observe::call(&self.namespace, CallOutcome::StoreError);
@@ -169,7 +177,7 @@ impl Guard {
                 fence,
                 lease_until_ms,
             } => (fence, lease_until_ms),
-            Found::Live(record) => return self.replay(record, errors).map(Taken::Replayed),
+            Found::Live(record) => return self.replay(&record, errors).map(Taken::Replayed),
         };
         let attempt = Attempt {
             id: self.request.id.clone(),
@@ -278,6 +286,32 @@ impl Guard {
         }
     }
 
+    /// Refuses a live record of the same key written for another payload.
+    fn check_payload(&self, record: &Record) -> Result<(), Error> {
+        match (&self.request.fingerprint, &record.fingerprint) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
+                Err(Error::PayloadMismatch {
+                    namespace: self.namespace.to_string(),
+                    digest: self.digest().to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps the record `completion` wrote for `attempt` in the engine's local cache,
+    /// if it has one: called once the completion is recorded for good (committed).
+    fn remember(&self, attempt: &Attempt, completion: &Completion) {
+        let Some(cache) = self.engine.cache() else {
+            return;
+        };
+        let mut record = self.request.record(attempt.fence);
+        if let Written::Applied(()) = protocol::complete(Some(&mut record), attempt, completion) {
+            cache.put(&record, self.clock_now());
+        }
+    }
+
     /// Begins, or finds the live record of another attempt; with `wait`, polls an
     /// in-progress record until it completes or lapses.
     async fn acquire(&mut self) -> Result<Found, Error> {
@@ -296,16 +330,11 @@ impl Guard {
                     return Ok(held);
                 }
             };
-            if let (Some(mine), Some(theirs)) = (&self.request.fingerprint, &record.fingerprint) {
-                if mine != theirs {
-                    self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
-                    return Err(Error::PayloadMismatch {
-                        namespace: self.namespace.to_string(),
-                        digest: self.digest().to_owned(),
-                    });
-                }
-            }
+            self.check_payload(&record)?;
             if record.state == State::Completed {
+                if let Some(cache) = self.engine.cache() {
+                    cache.put(&record, self.clock_now());
+                }
                 if let Some(started) = waiting {
                     observe::waited(&self.namespace, started.elapsed());
                 }
@@ -436,6 +465,9 @@ impl Guard {
             .store_call("complete", store.complete(attempt, &completion))
             .await;
         let completed = self.completed(attempt, &completion, answer);
+        if let Completed::Recorded { .. } = completed {
+            self.remember(attempt, &completion);
+        }
         self.reported(attempt, completed, value, encoded)
     }
 
@@ -454,7 +486,10 @@ impl Guard {
         let completed = match self.completed(attempt, &completion, answer) {
             Completed::Recorded { expires_at_s } => {
                 match self.store_call("commit", transaction.commit()).await {
-                    Ok(()) => Completed::Recorded { expires_at_s },
+                    Ok(()) => {
+                        self.remember(attempt, &completion);
+                        Completed::Recorded { expires_at_s }
+                    }
                     Err(error) => return self.settle_commit(attempt, error, value).await,
                 }
             }
@@ -599,7 +634,9 @@ impl Guard {
         let answer = self
             .store_call("complete", store.complete(attempt, &completion))
             .await;
-        self.completed(attempt, &completion, answer);
+        if let Completed::Recorded { .. } = self.completed(attempt, &completion, answer) {
+            self.remember(attempt, &completion);
+        }
     }
 
     /// What the answer to `completion` means, logged.

@@ -19,7 +19,7 @@ impl Guard {
     }
 
     /// The outcome a completed record holds, for a duplicate call.
-    pub(super) fn replay<T, E, P>(&self, record: Record, errors: &P) -> Result<Report<T>, E>
+    pub(super) fn replay<T, E, P>(&self, record: &Record, errors: &P) -> Result<Report<T>, E>
     where
         T: DeserializeOwned,
         E: From<Error>,
