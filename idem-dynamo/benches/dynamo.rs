@@ -5,6 +5,8 @@
 //! with the same client and table. After criterion's figures, idem and the floor run
 //! alternated in rounds and are compared on p50 and client CPU per call (the thread's
 //! on-CPU time; the runtime is single-threaded, so this is all the client's work).
+//! `replay_cached` is a duplicate answered by the engine's local cache (no request),
+//! beside `replay_in_memory`, a replay on the in-memory store, in the same run.
 //! `IDEM_BENCH_SIDE=idem-first|floor-first|idem-duplicate|floor-duplicate` with
 //! `IDEM_BENCH_CALLS=N` runs only N calls of one side, for callgrind
 //! (`scripts/callgrind-floor dynamo`).
@@ -23,7 +25,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use criterion::{criterion_group, criterion_main, Criterion};
-use idem_core::{Call, Engine, EngineBuilder, Error};
+use idem_core::{Call, Engine, EngineBuilder, Error, LocalCache, MemoryStore};
 use idem_dynamo::testkit::RequestCounter;
 use idem_dynamo::{DynamoStore, SetupError};
 
@@ -132,7 +134,7 @@ fn setup(
     runtime: &tokio::runtime::Runtime,
     endpoint: &str,
     counter: &RequestCounter,
-) -> (Engine, Floor) {
+) -> (Engine, Engine, Floor) {
     let client = aws_sdk_dynamodb::Client::from_conf(
         idem_dynamo::local_config(endpoint)
             .retry_config(RetryConfig::disabled())
@@ -150,10 +152,14 @@ fn setup(
             Ok(_) | Err(SetupError::TableExists { .. }) => {}
             Err(error) => panic!("cannot create the bench table: {error}"),
         }
-        let engine = EngineBuilder::from_arc(Arc::new(builder.build().await.unwrap()))
+        let store = Arc::new(builder.build().await.unwrap());
+        let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
+        // The same store, with the local cache in front.
+        let cached = EngineBuilder::from_arc(store)
+            .local_cache(LocalCache::new())
             .build()
             .unwrap();
-        (engine, floor)
+        (engine, cached, floor)
     })
 }
 
@@ -167,7 +173,7 @@ fn dynamo(c: &mut Criterion) {
         .build()
         .unwrap();
     let counter = RequestCounter::new();
-    let (engine, floor) = setup(&runtime, &endpoint, &counter);
+    let (engine, cached, floor) = setup(&runtime, &endpoint, &counter);
     let idem_call = |key: u64| {
         let engine = engine.clone();
         async move {
@@ -243,20 +249,49 @@ fn dynamo(c: &mut Criterion) {
         floor_call,
     );
 
-    // Requests per call, counted on the wire: a first call, then its duplicate.
+    // Requests per call, counted on the wire: a first call and its duplicate, then two
+    // duplicates on the engine with the local cache.
     let mut counts = Vec::new();
-    for _ in 0..2 {
+    for engine in [&engine, &engine, &cached, &cached] {
         counter.reset();
         let call = Call::new("bench::dynamo", "counted")
-            .engine(&engine)
+            .engine(engine)
             .run(|_| async { Ok::<_, Error>(1u8) });
         runtime.block_on(call).unwrap();
         counts.push(counter.counts());
     }
     println!(
-        "requests: first call {:?}, duplicate {:?}",
-        counts[0], counts[1]
+        "requests: first call {:?}, duplicate {:?}; with the local cache: first duplicate {:?}, next duplicate {:?}",
+        counts[0], counts[1], counts[2], counts[3]
     );
+
+    // Last, since they send no request: dynalite closes a connection idle for 5 s, and
+    // the client's next request could meet it closed. The record "replayed", replayed
+    // by the engine with the local cache (which the first duplicate fills), and a
+    // replay on the in-memory store for comparison.
+    let memory = Engine::new(MemoryStore::new());
+    let mut local = c.benchmark_group("dynamo");
+    for engine in [&cached, &memory] {
+        runtime
+            .block_on(
+                Call::new("bench::dynamo", "replayed")
+                    .engine(engine)
+                    .run(|_| async { Ok::<_, Error>(1u8) }),
+            )
+            .unwrap();
+    }
+    for (name, engine) in [("replay_cached", &cached), ("replay_in_memory", &memory)] {
+        local.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                Call::new("bench::dynamo", "replayed")
+                    .engine(engine)
+                    .run(|_| async { Ok::<_, Error>(2u8) })
+                    .await
+                    .unwrap()
+            })
+        });
+    }
+    local.finish();
 }
 
 criterion_group!(benches, dynamo);
