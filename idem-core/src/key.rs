@@ -113,7 +113,7 @@ pub fn canonical_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyErr
             )));
         }
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(64);
     node.write(&mut out);
     Ok(out)
 }

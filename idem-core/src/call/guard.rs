@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -246,7 +247,15 @@ impl Guard {
     ) -> Result<R, StoreError> {
         let timeout = self.engine.defaults().store_timeout;
         let started = observe::Started::now();
-        let (result, class) = match tokio::time::timeout(timeout, call).await {
+        // A store that answers at once (the in-memory one) needs no timer: poll it once
+        // first, and arm the timeout only if it is still pending.
+        let mut call = std::pin::pin!(call);
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        let answer = match first {
+            Poll::Ready(answer) => Ok(answer),
+            Poll::Pending => tokio::time::timeout(timeout, call).await,
+        };
+        let (result, class) = match answer {
             Ok(Ok(answer)) => (Ok(answer), None),
             Ok(Err(error)) => {
                 let class = match error.kind() {
