@@ -42,7 +42,10 @@ impl RedisStore {
 
     /// The Redis key of a record id.
     pub fn key(&self, id: &str) -> String {
-        format!("{}{id}", self.prefix)
+        let mut key = String::with_capacity(self.prefix.len() + id.len());
+        key.push_str(&self.prefix);
+        key.push_str(id);
+        key
     }
 
     /// `script` on the record's key, its arguments still to add.
