@@ -163,13 +163,15 @@ pub(crate) fn push_digest(
 /// Appends a digest as lowercase hex digits, two per byte from a table (the `hex`
 /// crate's encoders were a measurable part of a call).
 fn push_lower_hex(out: &mut String, digest: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.reserve(digest.len() * 2);
     for &byte in digest {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0x0f)] as char);
+        out.push(HEX_DIGITS[usize::from(byte >> 4)] as char);
+        out.push(HEX_DIGITS[usize::from(byte & 0x0f)] as char);
     }
 }
+
+/// Lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Checks a namespace: not empty, and without `#` (which separates it from the digest
 /// in a record id).
@@ -270,23 +272,34 @@ impl Node {
 /// A JSON string: `"` and `\` escaped, control characters U+0000 to U+001F escaped
 /// (short forms where JSON has them, `\u00xx` otherwise), everything else verbatim.
 fn write_str(s: &str, out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0x00..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.extend_from_slice(hex::encode([b]).as_bytes());
-            }
-            _ => out.push(b),
+    // Runs of bytes that need no escape are copied whole.
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX_DIGITS[usize::from(b >> 4)]);
+            out.push(HEX_DIGITS[usize::from(b & 0x0f)]);
+        } else {
+            out.extend_from_slice(escape);
         }
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 

@@ -450,25 +450,26 @@ where
     let request = Request::from_parts(parts, ReqBody::from(body));
     let record_server_errors = config.record_server_errors;
     let config_for_body = &config;
-    let outcome = call
-        .run_reported(|_| async move {
-            let response = inner.call(request).await.map_err(Failed::Inner)?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Failed::ResponseBody(e.into()))?
-                .to_bytes();
-            let response = Response::from_parts(parts, body);
-            if response.status().is_server_error() && !record_server_errors {
-                *slot = Some(response);
-                return Err(Failed::NotRecorded);
-            }
-            let recorded = Recorded::of(&response, config_for_body);
+    // Boxed: the engine's future is large, and this one is moved whole into its box
+    // (and by tower's `Oneshot`) before it first runs; a pointer moves cheaply.
+    let outcome = Box::pin(call.run_reported(|_| async move {
+        let response = inner.call(request).await.map_err(Failed::Inner)?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Failed::ResponseBody(e.into()))?
+            .to_bytes();
+        let response = Response::from_parts(parts, body);
+        if response.status().is_server_error() && !record_server_errors {
             *slot = Some(response);
-            Ok::<_, Failed<S::Error>>(recorded)
-        })
-        .await;
+            return Err(Failed::NotRecorded);
+        }
+        let recorded = Recorded::of(&response, config_for_body);
+        *slot = Some(response);
+        Ok::<_, Failed<S::Error>>(recorded)
+    }))
+    .await;
     let retry = config.retry_after_s;
     match outcome {
         Ok(report) => match report.source {
