@@ -3,39 +3,42 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use idem_core::store::{Outcome, Record, State, StoreError};
+use idem_core::store::{Outcome, Record, State, StoreError, CODEC_JSON, FORMAT};
 
 use crate::names::AttributeNames;
+
+/// Expression attribute names, by alias.
+pub(crate) type Names = HashMap<String, String>;
+/// Expression attribute values, by alias.
+pub(crate) type Values = HashMap<String, AttributeValue>;
 
 /// An expression's attribute names and values, registered as they are used, so a
 /// request carries every name aliased and no name or value it does not use.
 #[derive(Debug, Default)]
 pub(crate) struct Expression {
-    pub names: HashMap<String, String>,
-    pub values: HashMap<String, AttributeValue>,
+    names: Names,
+    values: Values,
 }
 
 impl Expression {
-    /// `#alias`, standing for the attribute `attribute`.
-    pub fn name(&mut self, alias: &str, attribute: &str) -> String {
-        let alias = format!("#{alias}");
-        self.names.insert(alias.clone(), attribute.to_owned());
+    /// `alias` (with its `#`) stands for `attribute`; returns the alias.
+    pub fn name(&mut self, alias: &'static str, attribute: &str) -> &'static str {
+        self.names.insert(alias.to_owned(), attribute.to_owned());
         alias
     }
 
-    /// `:alias`, standing for `value`.
-    pub fn value(&mut self, alias: &str, value: AttributeValue) -> String {
-        let alias = format!(":{alias}");
-        self.values.insert(alias.clone(), value);
+    /// `alias` (with its `:`) stands for `value`; returns the alias.
+    pub fn value(&mut self, alias: &'static str, value: AttributeValue) -> &'static str {
+        self.values.insert(alias.to_owned(), value);
         alias
     }
 
-    pub fn names(&self) -> Option<HashMap<String, String>> {
-        (!self.names.is_empty()).then(|| self.names.clone())
-    }
-
-    pub fn values(&self) -> Option<HashMap<String, AttributeValue>> {
-        (!self.values.is_empty()).then(|| self.values.clone())
+    /// The names and the values, moved out for the request (`None` where empty).
+    pub fn into_parts(self) -> (Option<Names>, Option<Values>) {
+        (
+            (!self.names.is_empty()).then_some(self.names),
+            (!self.values.is_empty()).then_some(self.values),
+        )
     }
 }
 
@@ -88,7 +91,16 @@ pub(crate) fn decode(
                 .map_err(|e: String| malformed(&names.outcome, &e))?,
         ),
     };
-    let format = number(&names.format)?;
+    // Begin leaves format and codec to complete, which writes the data they describe:
+    // a record in progress may have neither.
+    let format = match item.get(&names.format) {
+        None if state == State::InProgress => u64::from(FORMAT),
+        _ => number(&names.format)?,
+    };
+    let codec = match string(&names.codec)? {
+        None if state == State::InProgress => CODEC_JSON.to_owned(),
+        _ => required_string(&names.codec)?.clone(),
+    };
     Ok(Record {
         id: id.to_owned(),
         state,
@@ -101,7 +113,7 @@ pub(crate) fn decode(
         data: string(&names.data)?.cloned(),
         format: u32::try_from(format)
             .map_err(|_| malformed(&names.format, "a format number out of range"))?,
-        codec: required_string(&names.codec)?.clone(),
+        codec,
     })
 }
 

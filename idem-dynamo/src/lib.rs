@@ -31,12 +31,23 @@
 //! sort-key mode (one static partition key value, the id in the sort key; ids then have
 //! 1024 bytes, not 2048) is [`DynamoStoreBuilder::sort_key`].
 //!
-//! Each transition is one request: begin, complete, extend and release are one
-//! conditional `UpdateItem` each, asking for the old item when the condition fails
-//! (`ReturnValuesOnConditionCheckFailure = ALL_OLD`); a server that ignores that flag
-//! costs one strongly consistent `GetItem` more. begin increments the fence atomically
-//! (`if_not_exists(fence, 0) + 1`). A first call costs two requests (begin and
-//! complete), a duplicate one, and a long body one more per heartbeat.
+//! Each transition is one conditional `UpdateItem`, asking for the old item when the
+//! condition fails (`ReturnValuesOnConditionCheckFailure = ALL_OLD`); a server that
+//! ignores that flag costs one strongly consistent `GetItem` more. Every request
+//! carries only what its transition needs:
+//!
+//! - begin on a new key (`attribute_not_exists(id)`) sets the attempt's fields and
+//!   fence 1, and asks nothing back. Refused, it brings the current item: a live record
+//!   is the answer; a free one (lapsed, released, expired) is taken over by a second
+//!   request, which increments the fence atomically (`if_not_exists(fence, 0) + 1`,
+//!   read back from the updated attributes) and removes the old attempt's outcome,
+//!   data, format, codec and fingerprint;
+//! - complete writes the outcome and the data with their `format` and `codec` (a
+//!   record in progress has neither);
+//! - extend and release write the lease.
+//!
+//! A first call costs two requests (begin and complete), a duplicate one, a takeover
+//! of a free record one more, and a long body one more per heartbeat.
 //!
 //! Values up to 395,904 bytes encoded are recorded (an item holds 400 KB, names
 //! included); a larger one is completed as not stored, and its duplicates get

@@ -61,7 +61,9 @@ impl DynamoStore {
 
     /// The item key of a record id.
     fn key(&self, id: &str) -> HashMap<String, AttributeValue> {
-        let stored = format!("{}{id}", self.prefix);
+        let mut stored = String::with_capacity(self.prefix.len() + id.len());
+        stored.push_str(&self.prefix);
+        stored.push_str(id);
         match &self.layout {
             KeyLayout::PartitionKey => HashMap::from([(self.names.id.clone(), s(stored))]),
             KeyLayout::SortKey {
@@ -84,12 +86,12 @@ impl DynamoStore {
 
     /// The condition of complete, extend and release: the attempt holds the record.
     fn held_by(&self, expression: &mut Expression, attempt: &Attempt) -> String {
-        let status = expression.name("status", &self.names.status);
-        let in_progress = expression.value("inprogress", s(State::InProgress.as_str()));
-        let owner = expression.name("owner", &self.names.owner);
-        let owner_value = expression.value("owner", s(attempt.owner.clone()));
-        let fence = expression.name("fence", &self.names.fence);
-        let fence_value = expression.value("fence", n(attempt.fence));
+        let status = expression.name("#status", &self.names.status);
+        let in_progress = expression.value(":inprogress", s(State::InProgress.as_str()));
+        let owner = expression.name("#owner", &self.names.owner);
+        let owner_value = expression.value(":owner", s(attempt.owner.as_str()));
+        let fence = expression.name("#fence", &self.names.fence);
+        let fence_value = expression.value(":fence", n(attempt.fence));
         format!("{status} = {in_progress} AND {owner} = {owner_value} AND {fence} = {fence_value}")
     }
 
@@ -104,6 +106,7 @@ impl DynamoStore {
         expression: Expression,
         return_new: bool,
     ) -> Result<Written<UpdateItemOutput>, StoreError> {
+        let (names, values) = expression.into_parts();
         let result = self
             .client
             .update_item()
@@ -111,8 +114,8 @@ impl DynamoStore {
             .set_key(Some(self.key(id)))
             .update_expression(update)
             .condition_expression(condition)
-            .set_expression_attribute_names(expression.names())
-            .set_expression_attribute_values(expression.values())
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
             .set_return_values(return_new.then_some(ReturnValue::UpdatedNew))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -138,6 +141,118 @@ impl DynamoStore {
                 }
             }
             Err(error) => Err(store_error(operation, error)),
+        }
+    }
+
+    /// Begin on a key with no item: the attempt's fields, fence 1.
+    async fn begin_new(&self, request: &Begin) -> Result<Written<()>, StoreError> {
+        let mut e = Expression::default();
+        let names = &self.names;
+        let status = e.name("#status", &names.status);
+        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
+        let owner = e.name("#owner", &names.owner);
+        let owner_value = e.value(":owner", s(request.owner.as_str()));
+        let fence = e.name("#fence", &names.fence);
+        let one = e.value(":one", n(1));
+        let lease = e.name("#lease", &names.in_progress_expiration);
+        let lease_value = e.value(":lease", n(request.lease_until_ms));
+        let expiration = e.name("#expiration", &names.expiration);
+        let expiration_value = e.value(":expiration", n(request.expires_at_s));
+        let mut update = format!(
+            "SET {status} = {in_progress}, {owner} = {owner_value}, {fence} = {one}, \
+             {lease} = {lease_value}, {expiration} = {expiration_value}"
+        );
+        if let Some(fingerprint) = &request.fingerprint {
+            let validation = e.name("#validation", &names.validation);
+            let value = e.value(":validation", s(fingerprint.as_str()));
+            update.push_str(&format!(", {validation} = {value}"));
+        }
+        let id = e.name("#id", &names.id);
+        let condition = format!("attribute_not_exists({id})");
+        Ok(self
+            .update(
+                "UpdateItem (begin)",
+                &request.id,
+                update,
+                condition,
+                e,
+                false,
+            )
+            .await?
+            .map(|_| ()))
+    }
+
+    /// Begin on a key whose item may exist and be free: the next fence, read back, and
+    /// the old attempt's outcome, data and fingerprint cleared.
+    async fn take_over(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        let mut e = Expression::default();
+        let names = &self.names;
+        let status = e.name("#status", &names.status);
+        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
+        let completed = e.value(":completed", s(State::Completed.as_str()));
+        let owner = e.name("#owner", &names.owner);
+        let owner_value = e.value(":owner", s(request.owner.as_str()));
+        let fence = e.name("#fence", &names.fence);
+        let zero = e.value(":zero", n(0));
+        let one = e.value(":one", n(1));
+        let lease = e.name("#lease", &names.in_progress_expiration);
+        let lease_value = e.value(":lease", n(request.lease_until_ms));
+        let expiration = e.name("#expiration", &names.expiration);
+        let expiration_value = e.value(":expiration", n(request.expires_at_s));
+        let mut set = format!(
+            "SET {status} = {in_progress}, {owner} = {owner_value}, \
+             {fence} = if_not_exists({fence}, {zero}) + {one}, {lease} = {lease_value}, \
+             {expiration} = {expiration_value}"
+        );
+        let mut remove = [
+            e.name("#data", &names.data),
+            e.name("#outcome", &names.outcome),
+            e.name("#format", &names.format),
+            e.name("#codec", &names.codec),
+        ]
+        .join(", ");
+        let validation = e.name("#validation", &names.validation);
+        match &request.fingerprint {
+            Some(fingerprint) => {
+                let value = e.value(":validation", s(fingerprint.as_str()));
+                set.push_str(&format!(", {validation} = {value}"));
+            }
+            None => remove.push_str(&format!(", {validation}")),
+        }
+        let update = format!("{set} REMOVE {remove}");
+        let id = e.name("#id", &names.id);
+        let now_s = e.value(":now_s", n(request.now_ms / 1000));
+        let now_ms = e.value(":now_ms", n(request.now_ms));
+        let condition = format!(
+            "attribute_not_exists({id}) OR ({status} = {completed} AND {expiration} <= {now_s}) \
+             OR ({status} = {in_progress} AND {lease} <= {now_ms})"
+        );
+        match self
+            .update(
+                "UpdateItem (begin)",
+                &request.id,
+                update,
+                condition,
+                e,
+                true,
+            )
+            .await?
+        {
+            Written::Applied(output) => {
+                let fence = output
+                    .attributes()
+                    .and_then(|new| new.get(&names.fence))
+                    .and_then(|value| value.as_n().ok())
+                    .and_then(|value| value.parse().ok())
+                    .ok_or_else(|| {
+                        StoreError::permanent(format!(
+                            "DynamoDB's answer to begin on `{}` holds no fence",
+                            request.id
+                        ))
+                    })?;
+                Ok(Written::Applied(fence))
+            }
+            Written::Refused(current) => Ok(Written::Refused(current)),
         }
     }
 
@@ -206,78 +321,16 @@ impl Store for DynamoStore {
     }
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
-        let mut e = Expression::default();
-        let names = &self.names;
-        let status = e.name("status", &names.status);
-        let in_progress = e.value("inprogress", s(State::InProgress.as_str()));
-        let completed = e.value("completed", s(State::Completed.as_str()));
-        let owner = e.name("owner", &names.owner);
-        let owner_value = e.value("owner", s(request.owner.clone()));
-        let fence = e.name("fence", &names.fence);
-        let zero = e.value("zero", n(0));
-        let one = e.value("one", n(1));
-        let lease = e.name("lease", &names.in_progress_expiration);
-        let lease_value = e.value("lease", n(request.lease_until_ms));
-        let expiration = e.name("expiration", &names.expiration);
-        let expiration_value = e.value("expiration", n(request.expires_at_s));
-        let format = e.name("format", &names.format);
-        let format_value = e.value("format", n(FORMAT.into()));
-        let codec = e.name("codec", &names.codec);
-        let codec_value = e.value("codec", s(CODEC_JSON));
-        let data = e.name("data", &names.data);
-        let outcome = e.name("outcome", &names.outcome);
-        let validation = e.name("validation", &names.validation);
-        let mut set = vec![
-            format!("{status} = {in_progress}"),
-            format!("{owner} = {owner_value}"),
-            format!("{fence} = if_not_exists({fence}, {zero}) + {one}"),
-            format!("{lease} = {lease_value}"),
-            format!("{expiration} = {expiration_value}"),
-            format!("{format} = {format_value}"),
-            format!("{codec} = {codec_value}"),
-        ];
-        let mut remove = vec![data, outcome];
-        match &request.fingerprint {
-            Some(fingerprint) => {
-                let value = e.value("validation", s(fingerprint.clone()));
-                set.push(format!("{validation} = {value}"));
+        // The common case first: a new key, with the lean request (no attribute to
+        // clear, fence 1, no answer to read). A refusal brings the current record: a
+        // live one is the answer; a free one (lapsed, released, expired) is taken over
+        // with the full request, which clears what the old attempt left.
+        match self.begin_new(request).await? {
+            Written::Applied(()) => Ok(Written::Applied(1)),
+            Written::Refused(Some(record)) if record.is_live(request.now_ms) => {
+                Ok(Written::Refused(Some(record)))
             }
-            None => remove.push(validation),
-        }
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        let id = e.name("id", &names.id);
-        let now_s = e.value("now_s", n(request.now_ms / 1000));
-        let now_ms = e.value("now_ms", n(request.now_ms));
-        let condition = format!(
-            "attribute_not_exists({id}) OR ({status} = {completed} AND {expiration} <= {now_s}) \
-             OR ({status} = {in_progress} AND {lease} <= {now_ms})"
-        );
-        match self
-            .update(
-                "UpdateItem (begin)",
-                &request.id,
-                update,
-                condition,
-                e,
-                true,
-            )
-            .await?
-        {
-            Written::Applied(output) => {
-                let fence = output
-                    .attributes()
-                    .and_then(|new| new.get(&names.fence))
-                    .and_then(|value| value.as_n().ok())
-                    .and_then(|value| value.parse().ok())
-                    .ok_or_else(|| {
-                        StoreError::permanent(format!(
-                            "DynamoDB's answer to begin on `{}` holds no fence",
-                            request.id
-                        ))
-                    })?;
-                Ok(Written::Applied(fence))
-            }
-            Written::Refused(current) => Ok(Written::Refused(current)),
+            Written::Refused(_) => self.take_over(request).await,
         }
     }
 
@@ -288,19 +341,24 @@ impl Store for DynamoStore {
     ) -> Result<Written<()>, StoreError> {
         let mut e = Expression::default();
         let names = &self.names;
-        let status = e.name("status", &names.status);
-        let completed = e.value("completed", s(State::Completed.as_str()));
-        let outcome = e.name("outcome", &names.outcome);
-        let outcome_value = e.value("outcome", s(completion.outcome.as_str()));
-        let expiration = e.name("expiration", &names.expiration);
-        let expiration_value = e.value("expiration", n(completion.expires_at_s));
-        let data = e.name("data", &names.data);
+        let status = e.name("#status", &names.status);
+        let completed = e.value(":completed", s(State::Completed.as_str()));
+        let outcome = e.name("#outcome", &names.outcome);
+        let outcome_value = e.value(":outcome", s(completion.outcome.as_str()));
+        let expiration = e.name("#expiration", &names.expiration);
+        let expiration_value = e.value(":expiration", n(completion.expires_at_s));
+        let data = e.name("#data", &names.data);
+        let format = e.name("#format", &names.format);
+        let format_value = e.value(":format", n(FORMAT.into()));
+        let codec = e.name("#codec", &names.codec);
+        let codec_value = e.value(":codec", s(CODEC_JSON));
         let mut update = format!(
-            "SET {status} = {completed}, {outcome} = {outcome_value}, {expiration} = {expiration_value}"
+            "SET {status} = {completed}, {outcome} = {outcome_value}, {expiration} = {expiration_value}, \
+             {format} = {format_value}, {codec} = {codec_value}"
         );
         match &completion.data {
             Some(value) => {
-                let value = e.value("data", s(value.clone()));
+                let value = e.value(":data", s(value.as_str()));
                 update.push_str(&format!(", {data} = {value}"));
             }
             None => update.push_str(&format!(" REMOVE {data}")),
@@ -315,13 +373,13 @@ impl Store for DynamoStore {
         renewal: &Renewal,
     ) -> Result<Written<()>, StoreError> {
         let mut e = Expression::default();
-        let lease_name = e.name("lease", &self.names.in_progress_expiration);
-        let lease_value = e.value("lease", n(renewal.lease_until_ms));
-        let expiration = e.name("expiration", &self.names.expiration);
-        let expiration_value = e.value("expiration", n(renewal.expires_at_s));
+        let lease_name = e.name("#lease", &self.names.in_progress_expiration);
+        let lease_value = e.value(":lease", n(renewal.lease_until_ms));
+        let expiration = e.name("#expiration", &self.names.expiration);
+        let expiration_value = e.value(":expiration", n(renewal.expires_at_s));
         let update = format!("SET {lease_name} = {lease_value}, {expiration} = {expiration_value}");
         // A heartbeat that lands after the release must not revive the lease.
-        let zero = e.value("zero", n(0));
+        let zero = e.value(":zero", n(0));
         let not_released = format!("{lease_name} > {zero}");
         self.held_update(
             "UpdateItem (extend)",
@@ -335,8 +393,8 @@ impl Store for DynamoStore {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let mut e = Expression::default();
-        let lease = e.name("lease", &self.names.in_progress_expiration);
-        let zero = e.value("zero", n(0));
+        let lease = e.name("#lease", &self.names.in_progress_expiration);
+        let zero = e.value(":zero", n(0));
         let update = format!("SET {lease} = {zero}");
         self.held_update("UpdateItem (release)", attempt, e, update, None)
             .await

@@ -2,11 +2,13 @@
 //! DynamoDB rejects requests that emulators accept (an unused attribute name or value,
 //! a path both set and removed): these tests hold our requests to AWS's rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::Client;
-use aws_smithy_http_client::test_util::capture_request;
-use idem_core::store::Outcome;
+use aws_smithy_http_client::test_util::{capture_request, infallible_client_fn};
+use idem_core::store::{Outcome, Written};
 use idem_core::testkit::{attempt, begin_at, completion_at, renewal_at, T0};
 use idem_core::Store;
 use idem_dynamo::{DynamoStore, DynamoStoreBuilder};
@@ -108,7 +110,7 @@ fn names(pairs: &[(&str, &str)]) -> Value {
 }
 
 #[tokio::test]
-async fn begin_is_one_update_item_that_increments_the_fence() {
+async fn begin_on_a_new_key_is_one_lean_update_item() {
     let request = begin_at(ID, "owner-1", T0 + 1_500, None);
     let (target, body) = captured(plain, |store| async move {
         let _ = store.begin(&request).await;
@@ -117,17 +119,14 @@ async fn begin_is_one_update_item_that_increments_the_fence() {
     assert_eq!(target, "DynamoDB_20120810.UpdateItem");
     assert_eq!(body["TableName"], "idem");
     assert_eq!(body["Key"], json!({"id": {"S": ID}}));
+    // Nothing to clear on a new key, fence 1, and no answer to read: format and codec
+    // come with the data, at completion.
     assert_eq!(
         body["UpdateExpression"],
-        "SET #status = :inprogress, #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, \
-         #lease = :lease, #expiration = :expiration, #format = :format, #codec = :codec \
-         REMOVE #data, #outcome, #validation"
+        "SET #status = :inprogress, #owner = :owner, #fence = :one, #lease = :lease, \
+         #expiration = :expiration"
     );
-    assert_eq!(
-        body["ConditionExpression"],
-        "attribute_not_exists(#id) OR (#status = :completed AND #expiration <= :now_s) \
-         OR (#status = :inprogress AND #lease <= :now_ms)"
-    );
+    assert_eq!(body["ConditionExpression"], "attribute_not_exists(#id)");
     assert_eq!(
         body["ExpressionAttributeNames"],
         names(&[
@@ -136,11 +135,6 @@ async fn begin_is_one_update_item_that_increments_the_fence() {
             ("#fence", "fence"),
             ("#lease", "in_progress_expiration"),
             ("#expiration", "expiration"),
-            ("#format", "format"),
-            ("#codec", "codec"),
-            ("#data", "data"),
-            ("#outcome", "outcome"),
-            ("#validation", "validation"),
             ("#id", "id"),
         ])
     );
@@ -149,19 +143,13 @@ async fn begin_is_one_update_item_that_increments_the_fence() {
         body["ExpressionAttributeValues"],
         json!({
             ":inprogress": {"S": "INPROGRESS"},
-            ":completed": {"S": "COMPLETED"},
             ":owner": {"S": "owner-1"},
-            ":zero": {"N": "0"},
             ":one": {"N": "1"},
             ":lease": {"N": lease_until.to_string()},
             ":expiration": {"N": request_expiry(lease_until).to_string()},
-            ":format": {"N": "1"},
-            ":codec": {"S": "json"},
-            ":now_s": {"N": ((T0 + 1_500) / 1000).to_string()},
-            ":now_ms": {"N": (T0 + 1_500).to_string()},
         })
     );
-    assert_eq!(body["ReturnValues"], "UPDATED_NEW");
+    assert!(body.get("ReturnValues").is_none());
     assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
     assert_aliases_exact(&body);
 }
@@ -171,20 +159,129 @@ fn request_expiry(lease_until_ms: u64) -> u64 {
 }
 
 #[tokio::test]
-async fn begin_with_a_fingerprint_sets_it_instead_of_removing_it() {
+async fn begin_with_a_fingerprint_sets_it() {
     let request = begin_at(ID, "owner-1", T0, Some("fp"));
     let (_, body) = captured(plain, |store| async move {
         let _ = store.begin(&request).await;
     })
     .await;
     let update = body["UpdateExpression"].as_str().unwrap();
-    assert!(update.contains("#validation = :validation"), "{update}");
-    assert!(update.ends_with("REMOVE #data, #outcome"), "{update}");
+    assert!(update.ends_with(", #validation = :validation"), "{update}");
+    assert!(!update.contains("REMOVE"), "{update}");
     assert_eq!(
         body["ExpressionAttributeValues"][":validation"],
         json!({"S": "fp"})
     );
     assert_aliases_exact(&body);
+}
+
+/// A store whose client answers each request with the next of `answers` (status, JSON
+/// body) and keeps the request bodies.
+fn scripted(answers: Vec<(u16, Value)>) -> (DynamoStore, Arc<Mutex<Vec<Value>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+    let http = {
+        let sent = sent.clone();
+        infallible_client_fn(move |request| {
+            let body = request.body().bytes().expect("a JSON body");
+            sent.lock()
+                .unwrap()
+                .push(serde_json::from_slice(body).expect("JSON"));
+            let (status, answer) = answers.lock().unwrap().pop_front().expect("an answer");
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(answer.to_string())
+                .unwrap()
+        })
+    };
+    let config = idem_dynamo::local_config("http://127.0.0.1:1")
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let store = DynamoStore::builder(Client::from_conf(config), "idem").build_unchecked();
+    (store, sent)
+}
+
+/// The answer to a begin whose condition failed, with the item found.
+fn refused_with(item: Value) -> (u16, Value) {
+    (
+        400,
+        json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+            "message": "The conditional request failed",
+            "Item": item,
+        }),
+    )
+}
+
+/// A completed record whose TTL ended at `expiration` (epoch seconds), fence 7.
+fn completed_item(expiration: u64) -> Value {
+    json!({
+        "id": {"S": ID},
+        "status": {"S": "COMPLETED"},
+        "owner": {"S": "owner-0"},
+        "fence": {"N": "7"},
+        "in_progress_expiration": {"N": "0"},
+        "expiration": {"N": expiration.to_string()},
+        "outcome": {"S": "ok"},
+        "data": {"S": "1"},
+        "format": {"N": "1"},
+        "codec": {"S": "json"},
+        "validation": {"S": "old-fp"},
+    })
+}
+
+#[tokio::test]
+async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
+    let now = T0 + 1_500;
+    let (store, sent) = scripted(vec![
+        refused_with(completed_item(now / 1000)),
+        (200, json!({"Attributes": {"fence": {"N": "8"}}})),
+    ]);
+    let written = store
+        .begin(&begin_at(ID, "owner-1", now, None))
+        .await
+        .unwrap();
+    assert_eq!(written, Written::Applied(8), "the fence read back");
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent.len(), 2);
+    let body = &sent[1];
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #status = :inprogress, #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, \
+         #lease = :lease, #expiration = :expiration \
+         REMOVE #data, #outcome, #format, #codec, #validation"
+    );
+    assert_eq!(
+        body["ConditionExpression"],
+        "attribute_not_exists(#id) OR (#status = :completed AND #expiration <= :now_s) \
+         OR (#status = :inprogress AND #lease <= :now_ms)"
+    );
+    assert_eq!(
+        body["ExpressionAttributeValues"][":now_ms"],
+        json!({"N": now.to_string()})
+    );
+    assert_eq!(body["ReturnValues"], "UPDATED_NEW");
+    assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    assert_aliases_exact(body);
+}
+
+#[tokio::test]
+async fn a_live_record_is_the_answer_with_no_second_request() {
+    let now = T0 + 1_500;
+    let (store, sent) = scripted(vec![refused_with(completed_item(now / 1000 + 1))]);
+    let written = store
+        .begin(&begin_at(ID, "owner-1", now, None))
+        .await
+        .unwrap();
+    match written {
+        Written::Refused(Some(record)) => {
+            assert_eq!((record.fence, record.data.as_deref()), (7, Some("1")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sent.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -200,7 +297,8 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
     assert_eq!(target, "DynamoDB_20120810.UpdateItem");
     assert_eq!(
         body["UpdateExpression"],
-        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, #data = :data"
+        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, \
+         #format = :format, #codec = :codec, #data = :data"
     );
     assert_eq!(body["ConditionExpression"], held);
     assert_eq!(
@@ -223,7 +321,8 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
     .await;
     assert_eq!(
         body["UpdateExpression"],
-        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration REMOVE #data"
+        "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, \
+         #format = :format, #codec = :codec REMOVE #data"
     );
     assert_aliases_exact(&body);
 
