@@ -40,14 +40,20 @@ impl Guard {
             .saturating_add(self.max_duration.as_millis() as u64);
         let mut body = pin!(body);
         let mut next_beat = terms.first_beat_ms(lease_until_ms);
-        let mut timer = Some(clock.sleep(Duration::from_millis(
-            next_beat.saturating_sub(self.clock_now()),
-        )));
+        // Armed when the body first waits: a body that ends at once needs no timer.
+        let mut timer = None;
+        let mut armed = false;
         let mut extend: Option<Heartbeat<'_>> = None;
 
         let output = poll_fn(|cx| {
             if let Poll::Ready(output) = body.as_mut().poll(cx) {
                 return Poll::Ready(output);
+            }
+            if !armed {
+                armed = true;
+                timer = Some(clock.sleep(Duration::from_millis(
+                    next_beat.saturating_sub(self.clock_now()),
+                )));
             }
             loop {
                 if let Some(in_flight) = extend.as_mut() {
