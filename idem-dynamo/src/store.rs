@@ -144,30 +144,38 @@ impl DynamoStore {
         }
     }
 
-    /// Begin on a key with no item: the attempt's fields, fence 1.
-    async fn begin_new(&self, request: &Begin) -> Result<Written<()>, StoreError> {
-        let mut e = Expression::default();
+    /// The attempt's own fields as `SET` assignments: status, owner, lease, expiry and
+    /// the fingerprint when the call has one.
+    fn attempt_fields(&self, e: &mut Expression, request: &Begin) -> String {
         let names = &self.names;
         let status = e.name("#status", &names.status);
         let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
         let owner = e.name("#owner", &names.owner);
         let owner_value = e.value(":owner", s(request.owner.as_str()));
-        let fence = e.name("#fence", &names.fence);
-        let one = e.value(":one", n(1));
         let lease = e.name("#lease", &names.in_progress_expiration);
         let lease_value = e.value(":lease", n(request.lease_until_ms));
         let expiration = e.name("#expiration", &names.expiration);
         let expiration_value = e.value(":expiration", n(request.expires_at_s));
-        let mut update = format!(
-            "SET {status} = {in_progress}, {owner} = {owner_value}, {fence} = {one}, \
-             {lease} = {lease_value}, {expiration} = {expiration_value}"
+        let mut fields = format!(
+            "{status} = {in_progress}, {owner} = {owner_value}, {lease} = {lease_value}, \
+             {expiration} = {expiration_value}"
         );
         if let Some(fingerprint) = &request.fingerprint {
             let validation = e.name("#validation", &names.validation);
             let value = e.value(":validation", s(fingerprint.as_str()));
-            update.push_str(&format!(", {validation} = {value}"));
+            fields.push_str(&format!(", {validation} = {value}"));
         }
-        let id = e.name("#id", &names.id);
+        fields
+    }
+
+    /// Begin on a key with no item: the attempt's fields, fence 1.
+    async fn begin_new(&self, request: &Begin) -> Result<Written<()>, StoreError> {
+        let mut e = Expression::default();
+        let fields = self.attempt_fields(&mut e, request);
+        let fence = e.name("#fence", &self.names.fence);
+        let one = e.value(":one", n(1));
+        let update = format!("SET {fields}, {fence} = {one}");
+        let id = e.name("#id", &self.names.id);
         let condition = format!("attribute_not_exists({id})");
         Ok(self
             .update(
@@ -183,27 +191,15 @@ impl DynamoStore {
     }
 
     /// Begin on a key whose item may exist and be free: the next fence, read back, and
-    /// the old attempt's outcome, data and fingerprint cleared.
+    /// the old attempt's outcome, data, format, codec and fingerprint cleared.
     async fn take_over(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
         let mut e = Expression::default();
         let names = &self.names;
-        let status = e.name("#status", &names.status);
-        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
-        let completed = e.value(":completed", s(State::Completed.as_str()));
-        let owner = e.name("#owner", &names.owner);
-        let owner_value = e.value(":owner", s(request.owner.as_str()));
+        let fields = self.attempt_fields(&mut e, request);
         let fence = e.name("#fence", &names.fence);
         let zero = e.value(":zero", n(0));
         let one = e.value(":one", n(1));
-        let lease = e.name("#lease", &names.in_progress_expiration);
-        let lease_value = e.value(":lease", n(request.lease_until_ms));
-        let expiration = e.name("#expiration", &names.expiration);
-        let expiration_value = e.value(":expiration", n(request.expires_at_s));
-        let mut set = format!(
-            "SET {status} = {in_progress}, {owner} = {owner_value}, \
-             {fence} = if_not_exists({fence}, {zero}) + {one}, {lease} = {lease_value}, \
-             {expiration} = {expiration_value}"
-        );
+        let set = format!("SET {fields}, {fence} = if_not_exists({fence}, {zero}) + {one}");
         let mut remove = [
             e.name("#data", &names.data),
             e.name("#outcome", &names.outcome),
@@ -211,14 +207,15 @@ impl DynamoStore {
             e.name("#codec", &names.codec),
         ]
         .join(", ");
-        let validation = e.name("#validation", &names.validation);
-        match &request.fingerprint {
-            Some(fingerprint) => {
-                let value = e.value(":validation", s(fingerprint.as_str()));
-                set.push_str(&format!(", {validation} = {value}"));
-            }
-            None => remove.push_str(&format!(", {validation}")),
+        if request.fingerprint.is_none() {
+            remove.push_str(&format!(", {}", e.name("#validation", &names.validation)));
         }
+        // The free predicate, over attributes the fields named already.
+        let status = e.name("#status", &names.status);
+        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
+        let lease = e.name("#lease", &names.in_progress_expiration);
+        let expiration = e.name("#expiration", &names.expiration);
+        let completed = e.value(":completed", s(State::Completed.as_str()));
         let update = format!("{set} REMOVE {remove}");
         let id = e.name("#id", &names.id);
         let now_s = e.value(":now_s", n(request.now_ms / 1000));

@@ -123,8 +123,8 @@ async fn begin_on_a_new_key_is_one_lean_update_item() {
     // come with the data, at completion.
     assert_eq!(
         body["UpdateExpression"],
-        "SET #status = :inprogress, #owner = :owner, #fence = :one, #lease = :lease, \
-         #expiration = :expiration"
+        "SET #status = :inprogress, #owner = :owner, #lease = :lease, \
+         #expiration = :expiration, #fence = :one"
     );
     assert_eq!(body["ConditionExpression"], "attribute_not_exists(#id)");
     assert_eq!(
@@ -166,7 +166,7 @@ async fn begin_with_a_fingerprint_sets_it() {
     })
     .await;
     let update = body["UpdateExpression"].as_str().unwrap();
-    assert!(update.ends_with(", #validation = :validation"), "{update}");
+    assert!(update.contains(", #validation = :validation, "), "{update}");
     assert!(!update.contains("REMOVE"), "{update}");
     assert_eq!(
         body["ExpressionAttributeValues"][":validation"],
@@ -249,8 +249,8 @@ async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
     let body = &sent[1];
     assert_eq!(
         body["UpdateExpression"],
-        "SET #status = :inprogress, #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, \
-         #lease = :lease, #expiration = :expiration \
+        "SET #status = :inprogress, #owner = :owner, #lease = :lease, #expiration = :expiration, \
+         #fence = if_not_exists(#fence, :zero) + :one \
          REMOVE #data, #outcome, #format, #codec, #validation"
     );
     assert_eq!(
@@ -264,6 +264,19 @@ async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
     );
     assert_eq!(body["ReturnValues"], "UPDATED_NEW");
     assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    assert_aliases_exact(body);
+
+    // With a fingerprint, the takeover sets it instead of removing it.
+    let (store, sent) = scripted(vec![
+        refused_with(completed_item(now / 1000)),
+        (200, json!({"Attributes": {"fence": {"N": "8"}}})),
+    ]);
+    let written = store.begin(&begin_at(ID, "owner-1", now, Some("fp"))).await;
+    assert_eq!(written.unwrap(), Written::Applied(8));
+    let body = &sent.lock().unwrap()[1];
+    let update = body["UpdateExpression"].as_str().unwrap();
+    assert!(update.contains("#validation = :validation"), "{update}");
+    assert!(update.ends_with("REMOVE #data, #outcome, #format, #codec"), "{update}");
     assert_aliases_exact(body);
 }
 
