@@ -276,7 +276,10 @@ async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
     let body = &sent.lock().unwrap()[1];
     let update = body["UpdateExpression"].as_str().unwrap();
     assert!(update.contains("#validation = :validation"), "{update}");
-    assert!(update.ends_with("REMOVE #data, #outcome, #format, #codec"), "{update}");
+    assert!(
+        update.ends_with("REMOVE #data, #outcome, #format, #codec"),
+        "{update}"
+    );
     assert_aliases_exact(body);
 }
 
