@@ -244,9 +244,11 @@ async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
         .await
         .unwrap();
     assert_eq!(written, Written::Applied(8), "the fence read back");
-    let sent = sent.lock().unwrap();
-    assert_eq!(sent.len(), 2);
-    let body = &sent[1];
+    let body = {
+        let sent = sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        sent[1].clone()
+    };
     assert_eq!(
         body["UpdateExpression"],
         "SET #status = :inprogress, #owner = :owner, #lease = :lease, #expiration = :expiration, \
@@ -264,7 +266,7 @@ async fn a_free_record_is_taken_over_with_the_request_that_clears_it() {
     );
     assert_eq!(body["ReturnValues"], "UPDATED_NEW");
     assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
-    assert_aliases_exact(body);
+    assert_aliases_exact(&body);
 
     // With a fingerprint, the takeover sets it instead of removing it.
     let (store, sent) = scripted(vec![
