@@ -155,7 +155,7 @@ impl Cache {
 
     /// Caches `record` if it is completed and not expired at `now_ms`, until its expiry
     /// or `now + max_age`, whichever comes first.
-    pub(crate) fn put(&self, record: &Record, now_ms: u64) {
+    pub(crate) fn put(&self, record: Record, now_ms: u64) {
         if record.state != State::Completed || record.is_expired(now_ms) {
             return;
         }
@@ -163,11 +163,9 @@ impl Cache {
             .expires_at_s
             .saturating_mul(1000)
             .min(now_ms.saturating_add(self.max_age_ms));
-        let cached = Cached {
-            record: record.clone(),
-            until_ms,
-        };
-        self.entries.insert(record.id.clone(), Arc::new(cached));
+        let id = record.id.clone();
+        self.entries
+            .insert(id, Arc::new(Cached { record, until_ms }));
     }
 
     /// The number of entries held now.

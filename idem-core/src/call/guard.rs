@@ -317,7 +317,7 @@ impl Guard {
         };
         let mut record = self.request.record(attempt.fence);
         if let Written::Applied(()) = protocol::complete(Some(&mut record), attempt, completion) {
-            cache.put(&record, self.clock_now());
+            cache.put(record, self.clock_now());
         }
     }
 
@@ -342,7 +342,7 @@ impl Guard {
             self.check_payload(&record)?;
             if record.state == State::Completed {
                 if let Some(cache) = self.engine.cache() {
-                    cache.put(&record, self.clock_now());
+                    cache.put(record.clone(), self.clock_now());
                 }
                 if let Some(started) = waiting {
                     observe::waited(&self.namespace, started.elapsed());
