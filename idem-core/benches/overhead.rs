@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::store::Begin;
+use idem_core::testkit::floor::batched;
 use idem_core::{Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
 
 const NS: &str = "bench::overhead";
@@ -78,42 +79,22 @@ fn overhead(c: &mut Criterion) {
     // each batch, made and dropped outside the timing): the bounded store never fills,
     // and no sample pays for growing a map of millions.
     group.bench_function("first_call", |b| {
-        b.to_async(&runtime).iter_custom(|iterations| async move {
-            let mut elapsed = Duration::ZERO;
-            let mut done = 0;
-            while done < iterations {
-                let batch = (iterations - done).min(10_000);
-                let (engine, _store) = fresh_engine();
-                let started = Instant::now();
-                for order in done..done + batch {
-                    let value = Call::new(NS, &order)
-                        .engine(&engine)
-                        .run(|_| plain(order))
-                        .await;
-                    black_box(value.unwrap());
-                }
-                elapsed += started.elapsed();
-                done += batch;
-            }
-            elapsed
+        b.to_async(&runtime).iter_custom(|iterations| {
+            batched(iterations, fresh_engine, async |(engine, _store), order| {
+                Call::new(NS, &order)
+                    .engine(engine)
+                    .run(|_| plain(order))
+                    .await
+                    .unwrap()
+            })
         })
     });
 
     group.bench_function("first_call_floor", |b| {
-        b.to_async(&runtime).iter_custom(|iterations| async move {
-            let mut elapsed = Duration::ZERO;
-            let mut done = 0;
-            while done < iterations {
-                let batch = (iterations - done).min(10_000);
-                let floor = Floor::default();
-                let started = Instant::now();
-                for order in done..done + batch {
-                    black_box(floor.call(order).await.unwrap());
-                }
-                elapsed += started.elapsed();
-                done += batch;
-            }
-            elapsed
+        b.to_async(&runtime).iter_custom(|iterations| {
+            batched(iterations, Floor::default, async |floor, order| {
+                floor.call(order).await.unwrap()
+            })
         })
     });
 

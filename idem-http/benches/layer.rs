@@ -7,13 +7,12 @@
 //! ```
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
+use idem_core::testkit::floor::batched;
 use idem_core::{Engine, MemoryStore};
 use idem_http::IdempotencyLayer;
 use tower::{service_fn, Layer, ServiceExt};
@@ -34,29 +33,6 @@ fn request(key: &str) -> Request<Full<Bytes>> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::from(r#"{"amount":"10 EUR"}"#))
         .unwrap()
-}
-
-/// Times `iterations` first calls in batches of 10,000, each batch on a fresh store made
-/// by `fresh` (and dropped) outside the timing, as idem-core's overhead benchmark does:
-/// no sample pays for growing a map of millions of records.
-async fn batched<T, C, Fut>(iterations: u64, fresh: impl Fn() -> T, call: C) -> Duration
-where
-    C: Fn(&T, u64) -> Fut,
-    Fut: Future,
-{
-    let mut elapsed = Duration::ZERO;
-    let mut done = 0;
-    while done < iterations {
-        let batch = (iterations - done).min(10_000);
-        let target = fresh();
-        let started = Instant::now();
-        for n in done..done + batch {
-            std::hint::black_box(call(&target, n).await);
-        }
-        elapsed += started.elapsed();
-        done += batch;
-    }
-    elapsed
 }
 
 fn layer(c: &mut Criterion) {
@@ -98,8 +74,8 @@ fn layer(c: &mut Criterion) {
         || IdempotencyLayer::new(Engine::new(MemoryStore::new())).layer(service_fn(handler));
     group.bench_function("first_request", |b| {
         b.to_async(&runtime).iter_custom(|iterations| {
-            batched(iterations, fresh_layer, |guarded, n| {
-                guarded.clone().oneshot(request(&format!("key-{n}")))
+            batched(iterations, fresh_layer, async |guarded, n| {
+                guarded.clone().oneshot(request(&format!("key-{n}"))).await
             })
         })
     });
@@ -128,7 +104,7 @@ fn layer(c: &mut Criterion) {
             batched(
                 iterations,
                 || Engine::new(MemoryStore::new()),
-                |engine, n| engine_call(engine, format!("key-{n}")),
+                async |engine, n| engine_call(engine, format!("key-{n}")).await,
             )
         })
     });

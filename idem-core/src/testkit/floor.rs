@@ -155,3 +155,27 @@ where
     });
     true
 }
+
+/// Times `iterations` first calls for criterion's `iter_custom`, in batches of 10,000,
+/// each batch on a fresh target made by `fresh` (and dropped) outside the timing: a
+/// benchmark of first calls then never pays for growing one store to millions of
+/// records. Call `n` gets the target and its number.
+pub async fn batched<T, R>(
+    iterations: u64,
+    fresh: impl Fn() -> T,
+    call: impl AsyncFn(&T, u64) -> R,
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0;
+    while done < iterations {
+        let batch = (iterations - done).min(10_000);
+        let target = fresh();
+        let started = Instant::now();
+        for n in done..done + batch {
+            std::hint::black_box(call(&target, n).await);
+        }
+        elapsed += started.elapsed();
+        done += batch;
+    }
+    elapsed
+}
