@@ -247,17 +247,27 @@ impl Guard {
     ) -> Result<R, StoreError> {
         let timeout = self.engine.defaults().store_timeout;
         let started = observe::Started::now();
-        // A store that answers at once (the in-memory one) needs no timer: poll it once
-        // first, and arm the timeout only if it is still pending.
+        // The call is polled once per wake-up. A store that answers at once (the
+        // in-memory one) arms no timer; the timeout is armed the first time the call is
+        // pending, and polled only then and on later wake-ups.
         let mut call = std::pin::pin!(call);
-        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        let answer = match first {
-            Poll::Ready(answer) => Ok(answer),
-            Poll::Pending => tokio::time::timeout(timeout, call).await,
-        };
+        let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+        let answer = std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = call.as_mut().poll(cx) {
+                return Poll::Ready(Some(answer));
+            }
+            if timer.is_none() {
+                timer.set(Some(tokio::time::sleep(timeout)));
+            }
+            match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                _ => Poll::Ready(None),
+            }
+        })
+        .await;
         let (result, class) = match answer {
-            Ok(Ok(answer)) => (Ok(answer), None),
-            Ok(Err(error)) => {
+            Some(Ok(answer)) => (Ok(answer), None),
+            Some(Err(error)) => {
                 let class = match error.kind() {
                     StoreErrorKind::Transient => "transient",
                     StoreErrorKind::Permanent => "permanent",
