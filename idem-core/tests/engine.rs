@@ -568,6 +568,40 @@ async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouc
 }
 
 #[tokio::test]
+async fn a_stale_attempt_with_a_value_too_large_to_record_gets_lease_lost_with_its_value() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
+        max_id_bytes: 2048,
+        max_data_bytes: 16,
+    }));
+    let clock = ManualClock::default();
+    let engine = engine_on(&store, &clock);
+    let gate = Arc::new(Notify::new());
+    let big = "x".repeat(100);
+    let stale = {
+        let (engine, gate, big) = (engine.clone(), gate.clone(), big.clone());
+        tokio::spawn(async move {
+            call(&engine, "k")
+                .max_duration(Duration::from_millis(1))
+                .run(|_| async move {
+                    gate.notified().await;
+                    Ok::<_, Error>(big)
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    clock.advance(LEASE);
+    let fresh = call(&engine, "k")
+        .run(|_| async { Ok::<_, Error>("fresh".to_owned()) })
+        .await;
+    assert_eq!(fresh.unwrap(), "fresh");
+    gate.notify_one();
+    let error = stale.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
+    assert_eq!(error.lost_value::<String>().unwrap().unwrap(), big);
+}
+
+#[tokio::test]
 async fn a_value_too_large_is_completed_as_not_stored() {
     let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
         max_id_bytes: 2048,

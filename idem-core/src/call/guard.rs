@@ -275,7 +275,7 @@ impl Guard {
                 };
                 (Err(error), Some(class))
             }
-            Err(_) => (
+            None => (
                 Err(StoreError::transient(format!(
                     "the store did not answer within {timeout:?}"
                 ))),
@@ -478,7 +478,7 @@ impl Guard {
         attempt: &Attempt,
         value: T,
     ) -> Result<Report<T>, E> {
-        let (encoded, completion) = self.value_completion(&value);
+        let (spilled, completion) = self.value_completion(&value);
         let store = &self.engine.store();
         let answer = self
             .store_call("complete", store.complete(attempt, &completion))
@@ -487,7 +487,7 @@ impl Guard {
         if let Completed::Recorded { .. } = completed {
             self.remember(attempt, &completion);
         }
-        self.reported(attempt, completed, value, encoded)
+        self.reported(attempt, completed, value, completion.data.or(spilled))
     }
 
     /// [`complete_value`](Guard::complete_value) inside the body's transaction, then the
@@ -498,7 +498,7 @@ impl Guard {
         mut transaction: Tx,
         value: T,
     ) -> Result<Report<T>, E> {
-        let (encoded, completion) = self.value_completion(&value);
+        let (spilled, completion) = self.value_completion(&value);
         let answer = self
             .store_call("complete", transaction.complete(attempt, &completion))
             .await;
@@ -531,7 +531,7 @@ impl Guard {
                 not_recorded
             }
         };
-        self.reported(attempt, completed, value, encoded)
+        self.reported(attempt, completed, value, completion.data.or(spilled))
     }
 
     /// A commit whose answer was an error or never came: it is settled by reading the
@@ -586,8 +586,9 @@ impl Guard {
         }
     }
 
-    /// The completion that records `value`, and the value encoded (kept for a
-    /// [`Error::LeaseLost`]).
+    /// The completion that records `value`, and the value's encoding when it is not in
+    /// the completion (too large to record): an [`Error::LeaseLost`] carries the
+    /// encoding either way.
     fn value_completion<T: Serialize>(&self, value: &T) -> (Option<String>, Completion) {
         let limit = self.engine.store().limits().max_data_bytes;
         let encoded = match serde_json::to_string(value) {
@@ -598,17 +599,17 @@ impl Guard {
                 None
             }
         };
-        let (outcome, data) = match encoded.clone() {
-            Some(data) if data.len() <= limit => (Outcome::Ok, Some(data)),
+        let (outcome, data, spilled) = match encoded {
+            Some(data) if data.len() <= limit => (Outcome::Ok, Some(data), None),
             Some(data) => {
                 tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     bytes = data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
-                (Outcome::NotStored, None)
+                (Outcome::NotStored, None, Some(data))
             }
-            None => (Outcome::NotStored, None),
+            None => (Outcome::NotStored, None, None),
         };
         let completion = self.terms().completion(self.clock_now(), outcome, data);
-        (encoded, completion)
+        (spilled, completion)
     }
 
     /// What the caller gets once the value's completion ended as `completed`.
