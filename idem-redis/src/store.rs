@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::BufMut as _;
 use idem_core::store::{
     Attempt, Begin, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
 };
 use idem_core::Store;
 use redis::aio::ConnectionManager;
-use redis::{RedisError, ScriptInvocation, Value};
+use redis::{RedisError, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 
 use crate::scripts::Scripts;
 
@@ -48,9 +49,17 @@ impl RedisStore {
         key
     }
 
+    /// The Redis key of a record id, as a command argument written in place.
+    fn key_arg<'a>(&'a self, id: &'a str) -> RecordKey<'a> {
+        RecordKey {
+            prefix: &self.prefix,
+            id,
+        }
+    }
+
     /// `script` on the record's key, its arguments still to add.
     fn invocation<'a>(&self, script: &'a redis::Script, id: &str) -> ScriptInvocation<'a> {
-        script.key(self.key(id))
+        script.key(self.key_arg(id))
     }
 
     /// Runs one script invocation.
@@ -93,6 +102,21 @@ impl RedisStore {
     ) -> Result<Written<()>, StoreError> {
         let answer = self.run(operation, invocation).await?;
         Ok(self.answer(&attempt.id, answer)?.map(|_| ()))
+    }
+}
+
+/// A record's Redis key (the store's prefix, then the record id), written straight
+/// into the command's argument: no key string is built first.
+struct RecordKey<'a> {
+    prefix: &'a str,
+    id: &'a str,
+}
+
+impl ToRedisArgs for RecordKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.bufmut_for_next_arg(self.prefix.len() + self.id.len());
+        arg.put_slice(self.prefix.as_bytes());
+        arg.put_slice(self.id.as_bytes());
     }
 }
 
@@ -301,7 +325,7 @@ impl Store for RedisStore {
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
         let mut connection = self.connection.clone();
         let fields: Value = redis::cmd("HGETALL")
-            .arg(self.key(id))
+            .arg(self.key_arg(id))
             .query_async(&mut connection)
             .await
             .map_err(|e| store_error("read", e))?;
@@ -320,7 +344,7 @@ impl Store for RedisStore {
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         redis::cmd("DEL")
-            .arg(self.key(id))
+            .arg(self.key_arg(id))
             .query_async::<()>(&mut connection)
             .await
             .map_err(|e| store_error("delete", e))
