@@ -205,7 +205,7 @@ fn redis_bench(c: &mut Criterion) {
 
     // Alternated rounds: p50 and client CPU per call, idem beside the floor.
     idem_core::testkit::floor::compare_first_and_duplicate(
-        &runtime, 41, 100, next, idem_call, floor_call,
+        &runtime, 201, 100, next, idem_call, floor_call,
     );
 
     runtime.block_on(clean(&mut admin, &prefix));

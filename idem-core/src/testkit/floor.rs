@@ -27,15 +27,24 @@ impl Samples {
         self.latencies[self.latencies.len() / 2]
     }
 
-    fn cpu(&mut self) -> u64 {
-        self.cpu_per_call_ns.sort();
-        self.cpu_per_call_ns[self.cpu_per_call_ns.len() / 2]
+    fn cpu(&self) -> u64 {
+        let mut sorted = self.cpu_per_call_ns.clone();
+        sorted.sort();
+        sorted[sorted.len() / 2]
     }
+}
+
+/// The quartiles (25th, 50th, 75th percentile) of `values`.
+fn quartiles(mut values: Vec<f64>) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    [1, 2, 3].map(|q| values[(values.len() - 1) * q / 4])
 }
 
 /// Runs `idem` and `floor` alternated, `rounds` rounds of `calls` calls each (which side
 /// goes first alternates too), and prints both p50s, both medians of CPU per call, and
-/// their ratios under `label`. Every call gets its own number, counting up from `first`:
+/// their ratios under `label`; then the quartiles of the CPU ratio taken round by round
+/// (each idem round over the floor round run beside it, so drift in the machine's speed
+/// cancels), which show how far one run's figure can be trusted. Every call gets its own number, counting up from `first`:
 /// a benchmark of first calls makes its key from it, one of duplicates ignores it.
 pub fn compare<I, IFut, F, FFut>(
     runtime: &tokio::runtime::Runtime,
@@ -86,6 +95,16 @@ pub fn compare<I, IFut, F, FFut>(
         idem_cpu as f64 / 1000.0,
         floor_cpu as f64 / 1000.0,
         idem_cpu as f64 / floor_cpu as f64,
+    );
+    let paired = idem_samples
+        .cpu_per_call_ns
+        .iter()
+        .zip(&floor_samples.cpu_per_call_ns)
+        .map(|(idem, floor)| *idem as f64 / *floor as f64)
+        .collect();
+    let [low, median, high] = quartiles(paired);
+    println!(
+        "{label}: client CPU idem / floor round by round: median {median:.3}x, quartiles {low:.3}x to {high:.3}x"
     );
 }
 
