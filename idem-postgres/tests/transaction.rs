@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{store, TestStore};
 use idem_core::store::{Attempt, Completion, Outcome, State, StoreError, Transaction, Written};
 use idem_core::testkit::{attempt, begin_at, completion_at};
-use idem_core::{Call, Clock, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use idem_core::{
+    Call, Clock, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Source, Store,
+};
 use idem_postgres::{PgStore, PgTransaction};
 
 const NS: &str = "tests::ledger";
@@ -65,18 +67,25 @@ async fn the_body_and_its_completion_commit_together_and_a_duplicate_replays() {
     let engine = engine(&store);
     let schema = store.cleanup.0.clone();
     let runs = AtomicUsize::new(0);
+    let mut sources = Vec::new();
     for _ in 0..3 {
-        let value: u64 = Call::new(NS, "k1")
+        let report = Call::new(NS, "k1")
             .engine(&engine)
-            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
                 runs.fetch_add(1, Ordering::SeqCst);
                 insert(&schema, "k1", tx, ctx.fence()).await?;
                 Ok::<_, Error>(ctx.fence() * 10)
             })
             .await
             .unwrap();
-        assert_eq!(value, 10);
+        assert_eq!((report.value, report.fence), (10, 1));
+        sources.push(report.source);
     }
+    assert_eq!(
+        sources,
+        [Source::Ran, Source::Replayed, Source::Replayed],
+        "the report tells the run from the replays"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(ledger_rows(&store, "k1").await, 1);
     let id = engine.record_id(NS, "k1").unwrap();
@@ -85,6 +94,15 @@ async fn the_body_and_its_completion_commit_together_and_a_duplicate_replays() {
         (record.state, record.data.as_deref()),
         (State::Completed, Some("10"))
     );
+    // The plain form gives the same value.
+    let value: u64 = Call::new(NS, "k1")
+        .engine(&engine)
+        .run_in_transaction(async |_, _: &mut PgTransaction| -> Result<u64, Error> {
+            panic!("the body must not run again")
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, 10);
 }
 
 #[tokio::test]
@@ -330,16 +348,20 @@ async fn an_unguarded_call_still_commits_its_transaction() {
     let schema = store.cleanup.0.clone();
     let no_key: Option<&str> = None;
     for _ in 0..2 {
-        let guarded = Call::new(NS, &no_key)
+        let report = Call::new(NS, &no_key)
             .engine(&engine)
             .optional_key()
-            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+            .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
                 insert(&schema, "unguarded", tx, 0).await?;
                 Ok::<_, Error>(ctx.is_guarded())
             })
             .await
             .unwrap();
-        assert!(!guarded);
+        assert!(!report.value);
+        assert_eq!(
+            (report.source, report.fence, report.replayed_until_ms),
+            (Source::Unguarded, 0, None)
+        );
     }
     assert_eq!(
         ledger_rows(&store, "unguarded").await,

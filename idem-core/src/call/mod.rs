@@ -261,12 +261,7 @@ impl<P> Call<P> {
             Resolved::Guarded(mut guard) => guard.run(body, &self.errors).await,
             Resolved::Unguarded { context, .. } => {
                 let value = context.clone().scope(body(context)).await?;
-                Ok(Report {
-                    value,
-                    source: Source::Unguarded,
-                    fence: 0,
-                    replayed_until_ms: None,
-                })
+                Ok(Report::unguarded(value))
             }
         }
     }
@@ -307,6 +302,23 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
+        self.run_in_transaction_reported(body)
+            .await
+            .map(|report| report.value)
+    }
+
+    /// [`run_in_transaction`](Call::run_in_transaction), telling also how the value was
+    /// obtained, as [`run_reported`](Call::run_reported) does: the body ran (its writes
+    /// committed with the completion) or the value was replayed, under which fence, and
+    /// until when the record replays it.
+    pub async fn run_in_transaction_reported<Tx, T, E, B>(self, body: B) -> Result<Report<T>, E>
+    where
+        Tx: Transaction,
+        B: AsyncFnOnce(Context, &mut Tx) -> Result<T, E>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
         let namespace = self.settings.namespace.clone();
         let resolved = self.settings.resolve()?;
         // Its own handle, so that the guard can be borrowed mutably below.
@@ -323,10 +335,9 @@ impl<P> Call<P> {
             .into());
         };
         match resolved {
-            Resolved::Guarded(mut guard) => guard
-                .run_in_transaction(store, body, &self.errors)
-                .await
-                .map(|report| report.value),
+            Resolved::Guarded(mut guard) => {
+                guard.run_in_transaction(store, body, &self.errors).await
+            }
             Resolved::Unguarded { context, .. } => {
                 let store_error = |operation, source| Error::Store {
                     namespace: namespace.to_string(),
@@ -344,7 +355,7 @@ impl<P> Call<P> {
                             .commit()
                             .await
                             .map_err(|e| store_error("commit", e))?;
-                        Ok(value)
+                        Ok(Report::unguarded(value))
                     }
                     Err(error) => {
                         // Dropped, the transaction rolls back as well.

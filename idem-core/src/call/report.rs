@@ -1,7 +1,8 @@
 //! What a call tells its caller besides the value: whether the body ran or the value
 //! was replayed, under which fence, and how long the record replays it.
 
-/// A call's value with how it was obtained: see [`Call::run_reported`](crate::Call::run_reported).
+/// A call's value with how it was obtained: see [`Call::run_reported`](crate::Call::run_reported)
+/// and [`Call::run_in_transaction_reported`](crate::Call::run_in_transaction_reported).
 ///
 /// For the `Idempotent-Replayed` header of an HTTP response, for metrics, and for tests
 /// that must tell a run from a replay without flags set inside the body.
@@ -36,6 +37,16 @@ pub enum Source {
 }
 
 impl<T> Report<T> {
+    /// The report of a body that ran unguarded: nothing recorded, no fence.
+    pub(crate) fn unguarded(value: T) -> Self {
+        Report {
+            value,
+            source: Source::Unguarded,
+            fence: 0,
+            replayed_until_ms: None,
+        }
+    }
+
     /// Whether the value was replayed from a record (the body did not run).
     pub fn is_replay(&self) -> bool {
         self.source == Source::Replayed
