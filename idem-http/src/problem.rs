@@ -49,20 +49,21 @@ impl Problem {
         }
     }
 
-    /// Its problem type, a URI naming the case.
+    /// Its problem type, a URI naming the case: the case's documentation on docs.rs
+    /// (this enum's variant), so a client that follows it reads what happened.
     pub fn type_uri(self) -> &'static str {
         match self {
-            Problem::MissingKey => "https://docs.rs/idem-http/problems#missing-key",
-            Problem::KeyTooLong => "https://docs.rs/idem-http/problems#key-too-long",
-            Problem::InvalidKey => "https://docs.rs/idem-http/problems#invalid-key",
-            Problem::MissingScope => "https://docs.rs/idem-http/problems#missing-scope",
-            Problem::BodyUnreadable => "https://docs.rs/idem-http/problems#body-unreadable",
-            Problem::RequestTooLarge => "https://docs.rs/idem-http/problems#request-too-large",
-            Problem::Mismatch => "https://docs.rs/idem-http/problems#mismatch",
-            Problem::InProgress => "https://docs.rs/idem-http/problems#in-progress",
-            Problem::ResponseNotStored => "https://docs.rs/idem-http/problems#response-not-stored",
-            Problem::StoreUnavailable => "https://docs.rs/idem-http/problems#store-unavailable",
-            Problem::RecordUnreadable => "https://docs.rs/idem-http/problems#record-unreadable",
+            Problem::MissingKey => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.MissingKey",
+            Problem::KeyTooLong => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.KeyTooLong",
+            Problem::InvalidKey => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.InvalidKey",
+            Problem::MissingScope => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.MissingScope",
+            Problem::BodyUnreadable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.BodyUnreadable",
+            Problem::RequestTooLarge => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RequestTooLarge",
+            Problem::Mismatch => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.Mismatch",
+            Problem::InProgress => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.InProgress",
+            Problem::ResponseNotStored => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.ResponseNotStored",
+            Problem::StoreUnavailable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.StoreUnavailable",
+            Problem::RecordUnreadable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RecordUnreadable",
         }
     }
 
@@ -103,5 +104,35 @@ impl Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Problem;
+
+    /// Every type URI points at its own variant's anchor in this enum's documentation
+    /// (rustdoc writes `id="variant.Name"`), so none is a dead link once published.
+    #[test]
+    fn each_problem_type_is_its_variants_documentation() {
+        let all = [
+            Problem::MissingKey,
+            Problem::KeyTooLong,
+            Problem::InvalidKey,
+            Problem::MissingScope,
+            Problem::BodyUnreadable,
+            Problem::RequestTooLarge,
+            Problem::Mismatch,
+            Problem::InProgress,
+            Problem::ResponseNotStored,
+            Problem::StoreUnavailable,
+            Problem::RecordUnreadable,
+        ];
+        for problem in all {
+            assert_eq!(
+                problem.type_uri(),
+                format!("https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.{problem:?}")
+            );
+        }
     }
 }

@@ -117,9 +117,9 @@ async fn problem(response: reqwest::Response) -> (u16, String) {
     let kind = body["type"]
         .as_str()
         .unwrap()
-        .rsplit('#')
-        .next()
-        .unwrap()
+        .rsplit_once("#variant.")
+        .expect("a type URI naming a variant of Problem")
+        .1
         .to_owned();
     (status, kind)
 }
@@ -158,28 +158,28 @@ async fn every_status_rule_answers_with_its_problem() {
     let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
     assert_eq!(
         problem(pay(&server.url, None, "x").await).await,
-        (400, "missing-key".into())
+        (400, "MissingKey".into())
     );
     let long = "k".repeat(256);
     assert_eq!(
         problem(pay(&server.url, Some(&long), "x").await).await,
-        (400, "key-too-long".into())
+        (400, "KeyTooLong".into())
     );
     assert_eq!(
         problem(pay(&server.url, Some("\"open"), "x").await).await,
-        (400, "invalid-key".into())
+        (400, "InvalidKey".into())
     );
     assert_eq!(pay(&server.url, Some("k-1"), "10 EUR").await.status(), 201);
     // The same key with another body.
     assert_eq!(
         problem(pay(&server.url, Some("k-1"), "99 EUR").await).await,
-        (422, "mismatch".into())
+        (422, "Mismatch".into())
     );
     // A guarded body is read whole, up to the limit (1 MiB by default).
     let huge = "x".repeat(1024 * 1024 + 1);
     assert_eq!(
         problem(pay(&server.url, Some("k-2"), &huge).await).await,
-        (413, "request-too-large".into())
+        (413, "RequestTooLarge".into())
     );
     // GET is not guarded: no key needed.
     let listed = reqwest::get(format!("{}/payments", server.url))
@@ -240,7 +240,7 @@ async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
     for (status, replayed, body) in &answers {
         match status {
             201 => assert_eq!(body, &ran[0].2, "a replay is the first response"),
-            409 => assert!(!replayed && body.contains("in-progress"), "{body}"),
+            409 => assert!(!replayed && body.contains("variant.InProgress"), "{body}"),
             other => panic!("unexpected status {other}: {body}"),
         }
     }
@@ -307,7 +307,7 @@ async fn two_tenants_keys_never_meet_and_a_request_without_tenant_is_refused() {
     assert_eq!(payments.runs.load(Ordering::SeqCst), 2);
     assert_eq!(
         problem(send(None, "10 EUR").await.unwrap()).await,
-        (400, "missing-scope".into())
+        (400, "MissingScope".into())
     );
 }
 
@@ -329,7 +329,7 @@ async fn a_response_too_large_to_record_is_not_run_again() {
         "the first caller gets it whole"
     );
     let retry = pay(&server.url, Some("large-1"), "10 EUR").await;
-    assert_eq!(problem(retry).await, (409, "response-not-stored".into()));
+    assert_eq!(problem(retry).await, (409, "ResponseNotStored".into()));
     assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
 }
 
@@ -479,5 +479,5 @@ async fn the_header_the_methods_and_the_server_error_policy_are_configurable() {
         .send()
         .await
         .unwrap();
-    assert_eq!(problem(other).await, (400, "missing-key".into()));
+    assert_eq!(problem(other).await, (400, "MissingKey".into()));
 }
