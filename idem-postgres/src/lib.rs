@@ -102,7 +102,9 @@
 //!   body wrote is rolled back, and the call returns `Error::LeaseLost`;
 //! - a body error or a panic rolls back, then releases the key (or records the error);
 //! - a process that dies before the commit leaves nothing of the body behind;
-//! - a commit whose answer is lost is settled by reading the record.
+//! - a commit whose answer is lost is settled by the record: read, then released if
+//!   the read does not show the completion (a commit still in flight holds the row's
+//!   lock, so the release waits for it and is refused with the completion).
 //!
 //! Heartbeats and releases use other connections of the pool: size it for the body's
 //! transaction plus one.

@@ -295,6 +295,65 @@ impl<const COMMITS: bool> Transaction for Flaky<COMMITS> {
     }
 }
 
+/// A transaction whose commit's answer is lost at once while the commit itself lands
+/// `LATE` later: after the engine's read of the record, before its release (which waits
+/// for the completion's row lock, then finds the record completed).
+struct LateCommit(PgTransaction);
+
+const LATE: Duration = Duration::from_millis(300);
+
+#[idem_core::store::async_trait]
+impl Transaction for LateCommit {
+    type Store = PgStore;
+    async fn open(store: &PgStore) -> Result<Self, StoreError> {
+        PgTransaction::open(store).await.map(LateCommit)
+    }
+    async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
+        self.0.complete(a, c).await
+    }
+    async fn commit(self) -> Result<(), StoreError> {
+        tokio::spawn(async move {
+            tokio::time::sleep(LATE).await;
+            self.0.commit().await.expect("the late commit");
+        });
+        Err(StoreError::transient(
+            "the connection was lost before the commit's answer",
+        ))
+    }
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.0.rollback().await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_commit_landing_after_the_settling_read_is_reported_as_ran() {
+    let store = ledger_store("late").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let started = std::time::Instant::now();
+    let report = Call::new(NS, "k9")
+        .engine(&engine)
+        .run_in_transaction_reported(async |ctx, tx: &mut LateCommit| {
+            insert(&schema, "k9", &mut tx.0, ctx.fence()).await?;
+            Ok::<_, Error>(9u64)
+        })
+        .await;
+    assert!(
+        started.elapsed() >= LATE,
+        "the release waited for the late commit"
+    );
+    let report = report.expect("the commit went through: the call must not say it did not");
+    assert_eq!((report.value, report.source), (9, Source::Ran));
+    assert_eq!(ledger_rows(&store, "k9").await, 1);
+    let id = engine.record_id(NS, "k9").unwrap();
+    let record = store.read(&id).await.unwrap().expect("the record");
+    assert_eq!(
+        (record.state, report.replayed_until_ms),
+        (State::Completed, Some(record.expires_at_s * 1000))
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs the PostgreSQL server that scripts/test checks"]
 async fn a_lost_commit_answer_is_settled_by_reading_the_record() {

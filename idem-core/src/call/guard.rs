@@ -534,10 +534,12 @@ impl Guard {
         self.reported(attempt, completed, value, completion.data.or(spilled))
     }
 
-    /// A commit whose answer was an error or never came: it is settled by reading the
-    /// record. The completion there means the commit went through; otherwise nothing of
-    /// the body persisted, and the key is released (a release cannot undo a commit that
-    /// did go through: it needs the record in progress).
+    /// A commit whose answer was an error or never came: it is settled by the record.
+    /// A read that shows the completion means the commit went through. Otherwise the key
+    /// is released, and the release's answer decides: a commit still in flight is not
+    /// visible to the read, but the release (conditional on the record in progress)
+    /// meets it, or waits for it behind the completion's row lock, and is refused with
+    /// the completed record; applied, it proves nothing of the body persisted.
     async fn settle_commit<T, E: From<Error>>(
         &self,
         attempt: &Attempt,
@@ -546,8 +548,14 @@ impl Guard {
     ) -> Result<Report<T>, E> {
         let store = &self.engine.store();
         let read = self.store_call("read", store.read(&attempt.id)).await;
-        if let Ok(Some(record)) = &read {
-            if record.shows_completion_by(attempt) {
+        let released = match read {
+            Ok(Some(record)) if record.shows_completion_by(attempt) => {
+                Ok(Written::Refused(Some(record)))
+            }
+            _ => self.send_release(attempt).await,
+        };
+        let settled = match released {
+            Ok(Written::Refused(Some(record))) if record.shows_completion_by(attempt) => {
                 tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, %error, "the commit's answer was lost; the record shows it went through");
                 self.outcome(CallOutcome::Ran, "ran and recorded");
@@ -558,18 +566,21 @@ impl Guard {
                     replayed_until_ms: Some(record.expires_at_s.saturating_mul(1000)),
                 });
             }
-        }
-        self.release(attempt).await;
-        observe::call(&self.namespace, CallOutcome::StoreError);
-        let settled = match read {
-            Ok(_) => {
-                "it did not go through: nothing of the body persisted and the key was released"
-            }
+            Ok(written) => match protocol::after_release(written, attempt) {
+                ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => {
+                    "it did not go through: nothing of the body persisted and the key was released"
+                }
+                ReleaseAnswer::Lost => {
+                    "it did not go through: the record shows no completion by this attempt, and \
+                     the key is no longer this attempt's"
+                }
+            },
             Err(_) => {
-                "the record could not be read to tell whether it went through; a retry replays \
-                 the value if it did and runs the body if it did not"
+                "the record could not be settled to tell whether it went through; a retry \
+                 replays the value if it did and runs the body if it did not"
             }
         };
+        observe::call(&self.namespace, CallOutcome::StoreError);
         Err(self
             .store_error(
                 "commit",
@@ -688,14 +699,26 @@ impl Guard {
     }
 
     async fn release(&self, attempt: &Attempt) {
+        let _ = self.send_release(attempt).await;
+    }
+
+    /// Releases the key, logs how it went, and hands back the store's answer.
+    async fn send_release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let store = &self.engine.store();
-        match self.store_call("release", store.release(attempt)).await {
-            Ok(written) => match protocol::after_release(written, attempt) {
+        let answer = self.store_call("release", store.release(attempt)).await;
+        match &answer {
+            // A refusal is rare: its record is cloned to be read by the engine's rules.
+            Ok(written) => match protocol::after_release(written.clone(), attempt) {
                 ReleaseAnswer::Released => {
                     tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, "released");
                 }
                 ReleaseAnswer::AlreadyReleased => {}
+                ReleaseAnswer::Lost if matches!(written, Written::Refused(Some(record)) if record.shows_completion_by(attempt)) =>
+                {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence = attempt.fence, "release refused: the record holds this attempt's completion");
+                }
                 ReleaseAnswer::Lost => {
                     tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                         fence = attempt.fence, "release refused: the lease was already lost");
@@ -706,6 +729,7 @@ impl Guard {
                     fence = attempt.fence, %error, "release failed; the lease will lapse");
             }
         }
+        answer
     }
 }
 

@@ -286,9 +286,11 @@ impl<P> Call<P> {
     ///   (or the error recorded, as [`replay_errors`](Call::replay_errors) says).
     /// - The process dies before the commit: the database discards the transaction; the
     ///   lease lapses and a redelivery runs the body again.
-    /// - The commit's answer is lost: the record is read; the completion there means the
-    ///   commit went through, otherwise nothing persisted, the key is released and the
-    ///   call returns a transient [`Error::Store`] (a retry runs the body again).
+    /// - The commit's answer is lost: the record is read, and the key released if the
+    ///   read does not show the completion. The completion, in the read or in the
+    ///   release's refusal (a commit still in flight when the record was read), means the
+    ///   commit went through; a release applied means nothing persisted, and the call
+    ///   returns a transient [`Error::Store`] (a retry runs the body again).
     ///
     /// The body is an async closure; name its transaction's type so the engine knows
     /// which store to find: `async |ctx, tx: &mut PgTransaction| { ... }`. An unguarded
