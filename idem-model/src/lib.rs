@@ -15,15 +15,22 @@
 //! engine's own `after_*` functions and [`protocol::lease_is_live`]. What the model states
 //! itself is the engine's sequencing (one request in flight per attempt, a heartbeat
 //! awaited before complete or release, giving up after the store timeout), which
-//! `idem-core/src/call/` implements with futures, and the two faulty [`Variant`]s, kept
-//! to show that the checker finds the defects they reintroduce.
+//! `idem-core/src/call/` implements with futures, and the faulty [`Variant`]s, kept to
+//! show that the checker finds the defects they reintroduce.
+//!
+//! With [`Bounds::transactional`], every body runs in a transaction of the store's
+//! database (`Call::run_in_transaction`): the completion is written under the record's
+//! row lock and committed with the body's effect, and a lost commit answer is settled
+//! by the record as the engine does (read, then release).
 //!
 //! `docs/protocol.md` (§8) lists the properties, the bounds CI checks and what the model
 //! leaves out.
 
 use std::fmt;
 
-use idem_core::protocol::{self, BeginAnswer, CompleteAnswer, ExtendAnswer, Terms, BEGIN_TRIES};
+use idem_core::protocol::{
+    self, BeginAnswer, CompleteAnswer, ExtendAnswer, ReleaseAnswer, Terms, BEGIN_TRIES,
+};
 use idem_core::store::{Attempt, Begin, Completion, Outcome, Record, Renewal, State, Written};
 use stateright::{Model, Property};
 
@@ -45,6 +52,11 @@ pub struct Variant {
     /// `lease_until_ms > 0` of [`Record::is_renewable_by`]): a heartbeat that lands
     /// after the release revives the lease.
     pub extend_after_release: bool,
+    /// Settle a lost commit answer by the read alone (the defect fixed in session 6):
+    /// a read that does not show the completion is taken to mean nothing persisted,
+    /// whatever the release then finds, although a commit still in flight lands after
+    /// the read, and the release, waiting behind its row lock, is refused with it.
+    pub settle_by_read_only: bool,
 }
 
 impl Variant {
@@ -52,6 +64,7 @@ impl Variant {
     pub const FIXED: Variant = Variant {
         first_beat_from_body_start: false,
         extend_after_release: false,
+        settle_by_read_only: false,
     };
 
     /// When the first heartbeat is due for a lease ending at `lease_until_ms` and a body
@@ -120,6 +133,10 @@ pub struct Bounds {
     /// Redeliveries per caller after a call that failed (in progress, store error,
     /// lease lost, body error).
     pub redeliveries: u8,
+    /// Run every body in a transaction of the store's database (`run_in_transaction`):
+    /// its effect and the completion commit together, the completed row is locked
+    /// until the commit, and a lost commit answer is settled by the record.
+    pub transactional: bool,
 }
 
 impl Bounds {
@@ -140,6 +157,7 @@ impl Bounds {
             delays: 0,
             resends: 0,
             redeliveries: 0,
+            transactional: false,
         }
     }
 
@@ -168,6 +186,10 @@ impl Bounds {
                 "delays" => self.delays = small()?,
                 "resends" => self.resends = small()?,
                 "redeliveries" => self.redeliveries = small()?,
+                "transactional" => match number {
+                    0 | 1 => self.transactional = number == 1,
+                    _ => return Err("transactional is 0 or 1".to_owned()),
+                },
                 other => return Err(format!("unknown bound `{other}`")),
             }
         }
@@ -212,6 +234,20 @@ pub fn suite(deep: bool) -> Vec<Scenario> {
             "losses=1,redeliveries=1",
         ),
         ("a late answer and a resent request", "delays=1,resends=1"),
+        ("in a transaction, no fault", "transactional=1"),
+        // A tick less: a crash in a transaction multiplies the states by four.
+        (
+            "in a transaction, a crash",
+            "transactional=1,crashes=1,horizon_ticks=7",
+        ),
+        (
+            "in a transaction, a lost message",
+            "transactional=1,losses=1",
+        ),
+        (
+            "in a transaction, a late answer",
+            "transactional=1,delays=1",
+        ),
     ];
     scenarios
         .into_iter()
@@ -241,8 +277,13 @@ pub struct Protocol {
 pub struct World {
     /// Real time, in ticks.
     pub now: u64,
-    /// The store's record of the key.
+    /// The store's record of the key, as committed.
     pub record: Option<Record>,
+    /// A completion written in a body's transaction and not yet committed or rolled
+    /// back: the record as that transaction sees it, and whose transaction it is
+    /// (caller, generation). It holds the record's row lock: every write to the record
+    /// waits until it ends; a read sees the committed record.
+    pub pending: Option<(usize, u32, Record)>,
     /// The callers.
     pub callers: Vec<Caller>,
     /// Requests and answers in flight.
@@ -328,6 +369,27 @@ pub enum Phase {
         /// When, in real ticks.
         sent_at: u64,
     },
+    /// In a transaction: the completion is written, the commit sent.
+    Committing {
+        /// The attempt's fence.
+        fence: u64,
+        /// Which request.
+        seq: u8,
+        /// When, in real ticks.
+        sent_at: u64,
+    },
+    /// In a transaction: the commit's answer was lost; the record is read (`release`
+    /// false), then the key released (`release` true), to learn whether it committed.
+    Settling {
+        /// The attempt's fence.
+        fence: u64,
+        /// Whether the release was sent (after the read).
+        release: bool,
+        /// Which request.
+        seq: u8,
+        /// When, in real ticks.
+        sent_at: u64,
+    },
     /// Release sent, after a failed body or a begin that answered too late.
     Releasing {
         /// The attempt's fence.
@@ -344,7 +406,7 @@ pub enum Phase {
 /// What a call returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum End {
-    /// Ran and recorded.
+    /// Ran and recorded (in a transaction: its effect committed with the completion).
     Ran,
     /// Replayed a completed record.
     Replayed,
@@ -356,7 +418,8 @@ pub enum End {
     LeaseLost,
     /// The completion's answer never came: executed, not recorded.
     NotRecorded,
-    /// The body failed and the key was released.
+    /// The body failed and the key was released (in a transaction, and after a
+    /// completion or commit that failed: the call says nothing of the body persisted).
     Failed,
 }
 
@@ -395,6 +458,13 @@ pub enum Op {
     Extend(Attempt, Renewal),
     /// Release.
     Release(Attempt),
+    /// In the body's transaction: complete (on the record as committed, under its row
+    /// lock).
+    CompleteInTransaction(Attempt, Completion),
+    /// Commit the body's transaction.
+    Commit(Attempt),
+    /// Read the record as committed.
+    Read,
 }
 
 /// The store's answer to a request.
@@ -404,6 +474,10 @@ pub enum Answer {
     Begin(Written<u64>),
     /// To complete, extend or release.
     Write(Written<()>),
+    /// To a commit: whether it committed.
+    Commit(bool),
+    /// To a read.
+    Read(Option<Record>),
 }
 
 /// What an observer saw, for the properties.
@@ -433,6 +507,18 @@ pub struct Seen {
     pub took_over_after_crash: bool,
     /// A refused write was counted as applied because the record showed it.
     pub reconciled: bool,
+    /// In a transaction: effects (bodies' writes) committed in the current record's
+    /// lifetime.
+    pub effects: u8,
+    /// In a transaction: the attempts (caller, generation) whose effect committed.
+    pub committed: Vec<(usize, u32)>,
+    /// In a transaction: the attempts told their call ran (`Ok`).
+    pub told_ran: Vec<(usize, u32)>,
+    /// In a transaction: the attempts told nothing of their body persisted.
+    pub told_nothing_persisted: Vec<(usize, u32)>,
+    /// In a transaction: a lost commit answer was settled as committed by a release
+    /// refused with the completion (the commit landed after the read).
+    pub settled_by_release: bool,
 }
 
 /// One step of the world.
@@ -469,6 +555,10 @@ pub enum Action {
     Redeliver(usize),
     /// The store deletes the expired record (TTL).
     Expire,
+    /// The database discards a transaction whose caller no longer waits for it (it
+    /// crashed, or gave up on the completion or the commit): the pending completion is
+    /// gone, its row lock released.
+    Abort,
 }
 
 impl Caller {
@@ -485,6 +575,8 @@ impl Caller {
         match &self.phase {
             Phase::Beginning { seq, sent_at, .. }
             | Phase::Completing { seq, sent_at, .. }
+            | Phase::Committing { seq, sent_at, .. }
+            | Phase::Settling { seq, sent_at, .. }
             | Phase::Releasing { seq, sent_at, .. } => Some((*seq, *sent_at)),
             Phase::Running {
                 extend: Some((_, seq, sent_at)),
@@ -525,6 +617,7 @@ impl Caller {
                     ended: None | Some(true),
                     ..
                 } | Phase::Completing { .. }
+                    | Phase::Committing { .. }
                     | Phase::Done(End::Ran)
             )
     }
@@ -610,7 +703,12 @@ impl Protocol {
             Outcome::Ok,
             Some("\"value\"".to_owned()),
         );
-        let (seq, sent_at) = self.send(world, index, Op::Complete(attempt, completion));
+        let op = if self.bounds.transactional {
+            Op::CompleteInTransaction(attempt, completion)
+        } else {
+            Op::Complete(attempt, completion)
+        };
+        let (seq, sent_at) = self.send(world, index, op);
         world.callers[index].phase = Phase::Completing {
             fence,
             seq,
@@ -618,8 +716,59 @@ impl Protocol {
         };
     }
 
-    fn end(world: &mut World, index: usize, end: End) {
+    /// The call returns `end`; in a transaction, what it tells about the body's effect
+    /// is noted for the properties.
+    fn end(&self, world: &mut World, index: usize, end: End) {
+        let caller = &world.callers[index];
+        if self.bounds.transactional {
+            let attempt = (index, caller.generation);
+            match end {
+                End::Ran => world.seen.told_ran.push(attempt),
+                End::Failed => world.seen.told_nothing_persisted.push(attempt),
+                _ => {}
+            }
+        }
         world.callers[index].phase = Phase::Done(end);
+    }
+
+    /// The commit failed or its answer never came: the record is read to settle it.
+    fn settle(&self, world: &mut World, index: usize, fence: u64) {
+        let (seq, sent_at) = self.send(world, index, Op::Read);
+        world.callers[index].phase = Phase::Settling {
+            fence,
+            release: false,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// Settling, the read did not show the completion (or failed): the key is released,
+    /// and the release's answer decides.
+    fn settle_by_release(&self, world: &mut World, index: usize, fence: u64) {
+        let attempt = Self::attempt(world, index, fence);
+        let (seq, sent_at) = self.send(world, index, Op::Release(attempt));
+        world.callers[index].phase = Phase::Settling {
+            fence,
+            release: true,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// Whether the transaction of `pending` is still waited for by its caller: it is
+    /// current and completing or committing. Otherwise the database may discard it.
+    fn transaction_is_alive(world: &World) -> bool {
+        world
+            .pending
+            .as_ref()
+            .is_some_and(|(index, generation, _)| {
+                let caller = &world.callers[*index];
+                caller.generation == *generation
+                    && matches!(
+                        caller.phase,
+                        Phase::Completing { .. } | Phase::Committing { .. }
+                    )
+            })
     }
 
     /// A new attempt of the caller: a new owner, healthy again.
@@ -636,7 +785,7 @@ impl Protocol {
 
     /// The store applies `op`, as the transitions of `idem_core::protocol` say (or the
     /// faulty variant of extend), and records what an observer sees.
-    fn apply(&self, world: &mut World, op: &Op) -> Answer {
+    fn apply(&self, world: &mut World, op: &Op, from: (usize, u32)) -> Answer {
         let now_ms = world.now * TICK_MS;
         match op {
             Op::Begin(request) => {
@@ -658,6 +807,7 @@ impl Protocol {
                             }
                         }
                         world.record = Some(request.record(*fence));
+                        world.seen.effects = 0;
                         world.seen.last_begin_owner = Some(request.owner.clone());
                         world.seen.released = false;
                     }
@@ -696,6 +846,34 @@ impl Protocol {
             Op::Extend(attempt, renewal) => {
                 Answer::Write(self.variant.extend(world.record.as_mut(), attempt, renewal))
             }
+            Op::CompleteInTransaction(attempt, completion) => {
+                // Under the row lock: the transaction sees its own write, the rest of
+                // the world the committed record until the commit.
+                let mut record = world.record.clone();
+                let written = protocol::complete(record.as_mut(), attempt, completion);
+                if let (Written::Applied(()), Some(record)) = (&written, record) {
+                    world.pending = Some((from.0, from.1, record));
+                }
+                Answer::Write(written)
+            }
+            Op::Commit(attempt) => match world.pending.take() {
+                Some((caller, generation, record)) if (caller, generation) == from => {
+                    if world.seen.last_begin_owner.as_deref() != Some(attempt.owner.as_str()) {
+                        world.seen.stale_completion = true;
+                    }
+                    world.seen.completed =
+                        Some((attempt.owner.clone(), attempt.fence, record.expires_at_s));
+                    world.record = Some(record);
+                    world.seen.effects += 1;
+                    world.seen.committed.push(from);
+                    Answer::Commit(true)
+                }
+                other => {
+                    world.pending = other;
+                    Answer::Commit(false)
+                }
+            },
+            Op::Read => Answer::Read(world.record.clone()),
             Op::Release(attempt) => {
                 let written = protocol::release(world.record.as_mut(), attempt);
                 if let Written::Applied(()) = written {
@@ -741,13 +919,13 @@ impl Protocol {
                     }
                     BeginAnswer::Held { fence, .. } => self.send_release(world, index, fence),
                     BeginAnswer::Live(record) if record.state == State::Completed => {
-                        Self::end(world, index, End::Replayed)
+                        self.end(world, index, End::Replayed)
                     }
-                    BeginAnswer::Live(_) => Self::end(world, index, End::InProgress),
+                    BeginAnswer::Live(_) => self.end(world, index, End::InProgress),
                     BeginAnswer::Again if tries + 1 < BEGIN_TRIES => {
                         self.send_begin(world, index, tries + 1)
                     }
-                    BeginAnswer::Again => Self::end(world, index, End::StoreError),
+                    BeginAnswer::Again => self.end(world, index, End::StoreError),
                 }
             }
             (
@@ -773,15 +951,67 @@ impl Protocol {
                     world.seen.reconciled = true;
                 }
                 let end = match protocol::after_complete(written, &attempt) {
+                    CompleteAnswer::Recorded if self.bounds.transactional => {
+                        let (seq, sent_at) = self.send(world, index, Op::Commit(attempt));
+                        world.callers[index].phase = Phase::Committing {
+                            fence,
+                            seq,
+                            sent_at,
+                        };
+                        return;
+                    }
                     CompleteAnswer::Recorded => End::Ran,
                     CompleteAnswer::LeaseLost { .. } => {
                         world.callers[index].told_lost = true;
                         End::LeaseLost
                     }
                 };
-                Self::end(world, index, end);
+                self.end(world, index, end);
             }
-            (Phase::Releasing { .. }, Answer::Write(_)) => Self::released(world, index),
+            (Phase::Committing { .. }, Answer::Commit(true)) => self.end(world, index, End::Ran),
+            (Phase::Committing { fence, .. }, Answer::Commit(false)) => {
+                self.settle(world, index, fence)
+            }
+            (
+                Phase::Settling {
+                    fence,
+                    release: false,
+                    ..
+                },
+                Answer::Read(record),
+            ) => {
+                let attempt = Self::attempt(world, index, fence);
+                if record.is_some_and(|r| r.shows_completion_by(&attempt)) {
+                    self.end(world, index, End::Ran);
+                } else {
+                    self.settle_by_release(world, index, fence);
+                }
+            }
+            (
+                Phase::Settling {
+                    fence,
+                    release: true,
+                    ..
+                },
+                Answer::Write(written),
+            ) => {
+                let attempt = Self::attempt(world, index, fence);
+                let committed = matches!(&written, Written::Refused(Some(r)) if r.shows_completion_by(&attempt));
+                let end = match protocol::after_release(written, &attempt) {
+                    _ if committed && !self.variant.settle_by_read_only => {
+                        world.seen.settled_by_release = true;
+                        End::Ran
+                    }
+                    // Released (by this send or an earlier one): nothing persisted.
+                    ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => End::Failed,
+                    // The faulty variant trusts the read alone.
+                    ReleaseAnswer::Lost if self.variant.settle_by_read_only => End::Failed,
+                    // The record is gone or another attempt's: the call cannot tell.
+                    ReleaseAnswer::Lost => End::StoreError,
+                };
+                self.end(world, index, end);
+            }
+            (Phase::Releasing { .. }, Answer::Write(_)) => self.released(world, index),
             (phase, answer) => unreachable!("answer {answer:?} in {phase:?}"),
         }
     }
@@ -819,23 +1049,35 @@ impl Protocol {
 
     /// The release's answer came or was given up on: the call returns the body's error,
     /// or, for a begin that answered too late, a store error.
-    fn released(world: &mut World, index: usize) {
+    fn released(&self, world: &mut World, index: usize) {
         let end = if world.callers[index].ran {
             End::Failed
         } else {
             End::StoreError
         };
-        Self::end(world, index, end);
+        self.end(world, index, end);
     }
 
     /// The caller gives up on the request it waits for: the engine's answer to a store
     /// error (or a timeout) at each step.
     fn give_up(&self, world: &mut World, index: usize) {
         match world.callers[index].phase.clone() {
-            Phase::Beginning { .. } => Self::end(world, index, End::StoreError),
+            Phase::Beginning { .. } => self.end(world, index, End::StoreError),
             Phase::Running { .. } => self.settled(world, index, None),
-            Phase::Completing { .. } => Self::end(world, index, End::NotRecorded),
-            Phase::Releasing { .. } => Self::released(world, index),
+            // In a transaction: rolled back (the database discards it), then released.
+            Phase::Completing { fence, .. } if self.bounds.transactional => {
+                self.send_release(world, index, fence)
+            }
+            Phase::Completing { .. } => self.end(world, index, End::NotRecorded),
+            Phase::Committing { fence, .. } => self.settle(world, index, fence),
+            Phase::Settling {
+                fence,
+                release: false,
+                ..
+            } => self.settle_by_release(world, index, fence),
+            // Neither the read nor the release settled it: the call says so.
+            Phase::Settling { release: true, .. } => self.end(world, index, End::StoreError),
+            Phase::Releasing { .. } => self.released(world, index),
             phase => unreachable!("give up in {phase:?}"),
         }
     }
@@ -872,6 +1114,7 @@ impl Model for Protocol {
             .map(|skews| World {
                 now: 0,
                 record: None,
+                pending: None,
                 callers: skews
                     .into_iter()
                     .map(|skew| Caller {
@@ -911,12 +1154,15 @@ impl Model for Protocol {
         }
         for (i, message) in world.net.iter().enumerate() {
             match &message.body {
-                Payload::Request(_, resent) => {
+                // A write waits while a transaction holds the record's row lock.
+                Payload::Request(op, _) if world.pending.is_some() && op.writes_the_record() => {}
+                Payload::Request(op, resent) => {
                     actions.push(Action::Apply(i));
                     if world.faults.delays > 0 {
                         actions.push(Action::ApplyAnswerLater(i));
                     }
-                    if !resent && world.faults.resends > 0 {
+                    // A transaction's statements are not resent on another connection.
+                    if !resent && world.faults.resends > 0 && !op.is_transactional() {
                         actions.push(Action::ApplyAndResend(i));
                     }
                 }
@@ -962,12 +1208,17 @@ impl Model for Protocol {
                 actions.push(Action::Pause(i));
             }
         }
-        if world
-            .record
-            .as_ref()
-            .is_some_and(|r| r.is_expired(world.now * TICK_MS))
+        // The purge skips a locked row.
+        if world.pending.is_none()
+            && world
+                .record
+                .as_ref()
+                .is_some_and(|r| r.is_expired(world.now * TICK_MS))
         {
             actions.push(Action::Expire);
+        }
+        if world.pending.is_some() && !Self::transaction_is_alive(world) {
+            actions.push(Action::Abort);
         }
     }
 
@@ -992,7 +1243,7 @@ impl Model for Protocol {
                 let Payload::Request(op, _) = &message.body else {
                     unreachable!()
                 };
-                let answer = self.apply(&mut world, op);
+                let answer = self.apply(&mut world, op, (message.caller, message.generation));
                 let index = message.caller;
                 if let Action::ApplyAndResend(_) = action {
                     // The first answer was lost: a fault of its caller, as with Lose.
@@ -1128,8 +1379,10 @@ impl Model for Protocol {
                 world.record = None;
                 if world.seen.completed.take().is_some() {
                     world.seen.runs.clear();
+                    world.seen.effects = 0;
                 }
             }
+            Action::Abort => world.pending = None,
         }
         // Messages in one canonical order, so that two worlds differing only in the
         // order messages were sent are one state.
@@ -1200,6 +1453,34 @@ impl Model for Protocol {
                 "a crashed holder's key is taken over",
                 |_, world: &World| world.seen.took_over_after_crash,
             ),
+            Property::always(
+                "in a transaction, at most one effect commits per record lifetime",
+                |_, world: &World| world.seen.effects <= 1,
+            ),
+            Property::always(
+                "in a transaction, a call told it ran has its effect committed",
+                |_, world: &World| {
+                    world
+                        .seen
+                        .told_ran
+                        .iter()
+                        .all(|attempt| world.seen.committed.contains(attempt))
+                },
+            ),
+            Property::always(
+                "in a transaction, a call told nothing persisted has nothing committed",
+                |_, world: &World| {
+                    world
+                        .seen
+                        .told_nothing_persisted
+                        .iter()
+                        .all(|attempt| !world.seen.committed.contains(attempt))
+                },
+            ),
+            Property::sometimes(
+                "in a transaction, a commit landing after the settling read is settled by the release",
+                |_, world: &World| world.seen.settled_by_release,
+            ),
             Property::sometimes("a lost answer is reconciled", |_, world: &World| {
                 world.seen.reconciled
             }),
@@ -1261,6 +1542,7 @@ impl Protocol {
             Action::Resume(i) => format!("{} resumes", who(*i)),
             Action::Redeliver(i) => format!("the event is delivered to c{i} again"),
             Action::Expire => "the store deletes the expired record".to_owned(),
+            Action::Abort => "the database discards an abandoned transaction".to_owned(),
         };
         let after = self.next_state(world, action.clone());
         let record = match after.as_ref().and_then(|w| w.record.as_ref()) {
@@ -1283,16 +1565,47 @@ fn describe_op(op: &Op) -> String {
         Op::Complete(..) => "complete".to_owned(),
         Op::Extend(_, r) => format!("extend (lease until {}s)", r.lease_until_ms / TICK_MS),
         Op::Release(_) => "release".to_owned(),
+        Op::CompleteInTransaction(..) => "complete in the body's transaction".to_owned(),
+        Op::Commit(_) => "commit".to_owned(),
+        Op::Read => "read".to_owned(),
+    }
+}
+
+impl Op {
+    /// Whether it writes the record (and so waits for a transaction's row lock).
+    fn writes_the_record(&self) -> bool {
+        !matches!(self, Op::Commit(_) | Op::Read)
+    }
+
+    /// Whether it is a statement of the body's transaction or of its settling.
+    fn is_transactional(&self) -> bool {
+        matches!(
+            self,
+            Op::CompleteInTransaction(..) | Op::Commit(_) | Op::Read
+        )
     }
 }
 
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.first_beat_from_body_start, self.extend_after_release) {
-            (false, false) => f.write_str("the code's protocol"),
-            (true, false) => f.write_str("first heartbeat from the body's start"),
-            (false, true) => f.write_str("extend renews a released lease"),
-            (true, true) => f.write_str("both faulty variants"),
+        let faults: Vec<&str> = [
+            (
+                self.first_beat_from_body_start,
+                "first heartbeat from the body's start",
+            ),
+            (self.extend_after_release, "extend renews a released lease"),
+            (
+                self.settle_by_read_only,
+                "a lost commit settled by the read only",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if faults.is_empty() {
+            f.write_str("the code's protocol")
+        } else {
+            f.write_str(&faults.join(", "))
         }
     }
 }

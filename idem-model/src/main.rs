@@ -4,9 +4,10 @@
 //! Without `--variant`, explores the code's protocol in every scenario of the suite (or
 //! the deeper one), prints the states explored and every property's result, and exits
 //! non-zero if an invariant fails, or if an example that some scenario should reach is
-//! reached by none. With `--variant first-beat-from-body-start` or
-//! `--variant extend-after-release`, explores that faulty variant in the base bounds and
-//! prints the shortest counterexample of each invariant it breaks. `--bounds` explores
+//! reached by none. With `--variant first-beat-from-body-start`,
+//! `--variant extend-after-release` or `--variant settle-by-read-only`, explores that
+//! faulty variant in the base bounds (in a transaction, for the last) and prints the
+//! shortest counterexample of each invariant it breaks. `--bounds` explores
 //! one scenario of your own instead (`--bounds crashes=1,horizon_ticks=9`).
 
 use std::collections::BTreeMap;
@@ -34,9 +35,11 @@ fn main() -> ExitCode {
             "--variant" => match args.next().as_deref() {
                 Some("first-beat-from-body-start") => variant.first_beat_from_body_start = true,
                 Some("extend-after-release") => variant.extend_after_release = true,
+                Some("settle-by-read-only") => variant.settle_by_read_only = true,
                 other => {
                     eprintln!(
-                        "unknown variant {other:?}: first-beat-from-body-start or extend-after-release"
+                        "unknown variant {other:?}: first-beat-from-body-start, extend-after-release \
+                         or settle-by-read-only"
                     );
                     return ExitCode::from(2);
                 }
@@ -53,6 +56,13 @@ fn main() -> ExitCode {
             bounds,
         }],
         (None, true) => suite(deep),
+        (None, false) if variant.settle_by_read_only => vec![Scenario {
+            name: "in a transaction, no fault",
+            // A TTL past the horizon: no record expires, so what is found is the race.
+            bounds: Bounds::base()
+                .with("transactional=1,ttl_ticks=9")
+                .expect("valid bounds"),
+        }],
         (None, false) => vec![Scenario {
             name: "no fault",
             bounds: Bounds::base(),

@@ -570,9 +570,11 @@ impl Guard {
                 ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => {
                     "it did not go through: nothing of the body persisted and the key was released"
                 }
+                // The record is gone or another attempt's: the completion may have been
+                // committed and expired since, so nothing can be said.
                 ReleaseAnswer::Lost => {
-                    "it did not go through: the record shows no completion by this attempt, and \
-                     the key is no longer this attempt's"
+                    "the record, no longer this attempt's, cannot tell whether it went through; \
+                     a retry replays the value if it did and runs the body if it did not"
                 }
             },
             Err(_) => {
