@@ -429,6 +429,55 @@ async fn an_unguarded_call_still_commits_its_transaction() {
     );
 }
 
+/// A transaction whose commit never answers.
+struct HangingCommit(PgTransaction);
+
+#[idem_core::store::async_trait]
+impl Transaction for HangingCommit {
+    type Store = PgStore;
+    async fn open(store: &PgStore) -> Result<Self, StoreError> {
+        PgTransaction::open(store).await.map(HangingCommit)
+    }
+    async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
+        self.0.complete(a, c).await
+    }
+    async fn commit(self) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.0.rollback().await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn an_unguarded_call_s_commit_has_the_engine_s_timeout() {
+    let store = ledger_store("unguarded_timeout").await;
+    let engine = Engine::builder(store.store.clone())
+        .store_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let no_key: Option<&str> = None;
+    let hung = tokio::time::timeout(
+        Duration::from_secs(10),
+        Call::new(NS, &no_key)
+            .engine(&engine)
+            .optional_key()
+            .run_in_transaction(async |_, _: &mut HangingCommit| Ok::<_, Error>(1u8)),
+    )
+    .await
+    .expect("the engine's store timeout ends the call");
+    match hung {
+        Err(
+            error @ Error::Store {
+                operation: "commit",
+                ..
+            },
+        ) => assert!(error.is_retryable(), "{error}"),
+        other => panic!("expected the commit's timeout, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_engine_over_another_store_is_a_configuration_error_before_anything_runs() {
     let engine = Engine::new(MemoryStore::new());

@@ -245,45 +245,7 @@ impl Guard {
         operation: &'static str,
         call: impl Future<Output = Result<R, StoreError>>,
     ) -> Result<R, StoreError> {
-        let timeout = self.engine.defaults().store_timeout;
-        let started = observe::Started::now();
-        // The call is polled once per wake-up. A store that answers at once (the
-        // in-memory one) arms no timer; the timeout is armed the first time the call is
-        // pending, and polled only then and on later wake-ups.
-        let mut call = std::pin::pin!(call);
-        let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
-        let answer = std::future::poll_fn(|cx| {
-            if let Poll::Ready(answer) = call.as_mut().poll(cx) {
-                return Poll::Ready(Some(answer));
-            }
-            if timer.is_none() {
-                timer.set(Some(tokio::time::sleep(timeout)));
-            }
-            match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
-                Some(Poll::Pending) => Poll::Pending,
-                _ => Poll::Ready(None),
-            }
-        })
-        .await;
-        let (result, class) = match answer {
-            Some(Ok(answer)) => (Ok(answer), None),
-            Some(Err(error)) => {
-                let class = match error.kind() {
-                    StoreErrorKind::Transient => "transient",
-                    StoreErrorKind::Permanent => "permanent",
-                    StoreErrorKind::Malformed => "malformed",
-                };
-                (Err(error), Some(class))
-            }
-            None => (
-                Err(StoreError::transient(format!(
-                    "the store did not answer within {timeout:?}"
-                ))),
-                Some("timeout"),
-            ),
-        };
-        observe::store_call(&self.namespace, operation, started, class);
-        result
+        store_call(&self.engine, &self.namespace, operation, call).await
     }
 
     /// The event and the metric of a call's outcome, in one field format
@@ -743,4 +705,55 @@ enum Completed {
     NotRecorded,
     /// Refused: another attempt holds the key, or the record is gone.
     LeaseLost,
+}
+
+/// One store call under the engine's timeout, measured: every store call of a call goes
+/// through here, guarded or not.
+// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
+#[allow(clippy::ptr_arg)]
+pub(super) async fn store_call<R>(
+    engine: &Engine,
+    namespace: &Cow<'static, str>,
+    operation: &'static str,
+    call: impl Future<Output = Result<R, StoreError>>,
+) -> Result<R, StoreError> {
+    let timeout = engine.defaults().store_timeout;
+    let started = observe::Started::now();
+    // The call is polled once per wake-up. A store that answers at once (the
+    // in-memory one) arms no timer; the timeout is armed the first time the call is
+    // pending, and polled only then and on later wake-ups.
+    let mut call = std::pin::pin!(call);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    let answer = std::future::poll_fn(|cx| {
+        if let Poll::Ready(answer) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(timeout)));
+        }
+        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(None),
+        }
+    })
+    .await;
+    let (result, class) = match answer {
+        Some(Ok(answer)) => (Ok(answer), None),
+        Some(Err(error)) => {
+            let class = match error.kind() {
+                StoreErrorKind::Transient => "transient",
+                StoreErrorKind::Permanent => "permanent",
+                StoreErrorKind::Malformed => "malformed",
+            };
+            (Err(error), Some(class))
+        }
+        None => (
+            Err(StoreError::transient(format!(
+                "the store did not answer within {timeout:?}"
+            ))),
+            Some("timeout"),
+        ),
+    };
+    observe::store_call(namespace, operation, started, class);
+    result
 }

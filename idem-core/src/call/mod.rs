@@ -341,27 +341,36 @@ impl<P> Call<P> {
                 guard.run_in_transaction(store, body, &self.errors).await
             }
             Resolved::Unguarded { context, .. } => {
+                // No record, but the store calls have the engine's timeout all the same.
                 let store_error = |operation, source| Error::Store {
                     namespace: namespace.to_string(),
                     operation,
                     source,
                 };
-                let mut transaction = Tx::open(store).await.map_err(|e| store_error("open", e))?;
+                let mut transaction =
+                    guard::store_call(&engine, &namespace, "open", Tx::open(store))
+                        .await
+                        .map_err(|e| store_error("open", e))?;
                 let value = context
                     .clone()
                     .scope(body(context.clone(), &mut transaction))
                     .await;
                 match value {
                     Ok(value) => {
-                        transaction
-                            .commit()
+                        guard::store_call(&engine, &namespace, "commit", transaction.commit())
                             .await
                             .map_err(|e| store_error("commit", e))?;
                         Ok(Report::unguarded(value))
                     }
                     Err(error) => {
                         // Dropped, the transaction rolls back as well.
-                        let _ = transaction.rollback().await;
+                        let _ = guard::store_call(
+                            &engine,
+                            &namespace,
+                            "rollback",
+                            transaction.rollback(),
+                        )
+                        .await;
                         Err(error)
                     }
                 }
