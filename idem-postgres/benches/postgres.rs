@@ -196,7 +196,7 @@ fn postgres_bench(c: &mut Criterion) {
     group.finish();
 
     idem_core::testkit::floor::compare_first_and_duplicate(
-        &runtime, 21, 100, next, idem_call, floor_call,
+        &runtime, 101, 100, next, idem_call, floor_call,
     );
     runtime.block_on(drop_schema(&pool, &schema));
 }

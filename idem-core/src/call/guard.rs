@@ -510,6 +510,7 @@ impl Guard {
     ) -> Result<Report<T>, E> {
         let store = &self.engine.store();
         let read = self.store_call("read", store.read(&attempt.id)).await;
+        // A read that shows the completion settles it as a release refused with it would.
         let released = match read {
             Ok(Some(record)) if record.shows_completion_by(attempt) => {
                 Ok(Written::Refused(Some(record)))

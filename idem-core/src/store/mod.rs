@@ -236,8 +236,11 @@ pub trait Transaction: Send + Sized + 'static {
     async fn open(store: &Self::Store) -> Result<Self, StoreError>;
 
     /// [`Store::complete`] inside this transaction: the same condition and writes, seen
-    /// by others only once committed. A begin that meets the record meanwhile waits for
-    /// the commit or the rollback, then sees the completed or the held record.
+    /// by others only once committed. Every other write that meets the record meanwhile
+    /// (a begin, an extend, a release) waits for the commit or the rollback, then
+    /// applies to the completed or the held record; a read sees the record as last
+    /// committed. The engine relies on a release's wait to settle a commit whose answer
+    /// was lost.
     async fn complete(
         &mut self,
         attempt: &Attempt,
