@@ -536,9 +536,9 @@ async fn a_failed_release_still_returns_the_body_error() {
     assert_eq!(store.calls(Operation::Release), 1);
 }
 
-#[tokio::test]
-async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouched() {
-    let (store, clock, engine) = setup();
+/// A stale attempt that returns `value` after its lease lapsed and another attempt
+/// recorded "fresh": the stale attempt's error.
+async fn completed_after_a_takeover(engine: &Engine, clock: &ManualClock, value: String) -> Error {
     let gate = Arc::new(Notify::new());
     let stale = {
         let (engine, gate) = (engine.clone(), gate.clone());
@@ -547,20 +547,27 @@ async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouc
                 .max_duration(Duration::from_millis(1)) // no heartbeat keeps it alive
                 .run(|_| async move {
                     gate.notified().await;
-                    Ok::<_, Error>("stale".to_owned())
+                    Ok::<_, Error>(value)
                 })
                 .await
         })
     };
     tokio::task::yield_now().await;
     clock.advance(LEASE);
-    let fresh = call(&engine, "k")
+    let fresh = call(engine, "k")
         .run(|_| async { Ok::<_, Error>("fresh".to_owned()) })
         .await;
     assert_eq!(fresh.unwrap(), "fresh");
     gate.notify_one();
     let error = stale.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
+    error
+}
+
+#[tokio::test]
+async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouched() {
+    let (store, clock, engine) = setup();
+    let error = completed_after_a_takeover(&engine, &clock, "stale".to_owned()).await;
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
     let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.data.as_deref(), Some("\"fresh\""));
@@ -575,29 +582,8 @@ async fn a_stale_attempt_with_a_value_too_large_to_record_gets_lease_lost_with_i
     }));
     let clock = ManualClock::default();
     let engine = engine_on(&store, &clock);
-    let gate = Arc::new(Notify::new());
     let big = "x".repeat(100);
-    let stale = {
-        let (engine, gate, big) = (engine.clone(), gate.clone(), big.clone());
-        tokio::spawn(async move {
-            call(&engine, "k")
-                .max_duration(Duration::from_millis(1))
-                .run(|_| async move {
-                    gate.notified().await;
-                    Ok::<_, Error>(big)
-                })
-                .await
-        })
-    };
-    tokio::task::yield_now().await;
-    clock.advance(LEASE);
-    let fresh = call(&engine, "k")
-        .run(|_| async { Ok::<_, Error>("fresh".to_owned()) })
-        .await;
-    assert_eq!(fresh.unwrap(), "fresh");
-    gate.notify_one();
-    let error = stale.await.unwrap().unwrap_err();
-    assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
+    let error = completed_after_a_takeover(&engine, &clock, big.clone()).await;
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), big);
 }
 

@@ -267,12 +267,25 @@ async fn a_begin_meeting_a_rolled_back_completion_takes_the_lapsed_key_over() {
     );
 }
 
-/// A transaction whose commit goes as `Commit` says: PostgreSQL's own, with the answer
-/// lost after it committed, or never sent with an error.
-struct Flaky<const COMMITS: bool>(PgTransaction);
+/// How a [`Flaky`] transaction's commit goes: committed, its answer lost.
+const COMMITS: u8 = 0;
+/// Rolled back, its answer lost.
+const ROLLS_BACK: u8 = 1;
+/// Committed `LATE` after its answer was lost at once: after the engine's read of the
+/// record, before its release (which waits for the completion's row lock, then finds
+/// the record completed).
+const COMMITS_LATE: u8 = 2;
+/// Never answered.
+const HANGS: u8 = 3;
+
+const LATE: Duration = Duration::from_millis(300);
+
+/// PostgreSQL's own transaction, whose commit goes as `MODE` says ([`COMMITS`],
+/// [`ROLLS_BACK`], [`COMMITS_LATE`] or [`HANGS`]).
+struct Flaky<const MODE: u8>(PgTransaction);
 
 #[idem_core::store::async_trait]
-impl<const COMMITS: bool> Transaction for Flaky<COMMITS> {
+impl<const MODE: u8> Transaction for Flaky<MODE> {
     type Store = PgStore;
     async fn open(store: &PgStore) -> Result<Self, StoreError> {
         PgTransaction::open(store).await.map(Flaky)
@@ -281,41 +294,17 @@ impl<const COMMITS: bool> Transaction for Flaky<COMMITS> {
         self.0.complete(a, c).await
     }
     async fn commit(self) -> Result<(), StoreError> {
-        if COMMITS {
-            self.0.commit().await?;
-        } else {
-            self.0.rollback().await?;
+        match MODE {
+            COMMITS => self.0.commit().await?,
+            ROLLS_BACK => self.0.rollback().await?,
+            COMMITS_LATE => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(LATE).await;
+                    self.0.commit().await.expect("the late commit");
+                });
+            }
+            _ => std::future::pending().await,
         }
-        Err(StoreError::transient(
-            "the connection was lost before the commit's answer",
-        ))
-    }
-    async fn rollback(self) -> Result<(), StoreError> {
-        self.0.rollback().await
-    }
-}
-
-/// A transaction whose commit's answer is lost at once while the commit itself lands
-/// `LATE` later: after the engine's read of the record, before its release (which waits
-/// for the completion's row lock, then finds the record completed).
-struct LateCommit(PgTransaction);
-
-const LATE: Duration = Duration::from_millis(300);
-
-#[idem_core::store::async_trait]
-impl Transaction for LateCommit {
-    type Store = PgStore;
-    async fn open(store: &PgStore) -> Result<Self, StoreError> {
-        PgTransaction::open(store).await.map(LateCommit)
-    }
-    async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
-        self.0.complete(a, c).await
-    }
-    async fn commit(self) -> Result<(), StoreError> {
-        tokio::spawn(async move {
-            tokio::time::sleep(LATE).await;
-            self.0.commit().await.expect("the late commit");
-        });
         Err(StoreError::transient(
             "the connection was lost before the commit's answer",
         ))
@@ -334,7 +323,7 @@ async fn a_commit_landing_after_the_settling_read_is_reported_as_ran() {
     let started = std::time::Instant::now();
     let report = Call::new(NS, "k9")
         .engine(&engine)
-        .run_in_transaction_reported(async |ctx, tx: &mut LateCommit| {
+        .run_in_transaction_reported(async |ctx, tx: &mut Flaky<COMMITS_LATE>| {
             insert(&schema, "k9", &mut tx.0, ctx.fence()).await?;
             Ok::<_, Error>(9u64)
         })
@@ -363,7 +352,7 @@ async fn a_lost_commit_answer_is_settled_by_reading_the_record() {
     // Committed, answer lost: the record shows the completion, so the call succeeds.
     let committed = Call::new(NS, "k6")
         .engine(&engine)
-        .run_in_transaction(async |ctx, tx: &mut Flaky<true>| {
+        .run_in_transaction(async |ctx, tx: &mut Flaky<COMMITS>| {
             insert(&schema, "k6", &mut tx.0, ctx.fence()).await?;
             Ok::<_, Error>(6u64)
         })
@@ -374,7 +363,7 @@ async fn a_lost_commit_answer_is_settled_by_reading_the_record() {
     // Not committed: nothing persisted, the key is released and the error says retry.
     let failed = Call::new(NS, "k7")
         .engine(&engine)
-        .run_in_transaction(async |ctx, tx: &mut Flaky<false>| {
+        .run_in_transaction(async |ctx, tx: &mut Flaky<ROLLS_BACK>| {
             insert(&schema, "k7", &mut tx.0, ctx.fence()).await?;
             Ok::<_, Error>(7u64)
         })
@@ -429,26 +418,6 @@ async fn an_unguarded_call_still_commits_its_transaction() {
     );
 }
 
-/// A transaction whose commit never answers.
-struct HangingCommit(PgTransaction);
-
-#[idem_core::store::async_trait]
-impl Transaction for HangingCommit {
-    type Store = PgStore;
-    async fn open(store: &PgStore) -> Result<Self, StoreError> {
-        PgTransaction::open(store).await.map(HangingCommit)
-    }
-    async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
-        self.0.complete(a, c).await
-    }
-    async fn commit(self) -> Result<(), StoreError> {
-        std::future::pending().await
-    }
-    async fn rollback(self) -> Result<(), StoreError> {
-        self.0.rollback().await
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs the PostgreSQL server that scripts/test checks"]
 async fn an_unguarded_call_s_commit_has_the_engine_s_timeout() {
@@ -463,7 +432,7 @@ async fn an_unguarded_call_s_commit_has_the_engine_s_timeout() {
         Call::new(NS, &no_key)
             .engine(&engine)
             .optional_key()
-            .run_in_transaction(async |_, _: &mut HangingCommit| Ok::<_, Error>(1u8)),
+            .run_in_transaction(async |_, _: &mut Flaky<HANGS>| Ok::<_, Error>(1u8)),
     )
     .await
     .expect("the engine's store timeout ends the call");
