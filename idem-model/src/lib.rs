@@ -797,7 +797,9 @@ impl Protocol {
                             if now_ms + margin_ms < expires_at_s * TICK_MS {
                                 world.seen.overwritten_early = true;
                             }
+                            // The completed record's lifetime ends with it.
                             world.seen.runs.clear();
+                            world.seen.effects = 0;
                         }
                         if let Some(previous) = &world.record {
                             if world.seen.dead.iter().any(|(o, _)| *o == previous.owner)
@@ -807,7 +809,6 @@ impl Protocol {
                             }
                         }
                         world.record = Some(request.record(*fence));
-                        world.seen.effects = 0;
                         world.seen.last_begin_owner = Some(request.owner.clone());
                         world.seen.released = false;
                     }
