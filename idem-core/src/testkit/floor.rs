@@ -44,7 +44,8 @@ fn quartiles(mut values: Vec<f64>) -> [f64; 3] {
 /// goes first alternates too), and prints both p50s, both medians of CPU per call, and
 /// their ratios under `label`; then the quartiles of the CPU ratio taken round by round
 /// (each idem round over the floor round run beside it, so drift in the machine's speed
-/// cancels), which show how far one run's figure can be trusted. Every call gets its own number, counting up from `first`:
+/// cancels), which show how far one run's figure can be trusted. Every call gets its
+/// own number, counting up from `first`:
 /// a benchmark of first calls makes its key from it, one of duplicates ignores it.
 pub fn compare<I, IFut, F, FFut>(
     runtime: &tokio::runtime::Runtime,
