@@ -39,6 +39,17 @@ fn setup() -> (Faulty, ManualClock, Engine) {
     (store, clock, engine)
 }
 
+/// [`setup`] over a store that records values of at most 16 bytes.
+fn setup_recording_at_most_16_bytes() -> (Faulty, ManualClock, Engine) {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
+        max_id_bytes: 2048,
+        max_data_bytes: 16,
+    }));
+    let clock = ManualClock::default();
+    let engine = engine_on(&store, &clock);
+    (store, clock, engine)
+}
+
 async fn stored(store: &Faulty, engine: &Engine, key: &str) -> Option<Record> {
     let id = engine.record_id(NS, key).unwrap();
     store.inner().read(&id).await.unwrap()
@@ -576,12 +587,7 @@ async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouc
 
 #[tokio::test]
 async fn a_stale_attempt_with_a_value_too_large_to_record_gets_lease_lost_with_its_value() {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
-        max_id_bytes: 2048,
-        max_data_bytes: 16,
-    }));
-    let clock = ManualClock::default();
-    let engine = engine_on(&store, &clock);
+    let (_store, clock, engine) = setup_recording_at_most_16_bytes();
     let big = "x".repeat(100);
     let error = completed_after_a_takeover(&engine, &clock, big.clone()).await;
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), big);
@@ -589,12 +595,7 @@ async fn a_stale_attempt_with_a_value_too_large_to_record_gets_lease_lost_with_i
 
 #[tokio::test]
 async fn a_value_too_large_is_completed_as_not_stored() {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new()).with_limits(Limits {
-        max_id_bytes: 2048,
-        max_data_bytes: 16,
-    }));
-    let clock = ManualClock::default();
-    let engine = engine_on(&store, &clock);
+    let (store, _clock, engine) = setup_recording_at_most_16_bytes();
     let big = "x".repeat(100);
     let first = call(&engine, "k")
         .run(|_| async { Ok::<_, Error>(big.clone()) })

@@ -833,14 +833,7 @@ impl Protocol {
             Op::Complete(attempt, completion) => {
                 let written = protocol::complete(world.record.as_mut(), attempt, completion);
                 if let Written::Applied(()) = written {
-                    if world.seen.last_begin_owner.as_deref() != Some(attempt.owner.as_str()) {
-                        world.seen.stale_completion = true;
-                    }
-                    world.seen.completed = Some((
-                        attempt.owner.clone(),
-                        attempt.fence,
-                        completion.expires_at_s,
-                    ));
+                    Self::completed(world, attempt, completion.expires_at_s);
                 }
                 Answer::Write(written)
             }
@@ -859,11 +852,7 @@ impl Protocol {
             }
             Op::Commit(attempt) => match world.pending.take() {
                 Some((caller, generation, record)) if (caller, generation) == from => {
-                    if world.seen.last_begin_owner.as_deref() != Some(attempt.owner.as_str()) {
-                        world.seen.stale_completion = true;
-                    }
-                    world.seen.completed =
-                        Some((attempt.owner.clone(), attempt.fence, record.expires_at_s));
+                    Self::completed(world, attempt, record.expires_at_s);
                     world.record = Some(record);
                     world.seen.effects += 1;
                     world.seen.committed.push(from);
@@ -883,6 +872,15 @@ impl Protocol {
                 Answer::Write(written)
             }
         }
+    }
+
+    /// What an observer sees when `attempt`'s completion becomes visible (applied, or
+    /// committed in a transaction): the completion, and whether it was stale.
+    fn completed(world: &mut World, attempt: &Attempt, expires_at_s: u64) {
+        if world.seen.last_begin_owner.as_deref() != Some(attempt.owner.as_str()) {
+            world.seen.stale_completion = true;
+        }
+        world.seen.completed = Some((attempt.owner.clone(), attempt.fence, expires_at_s));
     }
 
     /// The caller reads the answer to the request it waits for, with the engine's own
