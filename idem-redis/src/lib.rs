@@ -49,11 +49,18 @@
 //! a duplicate would then run the body again. [`RedisStoreBuilder::build`] reads
 //! `maxmemory` and `maxmemory-policy` and refuses that combination
 //! ([`SetupError::EvictionPolicy`]); where `CONFIG GET` is refused (managed services),
-//! it warns: set `maxmemory-policy noeviction` there yourself. With `noeviction`, writes
-//! fail when memory is full and idem reports a transient error before the body runs.
+//! it warns: set `maxmemory-policy noeviction` there yourself.
+//!
+//! With `noeviction`, a full memory refuses writes, and idem reports a transient error
+//! before the body runs: begin is a script the server refuses up front when memory is
+//! full (`-OOM`), so no key is taken and no body runs that could not be guarded, while
+//! complete, extend and release may still write (`allow-oom`), so an attempt whose body
+//! ran is recorded, or gives its key back. A duplicate of a live record is answered as
+//! usual from a read (a completed key replays, one in progress is in progress); only a
+//! new or free key waits for memory. Script flags need Redis 7 or newer (or Valkey).
 //!
 //! # Errors
-//! A lost or refused connection, a timeout, `BUSY`, `LOADING`, `TRYAGAIN`,
+//! A lost or refused connection, a timeout, `OOM`, `BUSY`, `LOADING`, `TRYAGAIN`,
 //! `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN` and `READONLY` are transient; a wrong type
 //! (`WRONGTYPE`), a script error or a missing permission permanent; a hash that cannot
 //! be decoded malformed (the call gets a decode error; the body never runs over it).
@@ -62,7 +69,8 @@
 //!
 //! # What was tested
 //! The conformance kit of idem (every rule, the model, the engine race and a duplicate
-//! storm), connections killed mid-call (`CLIENT KILL`) and expiry observed on the
+//! storm), connections killed mid-call (`CLIENT KILL`), a server whose memory is full
+//! (its own `redis-server` with a tiny `maxmemory`) and expiry observed on the
 //! server, against Redis 7 on one node. Each script touches one key, so the store is
 //! meant to work on Redis Cluster and on Valkey as well; neither was tested here.
 #![warn(missing_docs)]

@@ -3,6 +3,14 @@
 //! when refused (`{0, {}}` when there is none): the refusal and the current record in
 //! the same round trip.
 //!
+//! Each script opens with a Redis 7 shebang, which sets how it meets a full memory
+//! (`maxmemory` reached under `noeviction`). Begin declares no flag, so the server
+//! refuses it with `-OOM` before it runs: the key is not taken and the body does not
+//! run. A script without a shebang would be refused only at its first write, and
+//! begin's first write is a delete, which always gets through. Complete, extend and
+//! release declare `allow-oom`: an attempt whose body ran can still be recorded (or
+//! give its key back) when memory filled up meanwhile.
+//!
 //! Numbers travel as the engine's decimal strings and are written back as given; Lua
 //! turns only the fence and comparisons into numbers (all below 2^53). A record with a
 //! missing or unreadable field is refused with its fields, and decoded (as malformed)
@@ -97,14 +105,20 @@ pub(crate) struct Scripts {
     pub release: redis::Script,
 }
 
+/// The shebang of a script that the server refuses up front when memory is full.
+const DENY_OOM: &str = "#!lua";
+/// The shebang of a script that runs, and writes, when memory is full.
+const ALLOW_OOM: &str = "#!lua flags=allow-oom";
+
 impl Scripts {
     pub fn new() -> Self {
-        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        let script =
+            |shebang: &str, body: &str| redis::Script::new(&format!("{shebang}\n{PRELUDE}{body}"));
         Scripts {
-            begin: script(BEGIN),
-            complete: script(COMPLETE),
-            extend: script(EXTEND),
-            release: script(RELEASE),
+            begin: script(DENY_OOM, BEGIN),
+            complete: script(ALLOW_OOM, COMPLETE),
+            extend: script(ALLOW_OOM, EXTEND),
+            release: script(ALLOW_OOM, RELEASE),
         }
     }
 }

@@ -94,6 +94,29 @@ impl RedisStore {
         }
     }
 
+    /// Begin's answer when the server refused the script for lack of memory: begin
+    /// refuses a live record without writing, so that refusal needs no memory and is
+    /// given from a read (a duplicate of a completed key still replays, one of a key in
+    /// progress still waits); a free or missing record would need a write, and the
+    /// server's `-OOM` is returned, transient.
+    async fn begin_when_full(
+        &self,
+        request: &Begin,
+        error: RedisError,
+    ) -> Result<Written<u64>, StoreError> {
+        let full = store_error("begin", error);
+        match self.read(&request.id).await {
+            Ok(Some(current)) if current.is_live(request.now_ms) => {
+                Ok(Written::Refused(Some(current)))
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!(target: "idem", prefix = %self.prefix, error = %full,
+                    "Redis is out of memory (maxmemory under noeviction): a key cannot be taken until memory frees");
+                Err(full)
+            }
+        }
+    }
+
     async fn held_write(
         &self,
         operation: &'static str,
@@ -121,11 +144,13 @@ impl ToRedisArgs for RecordKey<'_> {
 }
 
 /// Classes a `redis` error: a lost or refused connection, a timeout, and the server's
-/// "not now" answers (`BUSY`, `LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`,
-/// `MASTERDOWN`, `READONLY` during a failover) are transient; the rest (`WRONGTYPE`, a
+/// "not now" answers (`OOM` when memory is full, `BUSY`, `LOADING`, `TRYAGAIN`,
+/// `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN`, `READONLY` during a failover) are
+/// transient; the rest (`WRONGTYPE`, a
 /// script error, a missing permission) permanent.
 pub(crate) fn store_error(operation: &'static str, error: RedisError) -> StoreError {
     const TRANSIENT_CODES: &[&str] = &[
+        "OOM",
         "BUSY",
         "LOADING",
         "TRYAGAIN",
@@ -273,7 +298,14 @@ impl Store for RedisStore {
             .arg(request.fingerprint.as_deref().unwrap_or(""))
             .arg(idem_core::store::FORMAT)
             .arg(idem_core::store::CODEC_JSON);
-        let answer = self.run("begin", &invocation).await?;
+        let mut connection = self.connection.clone();
+        let answer = match invocation.invoke_async(&mut connection).await {
+            Ok(answer) => answer,
+            Err(error) if error.code() == Some("OOM") => {
+                return self.begin_when_full(request, error).await
+            }
+            Err(error) => return Err(store_error("begin", error)),
+        };
         match self.answer(&request.id, answer)? {
             Written::Applied(Some(fence)) if fence > 0 => Ok(Written::Applied(fence as u64)),
             Written::Applied(_) => Err(StoreError::permanent(format!(
@@ -366,6 +398,7 @@ mod tests {
     #[test]
     fn the_servers_not_now_answers_are_transient_the_rest_permanent() {
         for reply in [
+            "OOM command not allowed when used memory > 'maxmemory'.",
             "BUSY Redis is busy running a script",
             "LOADING Redis is loading the dataset in memory",
             "TRYAGAIN Multiple keys request during rehashing of slot",

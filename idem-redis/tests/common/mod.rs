@@ -3,6 +3,8 @@
 //! that prefix's keys when the store is dropped.
 #![allow(dead_code)]
 
+pub mod own_server;
+
 use idem_core::testkit::WithCleanup;
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;

@@ -1,0 +1,71 @@
+//! A `redis-server` of the test's own, on a free loopback port, for settings the
+//! machine's shared server must never be given (a tiny `maxmemory`, another eviction
+//! policy). Nothing is kept on disk; the server is stopped (by its pid) when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+/// A running `redis-server` started by the test.
+pub struct OwnServer {
+    child: Child,
+    port: u16,
+}
+
+impl OwnServer {
+    /// Starts `redis-server` with `settings` (pairs such as `("maxmemory", "4mb")`)
+    /// and waits until it answers. Panics, naming the binary, when it cannot start.
+    pub fn start(settings: &[(&str, &str)]) -> OwnServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in settings {
+            command.arg(format!("--{name}")).arg(value);
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start `redis-server` (Debian's package redis-server provides it): {e}")
+        });
+        let server = OwnServer { child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the test's own redis-server on port {port} does not answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A new connection manager to the server.
+    pub async fn connection(&self) -> ConnectionManager {
+        let client = redis::Client::open(self.url()).expect("a valid Redis URL");
+        ConnectionManager::new(client).await.unwrap_or_else(|e| {
+            panic!(
+                "the test's own Redis at {} does not answer: {e}",
+                self.url()
+            )
+        })
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
