@@ -345,36 +345,11 @@ impl EngineBuilder {
 }
 
 /// The checks every call's ttl and lease pass, whether they come from the engine or the
-/// call. The lease must outlast its first heartbeat's round trip: the beat is due at
-/// `lease / 3` and may take up to `store_timeout` to answer, so `lease / 3 +
-/// store_timeout` must stay below `lease`.
+/// call: [`protocol::check_times`](crate::protocol::check_times).
 pub(crate) fn check_timing(
     ttl: Duration,
     lease: Duration,
     store_timeout: Duration,
 ) -> Result<(), Error> {
-    if ttl < Duration::from_secs(1) {
-        return Err(Error::Config(format!(
-            "ttl must be at least 1s (records expire on whole seconds), got {ttl:?}"
-        )));
-    }
-    if lease < MIN_LEASE {
-        return Err(Error::Config(format!(
-            "lease must be at least {MIN_LEASE:?} (heartbeats renew it every lease / 3), got {lease:?}"
-        )));
-    }
-    if lease / 3 + store_timeout >= lease {
-        return Err(Error::Config(format!(
-            "a {lease:?} lease is too short for the {store_timeout:?} store timeout: the first \
-             heartbeat is sent at lease / 3 and may take the whole timeout to answer, so the lease \
-             must be longer than 1.5 x the store timeout ({:?}); lengthen the lease or shorten \
-             EngineBuilder::store_timeout",
-            store_timeout * 3 / 2
-        )));
-    }
-    Ok(())
+    crate::protocol::check_times(ttl, lease, store_timeout).map_err(Error::Config)
 }
-
-/// The shortest lease: heartbeats are due every `lease / 3`. (`idem-macros` refuses a
-/// shorter literal at compile time.)
-const MIN_LEASE: Duration = Duration::from_millis(30);

@@ -13,6 +13,8 @@
 //! Like [`store`](crate::store), this module follows the engine and may change in a
 //! minor release.
 
+use std::time::Duration;
+
 use crate::store::{
     ceil_secs, Attempt, Begin, Completion, Outcome, Record, Renewal, State, Written,
 };
@@ -204,6 +206,107 @@ pub fn after_release(written: Written<()>, attempt: &Attempt) -> ReleaseAnswer {
     }
 }
 
+/// What a commit whose answer was lost (an error, or none within the store timeout) came
+/// to, as the record tells: the transactional form's settling (`docs/protocol.md` §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFate {
+    /// The record shows the attempt's completion: the commit went through, and the
+    /// record replays it until `expires_at_s`.
+    Committed {
+        /// The completed record's expiry, in epoch seconds.
+        expires_at_s: u64,
+    },
+    /// The key was released (by this send or an earlier one): the commit did not go
+    /// through, and nothing of the body persisted.
+    RolledBack,
+    /// The record is gone or another attempt's: the completion may have been committed
+    /// and have expired since, so nothing can be told.
+    Unknown,
+}
+
+/// The settling read, first: the commit went through if the record shows the attempt's
+/// completion. `None` when it does not: a commit still in flight is not visible to the
+/// read, so the key is then released and the release's answer settles it
+/// ([`settle_by_release`]). A read that failed settles nothing either (`None`).
+pub fn settle_by_read(read: Option<&Record>, attempt: &Attempt) -> Option<CommitFate> {
+    match read {
+        Some(record) if record.shows_completion_by(attempt) => Some(CommitFate::Committed {
+            expires_at_s: record.expires_at_s,
+        }),
+        _ => None,
+    }
+}
+
+/// The settling release's answer, when the read did not settle the commit. The release
+/// is conditional on the record in progress, so it meets a commit that landed after the
+/// read, or waits for it behind the completion's row lock, and is refused with the
+/// completed record: [`Committed`](CommitFate::Committed). Applied, it proves nothing of
+/// the body persisted. Refused by a record that is gone or another attempt's:
+/// [`Unknown`](CommitFate::Unknown).
+pub fn settle_by_release(written: Written<()>, attempt: &Attempt) -> CommitFate {
+    match written {
+        Written::Refused(Some(record)) if record.shows_completion_by(attempt) => {
+            CommitFate::Committed {
+                expires_at_s: record.expires_at_s,
+            }
+        }
+        written => match after_release(written, attempt) {
+            ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => CommitFate::RolledBack,
+            ReleaseAnswer::Lost => CommitFate::Unknown,
+        },
+    }
+}
+
+/// The shortest TTL a call may have: records expire on whole seconds.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The shortest lease a call may have: heartbeats renew it every `lease / 3`.
+pub const MIN_LEASE: Duration = Duration::from_millis(30);
+
+/// Why `ttl` cannot be a call's TTL ([`MIN_TTL`]), or `None`. A `const fn`, so that
+/// `#[idempotent]` refuses a literal at compile time with the engine's own rule.
+pub const fn ttl_refusal(ttl: Duration) -> Option<&'static str> {
+    if ttl.as_nanos() < MIN_TTL.as_nanos() {
+        Some("ttl must be at least 1s (records expire on whole seconds)")
+    } else {
+        None
+    }
+}
+
+/// Why `lease` cannot be a call's lease ([`MIN_LEASE`]), or `None`; a `const fn`, as
+/// [`ttl_refusal`] is.
+pub const fn lease_refusal(lease: Duration) -> Option<&'static str> {
+    if lease.as_nanos() < MIN_LEASE.as_nanos() {
+        Some("lease must be at least 30ms (heartbeats renew it every lease / 3)")
+    } else {
+        None
+    }
+}
+
+/// Checks the times every call runs with, whether they come from the engine or the
+/// call: [`ttl_refusal`], [`lease_refusal`], and the lease against the store timeout.
+/// The lease must outlast its first heartbeat's round trip: the beat is due at
+/// `lease / 3` and may take up to `store_timeout` to answer, so `lease / 3 +
+/// store_timeout` must stay below `lease`.
+pub fn check_times(ttl: Duration, lease: Duration, store_timeout: Duration) -> Result<(), String> {
+    if let Some(refusal) = ttl_refusal(ttl) {
+        return Err(format!("{refusal}, got {ttl:?}"));
+    }
+    if let Some(refusal) = lease_refusal(lease) {
+        return Err(format!("{refusal}, got {lease:?}"));
+    }
+    if lease / 3 + store_timeout >= lease {
+        return Err(format!(
+            "a {lease:?} lease is too short for the {store_timeout:?} store timeout: the first \
+             heartbeat is sent at lease / 3 and may take the whole timeout to answer, so the lease \
+             must be longer than 1.5 x the store timeout ({:?}); lengthen the lease or shorten \
+             EngineBuilder::store_timeout",
+            store_timeout * 3 / 2
+        ));
+    }
+    Ok(())
+}
+
 /// The times of one call: its lease and its TTL. Every request the engine sends, and
 /// its heartbeat schedule, are computed from these and the engine's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,5 +386,94 @@ impl Terms {
     /// that beat asked for (which starts at `sent_ms`).
     pub fn next_beat_ms(&self, sent_ms: u64) -> u64 {
         sent_ms.saturating_add(self.beat_every_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(fence: u64) -> Attempt {
+        Attempt {
+            id: "ns#key".to_owned(),
+            owner: "me".to_owned(),
+            fence,
+        }
+    }
+
+    fn in_progress(fence: u64, lease_until_ms: u64) -> Record {
+        Terms {
+            lease_ms: 1000,
+            ttl_ms: 1000,
+        }
+        .begin("ns#key", "me", lease_until_ms.saturating_sub(1000), None)
+        .record(fence)
+    }
+
+    #[test]
+    fn the_limits_messages_name_their_constants() {
+        let ttl = ttl_refusal(MIN_TTL - Duration::from_nanos(1)).unwrap();
+        assert!(ttl.contains(&format!("at least {MIN_TTL:?}")), "{ttl}");
+        assert_eq!(ttl_refusal(MIN_TTL), None);
+        let lease = lease_refusal(MIN_LEASE - Duration::from_nanos(1)).unwrap();
+        assert!(
+            lease.contains(&format!("at least {MIN_LEASE:?}")),
+            "{lease}"
+        );
+        assert_eq!(lease_refusal(MIN_LEASE), None);
+        let second = Duration::from_secs(1);
+        assert!(check_times(second, Duration::from_secs(3), second).is_ok());
+        let short = check_times(second, Duration::from_millis(1500), second).unwrap_err();
+        assert!(
+            short.contains("too short for the 1s store timeout"),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn a_lost_commit_is_settled_by_the_read_then_by_the_release() {
+        let mine = attempt(3);
+        let mut completed = in_progress(3, 5000);
+        complete(
+            Some(&mut completed),
+            &mine,
+            &Terms {
+                lease_ms: 1000,
+                ttl_ms: 60_000,
+            }
+            .completion(4000, Outcome::Ok, Some("1".to_owned())),
+        );
+        let committed = CommitFate::Committed {
+            expires_at_s: completed.expires_at_s,
+        };
+        // The read settles it only when it shows this attempt's completion.
+        assert_eq!(settle_by_read(Some(&completed), &mine), Some(committed));
+        assert_eq!(settle_by_read(Some(&in_progress(3, 5000)), &mine), None);
+        assert_eq!(settle_by_read(None, &mine), None);
+        assert_eq!(settle_by_read(Some(&completed), &attempt(4)), None);
+        // The release: refused with the completion (a commit that landed after the
+        // read), applied, applied earlier, or refused by a record not this attempt's.
+        assert_eq!(
+            settle_by_release(Written::Refused(Some(completed.clone())), &mine),
+            committed
+        );
+        assert_eq!(
+            settle_by_release(Written::Applied(()), &mine),
+            CommitFate::RolledBack
+        );
+        let mut released = in_progress(3, 5000);
+        release(Some(&mut released), &mine);
+        assert_eq!(
+            settle_by_release(Written::Refused(Some(released)), &mine),
+            CommitFate::RolledBack
+        );
+        assert_eq!(
+            settle_by_release(Written::Refused(None), &mine),
+            CommitFate::Unknown
+        );
+        assert_eq!(
+            settle_by_release(Written::Refused(Some(in_progress(4, 9000))), &mine),
+            CommitFate::Unknown
+        );
     }
 }

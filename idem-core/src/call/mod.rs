@@ -1,15 +1,25 @@
 //! The function API: one guarded call, built ([`Call`]) and run.
 //!
-//! The rules live in the files beside this one: [`guard`] takes the key, runs the body
-//! and records its outcome; [`heartbeat`] renews the lease while the body runs;
-//! [`replay`] turns a completed record back into the caller's result; [`policy`]
-//! chooses which errors are recorded.
+//! An attempt goes through phases, one file each, every one an `impl` of the attempt
+//! ([`guard`], with what they share: the timed store call, the events):
+//! [`settings`] resolves the call; [`take`] takes the key (begin, its retries,
+//! waiting); [`heartbeat`] keeps it while the body runs; [`finish`] records or releases
+//! what the body ended with; [`replay`] answers a duplicate from a completed record;
+//! [`settle`] settles a commit whose answer was lost. [`attempt`] runs them in order,
+//! for [`Call::run`] and [`Call::run_in_transaction`] alike: they differ only in the
+//! [`destination`] of the completion. [`policy`] chooses which errors are recorded.
 
+mod attempt;
+mod destination;
+mod finish;
 mod guard;
 mod heartbeat;
 mod policy;
 mod replay;
 mod report;
+mod settings;
+mod settle;
+mod take;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -20,12 +30,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::engine::check_timing;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::key::{self, KeyError};
-use crate::observe::{self, CallOutcome};
-use crate::store::{Begin, Transaction};
+use crate::key;
+use crate::store::Transaction;
+use destination::{Destination, InStore};
+use settings::{Resolved, Settings};
 
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
@@ -70,19 +80,6 @@ pub struct Call<P = NoErrorReplay> {
 pub trait Recordable: Serialize + DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Recordable for T {}
-
-/// What a call was given, before the engine's defaults fill the gaps.
-struct Settings {
-    engine: Option<Engine>,
-    namespace: Cow<'static, str>,
-    key: Result<Vec<u8>, KeyError>,
-    fingerprint: Option<Result<Vec<u8>, KeyError>>,
-    ttl: Option<Duration>,
-    lease: Option<Duration>,
-    max_duration: Option<Duration>,
-    wait: Option<Duration>,
-    optional_key: bool,
-}
 
 impl Call {
     /// A call in `namespace` (a function's name: `module::function`), keyed on `key`.
@@ -257,13 +254,8 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        match self.settings.resolve()? {
-            Resolved::Guarded(mut guard) => guard.run(body, &self.errors).await,
-            Resolved::Unguarded { context, .. } => {
-                let value = context.clone().scope(body(context)).await?;
-                Ok(Report::unguarded(value))
-            }
-        }
+        self.run_to::<InStore, _, _, _>(async move |context, _: &mut InStore| body(context).await)
+            .await
     }
 }
 
@@ -321,165 +313,32 @@ impl<P> Call<P> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        let namespace = self.settings.namespace.clone();
-        let resolved = self.settings.resolve()?;
-        // Its own handle, so that the guard can be borrowed mutably below.
-        let engine = match &resolved {
-            Resolved::Guarded(guard) => guard.engine.clone(),
-            Resolved::Unguarded { engine, .. } => engine.clone(),
-        };
-        let Some(store) = engine.store_as::<Tx::Store>() else {
-            return Err(Error::Config(format!(
-                "`{namespace}` runs in a transaction of {}, but the engine's store is another \
-                 type; build the engine over that store",
-                std::any::type_name::<Tx::Store>()
-            ))
-            .into());
-        };
-        match resolved {
-            Resolved::Guarded(mut guard) => {
-                guard.run_in_transaction(store, body, &self.errors).await
-            }
-            Resolved::Unguarded { context, .. } => {
-                // No record, but the store calls have the engine's timeout all the same.
-                let store_error = |operation, source| Error::Store {
-                    namespace: namespace.to_string(),
-                    operation,
-                    source,
-                };
-                let mut transaction =
-                    guard::store_call(&engine, &namespace, "open", Tx::open(store))
-                        .await
-                        .map_err(|e| store_error("open", e))?;
-                let value = context
-                    .clone()
-                    .scope(body(context.clone(), &mut transaction))
-                    .await;
-                match value {
-                    Ok(value) => {
-                        guard::store_call(&engine, &namespace, "commit", transaction.commit())
-                            .await
-                            .map_err(|e| store_error("commit", e))?;
-                        Ok(Report::unguarded(value))
-                    }
-                    Err(error) => {
-                        // Dropped, the transaction rolls back as well.
-                        let _ = guard::store_call(
-                            &engine,
-                            &namespace,
-                            "rollback",
-                            transaction.rollback(),
-                        )
-                        .await;
-                        Err(error)
-                    }
-                }
-            }
-        }
+        self.run_to::<Tx, _, _, _>(body).await
     }
-}
 
-/// A fresh attempt's owner: a random UUID as 32 lowercase hex digits.
-fn new_owner() -> String {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4()
-        .simple()
-        .encode_lower(&mut buffer)
-        .to_owned()
-}
-
-/// What a call's settings resolve to.
-enum Resolved {
-    /// The key guards the body.
-    Guarded(guard::Guard),
-    /// No key to guard with and the call allowed that ([`Call::optional_key`]), or the
-    /// engine is disabled: the body runs unguarded.
-    Unguarded {
-        /// The body's context: no token, fence 0.
-        context: Context,
-        /// The engine the call resolved to (for a transaction's store).
-        engine: Engine,
-    },
-}
-
-impl Settings {
-    /// The attempt these settings describe, with the engine's defaults filled in and
-    /// every setting checked; nothing is written yet.
-    fn resolve(self) -> Result<Resolved, Error> {
-        let Settings {
-            engine,
-            namespace,
-            key,
-            fingerprint,
-            ttl,
-            lease,
-            max_duration,
-            wait,
-            optional_key,
-        } = self;
-        let engine = match engine {
-            Some(engine) => engine,
-            None => Engine::current().ok_or(Error::NoEngine)?,
-        };
-        if engine.is_disabled() {
-            observe::call(&namespace, CallOutcome::Unguarded);
-            key::check_namespace(&namespace).map_err(Error::Config)?;
-            let context = Context::unguarded(namespace, engine.clock().clone());
-            return Ok(Resolved::Unguarded { context, engine });
-        }
-        let defaults = *engine.defaults();
-        let ttl = ttl.unwrap_or(defaults.ttl);
-        let lease = lease.unwrap_or(defaults.lease);
-        check_timing(ttl, lease, defaults.store_timeout)?;
-        key::check_namespace(&namespace).map_err(Error::Config)?;
-        let invalid = |e: KeyError| Error::InvalidKey {
-            namespace: namespace.to_string(),
-            reason: e.to_string(),
-        };
-        let key = match key {
-            Ok(key) => key,
-            Err(error) if error.is_empty_key() && optional_key => {
-                tracing::warn!(target: "idem", namespace = %namespace, reason = %error,
-                    outcome = CallOutcome::Unguarded.as_str(),
-                    "no idempotency key: the body runs unguarded (optional_key)");
-                observe::call(&namespace, CallOutcome::Unguarded);
-                let context = Context::unguarded(namespace, engine.clock().clone());
-                return Ok(Resolved::Unguarded { context, engine });
+    /// The one path of both forms: the call resolved, then its attempt (or its
+    /// unguarded body) run with the completion written to `D`.
+    async fn run_to<D, T, E, B>(self, body: B) -> Result<Report<T>, E>
+    where
+        D: Destination,
+        B: AsyncFnOnce(Context, &mut D) -> Result<T, E>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        match self.settings.resolve()? {
+            Resolved::Guarded(mut guard) => {
+                D::check(&guard.engine, &guard.namespace)?;
+                guard.attempt(body, &self.errors).await
             }
-            Err(error) => return Err(invalid(error)),
-        };
-        let fingerprint = match fingerprint {
-            Some(payload) => Some(engine.digest(&namespace, &payload.map_err(invalid)?)),
-            None => None,
-        };
-        let id = engine.id(&namespace, &key);
-        let max_id = engine.store().limits().max_id_bytes;
-        if id.len() > max_id {
-            return Err(Error::InvalidKey {
-                reason: format!(
-                    "the record id would be {} bytes and the store takes at most {max_id}; use a shorter name",
-                    id.len()
-                ),
-                namespace: namespace.into_owned(),
-            });
+            Resolved::Unguarded {
+                namespace,
+                context,
+                engine,
+            } => {
+                D::check(&engine, &namespace)?;
+                attempt::unguarded(&engine, &namespace, context, body).await
+            }
         }
-        // The times are set when it is sent.
-        let request = Begin {
-            id,
-            owner: new_owner(),
-            now_ms: 0,
-            lease_until_ms: 0,
-            expires_at_s: 0,
-            fingerprint,
-        };
-        Ok(Resolved::Guarded(guard::Guard {
-            engine,
-            namespace,
-            request,
-            ttl,
-            lease,
-            max_duration: max_duration.unwrap_or(defaults.max_duration),
-            wait: wait.or(defaults.wait),
-        }))
     }
 }

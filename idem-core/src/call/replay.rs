@@ -10,14 +10,6 @@ use crate::observe::CallOutcome;
 use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
 
 impl Guard {
-    pub(super) fn decode_error(&self, reason: impl Into<String>) -> Error {
-        Error::Decode {
-            namespace: self.namespace.to_string(),
-            digest: self.digest().to_owned(),
-            reason: reason.into(),
-        }
-    }
-
     /// The outcome a completed record holds, for a duplicate call.
     pub(super) fn replay<T, E, P>(&self, record: &Record, errors: &P) -> Result<Report<T>, E>
     where

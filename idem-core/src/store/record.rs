@@ -118,9 +118,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// Whether the lease is live at `now_ms`.
+    /// Whether the lease is live at `now_ms`: [`protocol::lease_is_live`](crate::protocol::lease_is_live).
     pub fn lease_is_live(&self, now_ms: u64) -> bool {
-        now_ms < self.lease_until_ms
+        crate::protocol::lease_is_live(now_ms, self.lease_until_ms)
     }
 
     /// Whether the record has expired at `now_ms` (its TTL has passed).

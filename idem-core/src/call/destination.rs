@@ -1,0 +1,166 @@
+//! Where an attempt's completion is written: the store itself ([`InStore`], for
+//! [`Call::run`](super::Call::run)), or the body's transaction, committed with the
+//! body's own writes (any [`Transaction`], for
+//! [`Call::run_in_transaction`](super::Call::run_in_transaction)). The one path of a
+//! call ([`attempt`](super::attempt)) differs only in this.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use super::finish::Completed;
+use super::guard::{store_call, Guard};
+use super::report::Report;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::observe::{self, CallOutcome};
+use crate::store::{Attempt, StoreError, Transaction};
+
+/// Where an attempt's completion is written, and what becomes of the body's own writes.
+// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
+#[allow(clippy::ptr_arg)]
+pub(super) trait Destination: Sized {
+    /// Checks, before anything is written, that the engine's store can take it.
+    fn check(engine: &Engine, namespace: &str) -> Result<(), Error>;
+
+    /// Opened once the key is held (or for an unguarded body), before the body runs.
+    async fn open(engine: &Engine, namespace: &Cow<'static, str>) -> Result<Self, StoreError>;
+
+    /// Records the value the body returned, durably, and tells the caller.
+    async fn complete_value<T: Serialize, E: From<Error>>(
+        self,
+        guard: &Guard,
+        attempt: &Attempt,
+        value: T,
+    ) -> Result<Report<T>, E>;
+
+    /// Discards what a failed body wrote, before its key is released or its error
+    /// recorded, so no retry can see it.
+    async fn discard(self, guard: &Guard);
+
+    /// Keeps what an unguarded body wrote.
+    async fn keep_unguarded(
+        self,
+        engine: &Engine,
+        namespace: &Cow<'static, str>,
+    ) -> Result<(), StoreError>;
+
+    /// Discards what a failed unguarded body wrote.
+    async fn discard_unguarded(self, engine: &Engine, namespace: &Cow<'static, str>);
+}
+
+/// The completion is written to the store by itself; the body writes nothing through
+/// idem.
+pub(super) struct InStore;
+
+impl Destination for InStore {
+    fn check(_: &Engine, _: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn open(_: &Engine, _: &Cow<'static, str>) -> Result<Self, StoreError> {
+        Ok(InStore)
+    }
+
+    async fn complete_value<T: Serialize, E: From<Error>>(
+        self,
+        guard: &Guard,
+        attempt: &Attempt,
+        value: T,
+    ) -> Result<Report<T>, E> {
+        guard.complete_value(attempt, value).await
+    }
+
+    async fn discard(self, _: &Guard) {}
+
+    async fn keep_unguarded(self, _: &Engine, _: &Cow<'static, str>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn discard_unguarded(self, _: &Engine, _: &Cow<'static, str>) {}
+}
+
+/// The completion is written in the body's transaction and committed with its writes:
+/// the body's writes persist iff the completion does.
+impl<Tx: Transaction> Destination for Tx {
+    fn check(engine: &Engine, namespace: &str) -> Result<(), Error> {
+        match engine.store_as::<Tx::Store>() {
+            Some(_) => Ok(()),
+            None => Err(Error::Config(format!(
+                "`{namespace}` runs in a transaction of {}, but the engine's store is another \
+                 type; build the engine over that store",
+                std::any::type_name::<Tx::Store>()
+            ))),
+        }
+    }
+
+    async fn open(engine: &Engine, namespace: &Cow<'static, str>) -> Result<Self, StoreError> {
+        let store = engine.store_as::<Tx::Store>().ok_or_else(|| {
+            StoreError::permanent("the engine's store is not the transaction's (checked before)")
+        })?;
+        store_call(engine, namespace, "open", Tx::open(store)).await
+    }
+
+    async fn complete_value<T: Serialize, E: From<Error>>(
+        mut self,
+        guard: &Guard,
+        attempt: &Attempt,
+        value: T,
+    ) -> Result<Report<T>, E> {
+        let (spilled, completion) = guard.value_completion(&value);
+        let answer = guard
+            .store_call("complete", self.complete(attempt, &completion))
+            .await;
+        let completed = match guard.completed(attempt, &completion, answer) {
+            Completed::Recorded { expires_at_s } => {
+                match guard.store_call("commit", self.commit()).await {
+                    Ok(()) => {
+                        guard.remember(attempt, &completion);
+                        Completed::Recorded { expires_at_s }
+                    }
+                    Err(error) => return guard.settle_commit(attempt, error, value).await,
+                }
+            }
+            // Refused or failed: nothing of the body may persist.
+            not_recorded => {
+                self.discard(guard).await;
+                if let Completed::NotRecorded = not_recorded {
+                    guard.release(attempt).await;
+                    observe::call(&guard.namespace, CallOutcome::StoreError);
+                    return Err(guard
+                        .store_error(
+                            "complete",
+                            StoreError::transient(
+                                "the completion could not be written in the body's transaction; \
+                                 the body's writes were rolled back and the key released",
+                            ),
+                        )
+                        .into());
+                }
+                not_recorded
+            }
+        };
+        guard.reported(attempt, completed, value, completion.data.or(spilled))
+    }
+
+    async fn discard(self, guard: &Guard) {
+        if let Err(error) = guard.store_call("rollback", self.rollback()).await {
+            // The database rolls back what it never saw committed.
+            tracing::warn!(target: "idem", namespace = %guard.namespace, digest = %guard.digest(),
+                %error, "the rollback failed; the database discards the uncommitted transaction");
+        }
+    }
+
+    async fn keep_unguarded(
+        self,
+        engine: &Engine,
+        namespace: &Cow<'static, str>,
+    ) -> Result<(), StoreError> {
+        store_call(engine, namespace, "commit", self.commit()).await
+    }
+
+    async fn discard_unguarded(self, engine: &Engine, namespace: &Cow<'static, str>) {
+        // Dropped, the transaction rolls back as well.
+        let _ = store_call(engine, namespace, "rollback", self.rollback()).await;
+    }
+}

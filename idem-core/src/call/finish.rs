@@ -1,0 +1,245 @@
+//! Finishing an attempt whose body ran: its value or error recorded (completion), or
+//! its key released, and what the caller is told.
+
+use std::any::Any;
+
+use serde::Serialize;
+
+use super::guard::Guard;
+use super::policy::ErrorPolicy;
+use super::report::{Report, Source};
+use crate::error::Error;
+use crate::observe::{self, CallOutcome};
+use crate::protocol::{self, CompleteAnswer, ReleaseAnswer};
+use crate::store::{Attempt, Completion, Outcome, StoreError, Written};
+
+/// How a body failed.
+pub(super) enum Failure<E> {
+    /// It returned an error.
+    Returned(E),
+    /// It panicked; the panic goes on once the key is released.
+    Panicked(Box<dyn Any + Send>),
+}
+
+/// How a completion ended.
+pub(super) enum Completed {
+    /// Recorded, replayed until `expires_at_s`.
+    Recorded { expires_at_s: u64 },
+    /// The store failed: executed, not recorded.
+    NotRecorded,
+    /// Refused: another attempt holds the key, or the record is gone.
+    LeaseLost,
+}
+
+impl Guard {
+    /// A failed body: its error recorded (as `errors` says) or its key released; the
+    /// error goes back to the caller, a panic goes on.
+    pub(super) async fn fail<T, E, P>(
+        &self,
+        attempt: &Attempt,
+        failure: Failure<E>,
+        errors: &P,
+    ) -> Result<Report<T>, E>
+    where
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        match failure {
+            Failure::Returned(error) => {
+                let limit = self.engine.store().limits().max_data_bytes;
+                match errors.record(&error) {
+                    Some(Ok(data)) if data.len() <= limit => {
+                        self.complete(attempt, Outcome::Err, Some(data)).await;
+                    }
+                    Some(Ok(data)) => {
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                            bytes = data.len(), limit, "the error is too large to record; releasing the key");
+                        self.release(attempt).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                            error = %e, "the error cannot be encoded; releasing the key");
+                        self.release(attempt).await;
+                    }
+                    None => self.release(attempt).await,
+                }
+                let text = errors.describe(&error);
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    fence = attempt.fence, outcome = CallOutcome::Released.as_str(),
+                    error = text.as_deref().unwrap_or("(not describable)"), "the body failed");
+                observe::call(&self.namespace, CallOutcome::Released);
+                Err(error)
+            }
+            Failure::Panicked(panic) => {
+                self.release(attempt).await;
+                self.outcome(CallOutcome::Released, "the body panicked");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Records `value` in the store: the completion of a plain call.
+    pub(super) async fn complete_value<T: Serialize, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        value: T,
+    ) -> Result<Report<T>, E> {
+        let (spilled, completion) = self.value_completion(&value);
+        let store = &self.engine.store();
+        let answer = self
+            .store_call("complete", store.complete(attempt, &completion))
+            .await;
+        let completed = self.completed(attempt, &completion, answer);
+        if let Completed::Recorded { .. } = completed {
+            self.remember(attempt, &completion);
+        }
+        self.reported(attempt, completed, value, completion.data.or(spilled))
+    }
+
+    /// The completion that records `value`, and the value's encoding when it is not in
+    /// the completion (too large to record): an [`Error::LeaseLost`] carries the
+    /// encoding either way.
+    pub(super) fn value_completion<T: Serialize>(&self, value: &T) -> (Option<String>, Completion) {
+        let limit = self.engine.store().limits().max_data_bytes;
+        let encoded = match serde_json::to_string(value) {
+            Ok(encoded) => Some(encoded),
+            Err(error) => {
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    %error, "the value cannot be encoded; recording it as not stored");
+                None
+            }
+        };
+        let (outcome, data, spilled) = match encoded {
+            Some(data) if data.len() <= limit => (Outcome::Ok, Some(data), None),
+            Some(data) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    bytes = data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
+                (Outcome::NotStored, None, Some(data))
+            }
+            None => (Outcome::NotStored, None, None),
+        };
+        let completion = self.terms().completion(self.clock_now(), outcome, data);
+        (spilled, completion)
+    }
+
+    /// What the caller gets once the value's completion ended as `completed`.
+    pub(super) fn reported<T, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        completed: Completed,
+        value: T,
+        encoded: Option<String>,
+    ) -> Result<Report<T>, E> {
+        let report = |source, replayed_until_ms| Report {
+            value,
+            source,
+            fence: attempt.fence,
+            replayed_until_ms,
+        };
+        match completed {
+            Completed::Recorded { expires_at_s } => {
+                self.outcome(CallOutcome::Ran, "ran and recorded");
+                Ok(report(Source::Ran, Some(expires_at_s.saturating_mul(1000))))
+            }
+            Completed::NotRecorded => {
+                observe::call(&self.namespace, CallOutcome::RanNotRecorded);
+                Ok(report(Source::RanNotRecorded, None))
+            }
+            Completed::LeaseLost => {
+                observe::call(&self.namespace, CallOutcome::LeaseLost);
+                Err(Error::LeaseLost {
+                    namespace: self.namespace.to_string(),
+                    digest: self.digest().to_owned(),
+                    value: encoded,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Completes the attempt with an outcome other than a value (a recorded error).
+    async fn complete(&self, attempt: &Attempt, outcome: Outcome, data: Option<String>) {
+        let completion = self.terms().completion(self.clock_now(), outcome, data);
+        let store = &self.engine.store();
+        let answer = self
+            .store_call("complete", store.complete(attempt, &completion))
+            .await;
+        if let Completed::Recorded { .. } = self.completed(attempt, &completion, answer) {
+            self.remember(attempt, &completion);
+        }
+    }
+
+    /// What the answer to `completion` means, logged.
+    pub(super) fn completed(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+        answer: Result<Written<()>, StoreError>,
+    ) -> Completed {
+        match answer {
+            Ok(written) => match protocol::after_complete(written, attempt) {
+                CompleteAnswer::Recorded => Completed::Recorded {
+                    expires_at_s: completion.expires_at_s,
+                },
+                CompleteAnswer::LeaseLost { current_fence } => {
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence = attempt.fence, current_fence,
+                        "completion refused: the lease was lost to another attempt or the record is gone");
+                    Completed::LeaseLost
+                }
+            },
+            Err(error) => {
+                tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    fence = attempt.fence, %error,
+                    "executed but not recorded: the store failed at completion; the lease will lapse");
+                Completed::NotRecorded
+            }
+        }
+    }
+
+    /// Keeps the record `completion` wrote for `attempt` in the engine's local cache,
+    /// if it has one: called once the completion is recorded for good (committed).
+    pub(super) fn remember(&self, attempt: &Attempt, completion: &Completion) {
+        let Some(cache) = self.engine.cache() else {
+            return;
+        };
+        let mut record = self.request.record(attempt.fence);
+        if let Written::Applied(()) = protocol::complete(Some(&mut record), attempt, completion) {
+            cache.put(record, self.clock_now());
+        }
+    }
+
+    pub(super) async fn release(&self, attempt: &Attempt) {
+        let _ = self.send_release(attempt).await;
+    }
+
+    /// Releases the key, logs how it went, and hands back the store's answer.
+    pub(super) async fn send_release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        let store = &self.engine.store();
+        let answer = self.store_call("release", store.release(attempt)).await;
+        match &answer {
+            // A refusal is rare: its record is cloned to be read by the engine's rules.
+            Ok(written) => match protocol::after_release(written.clone(), attempt) {
+                ReleaseAnswer::Released => {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence = attempt.fence, "released");
+                }
+                ReleaseAnswer::AlreadyReleased => {}
+                ReleaseAnswer::Lost if matches!(written, Written::Refused(Some(record)) if record.shows_completion_by(attempt)) =>
+                {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence = attempt.fence, "release refused: the record holds this attempt's completion");
+                }
+                ReleaseAnswer::Lost => {
+                    tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence = attempt.fence, "release refused: the lease was already lost");
+                }
+            },
+            Err(error) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    fence = attempt.fence, %error, "release failed; the lease will lapse");
+            }
+        }
+        answer
+    }
+}
