@@ -327,8 +327,8 @@
 
 pub use idem_core::{
     key, store, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error, ErrorPolicy,
-    LocalCache, ManualClock, MemoryStore, NoErrorReplay, Recordable, ReplayErrors, Report, Sleep,
-    Source, SystemClock, DEFAULT_CAPACITY, DISABLED_VARIABLE,
+    LocalCache, ManualClock, MemoryStore, Namespace, NoErrorReplay, Recordable, ReplayErrors,
+    Report, Sleep, Source, SystemClock, DEFAULT_CAPACITY, DISABLED_VARIABLE,
 };
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the

@@ -67,7 +67,7 @@ impl<F: Serialize + ?Sized> Fingerprint for F {}
 /// The call for `key` in `namespace`: the key's requirement is checked here, at the
 /// key's tokens.
 pub fn call<K: IdempotencyKey + ?Sized>(namespace: &'static str, key: &K) -> Call {
-    Call::new(namespace, key)
+    Call::new(idem_core::Namespace::fixed(namespace), key)
 }
 
 /// `fingerprint = payload`: the payload's requirement is checked here, at its tokens.

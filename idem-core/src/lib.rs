@@ -117,7 +117,8 @@ pub mod testkit;
 
 pub use cache::LocalCache;
 pub use call::{
-    Call, Described, ErrorPolicy, NoErrorReplay, Recordable, ReplayErrors, Report, Source,
+    Call, Described, ErrorPolicy, Namespace, NoErrorReplay, Recordable, ReplayErrors, Report,
+    Source,
 };
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use context::Context;

@@ -14,6 +14,7 @@ mod destination;
 mod finish;
 mod guard;
 mod heartbeat;
+mod namespace;
 mod policy;
 mod replay;
 mod report;
@@ -21,7 +22,6 @@ mod settings;
 mod settle;
 mod take;
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use crate::store::Transaction;
 use destination::{Destination, InStore};
 use settings::{Resolved, Settings};
 
+pub use namespace::Namespace;
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
 
@@ -88,12 +89,14 @@ impl Call {
     /// values (`""`, `null`, `[]`, `{}`) are refused with [`Error::InvalidKey`] when the
     /// call runs, before anything is written.
     ///
-    /// A `&'static str` namespace (what the attribute passes) is borrowed, not copied.
-    pub fn new<K: Serialize + ?Sized>(namespace: impl Into<Cow<'static, str>>, key: &K) -> Call {
+    /// The namespace is a `&str`, `String`, `Arc<str>` or any other [`Namespace`]: copied
+    /// once unless it is a [`Namespace::fixed`] (what the attribute passes), which is
+    /// borrowed.
+    pub fn new<K: Serialize + ?Sized>(namespace: impl Into<Namespace>, key: &K) -> Call {
         Call {
             settings: Settings {
                 engine: None,
-                namespace: namespace.into(),
+                namespace: namespace.into().into_cow(),
                 key: key::canonical_key(key),
                 fingerprint: None,
                 ttl: None,
