@@ -6,6 +6,7 @@
 //! the fix.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -63,6 +64,24 @@ impl<K: Serialize + ?Sized> IdempotencyKey for K {}
 pub trait Fingerprint: Serialize {}
 #[diagnostic::do_not_recommend]
 impl<F: Serialize + ?Sized> Fingerprint for F {}
+
+/// A literal `ttl`, checked at compile time (in a `const` item) by the engine's rule:
+/// [`protocol::ttl_refusal`](idem_core::protocol::ttl_refusal).
+pub const fn checked_ttl(ttl: Duration) -> Duration {
+    if let Some(refusal) = idem_core::protocol::ttl_refusal(ttl) {
+        panic!("{}", refusal);
+    }
+    ttl
+}
+
+/// A literal `lease`, checked at compile time (in a `const` item) by the engine's rule:
+/// [`protocol::lease_refusal`](idem_core::protocol::lease_refusal).
+pub const fn checked_lease(lease: Duration) -> Duration {
+    if let Some(refusal) = idem_core::protocol::lease_refusal(lease) {
+        panic!("{}", refusal);
+    }
+    lease
+}
 
 /// The call for `key` in `namespace`: the key's requirement is checked here, at the
 /// key's tokens.

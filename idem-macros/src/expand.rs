@@ -69,8 +69,8 @@ fn guarded_body(
         ("wait", &args.wait),
     ] {
         if let Some(value) = value {
+            let value = duration(value, krate, method);
             let method = syn::Ident::new(method, Span::call_site());
-            let value = duration(value);
             options.push(quote!(.#method(#value)));
         }
     }
@@ -133,11 +133,32 @@ fn guarded_body(
     }
 }
 
-fn duration(value: &DurationArg) -> TokenStream {
+/// A duration option's value. A literal `ttl` or `lease` that the engine would refuse at
+/// every call is refused at compile time, by the engine's own rule: the value is
+/// checked in a `const` item (`__private::checked_ttl`, `checked_lease`), whose
+/// evaluation fails with the rule's message, at the literal.
+fn duration(value: &DurationArg, krate: &Path, option: &str) -> TokenStream {
     match value {
         DurationArg::Literal(duration, span) => {
             let (secs, nanos) = (duration.as_secs(), duration.subsec_nanos());
-            quote_spanned!(*span=> ::core::time::Duration::new(#secs, #nanos))
+            let literal = quote_spanned!(*span=> ::core::time::Duration::new(#secs, #nanos));
+            let check = match option {
+                "ttl" => Some(syn::Ident::new("checked_ttl", *span)),
+                "lease" => Some(syn::Ident::new("checked_lease", *span)),
+                _ => None,
+            };
+            match check {
+                Some(check) => {
+                    let private = respan(quote!(#krate::__private), *span);
+                    // A `const` item, not a `const { }` block: `cargo check` evaluates
+                    // items, while a block in a function body waits for code generation.
+                    quote_spanned!(*span=> {
+                        const _: ::core::time::Duration = #private::#check(#literal);
+                        #literal
+                    })
+                }
+                None => literal,
+            }
         }
         DurationArg::Expr(expr) => expr.to_token_stream(),
     }

@@ -7,9 +7,7 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Expr, ExprCall, GenericArgument, ItemFn, ReturnType, Stmt, Type};
 
-use std::time::Duration;
-
-use crate::ast::{DurationArg, Options};
+use crate::ast::Options;
 
 /// A function the attribute can guard, with its options.
 pub struct Valid {
@@ -49,34 +47,6 @@ pub fn validate(mut options: Options, function: ItemFn) -> syn::Result<Valid> {
                 "`report = true` and `transaction` cannot be combined: drop `report`, or call \
                  `Call::run_in_transaction` yourself",
             ));
-        }
-    }
-    // What the engine would refuse at every call, refused now. (A lease must also be
-    // longer than 1.5 x the engine's store timeout, which only the engine knows.)
-    for (name, option, minimum, why) in [
-        (
-            "ttl",
-            &options.ttl,
-            Duration::from_secs(1),
-            "records expire on whole seconds",
-        ),
-        (
-            "lease",
-            &options.lease,
-            Duration::from_millis(30),
-            "heartbeats renew it every lease / 3",
-        ),
-    ] {
-        if let Some(DurationArg::Literal(value, span)) = option {
-            if *value < minimum {
-                errors.push(syn::Error::new(
-                    *span,
-                    format!(
-                        "`{name}` must be at least {} ({why})",
-                        humantime::format_duration(minimum)
-                    ),
-                ));
-            }
         }
     }
     let shape = if function.sig.asyncness.is_some() {
