@@ -1,0 +1,338 @@
+//! The callers' side of the transitions: each caller takes the engine's steps (sends
+//! its requests and reads their answers with the engine's own functions).
+
+use idem_core::protocol::{
+    self, BeginAnswer, CompleteAnswer, ExtendAnswer, ReleaseAnswer, BEGIN_TRIES,
+};
+use idem_core::store::{Attempt, Outcome, State, Written};
+
+use crate::state::ID;
+use crate::{Answer, End, Message, Op, Payload, Phase, Protocol, World};
+
+impl Protocol {
+    pub(crate) fn send(&self, world: &mut World, index: usize, op: Op) -> (u8, u64) {
+        let caller = &mut world.callers[index];
+        caller.sent += 1;
+        let seq = caller.sent;
+        world.net.push(Message {
+            caller: index,
+            generation: caller.generation,
+            seq,
+            sent_at: world.now,
+            body: Payload::Request(op, false),
+        });
+        (seq, world.now)
+    }
+
+    pub(crate) fn attempt(world: &World, index: usize, fence: u64) -> Attempt {
+        Attempt {
+            id: ID.to_owned(),
+            owner: world.callers[index].owner(index),
+            fence,
+        }
+    }
+
+    pub(crate) fn send_begin(&self, world: &mut World, index: usize, tries: usize) {
+        let caller = &world.callers[index];
+        let request =
+            self.bounds
+                .terms()
+                .begin(ID, &caller.owner(index), caller.now_ms(world.now), None);
+        let (seq, sent_at) = self.send(world, index, Op::Begin(request.clone()));
+        world.callers[index].phase = Phase::Beginning {
+            request,
+            tries,
+            seq,
+            sent_at,
+        };
+    }
+
+    fn send_release(&self, world: &mut World, index: usize, fence: u64) {
+        let attempt = Self::attempt(world, index, fence);
+        let (seq, sent_at) = self.send(world, index, Op::Release(attempt));
+        world.callers[index].phase = Phase::Releasing {
+            fence,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// The body ended and no heartbeat is in flight: complete or release.
+    pub(crate) fn finish(&self, world: &mut World, index: usize, fence: u64, ok: bool) {
+        if !ok {
+            return self.send_release(world, index, fence);
+        }
+        let attempt = Self::attempt(world, index, fence);
+        let completion = self.bounds.terms().completion(
+            world.callers[index].now_ms(world.now),
+            Outcome::Ok,
+            Some("\"value\"".to_owned()),
+        );
+        let op = if self.bounds.transactional {
+            Op::CompleteInTransaction(attempt, completion)
+        } else {
+            Op::Complete(attempt, completion)
+        };
+        let (seq, sent_at) = self.send(world, index, op);
+        world.callers[index].phase = Phase::Completing {
+            fence,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// The call returns `end`; in a transaction, what it tells about the body's effect
+    /// is noted for the properties.
+    fn end(&self, world: &mut World, index: usize, end: End) {
+        let caller = &world.callers[index];
+        if self.bounds.transactional {
+            let attempt = (index, caller.generation);
+            match end {
+                End::Ran => world.seen.told_ran.push(attempt),
+                End::Failed => world.seen.told_nothing_persisted.push(attempt),
+                _ => {}
+            }
+        }
+        world.callers[index].phase = Phase::Done(end);
+    }
+
+    /// The commit failed or its answer never came: the record is read to settle it.
+    fn settle(&self, world: &mut World, index: usize, fence: u64) {
+        let (seq, sent_at) = self.send(world, index, Op::Read);
+        world.callers[index].phase = Phase::Settling {
+            fence,
+            release: false,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// Settling, the read did not show the completion (or failed): the key is released,
+    /// and the release's answer decides.
+    fn settle_by_release(&self, world: &mut World, index: usize, fence: u64) {
+        let attempt = Self::attempt(world, index, fence);
+        let (seq, sent_at) = self.send(world, index, Op::Release(attempt));
+        world.callers[index].phase = Phase::Settling {
+            fence,
+            release: true,
+            seq,
+            sent_at,
+        };
+    }
+
+    /// A new attempt of the caller: a new owner, healthy again.
+    pub(crate) fn new_attempt(world: &mut World, index: usize) {
+        let caller = &mut world.callers[index];
+        caller.generation += 1;
+        caller.sent = 0;
+        caller.paused = false;
+        caller.faulted = false;
+        caller.ran = false;
+        caller.told_lost = false;
+        caller.phase = Phase::Idle;
+    }
+
+    /// The caller reads the answer to the request it waits for, with the engine's own
+    /// functions.
+    pub(crate) fn receive(&self, world: &mut World, index: usize, answer: Answer) {
+        let now = world.now;
+        let caller = &world.callers[index];
+        let now_ms = caller.now_ms(now);
+        let terms = self.bounds.terms();
+        match (caller.phase.clone(), answer) {
+            (Phase::Beginning { request, tries, .. }, Answer::Begin(written)) => {
+                if matches!(&written, Written::Refused(Some(r)) if r.shows_begin_by(&request.owner))
+                {
+                    world.seen.reconciled = true;
+                }
+                match protocol::after_begin(written, &request) {
+                    BeginAnswer::Held {
+                        fence,
+                        lease_until_ms,
+                    } if protocol::lease_is_live(now_ms, lease_until_ms) => {
+                        let next_beat_ms =
+                            self.variant.first_beat_ms(&terms, lease_until_ms, now_ms);
+                        let generation = world.callers[index].generation;
+                        world.seen.runs.push((index, generation));
+                        let caller = &mut world.callers[index];
+                        caller.ran = true;
+                        caller.phase = Phase::Running {
+                            fence,
+                            lease_until_ms,
+                            next_beat_ms,
+                            lost: false,
+                            extend: None,
+                            ended: None,
+                        };
+                    }
+                    BeginAnswer::Held { fence, .. } => self.send_release(world, index, fence),
+                    BeginAnswer::Live(record) if record.state == State::Completed => {
+                        self.end(world, index, End::Replayed)
+                    }
+                    BeginAnswer::Live(_) => self.end(world, index, End::InProgress),
+                    BeginAnswer::Again if tries + 1 < BEGIN_TRIES => {
+                        self.send_begin(world, index, tries + 1)
+                    }
+                    BeginAnswer::Again => self.end(world, index, End::StoreError),
+                }
+            }
+            (
+                Phase::Running {
+                    fence,
+                    extend: Some((renewal, _, _)),
+                    ..
+                },
+                Answer::Write(written),
+            ) => {
+                let attempt = Self::attempt(world, index, fence);
+                if matches!(&written, Written::Refused(Some(r)) if r.shows_renewal_by(&attempt, &renewal))
+                {
+                    world.seen.reconciled = true;
+                }
+                let answer = protocol::after_extend(written, &attempt, &renewal);
+                self.settled(world, index, Some(answer));
+            }
+            (Phase::Completing { fence, .. }, Answer::Write(written)) => {
+                let attempt = Self::attempt(world, index, fence);
+                if matches!(&written, Written::Refused(Some(r)) if r.shows_completion_by(&attempt))
+                {
+                    world.seen.reconciled = true;
+                }
+                let end = match protocol::after_complete(written, &attempt) {
+                    CompleteAnswer::Recorded if self.bounds.transactional => {
+                        let (seq, sent_at) = self.send(world, index, Op::Commit(attempt));
+                        world.callers[index].phase = Phase::Committing {
+                            fence,
+                            seq,
+                            sent_at,
+                        };
+                        return;
+                    }
+                    CompleteAnswer::Recorded => End::Ran,
+                    CompleteAnswer::LeaseLost { .. } => {
+                        world.callers[index].told_lost = true;
+                        End::LeaseLost
+                    }
+                };
+                self.end(world, index, end);
+            }
+            (Phase::Committing { .. }, Answer::Commit(true)) => self.end(world, index, End::Ran),
+            (Phase::Committing { fence, .. }, Answer::Commit(false)) => {
+                self.settle(world, index, fence)
+            }
+            (
+                Phase::Settling {
+                    fence,
+                    release: false,
+                    ..
+                },
+                Answer::Read(record),
+            ) => {
+                let attempt = Self::attempt(world, index, fence);
+                if record.is_some_and(|r| r.shows_completion_by(&attempt)) {
+                    self.end(world, index, End::Ran);
+                } else {
+                    self.settle_by_release(world, index, fence);
+                }
+            }
+            (
+                Phase::Settling {
+                    fence,
+                    release: true,
+                    ..
+                },
+                Answer::Write(written),
+            ) => {
+                let attempt = Self::attempt(world, index, fence);
+                let committed = matches!(&written, Written::Refused(Some(r)) if r.shows_completion_by(&attempt));
+                let end = match protocol::after_release(written, &attempt) {
+                    _ if committed && !self.variant.settle_by_read_only => {
+                        world.seen.settled_by_release = true;
+                        End::Ran
+                    }
+                    // Released (by this send or an earlier one): nothing persisted.
+                    ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => End::Failed,
+                    // The faulty variant trusts the read alone.
+                    ReleaseAnswer::Lost if self.variant.settle_by_read_only => End::Failed,
+                    // The record is gone or another attempt's: the call cannot tell.
+                    ReleaseAnswer::Lost => End::StoreError,
+                };
+                self.end(world, index, end);
+            }
+            (Phase::Releasing { .. }, Answer::Write(_)) => self.released(world, index),
+            (phase, answer) => unreachable!("answer {answer:?} in {phase:?}"),
+        }
+    }
+
+    /// A heartbeat settled (answered with `answer`, or given up on): the body goes on
+    /// with the lease renewed or marked lost, or, if it ended meanwhile, the attempt
+    /// completes or releases.
+    fn settled(&self, world: &mut World, index: usize, answer: Option<ExtendAnswer>) {
+        let caller = &mut world.callers[index];
+        if let Some(ExtendAnswer::Lost { .. }) = answer {
+            caller.told_lost = true;
+        }
+        let Phase::Running {
+            fence,
+            lease_until_ms,
+            lost,
+            extend,
+            ended,
+            ..
+        } = &mut caller.phase
+        else {
+            unreachable!("a heartbeat settled outside the body")
+        };
+        match answer {
+            Some(ExtendAnswer::Renewed(until)) => *lease_until_ms = until,
+            Some(ExtendAnswer::Lost { .. }) => *lost = true,
+            None => {}
+        }
+        *extend = None;
+        if let Some(ok) = ended.take() {
+            let fence = *fence;
+            self.finish(world, index, fence, ok);
+        }
+    }
+
+    /// The release's answer came or was given up on: the call returns the body's error,
+    /// or, for a begin that answered too late, a store error.
+    fn released(&self, world: &mut World, index: usize) {
+        let end = if world.callers[index].ran {
+            End::Failed
+        } else {
+            End::StoreError
+        };
+        self.end(world, index, end);
+    }
+
+    /// The caller gives up on the request it waits for: the engine's answer to a store
+    /// error (or a timeout) at each step.
+    pub(crate) fn give_up(&self, world: &mut World, index: usize) {
+        match world.callers[index].phase.clone() {
+            Phase::Beginning { .. } => self.end(world, index, End::StoreError),
+            Phase::Running { .. } => self.settled(world, index, None),
+            // In a transaction: rolled back (the database discards it), then released.
+            Phase::Completing { fence, .. } if self.bounds.transactional => {
+                self.send_release(world, index, fence)
+            }
+            Phase::Completing { .. } => self.end(world, index, End::NotRecorded),
+            Phase::Committing { fence, .. } => self.settle(world, index, fence),
+            Phase::Settling {
+                fence,
+                release: false,
+                ..
+            } => self.settle_by_release(world, index, fence),
+            // Neither the read nor the release settled it: the call says so.
+            Phase::Settling { release: true, .. } => self.end(world, index, End::StoreError),
+            Phase::Releasing { .. } => self.released(world, index),
+            phase => unreachable!("give up in {phase:?}"),
+        }
+    }
+
+    pub(crate) fn is_current(world: &World, message: &Message) -> bool {
+        let caller = &world.callers[message.caller];
+        caller.generation == message.generation
+            && caller.awaiting().map(|(seq, _)| seq) == Some(message.seq)
+    }
+}
