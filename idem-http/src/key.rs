@@ -2,6 +2,12 @@
 //! (draft-ietf-httpapi-idempotency-key-header) defines it (`"8e03978e-40d5"`), or a bare
 //! token as Stripe and most clients send it (`8e03978e-40d5`).
 
+use http::request::Parts;
+use http::Request;
+
+use crate::layer::Config;
+use crate::problem::{Problem, Refused};
+
 /// The longest key accepted, in characters.
 pub const MAX_KEY_CHARS: usize = 255;
 
@@ -40,6 +46,48 @@ pub fn parse(value: &[u8]) -> Result<String, KeyProblem> {
         return Err(KeyProblem::TooLong(key.len()));
     }
     Ok(key)
+}
+
+/// A guarded request's key, from the layer's header: `None` when it has none and the
+/// route is optional (it passes through unguarded); refused when it has none and the
+/// route requires one, or when the header's value is not a key.
+pub(crate) fn read<B>(config: &Config, request: &Request<B>) -> Result<Option<String>, Refused> {
+    let Some(value) = request.headers().get(&config.header) else {
+        if !config.required {
+            return Ok(None);
+        }
+        let detail = format!(
+            "{} {} needs an `{}` header",
+            request.method(),
+            request.uri().path(),
+            config.header
+        );
+        return Err(Refused::new(Problem::MissingKey, detail));
+    };
+    match parse(value.as_bytes()) {
+        Ok(key) => Ok(Some(key)),
+        Err(KeyProblem::TooLong(chars)) => {
+            let detail =
+                format!("the key has {chars} characters; at most {MAX_KEY_CHARS} are accepted");
+            Err(Refused::new(Problem::KeyTooLong, detail))
+        }
+        Err(KeyProblem::Invalid(why)) => Err(Refused::new(Problem::InvalidKey, why)),
+    }
+}
+
+/// The key's scope, from the layer's extractor: `None` when keys are global; refused
+/// when the extractor finds none in the request.
+pub(crate) fn scope(config: &Config, parts: &Parts) -> Result<Option<String>, Refused> {
+    let Some(scope) = &config.scope else {
+        return Ok(None);
+    };
+    match scope(parts) {
+        Some(scope) => Ok(Some(scope)),
+        None => Err(Refused::new(
+            Problem::MissingScope,
+            "the key is scoped (by tenant, account or user), and this request has none",
+        )),
+    }
 }
 
 /// A structured-field string's content (RFC 8941 §3.3.3): printable ASCII, with `"` and

@@ -1,5 +1,7 @@
 //! The tower layer: a request with an `Idempotency-Key` runs its handler at most once
-//! per key; a retry gets the recorded response back.
+//! per key; a retry gets the recorded response back. Here, the layer's configuration
+//! and the tower `Layer` and `Service` plumbing; a request's path through them is in
+//! `guard.rs`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,22 +9,18 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body::Body as HttpBody;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use idem_core::{Call, Engine, Error, Source};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use idem_core::Engine;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::key::{self, KeyProblem};
-use crate::problem::Problem;
+use crate::fingerprint;
+use crate::guard::guard;
 
 /// The error type of bodies: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,9 +28,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the layer gives: the handler's, a replayed one or a
 /// problem.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The header a replayed response carries: `Idempotent-Replayed: true`.
-pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 type ScopeFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 type FingerprintFn = dyn Fn(&Parts, &[u8]) -> Vec<u8> + Send + Sync;
@@ -44,21 +39,22 @@ pub struct IdempotencyLayer {
     config: Arc<Config>,
 }
 
+/// The layer's configuration, shared by every request's path.
 #[derive(Clone)]
-struct Config {
-    engine: Engine,
-    namespace: String,
-    header: HeaderName,
-    required: bool,
-    methods: Vec<Method>,
-    scope: Option<Arc<ScopeFn>>,
-    fingerprint: Arc<FingerprintFn>,
-    record_headers: Vec<HeaderName>,
-    max_body_bytes: usize,
-    max_request_bytes: usize,
-    wait: Option<Duration>,
-    record_server_errors: bool,
-    retry_after_s: u64,
+pub(crate) struct Config {
+    pub(crate) engine: Engine,
+    pub(crate) namespace: String,
+    pub(crate) header: HeaderName,
+    pub(crate) required: bool,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) scope: Option<Arc<ScopeFn>>,
+    pub(crate) fingerprint: Arc<FingerprintFn>,
+    pub(crate) record_headers: Vec<HeaderName>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) record_server_errors: bool,
+    pub(crate) retry_after_s: u64,
 }
 
 impl std::fmt::Debug for IdempotencyLayer {
@@ -79,19 +75,6 @@ impl std::fmt::Debug for IdempotencyLayer {
     }
 }
 
-/// The default fingerprint: SHA-256 over the method, the path, the query and the body.
-fn default_fingerprint(parts: &Parts, body: &[u8]) -> Vec<u8> {
-    let mut digest = Sha256::new();
-    digest.update(parts.method.as_str());
-    digest.update([0]);
-    digest.update(parts.uri.path());
-    digest.update([0]);
-    digest.update(parts.uri.query().unwrap_or(""));
-    digest.update([0]);
-    digest.update(body);
-    digest.finalize().to_vec()
-}
-
 impl IdempotencyLayer {
     /// A layer over `engine` with the defaults: the `Idempotency-Key` header, required,
     /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); request
@@ -107,7 +90,7 @@ impl IdempotencyLayer {
                 required: true,
                 methods: vec![Method::POST, Method::PATCH],
                 scope: None,
-                fingerprint: Arc::new(default_fingerprint),
+                fingerprint: Arc::new(fingerprint::default_fingerprint),
                 record_headers: vec![header::CONTENT_TYPE, header::LOCATION],
                 max_body_bytes: 1024 * 1024,
                 max_request_bytes: 1024 * 1024,
@@ -224,110 +207,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Idempotent<S> {
     }
 }
 
-/// What is recorded of a response: its status, the allowed headers and the body; or,
-/// for a body over the limit, only that it was too large.
-#[derive(Debug, Serialize, Deserialize)]
-enum Recorded {
-    Response {
-        status: u16,
-        headers: Vec<(String, String)>,
-        /// Base64 (standard, padded).
-        body: String,
-    },
-    TooLarge {
-        status: u16,
-    },
-}
-
-impl Recorded {
-    fn of(response: &Response<Bytes>, config: &Config) -> Recorded {
-        let status = response.status().as_u16();
-        if response.body().len() > config.max_body_bytes {
-            return Recorded::TooLarge { status };
-        }
-        let headers =
-            config
-                .record_headers
-                .iter()
-                .flat_map(|name| {
-                    response.headers().get_all(name).iter().filter_map(|value| {
-                        Some((name.to_string(), value.to_str().ok()?.to_owned()))
-                    })
-                })
-                .collect();
-        Recorded::Response {
-            status,
-            headers,
-            body: base64::engine::general_purpose::STANDARD.encode(response.body()),
-        }
-    }
-
-    /// The replayed response, with `Idempotent-Replayed: true`.
-    fn replay(self, config: &Config) -> Response<Bytes> {
-        let (status, headers, body) = match self {
-            Recorded::TooLarge { status } => {
-                return Problem::ResponseNotStored.response(
-                    &format!(
-                        "the request with this key completed with status {status}, but its response \
-                         was larger than {} bytes and was not recorded; it will not run again",
-                        config.max_body_bytes
-                    ),
-                    config.retry_after_s,
-                );
-            }
-            Recorded::Response {
-                status,
-                headers,
-                body,
-            } => (status, headers, body),
-        };
-        let decoded = base64::engine::general_purpose::STANDARD.decode(body);
-        let (Ok(status), Ok(body)) = (StatusCode::from_u16(status), decoded) else {
-            return Problem::RecordUnreadable
-                .response("the recorded response is corrupt", config.retry_after_s);
-        };
-        let mut response = Response::new(Bytes::from(body));
-        *response.status_mut() = status;
-        for (name, value) in headers {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
-            {
-                response.headers_mut().append(name, value);
-            }
-        }
-        response
-            .headers_mut()
-            .insert(REPLAYED, HeaderValue::from_static("true"));
-        response
-    }
-}
-
-/// Why a guarded request did not end with a recorded response.
-enum Failed<E> {
-    /// idem's own error (in progress, mismatch, store...).
-    Idem(Error),
-    /// The handler's service failed: its error goes to the caller, the key is released.
-    Inner(E),
-    /// A server error, not recorded: the key is released.
-    NotRecorded,
-    /// The handler's response body could not be read.
-    ResponseBody(BoxError),
-}
-
-impl<E> From<Error> for Failed<E> {
-    fn from(error: Error) -> Self {
-        Failed::Idem(error)
-    }
-}
-
-fn boxed(response: Response<Bytes>) -> Response<Body> {
-    response.map(|body| {
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync()
-    })
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotent<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -352,164 +231,5 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         Box::pin(guard(inner, config, request))
-    }
-}
-
-fn pass_through<ResBody>(response: Response<ResBody>) -> Response<Body>
-where
-    ResBody: HttpBody<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    response.map(|body| body.map_err(Into::into).boxed_unsync())
-}
-
-async fn guard<S, ReqBody, ResBody>(
-    mut inner: S,
-    config: Arc<Config>,
-    request: Request<ReqBody>,
-) -> Result<Response<Body>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
-    S::Future: Send,
-    ReqBody: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
-    ReqBody::Error: Into<BoxError>,
-    ResBody: HttpBody<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    let problem =
-        |problem: Problem, detail: &str| Ok(boxed(problem.response(detail, config.retry_after_s)));
-    if !config.methods.contains(request.method()) {
-        return inner.call(request).await.map(pass_through);
-    }
-    let key = match request.headers().get(&config.header) {
-        None if config.required => {
-            let detail = format!(
-                "{} {} needs an `{}` header",
-                request.method(),
-                request.uri().path(),
-                config.header
-            );
-            return problem(Problem::MissingKey, &detail);
-        }
-        None => return inner.call(request).await.map(pass_through),
-        Some(value) => match key::parse(value.as_bytes()) {
-            Ok(key) => key,
-            Err(KeyProblem::TooLong(chars)) => {
-                let detail = format!(
-                    "the key has {chars} characters; at most {} are accepted",
-                    key::MAX_KEY_CHARS
-                );
-                return problem(Problem::KeyTooLong, &detail);
-            }
-            Err(KeyProblem::Invalid(why)) => return problem(Problem::InvalidKey, why),
-        },
-    };
-    let (parts, body) = request.into_parts();
-    let scope = match &config.scope {
-        None => None,
-        Some(scope) => match scope(&parts) {
-            Some(scope) => Some(scope),
-            None => {
-                return problem(
-                    Problem::MissingScope,
-                    "the key is scoped (by tenant, account or user), and this request has none",
-                )
-            }
-        },
-    };
-    // A guarded request's body is read whole (it is fingerprinted), up to the limit.
-    let limit = config.max_request_bytes;
-    let body = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return problem(
-                Problem::RequestTooLarge,
-                &format!("a guarded request's body may have at most {limit} bytes"),
-            );
-        }
-        Err(error) => {
-            return problem(
-                Problem::BodyUnreadable,
-                &format!("the request body could not be read: {error}"),
-            );
-        }
-    };
-    let fingerprint = hex::encode((config.fingerprint)(&parts, &body));
-    let call = match scope {
-        Some(scope) => Call::new(config.namespace.clone(), &(scope, &key)),
-        None => Call::new(config.namespace.clone(), &key),
-    };
-    let mut call = call.engine(&config.engine).fingerprint(&fingerprint);
-    if let Some(wait) = config.wait {
-        call = call.wait(wait);
-    }
-
-    // The handler's own response, for the first caller (whole, every header).
-    let mut first: Option<Response<Bytes>> = None;
-    let slot = &mut first;
-    let request = Request::from_parts(parts, ReqBody::from(body));
-    let record_server_errors = config.record_server_errors;
-    let config_for_body = &config;
-    // Boxed: the engine's future is large, and this one is moved whole into its box
-    // (and by tower's `Oneshot`) before it first runs; a pointer moves cheaply.
-    let outcome = Box::pin(call.run_reported(|_| async move {
-        let response = inner.call(request).await.map_err(Failed::Inner)?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| Failed::ResponseBody(e.into()))?
-            .to_bytes();
-        let response = Response::from_parts(parts, body);
-        if response.status().is_server_error() && !record_server_errors {
-            *slot = Some(response);
-            return Err(Failed::NotRecorded);
-        }
-        let recorded = Recorded::of(&response, config_for_body);
-        *slot = Some(response);
-        Ok::<_, Failed<S::Error>>(recorded)
-    }))
-    .await;
-    let retry = config.retry_after_s;
-    match outcome {
-        Ok(report) => match report.source {
-            Source::Replayed => Ok(boxed(report.value.replay(&config))),
-            _ => Ok(boxed(first.take().expect("the handler ran"))),
-        },
-        Err(Failed::Inner(error)) => Err(error),
-        Err(Failed::NotRecorded) => Ok(boxed(first.take().expect("the handler ran"))),
-        Err(Failed::ResponseBody(error)) => {
-            tracing::error!(target: "idem", %error, "the handler's response body failed; the key is released");
-            Ok(boxed(Problem::RecordUnreadable.response(
-                "the handler's response body could not be read",
-                retry,
-            )))
-        }
-        Err(Failed::Idem(error)) => Ok(boxed(match error {
-            // The handler ran and answered; its lease was lost, so it was not recorded.
-            Error::LeaseLost { .. } if first.is_some() => first.take().expect("checked"),
-            Error::InProgress { .. } => Problem::InProgress.response(
-                "a request with this key is being processed; retry after it completes",
-                retry,
-            ),
-            Error::PayloadMismatch { .. } => Problem::Mismatch.response(
-                "this key was first used with another request (method, path, query or body); \
-                 use a new key for a new request",
-                retry,
-            ),
-            Error::InvalidKey { reason, .. } => Problem::InvalidKey.response(&reason, retry),
-            Error::ResultNotStored { .. } => Problem::ResponseNotStored.response(
-                "the response to this key was not recorded; it will not run again",
-                retry,
-            ),
-            Error::Decode { reason, .. } => Problem::RecordUnreadable.response(&reason, retry),
-            error => {
-                tracing::warn!(target: "idem", %error, "the idempotency store failed; the handler did not run");
-                Problem::StoreUnavailable.response(
-                    "the idempotency store failed before the handler ran; retry later",
-                    retry,
-                )
-            }
-        })),
     }
 }

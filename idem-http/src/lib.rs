@@ -54,11 +54,15 @@
 
 #[cfg(feature = "client")]
 mod client;
+mod fingerprint;
+mod guard;
 pub mod key;
 mod layer;
 mod problem;
+mod record;
 
 #[cfg(feature = "client")]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
-pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent, REPLAYED};
+pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent};
 pub use problem::Problem;
+pub use record::REPLAYED;

@@ -1,8 +1,10 @@
 //! The layer's own answers, as RFC 9457 problem details (`application/problem+json`),
-//! one type per case.
+//! one type per case; and the one mapping from idem's errors to an answer
+//! ([`for_idem_error`]).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use idem_core::Error;
 
 /// Each answer the layer gives instead of the handler's, with its problem type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,64 @@ impl Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
+    }
+}
+
+/// A guarded request refused before its call runs (no key, a malformed key, no scope, a
+/// body too large or unreadable): the problem and its detail.
+pub(crate) struct Refused {
+    problem: Problem,
+    detail: String,
+}
+
+impl Refused {
+    pub(crate) fn new(problem: Problem, detail: impl Into<String>) -> Refused {
+        Refused {
+            problem,
+            detail: detail.into(),
+        }
+    }
+
+    /// The problem's response (see [`Problem::response`]).
+    pub(crate) fn response(self, retry_after: u64) -> Response<Bytes> {
+        self.problem.response(&self.detail, retry_after)
+    }
+}
+
+/// The answer to a guarded call that ended in idem's own error: the only place an
+/// [`idem_core::Error`] becomes a status, a problem type and headers. `handled` is the
+/// handler's own response if it ran: a handler that answered but lost its lease (so its
+/// response was not recorded) still gives that response to its caller.
+pub(crate) fn for_idem_error(
+    error: Error,
+    handled: Option<Response<Bytes>>,
+    retry_after: u64,
+) -> Response<Bytes> {
+    match error {
+        // The handler ran and answered; its lease was lost, so it was not recorded.
+        Error::LeaseLost { .. } if handled.is_some() => handled.expect("checked"),
+        Error::InProgress { .. } => Problem::InProgress.response(
+            "a request with this key is being processed; retry after it completes",
+            retry_after,
+        ),
+        Error::PayloadMismatch { .. } => Problem::Mismatch.response(
+            "this key was first used with another request (method, path, query or body); \
+             use a new key for a new request",
+            retry_after,
+        ),
+        Error::InvalidKey { reason, .. } => Problem::InvalidKey.response(&reason, retry_after),
+        Error::ResultNotStored { .. } => Problem::ResponseNotStored.response(
+            "the response to this key was not recorded; it will not run again",
+            retry_after,
+        ),
+        Error::Decode { reason, .. } => Problem::RecordUnreadable.response(&reason, retry_after),
+        error => {
+            tracing::warn!(target: "idem", %error, "the idempotency store failed; the handler did not run");
+            Problem::StoreUnavailable.response(
+                "the idempotency store failed before the handler ran; retry later",
+                retry_after,
+            )
+        }
     }
 }
 
