@@ -1,4 +1,4 @@
-//! Records as DynamoDB items, and the expressions that write them.
+//! Records as DynamoDB items: an item decoded into a record.
 
 use std::collections::HashMap;
 
@@ -6,49 +6,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use idem_core::store::{Outcome, Record, State, StoreError, CODEC_JSON, FORMAT};
 
 use crate::names::AttributeNames;
-
-/// Expression attribute names, by alias.
-pub(crate) type Names = HashMap<String, String>;
-/// Expression attribute values, by alias.
-pub(crate) type Values = HashMap<String, AttributeValue>;
-
-/// An expression's attribute names and values, registered as they are used, so a
-/// request carries every name aliased and no name or value it does not use.
-#[derive(Debug, Default)]
-pub(crate) struct Expression {
-    names: Names,
-    values: Values,
-}
-
-impl Expression {
-    /// `alias` (with its `#`) stands for `attribute`; returns the alias.
-    pub fn name(&mut self, alias: &'static str, attribute: &str) -> &'static str {
-        self.names.insert(alias.to_owned(), attribute.to_owned());
-        alias
-    }
-
-    /// `alias` (with its `:`) stands for `value`; returns the alias.
-    pub fn value(&mut self, alias: &'static str, value: AttributeValue) -> &'static str {
-        self.values.insert(alias.to_owned(), value);
-        alias
-    }
-
-    /// The names and the values, moved out for the request (`None` where empty).
-    pub fn into_parts(self) -> (Option<Names>, Option<Values>) {
-        (
-            (!self.names.is_empty()).then_some(self.names),
-            (!self.values.is_empty()).then_some(self.values),
-        )
-    }
-}
-
-pub(crate) fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
 
 /// Decodes an item into a record; `id` is the record id (without the store's prefix).
 pub(crate) fn decode(

@@ -130,6 +130,7 @@
 mod item;
 mod local;
 mod names;
+mod requests;
 mod setup;
 mod store;
 

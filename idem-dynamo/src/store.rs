@@ -1,4 +1,5 @@
-//! The DynamoDB store.
+//! The DynamoDB store: the `Store` trait mapped onto the requests of `requests.rs`
+//! and their answers.
 
 use std::collections::HashMap;
 
@@ -6,16 +7,14 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use idem_core::store::{
-    Attempt, Begin, Completion, Limits, Record, Renewal, State, StoreError, Written, CODEC_JSON,
-    FORMAT,
-};
+use idem_core::store::{Attempt, Begin, Completion, Limits, Record, Renewal, StoreError, Written};
 use idem_core::Store;
 
-use crate::item::{decode, n, s, Expression};
+use crate::item::decode;
 use crate::names::{AttributeNames, KeyLayout};
+use crate::requests::{self, Update};
 
 /// DynamoDB's largest item, in bytes, read conservatively: AWS documents "400 KB"
 /// (names and values together), and moto refuses items over 405,000 bytes.
@@ -59,23 +58,6 @@ impl DynamoStore {
         &self.table
     }
 
-    /// The item key of a record id.
-    fn key(&self, id: &str) -> HashMap<String, AttributeValue> {
-        let mut stored = String::with_capacity(self.prefix.len() + id.len());
-        stored.push_str(&self.prefix);
-        stored.push_str(id);
-        match &self.layout {
-            KeyLayout::PartitionKey => HashMap::from([(self.names.id.clone(), s(stored))]),
-            KeyLayout::SortKey {
-                attribute,
-                partition_value,
-            } => HashMap::from([
-                (self.names.id.clone(), s(partition_value.clone())),
-                (attribute.clone(), s(stored)),
-            ]),
-        }
-    }
-
     fn decode(
         &self,
         id: &str,
@@ -84,42 +66,15 @@ impl DynamoStore {
         decode(&self.names, id, item)
     }
 
-    /// The condition of complete, extend and release: the attempt holds the record.
-    fn held_by(&self, expression: &mut Expression, attempt: &Attempt) -> String {
-        let status = expression.name("#status", &self.names.status);
-        let in_progress = expression.value(":inprogress", s(State::InProgress.as_str()));
-        let owner = expression.name("#owner", &self.names.owner);
-        let owner_value = expression.value(":owner", s(attempt.owner.as_str()));
-        let fence = expression.name("#fence", &self.names.fence);
-        let fence_value = expression.value(":fence", n(attempt.fence));
-        format!("{status} = {in_progress} AND {owner} = {owner_value} AND {fence} = {fence_value}")
-    }
-
     /// Sends one conditional UpdateItem; a failed condition returns the current record
     /// (the old item in the response, or one consistent read when the server sent none).
     async fn update(
         &self,
-        operation: &'static str,
         id: &str,
-        update: String,
-        condition: String,
-        expression: Expression,
-        return_new: bool,
+        request: Update,
     ) -> Result<Written<UpdateItemOutput>, StoreError> {
-        let (names, values) = expression.into_parts();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(id)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .set_return_values(return_new.then_some(ReturnValue::UpdatedNew))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+        let operation = request.operation;
+        let result = self.update_item(id, request).send().await;
         match result {
             Ok(output) => Ok(Written::Applied(output)),
             Err(SdkError::ServiceError(error))
@@ -144,101 +99,22 @@ impl DynamoStore {
         }
     }
 
-    /// The attempt's own fields as `SET` assignments: status, owner, lease, expiry and
-    /// the fingerprint when the call has one.
-    fn attempt_fields(&self, e: &mut Expression, request: &Begin) -> String {
-        let names = &self.names;
-        let status = e.name("#status", &names.status);
-        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
-        let owner = e.name("#owner", &names.owner);
-        let owner_value = e.value(":owner", s(request.owner.as_str()));
-        let lease = e.name("#lease", &names.in_progress_expiration);
-        let lease_value = e.value(":lease", n(request.lease_until_ms));
-        let expiration = e.name("#expiration", &names.expiration);
-        let expiration_value = e.value(":expiration", n(request.expires_at_s));
-        let mut fields = format!(
-            "{status} = {in_progress}, {owner} = {owner_value}, {lease} = {lease_value}, \
-             {expiration} = {expiration_value}"
-        );
-        if let Some(fingerprint) = &request.fingerprint {
-            let validation = e.name("#validation", &names.validation);
-            let value = e.value(":validation", s(fingerprint.as_str()));
-            fields.push_str(&format!(", {validation} = {value}"));
-        }
-        fields
+    /// A write whose answer holds nothing to read: applied or refused.
+    async fn write(&self, id: &str, request: Update) -> Result<Written<()>, StoreError> {
+        Ok(self.update(id, request).await?.map(|_| ()))
     }
 
-    /// Begin on a key with no item: the attempt's fields, fence 1.
-    async fn begin_new(&self, request: &Begin) -> Result<Written<()>, StoreError> {
-        let mut e = Expression::default();
-        let fields = self.attempt_fields(&mut e, request);
-        let fence = e.name("#fence", &self.names.fence);
-        let one = e.value(":one", n(1));
-        let update = format!("SET {fields}, {fence} = {one}");
-        let id = e.name("#id", &self.names.id);
-        let condition = format!("attribute_not_exists({id})");
-        Ok(self
-            .update(
-                "UpdateItem (begin)",
-                &request.id,
-                update,
-                condition,
-                e,
-                false,
-            )
-            .await?
-            .map(|_| ()))
-    }
-
-    /// Begin on a key whose item may exist and be free: the next fence, read back, and
-    /// the old attempt's outcome, data, format, codec and fingerprint cleared.
+    /// The takeover of a free record: applied, the fence read back from the updated
+    /// attributes.
     async fn take_over(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
-        let mut e = Expression::default();
-        let names = &self.names;
-        let fields = self.attempt_fields(&mut e, request);
-        let fence = e.name("#fence", &names.fence);
-        let zero = e.value(":zero", n(0));
-        let one = e.value(":one", n(1));
-        let set = format!("SET {fields}, {fence} = if_not_exists({fence}, {zero}) + {one}");
-        let mut remove = [
-            e.name("#data", &names.data),
-            e.name("#outcome", &names.outcome),
-            e.name("#format", &names.format),
-            e.name("#codec", &names.codec),
-        ]
-        .join(", ");
-        if request.fingerprint.is_none() {
-            remove.push_str(&format!(", {}", e.name("#validation", &names.validation)));
-        }
-        // The free predicate, over attributes the fields named already.
-        let status = e.name("#status", &names.status);
-        let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
-        let lease = e.name("#lease", &names.in_progress_expiration);
-        let expiration = e.name("#expiration", &names.expiration);
-        let completed = e.value(":completed", s(State::Completed.as_str()));
-        let update = format!("{set} REMOVE {remove}");
-        let id = e.name("#id", &names.id);
-        let now_s = e.value(":now_s", n(request.now_ms / 1000));
-        let now_ms = e.value(":now_ms", n(request.now_ms));
-        let condition = format!(
-            "attribute_not_exists({id}) OR ({status} = {completed} AND {expiration} <= {now_s}) \
-             OR ({status} = {in_progress} AND {lease} <= {now_ms})"
-        );
         match self
-            .update(
-                "UpdateItem (begin)",
-                &request.id,
-                update,
-                condition,
-                e,
-                true,
-            )
+            .update(&request.id, requests::take_over(&self.names, request))
             .await?
         {
             Written::Applied(output) => {
                 let fence = output
                     .attributes()
-                    .and_then(|new| new.get(&names.fence))
+                    .and_then(|new| new.get(&self.names.fence))
                     .and_then(|value| value.as_n().ok())
                     .and_then(|value| value.parse().ok())
                     .ok_or_else(|| {
@@ -251,24 +127,6 @@ impl DynamoStore {
             }
             Written::Refused(current) => Ok(Written::Refused(current)),
         }
-    }
-
-    async fn held_update(
-        &self,
-        operation: &'static str,
-        attempt: &Attempt,
-        mut expression: Expression,
-        update: String,
-        also: Option<String>,
-    ) -> Result<Written<()>, StoreError> {
-        let mut condition = self.held_by(&mut expression, attempt);
-        if let Some(also) = also {
-            condition = format!("{condition} AND {also}");
-        }
-        Ok(self
-            .update(operation, &attempt.id, update, condition, expression, false)
-            .await?
-            .map(|_| ()))
     }
 }
 
@@ -322,7 +180,8 @@ impl Store for DynamoStore {
         // clear, fence 1, no answer to read). A refusal brings the current record: a
         // live one is the answer; a free one (lapsed, released, expired) is taken over
         // with the full request, which clears what the old attempt left.
-        match self.begin_new(request).await? {
+        let new_key = requests::begin_new(&self.names, request);
+        match self.write(&request.id, new_key).await? {
             Written::Applied(()) => Ok(Written::Applied(1)),
             Written::Refused(Some(record)) if record.is_live(request.now_ms) => {
                 Ok(Written::Refused(Some(record)))
@@ -336,32 +195,8 @@ impl Store for DynamoStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        let mut e = Expression::default();
-        let names = &self.names;
-        let status = e.name("#status", &names.status);
-        let completed = e.value(":completed", s(State::Completed.as_str()));
-        let outcome = e.name("#outcome", &names.outcome);
-        let outcome_value = e.value(":outcome", s(completion.outcome.as_str()));
-        let expiration = e.name("#expiration", &names.expiration);
-        let expiration_value = e.value(":expiration", n(completion.expires_at_s));
-        let data = e.name("#data", &names.data);
-        let format = e.name("#format", &names.format);
-        let format_value = e.value(":format", n(FORMAT.into()));
-        let codec = e.name("#codec", &names.codec);
-        let codec_value = e.value(":codec", s(CODEC_JSON));
-        let mut update = format!(
-            "SET {status} = {completed}, {outcome} = {outcome_value}, {expiration} = {expiration_value}, \
-             {format} = {format_value}, {codec} = {codec_value}"
-        );
-        match &completion.data {
-            Some(value) => {
-                let value = e.value(":data", s(value.as_str()));
-                update.push_str(&format!(", {data} = {value}"));
-            }
-            None => update.push_str(&format!(" REMOVE {data}")),
-        }
-        self.held_update("UpdateItem (complete)", attempt, e, update, None)
-            .await
+        let request = requests::complete(&self.names, attempt, completion);
+        self.write(&attempt.id, request).await
     }
 
     async fn extend(
@@ -369,41 +204,18 @@ impl Store for DynamoStore {
         attempt: &Attempt,
         renewal: &Renewal,
     ) -> Result<Written<()>, StoreError> {
-        let mut e = Expression::default();
-        let lease_name = e.name("#lease", &self.names.in_progress_expiration);
-        let lease_value = e.value(":lease", n(renewal.lease_until_ms));
-        let expiration = e.name("#expiration", &self.names.expiration);
-        let expiration_value = e.value(":expiration", n(renewal.expires_at_s));
-        let update = format!("SET {lease_name} = {lease_value}, {expiration} = {expiration_value}");
-        // A heartbeat that lands after the release must not revive the lease.
-        let zero = e.value(":zero", n(0));
-        let not_released = format!("{lease_name} > {zero}");
-        self.held_update(
-            "UpdateItem (extend)",
-            attempt,
-            e,
-            update,
-            Some(not_released),
-        )
-        .await
+        let request = requests::extend(&self.names, attempt, renewal);
+        self.write(&attempt.id, request).await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
-        let mut e = Expression::default();
-        let lease = e.name("#lease", &self.names.in_progress_expiration);
-        let zero = e.value(":zero", n(0));
-        let update = format!("SET {lease} = {zero}");
-        self.held_update("UpdateItem (release)", attempt, e, update, None)
-            .await
+        let request = requests::release(&self.names, attempt);
+        self.write(&attempt.id, request).await
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
         let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(id)))
-            .consistent_read(true)
+            .get_item(id)
             .send()
             .await
             .map_err(|e| store_error("GetItem", e))?;
@@ -414,10 +226,7 @@ impl Store for DynamoStore {
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(id)))
+        self.delete_item(id)
             .send()
             .await
             .map_err(|e| store_error("DeleteItem", e))?;
