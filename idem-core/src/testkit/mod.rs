@@ -22,7 +22,7 @@
 //!
 //! The files of the kit: `conformance.rs` (the macro), `cases.rs` (one function per
 //! rule), `model.rs` (the reference model and the property test), `race.rs`,
-//! `storm.rs` (the duplicate storm and its invariants) and `faults.rs` ([`FaultyStore`],
+//! `storm/` (the duplicate storm and its invariants) and `faults.rs` ([`FaultyStore`],
 //! which injects failures into any store).
 
 mod conformance;
