@@ -15,7 +15,9 @@
 //! ```
 //!
 //! The store takes the caller's `ConnectionManager` (it reconnects after a lost
-//! connection) and never opens connections of its own.
+//! connection) and never opens connections of its own. The connection may speak RESP2
+//! (the default) or RESP3 (`redis://host:6379/?protocol=resp3`): the store reads the
+//! answers of both (`CONFIG GET` and `HGETALL` answer a map over RESP3).
 //!
 //! # Key layout
 //! One hash per record at `{prefix}{namespace}#{digest}` (prefix `idem:` by default),
@@ -69,7 +71,7 @@
 //!
 //! # What was tested
 //! The conformance kit of idem (every rule, the model, the engine race and a duplicate
-//! storm), connections killed mid-call (`CLIENT KILL`), a server whose memory is full
+//! storm) over RESP2 and over RESP3, connections killed mid-call (`CLIENT KILL`), a server whose memory is full
 //! (its own `redis-server` with a tiny `maxmemory`) and expiry observed on the
 //! server, against Redis 7 on one node. Each script touches one key, so the store is
 //! meant to work on Redis Cluster and on Valkey as well; neither was tested here.

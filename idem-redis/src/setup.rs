@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError, Value};
 
 use crate::scripts::Scripts;
 use crate::store::{RedisStore, DEFAULT_MAX_DATA_BYTES};
@@ -106,16 +107,8 @@ impl RedisStoreBuilder {
     async fn eviction_is_safe(&self) -> Result<(), SetupError> {
         let mut connection = self.connection.clone();
         let config = async {
-            let policy: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .query_async(&mut connection)
-                .await?;
-            let maxmemory: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory")
-                .query_async(&mut connection)
-                .await?;
+            let policy = config_get(&mut connection, "maxmemory-policy").await?;
+            let maxmemory = config_get(&mut connection, "maxmemory").await?;
             Ok::<_, redis::RedisError>((policy, maxmemory))
         };
         let (policy, maxmemory) = match config.await {
@@ -133,11 +126,80 @@ impl RedisStoreBuilder {
                 })
             }
         };
-        let policy = policy.get(1).cloned().unwrap_or_default();
-        let maxmemory: u64 = maxmemory.get(1).and_then(|m| m.parse().ok()).unwrap_or(0);
+        let policy = policy.unwrap_or_default();
+        let maxmemory: u64 = maxmemory.and_then(|m| m.parse().ok()).unwrap_or(0);
         if maxmemory > 0 && policy != "noeviction" {
             return Err(SetupError::EvictionPolicy { policy, maxmemory });
         }
         Ok(())
+    }
+}
+
+/// One parameter's value by `CONFIG GET`, `None` when the server does not know it.
+async fn config_get(
+    connection: &mut ConnectionManager,
+    name: &str,
+) -> Result<Option<String>, RedisError> {
+    let answer: Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query_async(connection)
+        .await?;
+    config_value(name, answer)
+}
+
+/// `name`'s value in a `CONFIG GET` answer: a flat array `[name, value]` over RESP2, a
+/// map `{name: value}` over RESP3; `None` when the answer holds no such parameter.
+fn config_value(name: &str, answer: Value) -> Result<Option<String>, RedisError> {
+    let pairs: Vec<(Value, Value)> = match answer {
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(key), Some(value)) = (flat.next(), flat.next()) {
+                pairs.push((key, value));
+            }
+            pairs
+        }
+        other => {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "CONFIG GET answered neither an array nor a map",
+                format!("{other:?}"),
+            )))
+        }
+    };
+    for (key, value) in pairs {
+        if redis::from_redis_value::<String>(key)? == name {
+            return Ok(Some(redis::from_redis_value(value)?));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn config_get_is_read_from_a_resp2_array_and_from_a_resp3_map() {
+        let resp2 = Value::Array(vec![bulk("maxmemory-policy"), bulk("allkeys-lru")]);
+        let resp3 = Value::Map(vec![(bulk("maxmemory-policy"), bulk("allkeys-lru"))]);
+        for answer in [resp2, resp3] {
+            assert_eq!(
+                config_value("maxmemory-policy", answer).unwrap().as_deref(),
+                Some("allkeys-lru")
+            );
+        }
+        assert_eq!(
+            config_value("maxmemory", Value::Array(vec![])).unwrap(),
+            None
+        );
+        assert_eq!(config_value("maxmemory", Value::Map(vec![])).unwrap(), None);
+        assert!(config_value("maxmemory", Value::Int(3)).is_err());
     }
 }

@@ -17,10 +17,21 @@ pub fn url() -> String {
 }
 
 pub async fn connection() -> ConnectionManager {
-    let client = redis::Client::open(url()).expect("a valid Redis URL");
+    connection_to(&url()).await
+}
+
+/// `url` asking for RESP3 (`HELLO 3`) instead of the default RESP2.
+pub fn resp3(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}protocol=resp3")
+}
+
+/// A connection manager to the server at `url`.
+pub async fn connection_to(url: &str) -> ConnectionManager {
+    let client = redis::Client::open(url).expect("a valid Redis URL");
     ConnectionManager::new(client)
         .await
-        .unwrap_or_else(|e| panic!("the Redis server at {} does not answer: {e}", url()))
+        .unwrap_or_else(|e| panic!("the Redis server at {url} does not answer: {e}"))
 }
 
 /// A prefix no other test or run uses.
@@ -44,7 +55,16 @@ pub fn cleaned(store: RedisStore) -> TestStore {
 }
 
 pub async fn store(label: &str) -> TestStore {
-    let store = RedisStore::builder(connection().await)
+    store_over(connection().await, label).await
+}
+
+/// A store like [`store`] over a RESP3 connection.
+pub async fn store_resp3(label: &str) -> TestStore {
+    store_over(connection_to(&resp3(&url())).await, label).await
+}
+
+async fn store_over(connection: ConnectionManager, label: &str) -> TestStore {
+    let store = RedisStore::builder(connection)
         .prefix(unique_prefix(label))
         .build()
         .await

@@ -53,7 +53,16 @@ impl OwnServer {
 
     /// A new connection manager to the server.
     pub async fn connection(&self) -> ConnectionManager {
-        let client = redis::Client::open(self.url()).expect("a valid Redis URL");
+        self.connection_at(&self.url()).await
+    }
+
+    /// A new connection manager to the server, over RESP3.
+    pub async fn connection_resp3(&self) -> ConnectionManager {
+        self.connection_at(&super::resp3(&self.url())).await
+    }
+
+    async fn connection_at(&self, url: &str) -> ConnectionManager {
+        let client = redis::Client::open(url).expect("a valid Redis URL");
         ConnectionManager::new(client).await.unwrap_or_else(|e| {
             panic!(
                 "the test's own Redis at {} does not answer: {e}",
