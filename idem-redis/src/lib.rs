@@ -50,8 +50,14 @@
 //! `volatile-*` ones included) may evict a live record once `maxmemory` is reached, and
 //! a duplicate would then run the body again. [`RedisStoreBuilder::build`] reads
 //! `maxmemory` and `maxmemory-policy` and refuses that combination
-//! ([`SetupError::EvictionPolicy`]); where `CONFIG GET` is refused (managed services),
-//! it warns: set `maxmemory-policy noeviction` there yourself.
+//! ([`SetupError::EvictionPolicy`]). Where `CONFIG GET` is refused (managed services),
+//! `build` fails too ([`SetupError::EvictionPolicyUnknown`]) unless you set
+//! `maxmemory-policy noeviction` in the service's settings and say so with
+//! [`RedisStoreBuilder::assume_noeviction`]; a server that answers is checked whatever
+//! was asserted. The policy `build` learnt ([`Eviction`]) stays in the store and is
+//! named in its warnings (`tracing`, target `idem`): a begin refused for lack of memory,
+//! and a record that vanished under its holder (complete, extend or release found no
+//! record at all: evicted, lost in a restart or a failover, or deleted by hand).
 //!
 //! With `noeviction`, a full memory refuses writes, and idem reports a transient error
 //! before the body runs: begin is a script the server refuses up front when memory is
@@ -81,5 +87,5 @@ mod scripts;
 mod setup;
 mod store;
 
-pub use setup::{RedisStoreBuilder, SetupError};
+pub use setup::{Eviction, RedisStoreBuilder, SetupError};
 pub use store::{RedisStore, DEFAULT_MAX_DATA_BYTES};

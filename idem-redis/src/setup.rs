@@ -1,5 +1,5 @@
 //! Setting up a [`RedisStore`]: the builder, and the check of the server's eviction
-//! policy made when it is built.
+//! policy made when it is built (kept in the store, for its warnings).
 
 use std::sync::Arc;
 
@@ -27,6 +27,22 @@ pub enum SetupError {
         /// The server's `maxmemory`, in bytes.
         maxmemory: u64,
     },
+    /// The server refused `CONFIG GET` (managed services rename or forbid `CONFIG`), so
+    /// its eviction policy cannot be checked, and the user did not assert it with
+    /// [`RedisStoreBuilder::assume_noeviction`].
+    #[error(
+        "Redis refused CONFIG GET maxmemory-policy (store prefix `{prefix}`): idem cannot \
+         check that the server never evicts a live record, and an evicted record runs its \
+         body again; set `maxmemory-policy noeviction` on the server (or keep maxmemory 0) \
+         and state it with `RedisStoreBuilder::assume_noeviction()`: {source}"
+    )]
+    EvictionPolicyUnknown {
+        /// The store's key prefix.
+        prefix: String,
+        /// The server's refusal.
+        #[source]
+        source: redis::RedisError,
+    },
     /// A request failed.
     #[error("Redis {operation} failed: {source}")]
     Request {
@@ -38,13 +54,60 @@ pub enum SetupError {
     },
 }
 
+/// What [`RedisStoreBuilder::build`] knew of the server's eviction policy: kept in the
+/// store and named in its warnings (a begin refused for lack of memory, a record that
+/// vanished under its holder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Eviction {
+    /// Read from the server by `CONFIG GET` (and found safe).
+    Read {
+        /// The server's `maxmemory-policy`.
+        policy: String,
+        /// The server's `maxmemory`, in bytes (0: no limit).
+        maxmemory: u64,
+    },
+    /// The server refused `CONFIG GET`; the user asserted `noeviction` with
+    /// [`RedisStoreBuilder::assume_noeviction`].
+    Asserted,
+    /// Not checked: the store was built by
+    /// [`build_unchecked`](RedisStoreBuilder::build_unchecked) or with
+    /// `check_eviction(false)`.
+    NotChecked,
+}
+
+impl std::fmt::Display for Eviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Eviction::Read { policy, maxmemory } => {
+                write!(f, "maxmemory-policy {policy} (maxmemory {maxmemory})")
+            }
+            Eviction::Asserted => {
+                f.write_str("noeviction as asserted by the user (the server refused CONFIG GET)")
+            }
+            Eviction::NotChecked => f.write_str("unknown (not checked at build)"),
+        }
+    }
+}
+
+/// How `build` checks the eviction policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EvictionCheck {
+    /// Read it; a refused `CONFIG GET` fails the build.
+    Verify,
+    /// Read it; a refused `CONFIG GET` is taken as `noeviction`, as the user asserted.
+    VerifyOrAssume,
+    /// No request (the deprecated `check_eviction(false)`).
+    Skip,
+}
+
 /// Builds a [`RedisStore`]: see [`RedisStore::builder`].
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     connection: ConnectionManager,
     prefix: String,
     max_data_bytes: usize,
-    check_eviction: bool,
+    eviction: EvictionCheck,
 }
 
 impl RedisStore {
@@ -55,7 +118,7 @@ impl RedisStore {
             connection,
             prefix: "idem:".to_owned(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
-            check_eviction: true,
+            eviction: EvictionCheck::Verify,
         }
     }
 }
@@ -76,35 +139,76 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Whether [`build`](Self::build) reads the server's `maxmemory` and
-    /// `maxmemory-policy` (default `true`). Where `CONFIG GET` is refused (managed
-    /// services), the check warns and passes; turning it off skips the request.
-    pub fn check_eviction(mut self, check: bool) -> Self {
-        self.check_eviction = check;
+    /// States that the server never evicts a live record (`maxmemory-policy
+    /// noeviction`, or `maxmemory 0`), for a server that refuses `CONFIG GET` (managed
+    /// services: ElastiCache, Memorystore, Azure Cache and others rename or forbid
+    /// `CONFIG`). [`build`](Self::build) still reads the policy where the server answers,
+    /// and refuses an evicting one whatever was asserted: the assertion only stands in
+    /// for an answer the server will not give. Without it, a refused `CONFIG GET` fails
+    /// the build ([`SetupError::EvictionPolicyUnknown`]).
+    ///
+    /// Set the policy in the service's parameter group or console before asserting it:
+    /// under any other policy a full memory may evict a live record, and a duplicate of
+    /// its key then runs the body again.
+    pub fn assume_noeviction(mut self) -> Self {
+        self.eviction = EvictionCheck::VerifyOrAssume;
         self
     }
 
-    /// Checks the eviction policy (unless turned off) and builds the store.
-    pub async fn build(self) -> Result<RedisStore, SetupError> {
-        if self.check_eviction {
-            self.eviction_is_safe().await?;
-        }
-        Ok(self.build_unchecked())
+    /// Whether [`build`](Self::build) reads the server's `maxmemory` and
+    /// `maxmemory-policy` (default `true`); `false` skips the request, as before.
+    ///
+    /// Deprecated: turning the check off was the way to build on a server that refuses
+    /// `CONFIG`, and it silenced a server that answers too. Use
+    /// [`assume_noeviction`](Self::assume_noeviction), which checks wherever the server
+    /// answers and states the policy where it does not; a build that must make no
+    /// request at all has [`build_unchecked`](Self::build_unchecked). This method keeps
+    /// its meaning until it is removed in a later release.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `assume_noeviction()` (checks where the server answers, asserts where it refuses CONFIG) or `build_unchecked()`"
+    )]
+    pub fn check_eviction(mut self, check: bool) -> Self {
+        self.eviction = if check {
+            EvictionCheck::Verify
+        } else {
+            EvictionCheck::Skip
+        };
+        self
     }
 
-    /// Builds the store without any request.
+    /// Checks the eviction policy and builds the store: a server that may evict a live
+    /// record is refused ([`SetupError::EvictionPolicy`]), and so is one that refuses
+    /// `CONFIG GET` unless [`assume_noeviction`](Self::assume_noeviction) was given
+    /// ([`SetupError::EvictionPolicyUnknown`]).
+    pub async fn build(self) -> Result<RedisStore, SetupError> {
+        let eviction = match self.eviction {
+            EvictionCheck::Skip => Eviction::NotChecked,
+            EvictionCheck::Verify | EvictionCheck::VerifyOrAssume => {
+                self.eviction_is_safe().await?
+            }
+        };
+        Ok(self.build_with(eviction))
+    }
+
+    /// Builds the store without any request (the eviction policy is not checked).
     pub fn build_unchecked(self) -> RedisStore {
+        self.build_with(Eviction::NotChecked)
+    }
+
+    fn build_with(self, eviction: Eviction) -> RedisStore {
         RedisStore {
             connection: self.connection,
             prefix: self.prefix,
             max_data_bytes: self.max_data_bytes,
             scripts: Arc::new(Scripts::new()),
+            eviction: Arc::new(eviction),
         }
     }
 
     /// Every idem key has an expiry, so any policy but `noeviction` (the `volatile-*`
     /// ones included) may evict a live record once `maxmemory` is reached.
-    async fn eviction_is_safe(&self) -> Result<(), SetupError> {
+    async fn eviction_is_safe(&self) -> Result<Eviction, SetupError> {
         let mut connection = self.connection.clone();
         let config = async {
             let policy = config_get(&mut connection, "maxmemory-policy").await?;
@@ -113,11 +217,17 @@ impl RedisStoreBuilder {
         };
         let (policy, maxmemory) = match config.await {
             Ok(answers) => answers,
+            // The server refused CONFIG (a managed service): the user's word, or an error.
             Err(error) if error.code().is_some() => {
-                // The server refused CONFIG (a managed service): say what to set.
-                tracing::warn!(target: "idem", %error,
-                    "cannot read the Redis eviction policy; make sure maxmemory-policy is noeviction (or maxmemory 0), or a live record may be evicted");
-                return Ok(());
+                if self.eviction == EvictionCheck::VerifyOrAssume {
+                    tracing::info!(target: "idem", prefix = %self.prefix, %error,
+                        "Redis refused CONFIG GET; maxmemory-policy noeviction is taken as asserted (assume_noeviction)");
+                    return Ok(Eviction::Asserted);
+                }
+                return Err(SetupError::EvictionPolicyUnknown {
+                    prefix: self.prefix.clone(),
+                    source: error,
+                });
             }
             Err(source) => {
                 return Err(SetupError::Request {
@@ -131,7 +241,7 @@ impl RedisStoreBuilder {
         if maxmemory > 0 && policy != "noeviction" {
             return Err(SetupError::EvictionPolicy { policy, maxmemory });
         }
-        Ok(())
+        Ok(Eviction::Read { policy, maxmemory })
     }
 }
 

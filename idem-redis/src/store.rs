@@ -13,6 +13,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 
 use crate::scripts::Scripts;
+use crate::setup::Eviction;
 
 /// The largest recorded value by default, in bytes.
 pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -24,6 +25,7 @@ pub struct RedisStore {
     pub(crate) prefix: String,
     pub(crate) max_data_bytes: usize,
     pub(crate) scripts: Arc<Scripts>,
+    pub(crate) eviction: Arc<Eviction>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("max_data_bytes", &self.max_data_bytes)
+            .field("eviction", &self.eviction)
             .finish_non_exhaustive()
     }
 }
@@ -39,6 +42,12 @@ impl RedisStore {
     /// The key prefix before every record id.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// What [`build`](crate::RedisStoreBuilder::build) learnt of the server's eviction
+    /// policy (named in the store's warnings).
+    pub fn eviction(&self) -> &Eviction {
+        &self.eviction
     }
 
     /// The Redis key of a record id.
@@ -110,8 +119,9 @@ impl RedisStore {
                 Ok(Written::Refused(Some(current)))
             }
             Ok(_) | Err(_) => {
-                tracing::warn!(target: "idem", prefix = %self.prefix, error = %full,
-                    "Redis is out of memory (maxmemory under noeviction): a key cannot be taken until memory frees");
+                tracing::warn!(target: "idem", prefix = %self.prefix, eviction = %self.eviction,
+                    error = %full,
+                    "Redis is out of memory: a key cannot be taken until memory frees");
                 Err(full)
             }
         }
@@ -124,7 +134,16 @@ impl RedisStore {
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Written<()>, StoreError> {
         let answer = self.run(operation, invocation).await?;
-        Ok(self.answer(&attempt.id, answer)?.map(|_| ()))
+        let written = self.answer(&attempt.id, answer)?.map(|_| ());
+        if written == Written::Refused(None) {
+            // The attempt held the record (a takeover would have left it with a higher
+            // fence), and its key outlives the lease by the record's TTL: short of an
+            // attempt later than that, the record was lost, not expired.
+            tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
+                fence = attempt.fence, operation, eviction = %self.eviction,
+                "a Redis record vanished under its holder: evicted, lost in a restart without persistence or a failover, or deleted; a duplicate may run the body again");
+        }
+        Ok(written)
     }
 }
 

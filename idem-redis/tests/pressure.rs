@@ -116,7 +116,9 @@ async fn a_full_server_runs_no_body_it_cannot_guard_and_the_same_keys_run_once_w
     assert!(written > 0, "the server took no filler before it was full");
 
     // Memory is full: no new key is taken and no body runs; each call gets a transient
-    // error, at once (the engine's begin retries end within the store timeout).
+    // error, at once (the engine's begin retries end within the store timeout), logged
+    // with the eviction policy read at build.
+    let (logs, guard) = common::Logs::capture();
     for i in 0..5 {
         match call(format!("k{i}")).await {
             Err(error @ Error::Store { .. }) => {
@@ -131,6 +133,15 @@ async fn a_full_server_runs_no_body_it_cannot_guard_and_the_same_keys_run_once_w
         0,
         "a body ran whose begin did not land"
     );
+    drop(guard);
+    let logged = logs.text();
+    for expected in [
+        "WARN",
+        "out of memory",
+        "maxmemory-policy noeviction (maxmemory 3145728)",
+    ] {
+        assert!(logged.contains(expected), "{expected}: {logged}");
+    }
     // A duplicate of the completed key is answered from its record, full or not.
     let replayed = Call::new(NS, "early")
         .engine(&engine)

@@ -18,6 +18,13 @@ impl OwnServer {
     /// Starts `redis-server` with `settings` (pairs such as `("maxmemory", "4mb")`)
     /// and waits until it answers. Panics, naming the binary, when it cannot start.
     pub fn start(settings: &[(&str, &str)]) -> OwnServer {
+        OwnServer::start_with(settings, &[])
+    }
+
+    /// [`start`](Self::start) with further command-line arguments, each passed as is
+    /// (`["--rename-command", "CONFIG", ""]` takes `CONFIG` away, as managed services
+    /// do).
+    pub fn start_with(settings: &[(&str, &str)], args: &[&str]) -> OwnServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
@@ -31,6 +38,7 @@ impl OwnServer {
         for (name, value) in settings {
             command.arg(format!("--{name}")).arg(value);
         }
+        command.args(args);
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start `redis-server` (Debian's package redis-server provides it): {e}")
         });
