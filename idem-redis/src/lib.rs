@@ -67,6 +67,45 @@
 //! usual from a read (a completed key replays, one in progress is in progress); only a
 //! new or free key waits for memory. Script flags need Redis 7 or newer (or Valkey).
 //!
+//! # Durability
+//! idem's guarantee lasts as long as its records do, and Redis answers a write once it
+//! is in the primary's memory. What is not yet on disk, or on the replica that takes
+//! over, can be lost:
+//! - **A restart without persistence** (no AOF, or one from an RDB snapshot older than
+//!   the last writes) loses every record written since. A completed key runs its body
+//!   again on its next delivery (two callers are told it ran); a key in progress loses
+//!   its lease, so a duplicate takes it while the first attempt still runs (two
+//!   holders, two bodies); fences start again from 1, so fence numbers are reused, and
+//!   a downstream system that rejects lower fences does not notice.
+//! - **A failover to a replica that lagged** (replication is asynchronous) does the
+//!   same to the writes the replica had not received.
+//!
+//! What bounds it, on the server and in the store:
+//! - `appendonly yes` with `appendfsync always`: each write is on disk before Redis
+//!   answers, so a restart loses nothing (one fsync per write). The default
+//!   `appendfsync everysec` can lose about the last second of writes; RDB snapshots
+//!   alone lose everything since the last one.
+//! - [`RedisStoreBuilder::wait_for_replicas`]: `WAIT replicas timeout` after each
+//!   applied completion, so the call returns once that many replicas have the
+//!   completion (a failover to one of them keeps it). The server's
+//!   `min-replicas-to-write` refuses writes outright when too few replicas are
+//!   connected.
+//! - [`RedisStoreBuilder::wait_for_aof`]: `WAITAOF local replicas timeout` (Redis 7.2 or
+//!   newer; [`build`](RedisStoreBuilder::build) refuses an older server), once the
+//!   completion is in the append-only file on disk locally and on that many replicas.
+//!
+//! Only completions are waited for: begins, extends and releases are not, so a failover
+//! can still lose a lease (two holders), never a completion that the replicas
+//! acknowledged. A `WAIT` that reports fewer replicas than asked (a replica down or
+//! lagging past the timeout), or that fails, is logged (`tracing` warning, target
+//! `idem`), and the completion still counts: it is applied on the primary, and an
+//! error would tell the engine that a recorded result was not recorded. `WAIT` is
+//! neither consensus nor a bound on what a failover to a replica that missed the
+//! completion loses; and if the connection manager reconnected between the completion
+//! and its `WAIT`, the `WAIT` counts the new connection's writes (none) and answers at
+//! once. `WAIT` also blocks the connection on the server: every call sharing the
+//! connection manager waits behind it, up to its timeout.
+//!
 //! # Errors
 //! A lost or refused connection, a timeout, `OOM`, `BUSY`, `LOADING`, `TRYAGAIN`,
 //! `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN` and `READONLY` are transient; a wrong type
@@ -77,9 +116,10 @@
 //!
 //! # What was tested
 //! The conformance kit of idem (every rule, the model, the engine race and a duplicate
-//! storm) over RESP2 and over RESP3, connections killed mid-call (`CLIENT KILL`), a server whose memory is full
-//! (its own `redis-server` with a tiny `maxmemory`) and expiry observed on the
-//! server, against Redis 7 on one node. Each script touches one key, so the store is
+//! storm) over RESP2 and over RESP3, connections killed mid-call (`CLIENT KILL`), a
+//! server whose memory is full (its own `redis-server` with a tiny `maxmemory`), one
+//! that refuses `CONFIG`, `WAIT` with and without a replica, and expiry observed on the
+//! server, against Redis 7.0 on one node. Each script touches one key, so the store is
 //! meant to work on Redis Cluster and on Valkey as well; neither was tested here.
 #![warn(missing_docs)]
 

@@ -2,6 +2,7 @@
 //! policy made when it is built (kept in the store, for its warnings).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Value};
@@ -42,6 +43,18 @@ pub enum SetupError {
         /// The server's refusal.
         #[source]
         source: redis::RedisError,
+    },
+    /// [`RedisStoreBuilder::wait_for_aof`] was asked of a server older than Redis 7.2,
+    /// which has no `WAITAOF`.
+    #[error(
+        "Redis {version} has no WAITAOF (it came with Redis 7.2; store prefix `{prefix}`): \
+         upgrade the server, or use `wait_for_replicas` (WAIT) and `appendfsync always` instead"
+    )]
+    WaitAofUnsupported {
+        /// The store's key prefix.
+        prefix: String,
+        /// The server's `redis_version` (`INFO server`).
+        version: String,
     },
     /// A request failed.
     #[error("Redis {operation} failed: {source}")]
@@ -90,6 +103,43 @@ impl std::fmt::Display for Eviction {
     }
 }
 
+/// What the store waits for after an applied completion: see
+/// [`RedisStoreBuilder::wait_for_replicas`] and [`RedisStoreBuilder::wait_for_aof`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `WAIT replicas timeout_ms`.
+    Replicas { replicas: u32, timeout_ms: u64 },
+    /// `WAITAOF local replicas timeout_ms`.
+    Aof {
+        local: bool,
+        replicas: u32,
+        timeout_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Durability::Replicas {
+                replicas,
+                timeout_ms,
+            } => write!(f, "WAIT {replicas} {timeout_ms}"),
+            Durability::Aof {
+                local,
+                replicas,
+                timeout_ms,
+            } => write!(f, "WAITAOF {} {replicas} {timeout_ms}", u8::from(*local)),
+        }
+    }
+}
+
+/// A timeout in whole milliseconds, at least 1 (`WAIT` and `WAITAOF` wait forever on 0).
+fn wait_timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// How `build` checks the eviction policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum EvictionCheck {
@@ -108,6 +158,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     max_data_bytes: usize,
     eviction: EvictionCheck,
+    durability: Option<Durability>,
 }
 
 impl RedisStore {
@@ -119,6 +170,7 @@ impl RedisStore {
             prefix: "idem:".to_owned(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             eviction: EvictionCheck::Verify,
+            durability: None,
         }
     }
 }
@@ -177,11 +229,57 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// After each applied completion, sends `WAIT replicas timeout` on the same
+    /// connection: the call returns once `replicas` replicas acknowledged the
+    /// completion, or the timeout passed (see "Durability" in the
+    /// [crate documentation](crate)). Replaces [`wait_for_aof`](Self::wait_for_aof).
+    ///
+    /// Fewer replicas than asked (a replica down or lagging, the timeout passed) or a
+    /// failed `WAIT` is logged (`tracing` warning, target `idem`) and the completion
+    /// still counts: it is applied on the primary, and reporting it as failed would
+    /// tell the engine a recorded result was not recorded. What stays is the risk the
+    /// option narrows: a failover before a replica has it loses it.
+    ///
+    /// `WAIT` blocks the connection on the server: every call sharing the connection
+    /// manager waits behind it, up to `timeout`. Keep `timeout` below the connection's
+    /// response timeout (500 ms by default in the `redis` crate; a `WAIT` cut by it is
+    /// logged like a short one) and well below the engine's store timeout (5 s by
+    /// default), which cuts the whole completion. A zero timeout is sent as 1 ms
+    /// (`WAIT` waits forever on 0).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durability = Some(Durability::Replicas {
+            replicas,
+            timeout_ms: wait_timeout_ms(timeout),
+        });
+        self
+    }
+
+    /// After each applied completion, sends `WAITAOF local replicas timeout` (Redis 7.2
+    /// or newer, checked by [`build`](Self::build) from `INFO server`): the call
+    /// returns once the completion is in the append-only file on disk on the primary
+    /// (`local`, which needs `appendonly yes` there) and on `replicas` replicas, or the
+    /// timeout passed. A shortfall or a failed `WAITAOF` is logged and the completion
+    /// still counts, and it blocks the connection, as for
+    /// [`wait_for_replicas`](Self::wait_for_replicas), which it replaces.
+    pub fn wait_for_aof(mut self, local: bool, replicas: u32, timeout: Duration) -> Self {
+        self.durability = Some(Durability::Aof {
+            local,
+            replicas,
+            timeout_ms: wait_timeout_ms(timeout),
+        });
+        self
+    }
+
     /// Checks the eviction policy and builds the store: a server that may evict a live
     /// record is refused ([`SetupError::EvictionPolicy`]), and so is one that refuses
     /// `CONFIG GET` unless [`assume_noeviction`](Self::assume_noeviction) was given
-    /// ([`SetupError::EvictionPolicyUnknown`]).
+    /// ([`SetupError::EvictionPolicyUnknown`]). With
+    /// [`wait_for_aof`](Self::wait_for_aof), a server older than Redis 7.2 is refused
+    /// ([`SetupError::WaitAofUnsupported`]).
     pub async fn build(self) -> Result<RedisStore, SetupError> {
+        if let Some(Durability::Aof { .. }) = self.durability {
+            self.waitaof_is_supported().await?;
+        }
         let eviction = match self.eviction {
             EvictionCheck::Skip => Eviction::NotChecked,
             EvictionCheck::Verify | EvictionCheck::VerifyOrAssume => {
@@ -191,7 +289,9 @@ impl RedisStoreBuilder {
         Ok(self.build_with(eviction))
     }
 
-    /// Builds the store without any request (the eviction policy is not checked).
+    /// Builds the store without any request (neither the eviction policy nor, for
+    /// [`wait_for_aof`](Self::wait_for_aof), the server's version is checked: an
+    /// unknown `WAITAOF` is then logged after each completion).
     pub fn build_unchecked(self) -> RedisStore {
         self.build_with(Eviction::NotChecked)
     }
@@ -203,6 +303,36 @@ impl RedisStoreBuilder {
             max_data_bytes: self.max_data_bytes,
             scripts: Arc::new(Scripts::new()),
             eviction: Arc::new(eviction),
+            durability: self.durability,
+        }
+    }
+
+    /// `WAITAOF` came with Redis 7.2: the version is read from `INFO server`.
+    async fn waitaof_is_supported(&self) -> Result<(), SetupError> {
+        let mut connection = self.connection.clone();
+        let request = |source| SetupError::Request {
+            operation: "INFO server",
+            source,
+        };
+        let info: Value = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .map_err(request)?;
+        let info: String = redis::from_redis_value(info).map_err(|e| request(e.into()))?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        if version_at_least(&version, (7, 2)) {
+            Ok(())
+        } else {
+            Err(SetupError::WaitAofUnsupported {
+                prefix: self.prefix.clone(),
+                version,
+            })
         }
     }
 
@@ -287,6 +417,15 @@ fn config_value(name: &str, answer: Value) -> Result<Option<String>, RedisError>
     Ok(None)
 }
 
+/// Whether a `major.minor.patch` version is `least` or newer (unreadable: no).
+fn version_at_least(version: &str, least: (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= least,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +450,25 @@ mod tests {
         );
         assert_eq!(config_value("maxmemory", Value::Map(vec![])).unwrap(), None);
         assert!(config_value("maxmemory", Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn waitaof_needs_redis_7_2() {
+        for (version, supported) in [
+            ("7.0.15", false),
+            ("6.2.14", false),
+            ("7.2.0", true),
+            ("7.4.2", true),
+            ("8.0.1", true),
+            ("unknown", false),
+        ] {
+            assert_eq!(version_at_least(version, (7, 2)), supported, "{version}");
+        }
+    }
+
+    #[test]
+    fn a_zero_wait_timeout_is_sent_as_one_millisecond() {
+        assert_eq!(wait_timeout_ms(Duration::ZERO), 1);
+        assert_eq!(wait_timeout_ms(Duration::from_millis(250)), 250);
     }
 }

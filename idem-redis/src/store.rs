@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 
 use crate::scripts::Scripts;
-use crate::setup::Eviction;
+use crate::setup::{Durability, Eviction};
 
 /// The largest recorded value by default, in bytes.
 pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
@@ -26,6 +26,7 @@ pub struct RedisStore {
     pub(crate) max_data_bytes: usize,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) eviction: Arc<Eviction>,
+    pub(crate) durability: Option<Durability>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -34,6 +35,7 @@ impl std::fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("max_data_bytes", &self.max_data_bytes)
             .field("eviction", &self.eviction)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +126,53 @@ impl RedisStore {
                     "Redis is out of memory: a key cannot be taken until memory frees");
                 Err(full)
             }
+        }
+    }
+
+    /// `WAIT` or `WAITAOF` after an applied completion, on the connection that wrote it.
+    /// The completion is applied whatever the answer: a shortfall or an error is logged,
+    /// never returned.
+    async fn wait_for(&self, durability: Durability, attempt: &Attempt) {
+        let (command, asked_local, asked_replicas) = match durability {
+            Durability::Replicas {
+                replicas,
+                timeout_ms,
+            } => {
+                let mut command = redis::cmd("WAIT");
+                command.arg(replicas).arg(timeout_ms);
+                (command, false, replicas)
+            }
+            Durability::Aof {
+                local,
+                replicas,
+                timeout_ms,
+            } => {
+                let mut command = redis::cmd("WAITAOF");
+                command.arg(u8::from(local)).arg(replicas).arg(timeout_ms);
+                (command, local, replicas)
+            }
+        };
+        let mut connection = self.connection.clone();
+        let answer: Result<Value, RedisError> = command.query_async(&mut connection).await;
+        // (local fsyncs, replicas) that acknowledged the completion.
+        let (local, replicas) = match answer {
+            Ok(Value::Int(replicas)) => (0, replicas),
+            Ok(Value::Array(counts)) => match counts.as_slice() {
+                [Value::Int(local), Value::Int(replicas)] => (*local, *replicas),
+                _ => (0, 0),
+            },
+            Ok(_) => (0, 0),
+            Err(error) => {
+                tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
+                    command = %durability, %error,
+                    "Redis WAIT after a completion failed; the completion is applied on the primary and counts, but a failover or restart may lose it");
+                return;
+            }
+        };
+        if replicas < i64::from(asked_replicas) || (asked_local && local < 1) {
+            tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
+                command = %durability, acknowledged_replicas = replicas, acknowledged_local = local,
+                "Redis WAIT after a completion: fewer acknowledged it than asked; the completion is applied on the primary and counts, but a failover or restart may lose it");
         }
     }
 
@@ -349,7 +398,11 @@ impl Store for RedisStore {
             .arg(completion.outcome.as_str())
             .arg(completion.data.as_deref().unwrap_or(""))
             .arg(if completion.data.is_some() { "1" } else { "0" });
-        self.held_write("complete", attempt, &invocation).await
+        let written = self.held_write("complete", attempt, &invocation).await?;
+        if let (Written::Applied(()), Some(durability)) = (&written, self.durability) {
+            self.wait_for(durability, attempt).await;
+        }
+        Ok(written)
     }
 
     async fn extend(

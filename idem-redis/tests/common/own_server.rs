@@ -1,6 +1,7 @@
 //! A `redis-server` of the test's own, on a free loopback port, for settings the
 //! machine's shared server must never be given (a tiny `maxmemory`, another eviction
-//! policy). Nothing is kept on disk; the server is stopped (by its pid) when dropped.
+//! policy). Nothing is kept on disk (a replica's sync file goes to a directory of the
+//! server's own, removed with it); the server is stopped (by its pid) when dropped.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use redis::aio::ConnectionManager;
 pub struct OwnServer {
     child: Child,
     port: u16,
+    dir: std::path::PathBuf,
 }
 
 impl OwnServer {
@@ -29,9 +31,13 @@ impl OwnServer {
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
             .port();
+        let dir = std::env::temp_dir().join(format!("idem-own-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("a directory for the server");
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -42,7 +48,7 @@ impl OwnServer {
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start `redis-server` (Debian's package redis-server provides it): {e}")
         });
-        let server = OwnServer { child, port };
+        let server = OwnServer { child, port, dir };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -52,6 +58,11 @@ impl OwnServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's URL.
@@ -84,5 +95,6 @@ impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,219 @@
+//! `WAIT` (and `WAITAOF`) after a completion: sent after each applied completion only; a
+//! shortfall is logged and the completion still counts; with a replica that is there,
+//! `WAIT 1` is met; `WAITAOF` is refused at build on a server older than Redis 7.2.
+//! Against `redis-server`s the test starts itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::own_server::OwnServer;
+use common::Logs;
+use idem_core::store::{Completion, Outcome, Written};
+use idem_core::testkit::{attempt, begin_at};
+use idem_core::{Clock, Store, SystemClock};
+use idem_redis::{RedisStore, SetupError};
+use redis::aio::ConnectionManager;
+
+fn completion(now_ms: u64) -> Completion {
+    Completion {
+        now_ms,
+        expires_at_s: now_ms / 1000 + 60,
+        outcome: Outcome::Ok,
+        data: Some("1".into()),
+    }
+}
+
+/// How many times the server ran `command` (`INFO commandstats`).
+async fn calls(connection: &mut ConnectionManager, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Begins and completes `id` as owner `a`; the completion's answer and how long it took.
+async fn begin_and_complete(store: &RedisStore, id: &str) -> (Written<()>, Duration) {
+    let now = SystemClock.now_ms();
+    assert_eq!(
+        store.begin(&begin_at(id, "a", now, None)).await.unwrap(),
+        Written::Applied(1)
+    );
+    let started = Instant::now();
+    let written = store
+        .complete(&attempt(id, "a", 1), &completion(now))
+        .await
+        .unwrap();
+    (written, started.elapsed())
+}
+
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn wait_is_sent_after_each_applied_completion_only() {
+    let server = OwnServer::start(&[]);
+    let mut admin = server.connection().await;
+    let store = RedisStore::builder(server.connection().await)
+        .wait_for_replicas(0, Duration::from_millis(400))
+        .build()
+        .await
+        .unwrap();
+    let (logs, _guard) = Logs::capture();
+
+    let (written, took) = begin_and_complete(&store, "ns#applied").await;
+    assert_eq!(written, Written::Applied(()));
+    assert!(
+        took < Duration::from_millis(300),
+        "WAIT 0 answers at once: {took:?}"
+    );
+    assert_eq!(
+        calls(&mut admin, "wait").await,
+        1,
+        "one WAIT, after the completion"
+    );
+
+    // A refused completion (a stale fence) and the other writes send no WAIT.
+    let now = SystemClock.now_ms();
+    let refused = store
+        .complete(&attempt("ns#applied", "a", 7), &completion(now))
+        .await
+        .unwrap();
+    assert!(matches!(refused, Written::Refused(Some(_))), "{refused:?}");
+    store
+        .begin(&begin_at("ns#released", "b", now, None))
+        .await
+        .unwrap();
+    store
+        .release(&attempt("ns#released", "b", 1))
+        .await
+        .unwrap();
+    assert_eq!(calls(&mut admin, "wait").await, 1);
+    assert!(!logs.text().contains("WAIT"), "{}", logs.text());
+}
+
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn a_wait_short_of_replicas_is_logged_and_the_completion_still_counts() {
+    let server = OwnServer::start(&[]);
+    let store = RedisStore::builder(server.connection().await)
+        .prefix("short:")
+        .wait_for_replicas(1, Duration::from_millis(150))
+        .build()
+        .await
+        .unwrap();
+    let (logs, _guard) = Logs::capture();
+
+    let (written, took) = begin_and_complete(&store, "ns#short").await;
+    assert_eq!(
+        written,
+        Written::Applied(()),
+        "applied on the primary: it counts"
+    );
+    assert!(took >= Duration::from_millis(150), "WAIT waited: {took:?}");
+    let record = store.read("ns#short").await.unwrap().expect("recorded");
+    assert_eq!(record.outcome, Some(Outcome::Ok));
+    let text = logs.text();
+    for expected in [
+        "WARN",
+        "WAIT 1 150",
+        "acknowledged_replicas=0",
+        "short:",
+        "ns#short",
+        "counts",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn wait_for_a_replica_that_is_there_is_met() {
+    // No 5 s wait before the replica's first (diskless) sync.
+    let primary = OwnServer::start(&[("repl-diskless-sync-delay", "0")]);
+    let port = primary.port().to_string();
+    let replica = OwnServer::start_with(&[], &["--replicaof", "127.0.0.1", &port]);
+    let mut replica_connection = replica.connection().await;
+    // The replica is in sync once its link is up.
+    let started = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut replica_connection)
+            .await
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = RedisStore::builder(primary.connection().await)
+        .wait_for_replicas(1, Duration::from_millis(400))
+        .build()
+        .await
+        .unwrap();
+    let (logs, _guard) = Logs::capture();
+
+    let (written, _) = begin_and_complete(&store, "ns#replicated").await;
+    assert_eq!(written, Written::Applied(()));
+    assert!(!logs.text().contains("WAIT"), "{}", logs.text());
+    // WAIT 1 returned: the replica has the completion already.
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(store.key("ns#replicated"))
+        .arg("state")
+        .query_async(&mut replica_connection)
+        .await
+        .unwrap();
+    assert_eq!(state.as_deref(), Some("COMPLETED"));
+}
+
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn waitaof_needs_redis_7_2_and_is_refused_at_build_before() {
+    let server = OwnServer::start(&[]);
+    let mut admin = server.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().unwrap());
+    let supported = (parts.next().unwrap(), parts.next().unwrap()) >= (7, 2);
+    let built = RedisStore::builder(server.connection_resp3().await)
+        .prefix("aof:")
+        .wait_for_aof(false, 0, Duration::from_millis(100))
+        .build()
+        .await;
+    match built {
+        Ok(store) if supported => {
+            let (written, _) = begin_and_complete(&store, "ns#aof").await;
+            assert_eq!(written, Written::Applied(()));
+            assert_eq!(calls(&mut admin, "waitaof").await, 1);
+        }
+        Err(error @ SetupError::WaitAofUnsupported { .. }) if !supported => {
+            let message = error.to_string();
+            for expected in [
+                "Redis",
+                &version,
+                "WAITAOF",
+                "7.2",
+                "aof:",
+                "wait_for_replicas",
+            ] {
+                assert!(message.contains(expected), "{expected}: {message}");
+            }
+        }
+        other => panic!("Redis {version}: unexpected {other:?}"),
+    }
+}
