@@ -27,6 +27,18 @@ impl OwnServer {
     /// (`["--rename-command", "CONFIG", ""]` takes `CONFIG` away, as managed services
     /// do).
     pub fn start_with(settings: &[(&str, &str)], args: &[&str]) -> OwnServer {
+        // A port found free may be taken by another test's server before this one
+        // binds it: the server that answers must be this one (its process id), or
+        // another port is tried.
+        for _ in 0..10 {
+            if let Some(server) = OwnServer::try_start(settings, args) {
+                return server;
+            }
+        }
+        panic!("no port on which the test's own redis-server answered");
+    }
+
+    fn try_start(settings: &[(&str, &str)], args: &[&str]) -> Option<OwnServer> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
@@ -48,16 +60,34 @@ impl OwnServer {
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start `redis-server` (Debian's package redis-server provides it): {e}")
         });
-        let server = OwnServer { child, port, dir };
+        let mut server = OwnServer { child, port, dir };
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if server.child.try_wait().ok().flatten().is_some() {
+                return None; // It exited: the port was taken.
+            }
+            if let Some(pid) = server.process_id() {
+                return (pid == server.child.id()).then_some(server);
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "the test's own redis-server on port {port} does not answer"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// The process id of the server answering on the port (`INFO server`).
+    fn process_id(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut connection = client.get_connection().ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut connection)
+            .ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// The server's port.
