@@ -112,7 +112,9 @@
 //! (`WRONGTYPE`), a script error or a missing permission permanent; a hash that cannot
 //! be decoded malformed (the call gets a decode error; the body never runs over it).
 //! Values larger than [`RedisStoreBuilder::max_data_bytes`] (1 MiB by default) are
-//! completed as not stored.
+//! completed as not stored. Every error names Redis, the operation, the record and the
+//! store's key prefix, and one that the `redis` crate raised keeps it as its
+//! `source()` (a store error's, and a [`SetupError`]'s).
 //!
 //! # What was tested
 //! The conformance kit of idem (every rule, the model, the engine race and a duplicate

@@ -17,12 +17,15 @@ pub enum SetupError {
     /// The server may evict live records: `maxmemory` is set and the policy is not
     /// `noeviction`.
     #[error(
-        "the Redis server has maxmemory {maxmemory} with maxmemory-policy `{policy}`: once \
-         memory is full it may evict a live idem record, and a duplicate would run again; set \
-         `maxmemory-policy noeviction` (writes then fail when memory is full, and idem reports \
-         a transient error before the body runs), or give idem a server without maxmemory"
+        "the Redis server has maxmemory {maxmemory} with maxmemory-policy `{policy}` (CONFIG \
+         GET at build, store prefix `{prefix}`): once memory is full it may evict a live idem \
+         record, and a duplicate would run again; set `maxmemory-policy noeviction` (writes \
+         then fail when memory is full, and idem reports a transient error before the body \
+         runs), or give idem a server without maxmemory"
     )]
     EvictionPolicy {
+        /// The store's key prefix.
+        prefix: String,
         /// The server's `maxmemory-policy`.
         policy: String,
         /// The server's `maxmemory`, in bytes.
@@ -57,10 +60,12 @@ pub enum SetupError {
         version: String,
     },
     /// A request failed.
-    #[error("Redis {operation} failed: {source}")]
+    #[error("Redis {operation} failed while building the store (key prefix `{prefix}`): {source}")]
     Request {
         /// The command.
         operation: &'static str,
+        /// The store's key prefix.
+        prefix: String,
         /// The `redis` crate's error.
         #[source]
         source: redis::RedisError,
@@ -312,6 +317,7 @@ impl RedisStoreBuilder {
         let mut connection = self.connection.clone();
         let request = |source| SetupError::Request {
             operation: "INFO server",
+            prefix: self.prefix.clone(),
             source,
         };
         let info: Value = redis::cmd("INFO")
@@ -362,6 +368,7 @@ impl RedisStoreBuilder {
             Err(source) => {
                 return Err(SetupError::Request {
                     operation: "CONFIG GET",
+                    prefix: self.prefix.clone(),
                     source,
                 })
             }
@@ -369,7 +376,11 @@ impl RedisStoreBuilder {
         let policy = policy.unwrap_or_default();
         let maxmemory: u64 = maxmemory.and_then(|m| m.parse().ok()).unwrap_or(0);
         if maxmemory > 0 && policy != "noeviction" {
-            return Err(SetupError::EvictionPolicy { policy, maxmemory });
+            return Err(SetupError::EvictionPolicy {
+                prefix: self.prefix.clone(),
+                policy,
+                maxmemory,
+            });
         }
         Ok(Eviction::Read { policy, maxmemory })
     }

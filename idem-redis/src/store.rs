@@ -68,6 +68,15 @@ impl RedisStore {
         }
     }
 
+    /// What an error of `operation` on `id` names.
+    fn context<'a>(&'a self, operation: &'static str, id: &'a str) -> Context<'a> {
+        Context {
+            operation,
+            id,
+            prefix: &self.prefix,
+        }
+    }
+
     /// `script` on the record's key, its arguments still to add.
     fn invocation<'a>(&self, script: &'a redis::Script, id: &str) -> ScriptInvocation<'a> {
         script.key(self.key_arg(id))
@@ -76,31 +85,32 @@ impl RedisStore {
     /// Runs one script invocation.
     async fn run(
         &self,
-        operation: &'static str,
+        context: Context<'_>,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Value, StoreError> {
         let mut connection = self.connection.clone();
         invocation
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| store_error(operation, e))
+            .map_err(|e| store_error(context, e))
     }
 
     /// `{1, ...}` applied, `{0, fields}` refused with the current record.
-    fn answer(&self, id: &str, value: Value) -> Result<Written<Option<i64>>, StoreError> {
+    fn answer(context: Context<'_>, value: Value) -> Result<Written<Option<i64>>, StoreError> {
         let Value::Array(mut items) = value else {
             return Err(StoreError::permanent(format!(
-                "unexpected script answer for `{id}`: {value:?}"
+                "{context}: unexpected script answer {value:?}"
             )));
         };
         match items.as_mut_slice() {
             [Value::Int(1)] => Ok(Written::Applied(None)),
             [Value::Int(1), Value::Int(fence)] => Ok(Written::Applied(Some(*fence))),
-            [Value::Int(0), Value::Array(fields)] => {
-                Ok(Written::Refused(decode_fields(id, std::mem::take(fields))?))
-            }
+            [Value::Int(0), Value::Array(fields)] => Ok(Written::Refused(decode_fields(
+                context,
+                std::mem::take(fields),
+            )?)),
             _ => Err(StoreError::permanent(format!(
-                "unexpected script answer for `{id}`: {items:?}"
+                "{context}: unexpected script answer {items:?}"
             ))),
         }
     }
@@ -115,7 +125,7 @@ impl RedisStore {
         request: &Begin,
         error: RedisError,
     ) -> Result<Written<u64>, StoreError> {
-        let full = store_error("begin", error);
+        let full = store_error(self.context("begin", &request.id), error);
         match self.read(&request.id).await {
             Ok(Some(current)) if current.is_live(request.now_ms) => {
                 Ok(Written::Refused(Some(current)))
@@ -182,8 +192,9 @@ impl RedisStore {
         attempt: &Attempt,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Written<()>, StoreError> {
-        let answer = self.run(operation, invocation).await?;
-        let written = self.answer(&attempt.id, answer)?.map(|_| ());
+        let context = self.context(operation, &attempt.id);
+        let answer = self.run(context, invocation).await?;
+        let written = Self::answer(context, answer)?.map(|_| ());
         if written == Written::Refused(None) {
             // The attempt held the record (a takeover would have left it with a higher
             // fence), and its key outlives the lease by the record's TTL: short of an
@@ -193,6 +204,25 @@ impl RedisStore {
                 "a Redis record vanished under its holder: evicted, lost in a restart without persistence or a failover, or deleted; a duplicate may run the body again");
         }
         Ok(written)
+    }
+}
+
+/// What an error names: the store (Redis), the operation, the record and the store's
+/// key prefix.
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub operation: &'static str,
+    pub id: &'a str,
+    pub prefix: &'a str,
+}
+
+impl std::fmt::Display for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Redis {} of `{}` (key prefix `{}`)",
+            self.operation, self.id, self.prefix
+        )
     }
 }
 
@@ -216,7 +246,7 @@ impl ToRedisArgs for RecordKey<'_> {
 /// `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN`, `READONLY` during a failover) are
 /// transient; the rest (`WRONGTYPE`, a
 /// script error, a missing permission) permanent.
-pub(crate) fn store_error(operation: &'static str, error: RedisError) -> StoreError {
+pub(crate) fn store_error(context: Context<'_>, error: RedisError) -> StoreError {
     const TRANSIENT_CODES: &[&str] = &[
         "OOM",
         "BUSY",
@@ -235,7 +265,7 @@ pub(crate) fn store_error(operation: &'static str, error: RedisError) -> StoreEr
         || error
             .code()
             .is_some_and(|code| TRANSIENT_CODES.contains(&code));
-    let message = format!("Redis {operation} failed: {error}");
+    let message = format!("{context} failed: {error}");
     let classified = if transient {
         StoreError::transient(message)
     } else {
@@ -279,7 +309,10 @@ impl Fields {
 
 /// A record from its hash's fields (`HGETALL`'s flat list), moved out of the reply
 /// without copies; `None` for no fields.
-pub(crate) fn decode_fields(id: &str, fields: Vec<Value>) -> Result<Option<Record>, StoreError> {
+pub(crate) fn decode_fields(
+    context: Context<'_>,
+    fields: Vec<Value>,
+) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
@@ -290,7 +323,7 @@ pub(crate) fn decode_fields(id: &str, fields: Vec<Value>) -> Result<Option<Recor
             (Value::BulkString(name), Some(Value::BulkString(value))) => {
                 let value = String::from_utf8(value).map_err(|_| {
                     StoreError::malformed(format!(
-                        "field `{}` of `{id}` is not UTF-8",
+                        "{context}: field `{}` is not UTF-8",
                         String::from_utf8_lossy(&name)
                     ))
                 })?;
@@ -301,32 +334,33 @@ pub(crate) fn decode_fields(id: &str, fields: Vec<Value>) -> Result<Option<Recor
             }
             other => {
                 return Err(StoreError::malformed(format!(
-                    "the hash of `{id}` holds an unexpected entry: {other:?}"
+                    "{context}: the hash holds an unexpected entry {other:?}"
                 )))
             }
         }
     }
-    decode(id, by_name).map(Some)
+    decode(context, by_name).map(Some)
 }
 
 /// A record from its fields by name.
-fn decode(id: &str, fields: Fields) -> Result<Record, StoreError> {
+fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
+    let id = context.id;
     let text = |field: Option<String>, name: &str| {
-        field.ok_or_else(|| StoreError::malformed(format!("`{id}` has no `{name}` field")))
+        field.ok_or_else(|| StoreError::malformed(format!("{context}: no `{name}` field")))
     };
     let number = |field: Option<String>, name: &str| -> Result<u64, StoreError> {
         text(field, name)?.parse().map_err(|_| {
-            StoreError::malformed(format!("field `{name}` of `{id}` is not a whole number"))
+            StoreError::malformed(format!("{context}: field `{name}` is not a whole number"))
         })
     };
     let state: State = text(fields.state, "state")?
         .parse()
-        .map_err(|e: String| StoreError::malformed(format!("`{id}`: {e}")))?;
+        .map_err(|e: String| StoreError::malformed(format!("{context}: {e}")))?;
     let outcome = match fields.outcome {
         Some(outcome) => Some(
             outcome
                 .parse::<Outcome>()
-                .map_err(|e| StoreError::malformed(format!("`{id}`: {e}")))?,
+                .map_err(|e| StoreError::malformed(format!("{context}: {e}")))?,
         ),
         None => None,
     };
@@ -341,7 +375,7 @@ fn decode(id: &str, fields: Fields) -> Result<Record, StoreError> {
         outcome,
         data: fields.data,
         format: u32::try_from(number(fields.format, "format")?)
-            .map_err(|_| StoreError::malformed(format!("the format of `{id}` is too large")))?,
+            .map_err(|_| StoreError::malformed(format!("{context}: the format is too large")))?,
         codec: text(fields.codec, "codec")?,
     })
 }
@@ -372,13 +406,13 @@ impl Store for RedisStore {
             Err(error) if error.code() == Some("OOM") => {
                 return self.begin_when_full(request, error).await
             }
-            Err(error) => return Err(store_error("begin", error)),
+            Err(error) => return Err(store_error(self.context("begin", &request.id), error)),
         };
-        match self.answer(&request.id, answer)? {
+        let context = self.context("begin", &request.id);
+        match Self::answer(context, answer)? {
             Written::Applied(Some(fence)) if fence > 0 => Ok(Written::Applied(fence as u64)),
             Written::Applied(_) => Err(StoreError::permanent(format!(
-                "Redis's answer to begin on `{}` holds no fence",
-                request.id
+                "{context}: the answer holds no fence"
             ))),
             Written::Refused(current) => Ok(Written::Refused(current)),
         }
@@ -427,20 +461,21 @@ impl Store for RedisStore {
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let context = self.context("read", id);
         let mut connection = self.connection.clone();
         let fields: Value = redis::cmd("HGETALL")
             .arg(self.key_arg(id))
             .query_async(&mut connection)
             .await
-            .map_err(|e| store_error("read", e))?;
+            .map_err(|e| store_error(context, e))?;
         match fields {
-            Value::Array(fields) => decode_fields(id, fields),
+            Value::Array(fields) => decode_fields(context, fields),
             Value::Map(pairs) => {
                 let flat: Vec<Value> = pairs.into_iter().flat_map(|(k, v)| [k, v]).collect();
-                decode_fields(id, flat)
+                decode_fields(context, flat)
             }
             other => Err(StoreError::malformed(format!(
-                "HGETALL of `{id}` answered {other:?}"
+                "{context}: HGETALL answered {other:?}"
             ))),
         }
     }
@@ -451,7 +486,7 @@ impl Store for RedisStore {
             .arg(self.key_arg(id))
             .query_async::<()>(&mut connection)
             .await
-            .map_err(|e| store_error("delete", e))
+            .map_err(|e| store_error(self.context("delete", id), e))
     }
 }
 
@@ -467,6 +502,80 @@ mod tests {
             .expect_err("an error reply")
     }
 
+    const CONTEXT: Context<'static> = Context {
+        operation: "complete",
+        id: "billing#0f3a",
+        prefix: "svc-a:",
+    };
+
+    /// Names the store, the operation, the record and the prefix.
+    fn assert_named(error: &StoreError) {
+        let message = error.to_string();
+        for expected in ["Redis", "complete", "billing#0f3a", "svc-a:"] {
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_redis_error_is_kept_as_the_source_and_the_message_names_store_operation_and_prefix() {
+        let error = store_error(CONTEXT, server_error("WRONGTYPE Operation against a key"));
+        assert_named(&error);
+        let source = std::error::Error::source(&error).expect("the redis error is the source");
+        let source = source
+            .downcast_ref::<RedisError>()
+            .expect("a redis::RedisError");
+        assert_eq!(source.code(), Some("WRONGTYPE"));
+
+        let dropped = store_error(
+            CONTEXT,
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        );
+        assert_named(&dropped);
+        assert!(std::error::Error::source(&dropped)
+            .and_then(|source| source.downcast_ref::<RedisError>())
+            .is_some());
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_read_names_store_operation_and_prefix() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let fields = |fence: &str, format: &str, outcome: &str| {
+            [
+                ("state", "COMPLETED"),
+                ("owner", "a"),
+                ("fence", fence),
+                ("lease_until_ms", "0"),
+                ("expires_at_s", "0"),
+                ("outcome", outcome),
+                ("format", format),
+                ("codec", "json"),
+            ]
+            .into_iter()
+            .flat_map(|(name, value)| [bulk(name), bulk(value)])
+            .collect::<Vec<_>>()
+        };
+        assert!(decode_fields(CONTEXT, fields("1", "1", "ok")).is_ok());
+        let malformed = [
+            fields("x", "1", "ok"),
+            fields("1", "99999999999", "ok"),
+            fields("1", "1", "bogus"),
+            vec![bulk("state"), bulk("BOGUS")],
+            vec![bulk("state"), bulk("INPROGRESS")],
+            vec![bulk("state"), Value::Int(1)],
+            vec![bulk("state"), Value::BulkString(vec![0xff])],
+        ];
+        for fields in malformed {
+            let error = decode_fields(CONTEXT, fields).expect_err("malformed");
+            assert_eq!(error.kind(), StoreErrorKind::Malformed);
+            assert_named(&error);
+        }
+        for answer in [Value::Int(3), Value::Array(vec![Value::Int(2)])] {
+            let error = RedisStore::answer(CONTEXT, answer).expect_err("unexpected");
+            assert_eq!(error.kind(), StoreErrorKind::Permanent);
+            assert_named(&error);
+        }
+    }
+
     #[test]
     fn the_servers_not_now_answers_are_transient_the_rest_permanent() {
         for reply in [
@@ -480,7 +589,7 @@ mod tests {
             "MASTERDOWN Link with MASTER is down",
             "READONLY You can't write against a read only replica.",
         ] {
-            let error = store_error("begin", server_error(reply));
+            let error = store_error(CONTEXT, server_error(reply));
             assert_eq!(error.kind(), StoreErrorKind::Transient, "{reply}");
         }
         for reply in [
@@ -488,7 +597,7 @@ mod tests {
             "ERR Error running script (call to f_0123): user_script:1: oops",
             "NOPERM this user has no permissions to run the 'evalsha' command",
         ] {
-            let error = store_error("begin", server_error(reply));
+            let error = store_error(CONTEXT, server_error(reply));
             assert_eq!(error.kind(), StoreErrorKind::Permanent, "{reply}");
         }
     }

@@ -192,3 +192,30 @@ async fn a_record_that_vanished_under_its_holder_is_logged_with_the_eviction_pol
         assert!(text.contains(expected), "{expected}: {text}");
     }
 }
+
+/// A request that fails at build (the server is gone) keeps the redis error as its
+/// source, and names the store, the request and the prefix.
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn a_failed_request_at_build_keeps_the_redis_error_and_names_the_request() {
+    let server = OwnServer::start(&[]);
+    let connection = server.connection().await;
+    drop(server);
+    let failed = RedisStore::builder(connection)
+        .prefix("gone:")
+        .build()
+        .await;
+    match failed {
+        Err(error @ SetupError::Request { .. }) => {
+            let message = error.to_string();
+            for expected in ["Redis", "CONFIG GET", "gone:"] {
+                assert!(message.contains(expected), "{expected}: {message}");
+            }
+            assert!(error
+                .source()
+                .and_then(|source| source.downcast_ref::<redis::RedisError>())
+                .is_some());
+        }
+        other => panic!("expected a failed request, got {other:?}"),
+    }
+}

@@ -199,7 +199,20 @@ async fn a_hash_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() 
         })
         .await;
     match result {
-        Err(error @ Error::Store { .. }) => assert!(!error.is_retryable(), "{error}"),
+        Err(error @ Error::Store { .. }) => {
+            assert!(!error.is_retryable(), "{error}");
+            // The store's error names Redis, the operation and the prefix, and keeps the
+            // redis error as its source.
+            let store_error = std::error::Error::source(&error).expect("the store's error");
+            let message = store_error.to_string();
+            for expected in ["Redis", "begin", store.prefix(), "WRONGTYPE"] {
+                assert!(message.contains(expected), "{expected}: {message}");
+            }
+            assert!(store_error
+                .source()
+                .and_then(|source| source.downcast_ref::<redis::RedisError>())
+                .is_some_and(|redis| redis.code() == Some("WRONGTYPE")));
+        }
         other => panic!("expected a permanent store error, got {other:?}"),
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0);
