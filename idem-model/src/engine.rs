@@ -2,7 +2,7 @@
 //! its requests and reads their answers with the engine's own functions).
 
 use idem_core::protocol::{
-    self, BeginAnswer, CompleteAnswer, ExtendAnswer, ReleaseAnswer, BEGIN_TRIES,
+    self, BeginAnswer, CommitFate, CompleteAnswer, ExtendAnswer, BEGIN_TRIES,
 };
 use idem_core::store::{Attempt, Outcome, State, Written};
 
@@ -229,10 +229,9 @@ impl Protocol {
                 Answer::Read(record),
             ) => {
                 let attempt = Self::attempt(world, index, fence);
-                if record.is_some_and(|r| r.shows_completion_by(&attempt)) {
-                    self.end(world, index, End::Ran);
-                } else {
-                    self.settle_by_release(world, index, fence);
+                match protocol::settle_by_read(record.as_ref(), &attempt) {
+                    Some(CommitFate::Committed { .. }) => self.end(world, index, End::Ran),
+                    _ => self.settle_by_release(world, index, fence),
                 }
             }
             (
@@ -244,18 +243,18 @@ impl Protocol {
                 Answer::Write(written),
             ) => {
                 let attempt = Self::attempt(world, index, fence);
-                let committed = matches!(&written, Written::Refused(Some(r)) if r.shows_completion_by(&attempt));
-                let end = match protocol::after_release(written, &attempt) {
-                    _ if committed && !self.variant.settle_by_read_only => {
+                let end = match protocol::settle_by_release(written, &attempt) {
+                    // The faulty variant trusts the read alone: a release that did not
+                    // show the completion there means nothing persisted.
+                    _ if self.variant.settle_by_read_only => End::Failed,
+                    CommitFate::Committed { .. } => {
                         world.seen.settled_by_release = true;
                         End::Ran
                     }
                     // Released (by this send or an earlier one): nothing persisted.
-                    ReleaseAnswer::Released | ReleaseAnswer::AlreadyReleased => End::Failed,
-                    // The faulty variant trusts the read alone.
-                    ReleaseAnswer::Lost if self.variant.settle_by_read_only => End::Failed,
+                    CommitFate::RolledBack => End::Failed,
                     // The record is gone or another attempt's: the call cannot tell.
-                    ReleaseAnswer::Lost => End::StoreError,
+                    CommitFate::Unknown => End::StoreError,
                 };
                 self.end(world, index, end);
             }
