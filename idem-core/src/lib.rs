@@ -87,7 +87,7 @@
 //! |---|---|
 //! | DEBUG | one per call with its `outcome` (a release with the body's `error`, as [`Call::describe_errors`] writes it; the attribute uses `Display`, else `Debug`); `waiting for the attempt in progress` (a duplicate with `wait`); `took the key over from an earlier attempt` (`fence` > 1); `released` |
 //! | WARN | a heartbeat late, refused or failed; the body past `max_duration`; a completion refused (lease lost); a release refused or failed; an error or value too large to record; a missing key under `optional_key`; idem disabled (once, when the engine is built) |
-//! | ERROR | executed but not recorded (the store failed at completion); a value that cannot be encoded |
+//! | ERROR | executed but not recorded (the store failed at completion, resends included); a value that cannot be encoded |
 //!
 //! With the feature `metrics`, through the [`metrics`](https://docs.rs/metrics) crate
 //! (install any exporter), labelled by `namespace`:

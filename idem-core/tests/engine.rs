@@ -521,6 +521,11 @@ async fn a_failed_completion_returns_the_value_executed_but_not_recorded() {
         "v",
         "an error would invite a retry that repeats the side effect"
     );
+    let sends = store.calls(Operation::Complete);
+    assert!(
+        (2..=50).contains(&sends),
+        "sent again within the store timeout, then given up: {sends}"
+    );
     let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(
         record.state,
@@ -544,7 +549,55 @@ async fn a_failed_release_still_returns_the_body_error() {
         .run(|_| async { Err(PayError::Timeout) })
         .await;
     assert_eq!(result, Err(PayError::Timeout));
-    assert_eq!(store.calls(Operation::Release), 1);
+    // Sent again within the store timeout, then given up on: the lease will lapse.
+    let sends = store.calls(Operation::Release);
+    assert!((2..=50).contains(&sends), "{sends} releases sent");
+}
+
+/// A completion or a release that meets a transient error is sent again within the
+/// store timeout, so one dropped connection is not `RanNotRecorded` (or a key held for
+/// the whole lease). A resend whose first send was applied (its answer lost) is
+/// recognised by its own write.
+#[tokio::test]
+async fn a_completion_or_release_that_failed_once_is_sent_again() {
+    let (store, _clock, engine) = setup();
+    let runs = AtomicUsize::new(0);
+    for (key, fault) in [("lost", Fault::Transient), ("applied", Fault::LostResponse)] {
+        let before = store.calls(Operation::Complete);
+        store.inject_times(Operation::Complete, fault, 1);
+        let report = call(&engine, key)
+            .run_reported(|_| counted(&runs, "v"))
+            .await
+            .unwrap();
+        assert_eq!(report.source, idem_core::Source::Ran, "{fault:?}");
+        assert_eq!(store.calls(Operation::Complete) - before, 2, "{fault:?}");
+        let record = stored(&store, &engine, key).await.unwrap();
+        assert_eq!(record.state, State::Completed, "{fault:?}");
+        let again = call(&engine, key).run(|_| counted(&runs, "again")).await;
+        assert_eq!(again.unwrap(), "v", "{fault:?}: replayed");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // A release resent: the key is free at once, and a retry runs the body.
+    for (key, fault) in [
+        ("r-lost", Fault::Transient),
+        ("r-applied", Fault::LostResponse),
+    ] {
+        store.inject_times(Operation::Release, fault, 1);
+        let failed: Result<String, PayError> = call(&engine, key)
+            .run(|_| async { Err(PayError::Timeout) })
+            .await;
+        assert_eq!(failed, Err(PayError::Timeout), "{fault:?}");
+        assert_eq!(
+            stored(&store, &engine, key).await.unwrap().lease_until_ms,
+            0,
+            "{fault:?}: released"
+        );
+        let retried: Result<String, PayError> = call(&engine, key)
+            .run(|_| async { Ok("retried".to_owned()) })
+            .await;
+        assert_eq!(retried.unwrap(), "retried", "{fault:?}");
+    }
 }
 
 /// A stale attempt that returns `value` after its lease lapsed and another attempt

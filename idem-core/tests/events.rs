@@ -45,12 +45,16 @@ async fn outages_are_logged_with_namespace_and_digest_never_the_key() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-    let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
+    // A short store timeout: a write that fails is sent again within it.
+    let engine = EngineBuilder::from_arc(store.clone())
+        .store_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
     let digest =
         idem_core::key::digest("events", &idem_core::key::canonical_key(KEY).unwrap(), None);
 
     // Down at complete: the value comes back, executed but not recorded, at error level.
-    store.inject_times(Operation::Complete, Fault::Transient, 1);
+    store.inject(Operation::Complete, Fault::Transient);
     let value = Call::new("events", KEY)
         .engine(&engine)
         .run(|_| async { Ok::<_, Error>(7u8) })
@@ -66,7 +70,8 @@ async fn outages_are_logged_with_namespace_and_digest_never_the_key() {
     assert!(unrecorded.contains(&digest), "{unrecorded}");
 
     // Down at release: the body's error still comes back, with a warning.
-    store.inject_times(Operation::Release, Fault::Transient, 1);
+    store.clear(Operation::Complete);
+    store.inject(Operation::Release, Fault::Transient);
     let failed = Call::new("events", "other")
         .engine(&engine)
         .run(|_| async { Err::<u8, _>(Error::Config("the body's own error".into())) })

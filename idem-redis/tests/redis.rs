@@ -271,3 +271,64 @@ async fn a_flushed_script_cache_is_reloaded_without_an_error() {
     assert_eq!(call("after").await.unwrap(), 5);
     assert_eq!(call("after").await.unwrap(), 5, "replayed");
 }
+
+/// A completion whose connection is killed while it is in flight is sent again (the
+/// connection manager reconnects) and recorded: the caller is told it ran and
+/// recorded, and a duplicate replays, instead of `RanNotRecorded` and a second run
+/// once the lease lapses. Against a server of the test's own, since it pauses writes.
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn a_completion_whose_connection_is_killed_is_sent_again_and_recorded() {
+    let server = common::own_server::OwnServer::start(&[]);
+    let mut own = server.connection().await;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    let store = RedisStore::builder(own).build().await.unwrap();
+    let engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
+    let admin = server.connection().await;
+    let runs = AtomicUsize::new(0);
+    let call = || Call::new(NS, "killed-at-completion").engine(&engine);
+    let first = call()
+        .run_reported(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            // Writes are held at the server, so the completion is in flight when its
+            // connection is killed.
+            let mut admin = admin.clone();
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(400)
+                .arg("WRITE")
+                .query_async::<()>(&mut admin)
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query_async::<()>(&mut admin)
+                    .await
+                    .unwrap();
+            });
+            Ok::<_, Error>(1u8)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.source, idem_core::Source::Ran);
+    let again = call()
+        .run_reported(|_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(2u8)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.value, again.source),
+        (1, idem_core::Source::Replayed)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -2,16 +2,22 @@
 //! its key released, and what the caller is told.
 
 use std::any::Any;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::guard::Guard;
+use super::guard::{store_call_within, Guard};
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, CompleteAnswer, ReleaseAnswer};
-use crate::store::{Attempt, Completion, Outcome, StoreError, Written};
+use crate::store::{Attempt, Completion, Outcome, StoreError, StoreErrorKind, Written};
+
+/// The first pause before a completion or a release is sent again, and the longest.
+const RESEND_FIRST: Duration = Duration::from_millis(10);
+const RESEND_MAX: Duration = Duration::from_millis(200);
 
 /// How a body failed.
 pub(super) enum Failure<E> {
@@ -32,6 +38,39 @@ pub(super) enum Completed {
 }
 
 impl Guard {
+    /// Sends a completion or a release (`send` makes the request), and sends it again
+    /// after a transient error, pausing in between, while the engine's store timeout,
+    /// counted from the first send, allows; each resend gets what is left of it. A
+    /// resend is safe: the store's answer to it is read by the same rules, where a
+    /// refusal that shows this attempt's own write counts as applied (an earlier send
+    /// that was applied, its answer lost). The last answer is returned.
+    async fn resent<F>(
+        &self,
+        operation: &'static str,
+        send: impl Fn() -> F,
+    ) -> Result<Written<()>, StoreError>
+    where
+        F: Future<Output = Result<Written<()>, StoreError>>,
+    {
+        let timeout = self.engine.defaults().store_timeout;
+        let first = Instant::now();
+        let mut pause = RESEND_FIRST;
+        let mut answer = self.store_call(operation, send()).await;
+        loop {
+            let left = timeout.saturating_sub(first.elapsed() + pause);
+            match &answer {
+                Err(error) if error.kind() == StoreErrorKind::Transient && !left.is_zero() => {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        %error, "the {operation} failed; sending it again");
+                }
+                _ => return answer,
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RESEND_MAX);
+            answer = store_call_within(&self.namespace, operation, send(), left).await;
+        }
+    }
+
     /// A failed body: its error recorded (as `errors` says) or its key released; the
     /// error goes back to the caller, a panic goes on.
     pub(super) async fn fail<T, E, P>(
@@ -87,7 +126,7 @@ impl Guard {
         let (spilled, completion) = self.value_completion(&value);
         let store = &self.engine.store();
         let answer = self
-            .store_call("complete", store.complete(attempt, &completion))
+            .resent("complete", || store.complete(attempt, &completion))
             .await;
         let completed = self.completed(attempt, &completion, answer);
         if let Completed::Recorded { .. } = completed {
@@ -162,7 +201,7 @@ impl Guard {
         let completion = self.terms().completion(self.clock_now(), outcome, data);
         let store = &self.engine.store();
         let answer = self
-            .store_call("complete", store.complete(attempt, &completion))
+            .resent("complete", || store.complete(attempt, &completion))
             .await;
         if let Completed::Recorded { .. } = self.completed(attempt, &completion, answer) {
             self.remember(attempt, &completion);
@@ -216,7 +255,7 @@ impl Guard {
     /// Releases the key, logs how it went, and hands back the store's answer.
     pub(super) async fn send_release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let store = &self.engine.store();
-        let answer = self.store_call("release", store.release(attempt)).await;
+        let answer = self.resent("release", || store.release(attempt)).await;
         match &answer {
             // A refusal is rare: its record is cloned to be read by the engine's rules.
             Ok(written) => match protocol::after_release(written.clone(), attempt) {

@@ -113,7 +113,19 @@ pub(super) async fn store_call<R>(
     operation: &'static str,
     call: impl Future<Output = Result<R, StoreError>>,
 ) -> Result<R, StoreError> {
-    let timeout = engine.defaults().store_timeout;
+    store_call_within(namespace, operation, call, engine.defaults().store_timeout).await
+}
+
+/// [`store_call`] under `timeout` instead of the engine's: a resend gets what is left
+/// of the first send's timeout.
+// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
+#[allow(clippy::ptr_arg)]
+pub(super) async fn store_call_within<R>(
+    namespace: &Cow<'static, str>,
+    operation: &'static str,
+    call: impl Future<Output = Result<R, StoreError>>,
+    timeout: Duration,
+) -> Result<R, StoreError> {
     let started = observe::Started::now();
     // The call is polled once per wake-up. A store that answers at once (the
     // in-memory one) arms no timer; the timeout is armed the first time the call is

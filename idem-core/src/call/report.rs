@@ -26,8 +26,9 @@ pub struct Report<T> {
 pub enum Source {
     /// This call ran the body, and its value was recorded for duplicates.
     Ran,
-    /// This call ran the body, but the store failed at completion: the value is not
-    /// recorded, and a duplicate after the lease lapses runs the body again.
+    /// This call ran the body, but the store failed at completion, each resend within
+    /// the store timeout too: the value is not recorded, and a duplicate after the lease
+    /// lapses runs the body again.
     RanNotRecorded,
     /// A duplicate: the value recorded by an earlier call, the body not run.
     Replayed,
