@@ -154,8 +154,14 @@
 //! How long a completed record is replayed (default 1 h, counted from completion); how
 //! long a lease lasts without a heartbeat (default 30 s; heartbeats renew it every
 //! `lease / 3`); how long heartbeats keep a running body's lease (default 15 min). Each
-//! takes a duration literal checked at compile time (`"500ms"`, `"30s"`, `"15m"`,
-//! `"24h"`, `"7days"`) or a [`Duration`](std::time::Duration) expression.
+//! takes a duration literal (`"500ms"`, `"30s"`, `"15m"`, `"24h"`, `"7days"`) or a
+//! [`Duration`](std::time::Duration) expression. A ttl is at least 1 s (records expire
+//! on whole seconds) and a lease at least 30 ms: a literal below these is refused at
+//! compile time, by the engine's own rule
+//! ([`protocol::ttl_refusal`](idem_core::protocol::ttl_refusal)). A lease must also be
+//! longer than 1.5 x the engine's store timeout (5 s by default, so 7.5 s), since its
+//! first heartbeat may take the whole timeout: only the engine knows it, so a shorter
+//! lease is refused when the call runs ([`Error::Config`]).
 //! ```
 //! # use idem::{idempotent, Error};
 //! # use std::time::Duration;

@@ -104,7 +104,9 @@
 //! completion loses; and if the connection manager reconnected between the completion
 //! and its `WAIT`, the `WAIT` counts the new connection's writes (none) and answers at
 //! once. `WAIT` also blocks the connection on the server: every call sharing the
-//! connection manager waits behind it, up to its timeout.
+//! connection manager waits behind it, up to its timeout, and one waiting past the
+//! connection's response timeout (500 ms by default in the `redis` crate) fails with a
+//! transient timeout: keep the `WAIT` timeout below it.
 //!
 //! # Errors
 //! A lost or refused connection, a timeout, `OOM`, `BUSY`, `LOADING`, `TRYAGAIN`,
@@ -124,6 +126,10 @@
 //! server, against Redis 7.0 on one node. Each script touches one key, so the store is
 //! meant to work on Redis Cluster and on Valkey as well; neither was tested here.
 #![warn(missing_docs)]
+
+/// The `redis` crate this store is built on: give the store a connection of this
+/// version (`idem_redis::redis::aio::ConnectionManager`).
+pub use redis;
 
 mod scripts;
 mod setup;

@@ -246,9 +246,10 @@ impl RedisStoreBuilder {
     /// option narrows: a failover before a replica has it loses it.
     ///
     /// `WAIT` blocks the connection on the server: every call sharing the connection
-    /// manager waits behind it, up to `timeout`. Keep `timeout` below the connection's
-    /// response timeout (500 ms by default in the `redis` crate; a `WAIT` cut by it is
-    /// logged like a short one) and well below the engine's store timeout (5 s by
+    /// manager waits behind it, up to `timeout`, and a call that waits past the
+    /// connection's response timeout fails with a transient timeout. Keep `timeout`
+    /// below that response timeout (500 ms by default in the `redis` crate; a `WAIT` cut
+    /// by it is logged like a short one) and well below the engine's store timeout (5 s by
     /// default), which cuts the whole completion. A zero timeout is sent as 1 ms
     /// (`WAIT` waits forever on 0).
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
