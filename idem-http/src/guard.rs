@@ -24,8 +24,9 @@ pub(crate) async fn guard<S, ReqBody, ResBody>(
     request: Request<ReqBody>,
 ) -> Result<Response<Body>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
+    S::Error: Send + 'static,
     ReqBody: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
@@ -43,8 +44,44 @@ where
         Ok(prepared) => prepared,
         Err(refused) => return Ok(boxed(refused.response(config.retry_after_s))),
     };
-    let (outcome, handled) = run(inner, &config, call, request).await;
+    let (outcome, handled) = detached(inner, config.clone(), call, request).await;
     answer(outcome, handled, &config).map(boxed)
+}
+
+/// Runs the guarded call on a task of its own, when there is a tokio runtime (every
+/// axum server has one): a client that gives up drops only this request's future, the
+/// waiting, while the handler runs to its end and its response is recorded, so the
+/// client's retry replays it instead of meeting the key in progress for the whole lease
+/// and then running the handler again. A handler that panics is answered with
+/// [`Problem::HandlerPanicked`] (the engine has released the key) instead of a closed
+/// connection. Without a runtime the call runs in this future, as a plain `Service`
+/// call would.
+async fn detached<S, ReqBody, ResBody>(
+    inner: S,
+    config: Arc<Config>,
+    call: Call,
+    request: Request<ReqBody>,
+) -> (
+    Result<Report<Recorded>, Failed<S::Error>>,
+    Option<Response<Bytes>>,
+)
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return run(inner, &config, call, request).await;
+    };
+    let task = runtime.spawn(async move { run(inner, &config, call, request).await });
+    match task.await {
+        Ok(done) => done,
+        Err(stopped) if stopped.is_panic() => (Err(Failed::Panicked), None),
+        Err(_) => (Err(Failed::Stopped), None),
+    }
 }
 
 /// The guarded call for a request with a key: its scope checked, its body read whole
@@ -82,6 +119,10 @@ enum Failed<E> {
     NotRecorded,
     /// The handler's response body could not be read.
     ResponseBody(BoxError),
+    /// The handler panicked: the engine released the key.
+    Panicked,
+    /// The handler's task was stopped before it answered (the runtime shutting down).
+    Stopped,
 }
 
 impl<E> From<Error> for Failed<E> {
@@ -150,6 +191,18 @@ fn answer<E>(
             Ok(Problem::RecordUnreadable
                 .response("the handler's response body could not be read", retry))
         }
+        Err(Failed::Panicked) => {
+            tracing::error!(target: "idem", "the handler panicked; the key is released");
+            Ok(Problem::HandlerPanicked.response(
+                "the handler panicked; the key was released, so a retry runs it again",
+                retry,
+            ))
+        }
+        Err(Failed::Stopped) => Ok(Problem::HandlerStopped.response(
+            "the server stopped the handler before it answered (shutting down); a retry \
+             replays its response if it was recorded, or runs it once the key is free",
+            retry,
+        )),
         Err(Failed::Idem(error)) => Ok(problem::for_idem_error(error, handled, retry)),
     }
 }

@@ -211,7 +211,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotent<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: Send,
+    S::Error: Send + 'static,
     ReqBody: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,

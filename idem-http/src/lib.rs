@@ -32,6 +32,13 @@
 //! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
+//! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
+//!
+//! **The handler outlives its client.** On a tokio runtime (every axum server), the
+//! guarded call runs on a task of its own: a client that times out or disconnects drops
+//! only the waiting, while the handler runs to its end and its response is recorded, so
+//! the client's retry replays it. (Were it cancelled with the connection, the retry would
+//! meet the key in progress for the whole lease, then run the handler a second time.)
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key

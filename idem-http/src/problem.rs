@@ -32,6 +32,11 @@ pub enum Problem {
     StoreUnavailable,
     /// 500: the recorded response cannot be read back (the handler did not run).
     RecordUnreadable,
+    /// 500: the handler panicked; the key was released, so a retry runs it again.
+    HandlerPanicked,
+    /// 503 with `Retry-After`: the server stopped the handler's task before it answered
+    /// (its runtime shutting down).
+    HandlerStopped,
 }
 
 impl Problem {
@@ -46,8 +51,10 @@ impl Problem {
             Problem::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InProgress | Problem::ResponseNotStored => StatusCode::CONFLICT,
-            Problem::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Problem::RecordUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::StoreUnavailable | Problem::HandlerStopped => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::RecordUnreadable | Problem::HandlerPanicked => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -66,6 +73,8 @@ impl Problem {
             Problem::ResponseNotStored => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.ResponseNotStored",
             Problem::StoreUnavailable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.StoreUnavailable",
             Problem::RecordUnreadable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RecordUnreadable",
+            Problem::HandlerPanicked => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerPanicked",
+            Problem::HandlerStopped => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerStopped",
         }
     }
 
@@ -82,6 +91,8 @@ impl Problem {
             Problem::ResponseNotStored => "The response to this idempotency key was not stored",
             Problem::StoreUnavailable => "The idempotency store is unavailable",
             Problem::RecordUnreadable => "The recorded response cannot be read",
+            Problem::HandlerPanicked => "The handler panicked",
+            Problem::HandlerStopped => "The handler was stopped before it answered",
         }
     }
 
@@ -100,7 +111,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Problem::InProgress | Problem::StoreUnavailable) {
+        if matches!(
+            self,
+            Problem::InProgress | Problem::StoreUnavailable | Problem::HandlerStopped
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -187,6 +201,8 @@ mod tests {
             Problem::ResponseNotStored,
             Problem::StoreUnavailable,
             Problem::RecordUnreadable,
+            Problem::HandlerPanicked,
+            Problem::HandlerStopped,
         ];
         for problem in all {
             assert_eq!(

@@ -415,9 +415,11 @@ async fn a_body_that_crashes_after_its_downstream_request_sends_the_same_key_whe
             .header("idempotency-key", "order-7")
             .send()
     };
-    assert!(
-        send().await.is_err(),
-        "the crashed request gets no response"
+    let crashed = send().await.unwrap();
+    assert_eq!(
+        problem(crashed).await,
+        (500, "HandlerPanicked".to_owned()),
+        "the crashed request is answered with a problem"
     );
     assert_eq!(
         send().await.unwrap().status(),
@@ -480,4 +482,63 @@ async fn the_header_the_methods_and_the_server_error_policy_are_configurable() {
         .await
         .unwrap();
     assert_eq!(problem(other).await, (400, "MissingKey".into()));
+}
+
+/// The commonest retry: a client that times out and gives up. Its handler is not
+/// cancelled with its connection: it runs to its end and its response is recorded, so
+/// the retry replays it (it used to meet the key in progress for the whole lease, then
+/// run the handler a second time).
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cancel_the_handler_and_its_retry_replays() {
+    let payments = Payments {
+        delay: Duration::from_millis(400),
+        ..Payments::default()
+    };
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"gave-up\"")
+        .body("10 EUR")
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+    // Past the handler's end, far inside the 30 s lease.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = pay(&server.url, Some("\"gave-up\""), "10 EUR").await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A handler that panics: its caller gets a 500 problem, not a closed connection, and
+/// the key is released, so the retry runs the handler again.
+#[tokio::test]
+async fn a_panicking_handler_is_answered_with_a_problem_and_its_retry_runs_again() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler_runs = runs.clone();
+    let app = Router::new()
+        .route(
+            "/payments",
+            post(move || {
+                let runs = handler_runs.clone();
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("the first run panics");
+                    }
+                    (StatusCode::CREATED, "paid")
+                }
+            }),
+        )
+        .layer(IdempotencyLayer::new(engine()));
+    let server = serve(app).await;
+    let first = pay(&server.url, Some("\"panics\""), "10 EUR").await;
+    assert_eq!(problem(first).await, (500, "HandlerPanicked".to_owned()));
+    let retry = pay(&server.url, Some("\"panics\""), "10 EUR").await;
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
