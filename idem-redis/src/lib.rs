@@ -65,7 +65,8 @@
 //! complete, extend and release may still write (`allow-oom`), so an attempt whose body
 //! ran is recorded, or gives its key back. A duplicate of a live record is answered as
 //! usual from a read (a completed key replays, one in progress is in progress); only a
-//! new or free key waits for memory. Script flags need Redis 7 or newer (or Valkey).
+//! new or free key waits for memory. Script flags need Redis 7 or newer (or Valkey): [`RedisStoreBuilder::build`]
+//! refuses an older server ([`SetupError::ScriptsUnsupported`]).
 //!
 //! # Durability
 //! idem's guarantee lasts as long as its records do, and Redis answers a write once it
@@ -109,7 +110,8 @@
 //! transient timeout: keep the `WAIT` timeout below it.
 //!
 //! # Errors
-//! A lost or refused connection, a timeout, `OOM`, `BUSY`, `LOADING`, `TRYAGAIN`,
+//! A lost or refused connection, a timeout, `OOM`, `NOREPLICAS`, `MISCONF`, `BUSY`,
+//! `LOADING`, `TRYAGAIN`,
 //! `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN` and `READONLY` are transient; a wrong type
 //! (`WRONGTYPE`), a script error or a missing permission permanent; a hash that cannot
 //! be decoded malformed (the call gets a decode error; the body never runs over it).

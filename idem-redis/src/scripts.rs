@@ -110,10 +110,20 @@ const DENY_OOM: &str = "#!lua";
 /// The shebang of a script that runs, and writes, when memory is full.
 const ALLOW_OOM: &str = "#!lua flags=allow-oom";
 
+/// A script's source: its shebang, the prelude, its body.
+fn source(shebang: &str, body: &str) -> String {
+    format!("{shebang}\n{PRELUDE}{body}")
+}
+
+/// Begin's source, which `build` loads to check that the server takes script flags
+/// (Redis 7 or newer).
+pub(crate) fn begin_source() -> String {
+    source(DENY_OOM, BEGIN)
+}
+
 impl Scripts {
     pub fn new() -> Self {
-        let script =
-            |shebang: &str, body: &str| redis::Script::new(&format!("{shebang}\n{PRELUDE}{body}"));
+        let script = |shebang: &str, body: &str| redis::Script::new(&source(shebang, body));
         Scripts {
             begin: script(DENY_OOM, BEGIN),
             complete: script(ALLOW_OOM, COMPLETE),

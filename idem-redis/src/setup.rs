@@ -59,6 +59,20 @@ pub enum SetupError {
         /// The server's `redis_version` (`INFO server`).
         version: String,
     },
+    /// The server cannot compile idem's scripts: they open with a Redis 7 shebang
+    /// (`#!lua`, which sets how each meets a full memory), which older servers (Redis 6,
+    /// KeyDB, older managed Redis) read as a syntax error.
+    #[error(
+        "the Redis server cannot compile idem's scripts (store prefix `{prefix}`): they use \
+         Redis 7 script flags (`#!lua`); use Redis 7 or newer, or Valkey: {source}"
+    )]
+    ScriptsUnsupported {
+        /// The store's key prefix.
+        prefix: String,
+        /// The server's answer to `SCRIPT LOAD`.
+        #[source]
+        source: redis::RedisError,
+    },
     /// A request failed.
     #[error("Redis {operation} failed while building the store (key prefix `{prefix}`): {source}")]
     Request {
@@ -283,6 +297,7 @@ impl RedisStoreBuilder {
     /// [`wait_for_aof`](Self::wait_for_aof), a server older than Redis 7.2 is refused
     /// ([`SetupError::WaitAofUnsupported`]).
     pub async fn build(self) -> Result<RedisStore, SetupError> {
+        self.scripts_compile().await?;
         if let Some(Durability::Aof { .. }) = self.durability {
             self.waitaof_is_supported().await?;
         }
@@ -310,6 +325,36 @@ impl RedisStoreBuilder {
             scripts: Arc::new(Scripts::new()),
             eviction: Arc::new(eviction),
             durability: self.durability,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Loads begin's script (`SCRIPT LOAD`), which fails to compile on a server older
+    /// than Redis 7 ([`SetupError::ScriptsUnsupported`]). A server that refuses `SCRIPT`
+    /// itself is not judged here: the scripts are loaded by the calls that run them.
+    async fn scripts_compile(&self) -> Result<(), SetupError> {
+        let mut connection = self.connection.clone();
+        let loaded: Result<String, RedisError> = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(crate::scripts::begin_source())
+            .query_async(&mut connection)
+            .await;
+        match loaded {
+            Ok(_) => Ok(()),
+            Err(source) if cannot_compile(&source) => Err(SetupError::ScriptsUnsupported {
+                prefix: self.prefix.clone(),
+                source,
+            }),
+            Err(error) if error.code().is_some() => {
+                tracing::debug!(target: "idem", prefix = %self.prefix, %error,
+                    "SCRIPT LOAD refused; the scripts are loaded when first run");
+                Ok(())
+            }
+            Err(source) => Err(SetupError::Request {
+                operation: "SCRIPT LOAD",
+                prefix: self.prefix.clone(),
+                source,
+            }),
         }
     }
 
@@ -355,7 +400,9 @@ impl RedisStoreBuilder {
         let (policy, maxmemory) = match config.await {
             Ok(answers) => answers,
             // The server refused CONFIG (a managed service): the user's word, or an error.
-            Err(error) if error.code().is_some() => {
+            // Any other answer (LOADING, BUSY, a failover...) is a failed request: the
+            // server would answer later, and must be read then.
+            Err(error) if refuses_config(&error) => {
                 if self.eviction == EvictionCheck::VerifyOrAssume {
                     tracing::info!(target: "idem", prefix = %self.prefix, %error,
                         "Redis refused CONFIG GET; maxmemory-policy noeviction is taken as asserted (assume_noeviction)");
@@ -374,7 +421,19 @@ impl RedisStoreBuilder {
                 })
             }
         };
-        let policy = policy.unwrap_or_default();
+        let Some(policy) = policy else {
+            // A server that answers CONFIG GET without the parameter cannot be read.
+            if self.eviction == EvictionCheck::VerifyOrAssume {
+                return Ok(Eviction::Asserted);
+            }
+            return Err(SetupError::EvictionPolicyUnknown {
+                prefix: self.prefix.clone(),
+                source: RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "CONFIG GET answered no maxmemory-policy",
+                )),
+            });
+        };
         let maxmemory: u64 = maxmemory.and_then(|m| m.parse().ok()).unwrap_or(0);
         if maxmemory > 0 && policy != "noeviction" {
             return Err(SetupError::EvictionPolicy {
@@ -385,6 +444,18 @@ impl RedisStoreBuilder {
         }
         Ok(Eviction::Read { policy, maxmemory })
     }
+}
+
+/// Whether `error` is a script that does not compile (`ERR Error compiling script`).
+fn cannot_compile(error: &RedisError) -> bool {
+    error.code() == Some("ERR") && error.to_string().contains("compiling script")
+}
+
+/// Whether `error` is the server refusing `CONFIG` itself (an unknown or renamed
+/// command, `ERR`; an ACL without it, `NOPERM`), as managed services do, rather than a
+/// "not now" answer.
+fn refuses_config(error: &RedisError) -> bool {
+    matches!(error.code(), Some("ERR" | "NOPERM"))
 }
 
 /// One parameter's value by `CONFIG GET`, `None` when the server does not know it.
@@ -441,6 +512,45 @@ fn version_at_least(version: &str, least: (u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error as the server sends it (`-CODE message`), parsed by the `redis` crate.
+    fn server_error(reply: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+            .and_then(|value| value.extract_error())
+            .expect_err("an error reply")
+    }
+
+    #[test]
+    fn a_script_that_does_not_compile_is_told_from_other_refusals() {
+        let redis_6 = server_error(
+            "ERR Error compiling script (new function): user_script:1: unexpected symbol near '#'",
+        );
+        assert!(cannot_compile(&redis_6));
+        for other in [
+            "NOPERM this user has no permissions to run the 'script|load' command",
+            "BUSY Redis is busy running a script",
+            "ERR unknown command 'SCRIPT'",
+        ] {
+            assert!(!cannot_compile(&server_error(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn only_a_refused_config_is_taken_as_refused() {
+        for refused in [
+            "ERR unknown command 'CONFIG', with args beginning with: 'GET' 'maxmemory-policy'",
+            "NOPERM this user has no permissions to run the 'config|get' command",
+        ] {
+            assert!(refuses_config(&server_error(refused)), "{refused}");
+        }
+        for not_now in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script",
+            "MASTERDOWN Link with MASTER is down",
+        ] {
+            assert!(!refuses_config(&server_error(not_now)), "{not_now}");
+        }
+    }
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())

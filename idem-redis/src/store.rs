@@ -1,6 +1,7 @@
 //! The Redis store: the `Store` mapping onto one hash per record and one script per
 //! transition.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +28,9 @@ pub struct RedisStore {
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) eviction: Arc<Eviction>,
     pub(crate) durability: Option<Durability>,
+    /// Set while a `WAIT` is in flight on the shared connection: at most one is, so the
+    /// begins and heartbeats queued behind it wait one `WAIT` timeout at most.
+    pub(crate) waiting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -162,6 +166,17 @@ impl RedisStore {
                 (command, local, replicas)
             }
         };
+        // `WAIT` blocks the connection on the server, and every call of this store
+        // shares it: a second `WAIT` queued behind the first would hold the begins and
+        // heartbeats behind both, and under load the queue would grow until leases
+        // lapse. One at a time; a completion that finds one in flight is not waited for.
+        if self.waiting.swap(true, Ordering::AcqRel) {
+            tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
+                command = %durability,
+                "Redis WAIT after a completion skipped: another completion's WAIT is in flight on the shared connection; the completion is applied on the primary and counts, but a failover or restart may lose it");
+            return;
+        }
+        let _done = WaitDone(&self.waiting);
         let mut connection = self.connection.clone();
         let answer: Result<Value, RedisError> = command.query_async(&mut connection).await;
         // (local fsyncs, replicas) that acknowledged the completion.
@@ -226,6 +241,16 @@ impl std::fmt::Display for Context<'_> {
     }
 }
 
+/// Clears the store's `WAIT`-in-flight flag when the `WAIT` ends, or its future is
+/// dropped.
+struct WaitDone<'a>(&'a AtomicBool);
+
+impl Drop for WaitDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// A record's Redis key (the store's prefix, then the record id), written straight
 /// into the command's argument: no key string is built first.
 struct RecordKey<'a> {
@@ -242,13 +267,16 @@ impl ToRedisArgs for RecordKey<'_> {
 }
 
 /// Classes a `redis` error: a lost or refused connection, a timeout, and the server's
-/// "not now" answers (`OOM` when memory is full, `BUSY`, `LOADING`, `TRYAGAIN`,
-/// `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN`, `READONLY` during a failover) are
-/// transient; the rest (`WRONGTYPE`, a
+/// "not now" answers (`OOM` when memory is full, `NOREPLICAS` under
+/// `min-replicas-to-write`, `MISCONF` when it cannot persist, `BUSY`, `LOADING`,
+/// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `MASTERDOWN`, `READONLY` during a failover)
+/// are transient; the rest (`WRONGTYPE`, a
 /// script error, a missing permission) permanent.
 pub(crate) fn store_error(context: Context<'_>, error: RedisError) -> StoreError {
     const TRANSIENT_CODES: &[&str] = &[
         "OOM",
+        "NOREPLICAS",
+        "MISCONF",
         "BUSY",
         "LOADING",
         "TRYAGAIN",
@@ -580,6 +608,8 @@ mod tests {
     fn the_servers_not_now_answers_are_transient_the_rest_permanent() {
         for reply in [
             "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOREPLICAS Not enough good replicas to write.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
             "BUSY Redis is busy running a script",
             "LOADING Redis is loading the dataset in memory",
             "TRYAGAIN Multiple keys request during rehashing of slot",

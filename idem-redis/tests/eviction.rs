@@ -208,7 +208,7 @@ async fn a_failed_request_at_build_keeps_the_redis_error_and_names_the_request()
     match failed {
         Err(error @ SetupError::Request { .. }) => {
             let message = error.to_string();
-            for expected in ["Redis", "CONFIG GET", "gone:"] {
+            for expected in ["Redis", "SCRIPT LOAD", "gone:"] {
                 assert!(message.contains(expected), "{expected}: {message}");
             }
             assert!(error
