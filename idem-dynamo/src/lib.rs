@@ -11,7 +11,7 @@
 //! // DynamoDB Local): static credentials, a region and the endpoint.
 //! let client = idem_dynamo::local_client("http://127.0.0.1:8000");
 //!
-//! // Checks the table's key schema and TTL once, at start-up.
+//! // Checks the table's key schema, replication and TTL once, at start-up.
 //! let store = DynamoStore::builder(client, "idempotency").build().await?;
 //! Engine::new(store).install()?;
 //! # Ok(()) }
@@ -72,10 +72,51 @@
 //! | what | actions |
 //! |---|---|
 //! | guarded calls | `dynamodb:UpdateItem`, `dynamodb:GetItem` |
-//! | [`DynamoStoreBuilder::build`] | `dynamodb:DescribeTable`, and `dynamodb:DescribeTimeToLive` unless [`check_ttl(false)`](DynamoStoreBuilder::check_ttl) |
+//! | [`DynamoStoreBuilder::build`] | `dynamodb:DescribeTable`, and `dynamodb:DescribeTimeToLive` unless [`check_ttl(false)`](DynamoStoreBuilder::check_ttl); `dynamodb:DescribeGlobalTable` for a table with a `NEW_AND_OLD_IMAGES` stream and no replicas listed (see [Global tables](#global-tables)) |
 //! | [`DynamoStoreBuilder::build_unchecked`] | none |
 //! | [`DynamoStoreBuilder::create_table`] | `dynamodb:CreateTable`, `dynamodb:DescribeTable`, `dynamodb:UpdateTimeToLive` |
 //! | `Store::delete` (operators) | `dynamodb:DeleteItem` |
+//!
+//! A denied setup request fails with [`SetupError::PermissionMissing`], which names the
+//! IAM action (`dynamodb:DescribeTable`, ...) and how to do without it.
+//!
+//! # Global tables
+//! DynamoDB checks a conditional write only in the region that receives it. On a global
+//! table with eventual consistency (the default mode of version 2019.11.21, and the only
+//! one of the legacy version 2017.11.29), a write is replicated to the other regions
+//! after it is applied, and concurrent writes to one item from two regions are settled
+//! by last writer wins. For idem this means: **two calls with one key that reach two
+//! regions within the replication delay (typically under a second) can both begin, and
+//! both run the body**; the record then converges to one of the two attempts (the last
+//! writer's), whose outcome later duplicates get. Leases, fences and releases are per
+//! region in the same way, so a fence does not fence off a holder in another region.
+//!
+//! [`DynamoStoreBuilder::build`] therefore reads the table's replication and refuses an
+//! eventually consistent global table with [`SetupError::EventuallyConsistentReplicas`],
+//! which names the table, its regions and the fix:
+//!
+//! - a table without replicas is accepted;
+//! - a multi-Region strongly consistent table (MRSC, `MultiRegionConsistency` `STRONG`)
+//!   is accepted: a write is replicated to another region before it is acknowledged, a
+//!   condition is evaluated against the item's latest version whichever region wrote
+//!   it, and a write that conflicts with one in flight from another region fails with
+//!   `ReplicatedWriteConflictException` (a transient error). AWS has listed TTL among
+//!   what an MRSC table lacks: where DescribeTimeToLive reports it disabled, build with
+//!   [`check_ttl(false)`](DynamoStoreBuilder::check_ttl); expired records then stay in
+//!   the table (idem still treats them as free and takes them over);
+//! - a 2019.11.21 table with replicas and eventual consistency, and a 2017.11.29 (legacy)
+//!   global table, are refused unless the builder is told
+//!   [`allow_eventually_consistent_replicas()`](DynamoStoreBuilder::allow_eventually_consistent_replicas),
+//!   for deployments that send every call of a key to one region (the others standing
+//!   by for failover) or that accept a rare second run across regions.
+//!
+//! DescribeTable lists a current global table's replicas (in the other regions) and its
+//! consistency mode. A legacy global table is known for sure only to
+//! DescribeGlobalTable (AWS's documented way to tell the version), so `build` asks it
+//! when DescribeTable does not name the version and lists no replicas, and the table has
+//! the stream every legacy replica needs (`NEW_AND_OLD_IMAGES`): only such tables need
+//! `dynamodb:DescribeGlobalTable`. [`build_unchecked`](DynamoStoreBuilder::build_unchecked)
+//! checks nothing, replication included.
 //!
 //! # The table in CloudFormation / SAM
 //! ```yaml

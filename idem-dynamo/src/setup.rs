@@ -5,9 +5,11 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::ReplicaDescription;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, MultiRegionConsistency,
+    ScalarAttributeType, StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -59,6 +61,46 @@ pub enum SetupError {
         /// What DynamoDB reported.
         status: String,
     },
+    /// The table is an eventually consistent global table (replicas in other regions,
+    /// or a legacy 2017.11.29 global table) and the builder was not told to accept one
+    /// ([`DynamoStoreBuilder::allow_eventually_consistent_replicas`]).
+    #[error(
+        "the DynamoDB table `{table}` is a global table (version {version}) replicated with \
+         eventual consistency across the regions {regions}: a conditional write is checked in \
+         one region only, so two regions can both begin one key and both run its body, and \
+         the record then converges to the last writer's; use a table without replicas or a \
+         multi-Region strongly consistent global table (MultiRegionConsistency STRONG), or \
+         accept this with `.allow_eventually_consistent_replicas()`"
+    )]
+    EventuallyConsistentReplicas {
+        /// The table's name.
+        table: String,
+        /// The global tables version: `2019.11.21` (current) or `2017.11.29` (legacy).
+        version: String,
+        /// The regions the table is replicated in, as far as DynamoDB named them (this
+        /// client's region first when known), comma-separated.
+        regions: String,
+    },
+    /// The role lacks a permission a setup request needs (`AccessDeniedException`).
+    #[error(
+        "DynamoDB {operation} on `{table}` was denied: the role needs `{action}` ({fix}): \
+         {message}"
+    )]
+    PermissionMissing {
+        /// The table's name.
+        table: String,
+        /// The operation denied.
+        operation: &'static str,
+        /// The IAM action it needs, e.g. `dynamodb:DescribeTable`.
+        action: String,
+        /// What needs the action, and how to do without it.
+        fix: &'static str,
+        /// The SDK's error with its context, as text.
+        message: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// A request failed.
     #[error("DynamoDB {operation} on `{table}` failed: {message}")]
     Request {
@@ -92,6 +134,7 @@ pub struct DynamoStoreBuilder {
     layout: KeyLayout,
     prefix: String,
     check_ttl: bool,
+    allow_eventually_consistent_replicas: bool,
 }
 
 impl DynamoStore {
@@ -104,6 +147,7 @@ impl DynamoStore {
             layout: KeyLayout::default(),
             prefix: String::new(),
             check_ttl: true,
+            allow_eventually_consistent_replicas: false,
         }
     }
 }
@@ -144,6 +188,26 @@ impl DynamoStoreBuilder {
         self
     }
 
+    /// Accepts an eventually consistent global table: a table with replicas in other
+    /// regions whose `MultiRegionConsistency` is not `STRONG`, or a legacy (2017.11.29)
+    /// global table, which [`build`](Self::build) refuses otherwise.
+    ///
+    /// What breaks: DynamoDB checks a conditional write in the region that receives it
+    /// only, and replicates it to the others within about a second. Two calls with one
+    /// key that reach two regions within that window can both begin, so **both run the
+    /// body**; each region's record then converges to one of the two writes (the last
+    /// writer wins), whose outcome later duplicates see. A lease, a fence and a release
+    /// are per region in the same way. Within one region nothing changes: calls that all
+    /// reach one region (one writer region, with the others for failover) run a body once
+    /// per key, up to a failover, whose in-flight writes may not have replicated yet.
+    ///
+    /// A multi-Region strongly consistent table (MRSC, `MultiRegionConsistency` `STRONG`)
+    /// needs no opt-in: its conditional writes are checked against every region.
+    pub fn allow_eventually_consistent_replicas(mut self) -> Self {
+        self.allow_eventually_consistent_replicas = true;
+        self
+    }
+
     fn request_error<E, R>(&self, operation: &'static str, error: SdkError<E, R>) -> SetupError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -152,6 +216,16 @@ impl DynamoStoreBuilder {
         if error.code() == Some("ResourceNotFoundException") {
             return SetupError::TableMissing {
                 table: self.table.clone(),
+            };
+        }
+        if error.code() == Some("AccessDeniedException") {
+            return SetupError::PermissionMissing {
+                table: self.table.clone(),
+                operation,
+                action: format!("dynamodb:{operation}"),
+                fix: permission_fix(operation),
+                message: DisplayErrorContext(&error).to_string(),
+                source: Box::new(error),
             };
         }
         SetupError::Request {
@@ -192,11 +266,19 @@ impl DynamoStoreBuilder {
         schema
     }
 
-    /// Checks the table (its key schema, and TTL unless turned off) and builds the
-    /// store. Needs `dynamodb:DescribeTable` (and `dynamodb:DescribeTimeToLive`).
+    /// Checks the table (its key schema, its replication, and TTL unless turned off)
+    /// and builds the store. Needs `dynamodb:DescribeTable` (and
+    /// `dynamodb:DescribeTimeToLive`; and `dynamodb:DescribeGlobalTable` for a table with
+    /// a `NEW_AND_OLD_IMAGES` stream and no replicas listed, which may be a legacy global
+    /// table).
+    ///
+    /// A global table is refused unless it is multi-Region strongly consistent or the
+    /// builder was told to [accept eventual
+    /// consistency](Self::allow_eventually_consistent_replicas).
     pub async fn build(self) -> Result<DynamoStore, SetupError> {
-        // Both checks are sent at once: building costs one round trip.
-        let (schema, ttl) = tokio::join!(self.check_schema(), async {
+        // Both checks are sent at once: building costs one round trip (two for a table
+        // that may be a legacy global table).
+        let (schema, ttl) = tokio::join!(self.check_table(), async {
             match self.check_ttl {
                 true => self.check_ttl_enabled().await,
                 false => Ok(()),
@@ -207,16 +289,22 @@ impl DynamoStoreBuilder {
         Ok(self.build_unchecked())
     }
 
-    /// Whether the table exists with the key schema this store needs.
-    async fn check_schema(&self) -> Result<(), SetupError> {
+    /// Whether the table exists with the key schema this store needs, and is not an
+    /// eventually consistent global table (unless accepted).
+    async fn check_table(&self) -> Result<(), SetupError> {
         let table = self.describe().await?;
-        let types = table
-            .as_ref()
-            .map(|t| t.attribute_definitions())
-            .unwrap_or_default();
+        self.check_schema(table.as_ref())?;
+        match table {
+            Some(table) => self.check_replication(&table).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the table has the key schema this store needs.
+    fn check_schema(&self, table: Option<&TableDescription>) -> Result<(), SetupError> {
+        let types = table.map(|t| t.attribute_definitions()).unwrap_or_default();
         // Each key as `name KEYTYPE TYPE`, partition key first, as DescribeTable lists it.
         let found: Vec<String> = table
-            .as_ref()
             .map(|t| t.key_schema())
             .unwrap_or_default()
             .iter()
@@ -241,6 +329,99 @@ impl DynamoStoreBuilder {
             });
         }
         Ok(())
+    }
+
+    /// Whether the table is replicated with eventual consistency, and if so whether the
+    /// builder accepts it. DescribeTable lists a current (2019.11.21) global table's
+    /// replicas in the other regions and its consistency mode; a legacy (2017.11.29) one
+    /// is known for sure only to DescribeGlobalTable (AWS's documented test), asked when
+    /// DescribeTable does not tell already and the table has the stream every legacy
+    /// replica needs (`NEW_AND_OLD_IMAGES`).
+    async fn check_replication(&self, table: &TableDescription) -> Result<(), SetupError> {
+        if self.allow_eventually_consistent_replicas {
+            if !table.replicas().is_empty()
+                && table.multi_region_consistency() != Some(&MultiRegionConsistency::Strong)
+            {
+                tracing::warn!(
+                    table = %self.table,
+                    regions = %self.regions(table.replicas()),
+                    "an eventually consistent global table, accepted by \
+                     allow_eventually_consistent_replicas: two regions can both run a body"
+                );
+            }
+            return Ok(());
+        }
+        let version = table.global_table_version();
+        let eventual = if version == Some(LEGACY) {
+            // Only the regions are asked: the table is refused whatever the answer.
+            let group = self.legacy_replication_group().await.ok().flatten();
+            let group = group.as_deref().unwrap_or(table.replicas());
+            Some((LEGACY, self.regions(group)))
+        } else if !table.replicas().is_empty() {
+            match table.multi_region_consistency() {
+                Some(MultiRegionConsistency::Strong) => None,
+                _ => Some((version.unwrap_or(CURRENT), self.regions(table.replicas()))),
+            }
+        } else if may_be_legacy(table) {
+            self.legacy_replication_group()
+                .await?
+                .filter(|group| !group.is_empty())
+                .map(|group| (LEGACY, self.regions(&group)))
+        } else {
+            None
+        };
+        match eventual {
+            Some((version, regions)) => Err(SetupError::EventuallyConsistentReplicas {
+                table: self.table.clone(),
+                version: version.to_owned(),
+                regions,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The replicas of the legacy global table of this table's name (DescribeGlobalTable),
+    /// or `None` when there is none (or the server has no such operation).
+    async fn legacy_replication_group(
+        &self,
+    ) -> Result<Option<Vec<ReplicaDescription>>, SetupError> {
+        match self
+            .client
+            .describe_global_table()
+            .global_table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(
+                output
+                    .global_table_description()
+                    .map(|d| d.replication_group().to_vec())
+                    .unwrap_or_default(),
+            )),
+            Err(error)
+                if error.code() == Some("GlobalTableNotFoundException")
+                    || is_unsupported(&error) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(self.request_error("DescribeGlobalTable", error)),
+        }
+    }
+
+    /// The regions of `replicas`, comma-separated, this client's region first (DescribeTable
+    /// lists the other regions' replicas; DescribeGlobalTable lists them all).
+    fn regions(&self, replicas: &[ReplicaDescription]) -> String {
+        let mut regions: Vec<&str> = Vec::new();
+        let own = self.client.config().region().map(|r| r.as_ref());
+        for region in own
+            .into_iter()
+            .chain(replicas.iter().map(|r| r.region_name().unwrap_or("?")))
+        {
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+        regions.join(", ")
     }
 
     /// Whether TTL is enabled on the expiration attribute.
@@ -351,6 +532,38 @@ impl DynamoStoreBuilder {
             }
             Err(error) => Err(self.request_error("UpdateTimeToLive", error)),
         }
+    }
+}
+
+/// The legacy version of global tables.
+const LEGACY: &str = "2017.11.29";
+/// The current version of global tables.
+const CURRENT: &str = "2019.11.21";
+
+/// Whether the table has the stream every replica of a legacy (2017.11.29) global table
+/// needs: enabled, with new and old images.
+fn may_be_legacy(table: &TableDescription) -> bool {
+    table.stream_specification().is_some_and(|stream| {
+        stream.stream_enabled()
+            && stream.stream_view_type() == Some(&StreamViewType::NewAndOldImages)
+    })
+}
+
+/// What needs the action a setup operation was denied, and how to do without it.
+fn permission_fix(operation: &str) -> &'static str {
+    match operation {
+        "DescribeTable" => {
+            "build reads the key schema and the replication with it; grant it, or build with \
+             build_unchecked(), which checks nothing"
+        }
+        "DescribeTimeToLive" => {
+            "build checks TTL with it; grant it, or build with .check_ttl(false)"
+        }
+        "DescribeGlobalTable" => {
+            "build asks it whether a table with a NEW_AND_OLD_IMAGES stream is a legacy \
+             2017.11.29 global table; grant it, or build with build_unchecked()"
+        }
+        _ => "create_table needs it; grant it, or create the table elsewhere",
     }
 }
 
