@@ -6,16 +6,19 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use idem_core::store::{Outcome, Record, State, StoreError, CODEC_JSON, FORMAT};
 
 use crate::names::AttributeNames;
+use crate::store::Context;
 
-/// Decodes an item into a record; `id` is the record id (without the store's prefix).
+/// Decodes an item into a record; the context names the operation, the record id
+/// (without the store's prefix) and the table.
 pub(crate) fn decode(
     names: &AttributeNames,
-    id: &str,
+    context: Context<'_>,
     item: &HashMap<String, AttributeValue>,
 ) -> Result<Record, StoreError> {
+    let id = context.id;
     let malformed = |attribute: &str, what: &str| {
         StoreError::malformed(format!(
-            "the item of `{id}` has {what} in attribute `{attribute}`"
+            "{context}: the item has {what} in attribute `{attribute}`"
         ))
     };
     let string = |attribute: &str| -> Result<Option<&String>, StoreError> {
@@ -129,7 +132,8 @@ mod tests {
         /// another kind of error.
         #[test]
         fn any_item_decodes_or_is_malformed(item in item()) {
-            match decode(&AttributeNames::default(), "ns#d", &item) {
+            let context = Context { operation: "read", id: "ns#d", table: "idem" };
+            match decode(&AttributeNames::default(), context, &item) {
                 Ok(record) => {
                     // Only what the item holds comes back.
                     prop_assert_eq!(Some(&AttributeValue::S(record.state.as_str().into())), item.get("status"));

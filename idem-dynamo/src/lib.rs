@@ -53,6 +53,18 @@
 //! included); a larger one is completed as not stored, and its duplicates get
 //! `Error::ResultNotStored`.
 //!
+//! # Errors
+//! Throttling, server faults (any 5xx), write conflicts and transport failures are
+//! transient store errors (after the SDK's own retries); validation, permission and
+//! missing-table errors permanent; an item that cannot be decoded is malformed (the call
+//! gets a decode error; the body never runs over it). Every store error names DynamoDB,
+//! the operation (begin, complete, extend, release, read, delete), the record and the
+//! table, and the request that failed (`UpdateItem`, or the `GetItem` that follows a
+//! refusal without the old item); one the SDK raised keeps it as its `source()`, so the
+//! AWS error code and request id stay reachable. Every [`SetupError`] names the table;
+//! a failed or denied setup request (`Request`, `PermissionMissing`) also names the
+//! request and keeps the SDK's error as its `source()`.
+//!
 //! # Sharing a table with AWS Lambda Powertools, and migrating from it
 //! idem reads and writes Powertools' attribute names, so one table (and its
 //! CloudFormation or Terraform definition) can serve both libraries: each keeps its own

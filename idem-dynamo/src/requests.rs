@@ -66,7 +66,8 @@ pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
 /// One conditional `UpdateItem` of a transition, before its key and table.
 #[derive(Debug)]
 pub(crate) struct Update {
-    /// The operation, as an error names it: `UpdateItem (begin)`.
+    /// The store operation, as an error names it: `begin`, `complete`, `extend` or
+    /// `release`.
     pub(crate) operation: &'static str,
     update: String,
     condition: String,
@@ -143,7 +144,7 @@ pub(crate) fn begin_new(names: &AttributeNames, request: &Begin) -> Update {
     let id = e.name("#id", &names.id);
     let condition = format!("attribute_not_exists({id})");
     Update {
-        operation: "UpdateItem (begin)",
+        operation: "begin",
         update,
         condition,
         expression: e,
@@ -186,7 +187,7 @@ pub(crate) fn take_over(names: &AttributeNames, request: &Begin) -> Update {
          OR ({status} = {in_progress} AND {lease} <= {now_ms})"
     );
     Update {
-        operation: "UpdateItem (begin)",
+        operation: "begin",
         update,
         condition,
         expression: e,
@@ -224,7 +225,7 @@ pub(crate) fn complete(
         }
         None => update.push_str(&format!(" REMOVE {data}")),
     }
-    held_update("UpdateItem (complete)", names, attempt, e, update, None)
+    held_update("complete", names, attempt, e, update, None)
 }
 
 /// Extend: the lease and the expiry, unless the lease was released.
@@ -238,14 +239,7 @@ pub(crate) fn extend(names: &AttributeNames, attempt: &Attempt, renewal: &Renewa
     // A heartbeat that lands after the release must not revive the lease.
     let zero = e.value(":zero", n(0));
     let not_released = format!("{lease_name} > {zero}");
-    held_update(
-        "UpdateItem (extend)",
-        names,
-        attempt,
-        e,
-        update,
-        Some(not_released),
-    )
+    held_update("extend", names, attempt, e, update, Some(not_released))
 }
 
 /// Release: the lease ends now (0), the record stays.
@@ -254,7 +248,7 @@ pub(crate) fn release(names: &AttributeNames, attempt: &Attempt) -> Update {
     let lease = e.name("#lease", &names.in_progress_expiration);
     let zero = e.value(":zero", n(0));
     let update = format!("SET {lease} = {zero}");
-    held_update("UpdateItem (release)", names, attempt, e, update, None)
+    held_update("release", names, attempt, e, update, None)
 }
 
 impl DynamoStore {

@@ -1,13 +1,10 @@
 //! The DynamoDB store: the `Store` trait mapped onto the requests of `requests.rs`
 //! and their answers.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use idem_core::store::{Attempt, Begin, Completion, Limits, Record, Renewal, StoreError, Written};
 use idem_core::Store;
@@ -58,12 +55,13 @@ impl DynamoStore {
         &self.table
     }
 
-    fn decode(
-        &self,
-        id: &str,
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<Record, StoreError> {
-        decode(&self.names, id, item)
+    /// What an error of `operation` on `id` names.
+    fn context<'a>(&'a self, operation: &'static str, id: &'a str) -> Context<'a> {
+        Context {
+            operation,
+            id,
+            table: &self.table,
+        }
     }
 
     /// Sends one conditional UpdateItem; a failed condition returns the current record
@@ -73,7 +71,7 @@ impl DynamoStore {
         id: &str,
         request: Update,
     ) -> Result<Written<UpdateItemOutput>, StoreError> {
-        let operation = request.operation;
+        let context = self.context(request.operation, id);
         let result = self.update_item(id, request).send().await;
         match result {
             Ok(output) => Ok(Written::Applied(output)),
@@ -89,13 +87,26 @@ impl DynamoStore {
                 };
                 match old {
                     Some(item) if !item.is_empty() => {
-                        Ok(Written::Refused(Some(self.decode(id, item)?)))
+                        Ok(Written::Refused(Some(decode(&self.names, context, item)?)))
                     }
                     // No old item: the record is absent, or the server ignores the flag.
-                    _ => Ok(Written::Refused(self.read(id).await?)),
+                    _ => Ok(Written::Refused(self.get(context).await?)),
                 }
             }
-            Err(error) => Err(store_error(operation, error)),
+            Err(error) => Err(store_error(context, "UpdateItem", error)),
+        }
+    }
+
+    /// One strongly consistent GetItem of the context's record, for its operation.
+    async fn get(&self, context: Context<'_>) -> Result<Option<Record>, StoreError> {
+        let output = self
+            .get_item(context.id)
+            .send()
+            .await
+            .map_err(|e| store_error(context, "GetItem", e))?;
+        match output.item() {
+            Some(item) if !item.is_empty() => Ok(Some(decode(&self.names, context, item)?)),
+            _ => Ok(None),
         }
     }
 
@@ -119,8 +130,8 @@ impl DynamoStore {
                     .and_then(|value| value.parse().ok())
                     .ok_or_else(|| {
                         StoreError::permanent(format!(
-                            "DynamoDB's answer to begin on `{}` holds no fence",
-                            request.id
+                            "{}: the UpdateItem answer holds no fence",
+                            self.context("begin", &request.id)
                         ))
                     })?;
                 Ok(Written::Applied(fence))
@@ -130,16 +141,41 @@ impl DynamoStore {
     }
 }
 
+/// What a store error names: the store (DynamoDB), the operation (begin, complete,
+/// extend, release, read, delete), the record and the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub operation: &'static str,
+    pub id: &'a str,
+    pub table: &'a str,
+}
+
+impl std::fmt::Display for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DynamoDB {} of `{}` on table `{}`",
+            self.operation, self.id, self.table
+        )
+    }
+}
+
 /// Classes an SDK error: throttling, server faults (any 5xx, with or without an error
 /// code), write conflicts and transport failures are transient (the SDK's retry policy
 /// has already retried them); the rest (validation, permissions, a missing table) are
 /// permanent.
-fn store_error<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
+/// The message names the context and the request (`UpdateItem`, `GetItem`,
+/// `DeleteItem`); the SDK's error is kept as the `source()`.
+fn store_error<E>(
+    context: Context<'_>,
+    request: &'static str,
+    error: SdkError<E, HttpResponse>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let message = format!(
-        "DynamoDB {operation} failed: {}",
+        "{context}: {request} failed: {}",
         DisplayErrorContext(&error)
     );
     let transient = match &error {
@@ -214,22 +250,14 @@ impl Store for DynamoStore {
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
-        let output = self
-            .get_item(id)
-            .send()
-            .await
-            .map_err(|e| store_error("GetItem", e))?;
-        match output.item() {
-            Some(item) if !item.is_empty() => Ok(Some(self.decode(id, item)?)),
-            _ => Ok(None),
-        }
+        self.get(self.context("read", id)).await
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.delete_item(id)
             .send()
             .await
-            .map_err(|e| store_error("DeleteItem", e))?;
+            .map_err(|e| store_error(self.context("delete", id), "DeleteItem", e))?;
         Ok(())
     }
 }
