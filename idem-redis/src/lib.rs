@@ -133,9 +133,11 @@
 /// version (`idem_redis::redis::aio::ConnectionManager`).
 pub use redis;
 
+mod connection;
 mod scripts;
 mod setup;
 mod store;
 
+pub use connection::RedisConnection;
 pub use setup::{Eviction, RedisStoreBuilder, SetupError};
 pub use store::{RedisStore, DEFAULT_MAX_DATA_BYTES};

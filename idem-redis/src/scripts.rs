@@ -95,14 +95,22 @@ redis.call('HSET', KEYS[1], 'lease_until_ms', '0')
 return {1}
 "#;
 
-/// The scripts, loaded once per store and called by their hash (`EVALSHA`; a server
-/// that lost its script cache answers `NOSCRIPT`, and the `redis` crate loads the
-/// script again and retries, so no error reaches the caller).
+/// The scripts, called by their hash (`EVALSHA`). A node that does not have a script
+/// (a new or restarted node, a replica just promoted, a slot just moved to another
+/// master, `SCRIPT FLUSH`) answers `NOSCRIPT`, and the store sends the same call with
+/// the script's text (`EVAL`), routed like the first by the record's key, which runs it
+/// and caches it on that node: no error reaches the caller, and no other node is asked.
 pub(crate) struct Scripts {
-    pub begin: redis::Script,
-    pub complete: redis::Script,
-    pub extend: redis::Script,
-    pub release: redis::Script,
+    pub begin: Lua,
+    pub complete: Lua,
+    pub extend: Lua,
+    pub release: Lua,
+}
+
+/// One script: its text and its SHA-1.
+pub(crate) struct Lua {
+    pub source: String,
+    pub hash: String,
 }
 
 /// The shebang of a script that the server refuses up front when memory is full.
@@ -123,7 +131,11 @@ pub(crate) fn begin_source() -> String {
 
 impl Scripts {
     pub fn new() -> Self {
-        let script = |shebang: &str, body: &str| redis::Script::new(&source(shebang, body));
+        let script = |shebang: &str, body: &str| {
+            let source = source(shebang, body);
+            let hash = redis::Script::new(&source).get_hash().to_owned();
+            Lua { source, hash }
+        };
         Scripts {
             begin: script(DENY_OOM, BEGIN),
             complete: script(ALLOW_OOM, COMPLETE),

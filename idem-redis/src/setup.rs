@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Value};
+
+use crate::connection::RedisConnection;
 
 use crate::scripts::Scripts;
 use crate::store::{RedisStore, DEFAULT_MAX_DATA_BYTES};
@@ -173,7 +174,7 @@ enum EvictionCheck {
 /// Builds a [`RedisStore`]: see [`RedisStore::builder`].
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     prefix: String,
     max_data_bytes: usize,
     eviction: EvictionCheck,
@@ -181,11 +182,14 @@ pub struct RedisStoreBuilder {
 }
 
 impl RedisStore {
-    /// A builder over the user's connection manager (it reconnects by itself; the store
-    /// never opens connections of its own).
-    pub fn builder(connection: ConnectionManager) -> RedisStoreBuilder {
+    /// A builder over the user's connection: one server's
+    /// `redis::aio::ConnectionManager`, or a Redis Cluster's
+    /// `redis::cluster_async::ClusterConnection` (see "Redis Cluster" in the
+    /// [crate documentation](crate)). Both reconnect by themselves; the store never
+    /// opens connections of its own.
+    pub fn builder(connection: impl Into<RedisConnection>) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            connection,
+            connection: connection.into(),
             prefix: "idem:".to_owned(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             eviction: EvictionCheck::Verify,
@@ -333,116 +337,161 @@ impl RedisStoreBuilder {
     /// than Redis 7 ([`SetupError::ScriptsUnsupported`]). A server that refuses `SCRIPT`
     /// itself is not judged here: the scripts are loaded by the calls that run them.
     async fn scripts_compile(&self) -> Result<(), SetupError> {
-        let mut connection = self.connection.clone();
-        let loaded: Result<String, RedisError> = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(crate::scripts::begin_source())
-            .query_async(&mut connection)
-            .await;
-        match loaded {
-            Ok(_) => Ok(()),
-            Err(source) if cannot_compile(&source) => Err(SetupError::ScriptsUnsupported {
-                prefix: self.prefix.clone(),
-                source,
-            }),
-            Err(error) if error.code().is_some() => {
-                tracing::debug!(target: "idem", prefix = %self.prefix, %error,
-                    "SCRIPT LOAD refused; the scripts are loaded when first run");
-                Ok(())
-            }
-            Err(source) => Err(SetupError::Request {
+        let mut command = redis::cmd("SCRIPT");
+        command.arg("LOAD").arg(crate::scripts::begin_source());
+        let answers = self
+            .connection
+            .query_every_master(command)
+            .await
+            .map_err(|source| SetupError::Request {
                 operation: "SCRIPT LOAD",
                 prefix: self.prefix.clone(),
                 source,
-            }),
+            })?;
+        for (node, answer) in answers {
+            match answer {
+                Ok(_) => {}
+                Err(source) if cannot_compile(&source) => {
+                    return Err(SetupError::ScriptsUnsupported {
+                        prefix: self.prefix.clone(),
+                        source,
+                    })
+                }
+                Err(error) => {
+                    tracing::debug!(target: "idem", prefix = %self.prefix, %node, %error,
+                        "SCRIPT LOAD refused; the scripts are loaded when first run");
+                }
+            }
         }
+        Ok(())
     }
 
-    /// `WAITAOF` came with Redis 7.2: the version is read from `INFO server`.
+    /// `WAITAOF` came with Redis 7.2: the version is read from `INFO server`, on every
+    /// master of a cluster (the oldest decides).
     async fn waitaof_is_supported(&self) -> Result<(), SetupError> {
-        let mut connection = self.connection.clone();
         let request = |source| SetupError::Request {
             operation: "INFO server",
             prefix: self.prefix.clone(),
             source,
         };
-        let info: Value = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut connection)
+        let mut command = redis::cmd("INFO");
+        command.arg("server");
+        let answers = self
+            .connection
+            .query_every_master(command)
             .await
             .map_err(request)?;
-        let info: String = redis::from_redis_value(info).map_err(|e| request(e.into()))?;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        if version_at_least(&version, (7, 2)) {
-            Ok(())
-        } else {
-            Err(SetupError::WaitAofUnsupported {
-                prefix: self.prefix.clone(),
-                version,
-            })
+        for (node, answer) in answers {
+            let info: String =
+                redis::from_redis_value(answer.map_err(request)?).map_err(|e| request(e.into()))?;
+            let version = info
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .unwrap_or("unknown")
+                .trim()
+                .to_owned();
+            if !version_at_least(&version, (7, 2)) {
+                let version = if self.connection.is_cluster() {
+                    format!("{version} (master {node})")
+                } else {
+                    version
+                };
+                return Err(SetupError::WaitAofUnsupported {
+                    prefix: self.prefix.clone(),
+                    version,
+                });
+            }
         }
+        Ok(())
     }
 
     /// Every idem key has an expiry, so any policy but `noeviction` (the `volatile-*`
-    /// ones included) may evict a live record once `maxmemory` is reached.
+    /// ones included) may evict a live record once `maxmemory` is reached. On a
+    /// cluster, every master is read, and every one must be safe.
     async fn eviction_is_safe(&self) -> Result<Eviction, SetupError> {
-        let mut connection = self.connection.clone();
-        let config = async {
-            let policy = config_get(&mut connection, "maxmemory-policy").await?;
-            let maxmemory = config_get(&mut connection, "maxmemory").await?;
-            Ok::<_, redis::RedisError>((policy, maxmemory))
+        let request = |source| SetupError::Request {
+            operation: "CONFIG GET",
+            prefix: self.prefix.clone(),
+            source,
         };
-        let (policy, maxmemory) = match config.await {
-            Ok(answers) => answers,
-            // The server refused CONFIG (a managed service): the user's word, or an error.
-            // Any other answer (LOADING, BUSY, a failover...) is a failed request: the
-            // server would answer later, and must be read then.
-            Err(error) if refuses_config(&error) => {
+        let mut command = redis::cmd("CONFIG");
+        // One request for both (a pattern: Redis before 7 takes one parameter only).
+        command.arg("GET").arg("maxmemory*");
+        let answers = self
+            .connection
+            .query_every_master(command)
+            .await
+            .map_err(request)?;
+        let cluster = self.connection.is_cluster();
+        let mut policies: Vec<String> = Vec::new();
+        let mut largest = 0;
+        for (node, answer) in answers {
+            let read = answer.and_then(|answer| {
+                let policy = config_value("maxmemory-policy", answer.clone())?;
+                let maxmemory = config_value("maxmemory", answer)?;
+                Ok((policy, maxmemory))
+            });
+            let (policy, maxmemory) = match read {
+                Ok(answers) => answers,
+                // The server refused CONFIG (a managed service): the user's word, or an
+                // error. Any other answer (LOADING, BUSY, a failover...) is a failed
+                // request: the server would answer later, and must be read then.
+                Err(error) if refuses_config(&error) => {
+                    if self.eviction == EvictionCheck::VerifyOrAssume {
+                        tracing::info!(target: "idem", prefix = %self.prefix, %node, %error,
+                            "Redis refused CONFIG GET; maxmemory-policy noeviction is taken as asserted (assume_noeviction)");
+                        if !policies.iter().any(|p| p == "asserted") {
+                            policies.push("asserted".to_owned());
+                        }
+                        continue;
+                    }
+                    return Err(SetupError::EvictionPolicyUnknown {
+                        prefix: self.prefix.clone(),
+                        source: error,
+                    });
+                }
+                Err(source) => return Err(request(source)),
+            };
+            let Some(policy) = policy else {
+                // A server that answers CONFIG GET without the parameter cannot be read.
                 if self.eviction == EvictionCheck::VerifyOrAssume {
-                    tracing::info!(target: "idem", prefix = %self.prefix, %error,
-                        "Redis refused CONFIG GET; maxmemory-policy noeviction is taken as asserted (assume_noeviction)");
-                    return Ok(Eviction::Asserted);
+                    if !policies.iter().any(|p| p == "asserted") {
+                        policies.push("asserted".to_owned());
+                    }
+                    continue;
                 }
                 return Err(SetupError::EvictionPolicyUnknown {
                     prefix: self.prefix.clone(),
-                    source: error,
+                    source: RedisError::from((
+                        ErrorKind::UnexpectedReturnType,
+                        "CONFIG GET answered no maxmemory-policy",
+                    )),
+                });
+            };
+            let maxmemory: u64 = maxmemory.and_then(|m| m.parse().ok()).unwrap_or(0);
+            if maxmemory > 0 && policy != "noeviction" {
+                return Err(SetupError::EvictionPolicy {
+                    prefix: self.prefix.clone(),
+                    policy: if cluster {
+                        format!("{policy}` on master `{node}")
+                    } else {
+                        policy
+                    },
+                    maxmemory,
                 });
             }
-            Err(source) => {
-                return Err(SetupError::Request {
-                    operation: "CONFIG GET",
-                    prefix: self.prefix.clone(),
-                    source,
-                })
+            largest = largest.max(maxmemory);
+            if !policies.contains(&policy) {
+                policies.push(policy);
             }
-        };
-        let Some(policy) = policy else {
-            // A server that answers CONFIG GET without the parameter cannot be read.
-            if self.eviction == EvictionCheck::VerifyOrAssume {
-                return Ok(Eviction::Asserted);
-            }
-            return Err(SetupError::EvictionPolicyUnknown {
-                prefix: self.prefix.clone(),
-                source: RedisError::from((
-                    ErrorKind::UnexpectedReturnType,
-                    "CONFIG GET answered no maxmemory-policy",
-                )),
-            });
-        };
-        let maxmemory: u64 = maxmemory.and_then(|m| m.parse().ok()).unwrap_or(0);
-        if maxmemory > 0 && policy != "noeviction" {
-            return Err(SetupError::EvictionPolicy {
-                prefix: self.prefix.clone(),
-                policy,
-                maxmemory,
-            });
         }
-        Ok(Eviction::Read { policy, maxmemory })
+        if policies == ["asserted"] {
+            return Ok(Eviction::Asserted);
+        }
+        Ok(Eviction::Read {
+            policy: policies.join(", "),
+            maxmemory: largest,
+        })
     }
 }
 
@@ -456,19 +505,6 @@ fn cannot_compile(error: &RedisError) -> bool {
 /// "not now" answer.
 fn refuses_config(error: &RedisError) -> bool {
     matches!(error.code(), Some("ERR" | "NOPERM"))
-}
-
-/// One parameter's value by `CONFIG GET`, `None` when the server does not know it.
-async fn config_get(
-    connection: &mut ConnectionManager,
-    name: &str,
-) -> Result<Option<String>, RedisError> {
-    let answer: Value = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query_async(connection)
-        .await?;
-    config_value(name, answer)
 }
 
 /// `name`'s value in a `CONFIG GET` answer: a flat array `[name, value]` over RESP2, a

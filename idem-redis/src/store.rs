@@ -10,10 +10,10 @@ use idem_core::store::{
     Attempt, Begin, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
 };
 use idem_core::Store;
-use redis::aio::ConnectionManager;
-use redis::{RedisError, RedisWrite, ScriptInvocation, ToRedisArgs, Value};
+use redis::{Cmd, RedisError, RedisWrite, ToRedisArgs, Value};
 
-use crate::scripts::Scripts;
+use crate::connection::RedisConnection;
+use crate::scripts::{Lua, Scripts};
 use crate::setup::{Durability, Eviction};
 
 /// The largest recorded value by default, in bytes.
@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 /// idem's records in Redis or Valkey: see the [crate documentation](crate).
 #[derive(Clone)]
 pub struct RedisStore {
-    pub(crate) connection: ConnectionManager,
+    pub(crate) connection: RedisConnection,
     pub(crate) prefix: String,
     pub(crate) max_data_bytes: usize,
     pub(crate) scripts: Arc<Scripts>,
@@ -81,20 +81,41 @@ impl RedisStore {
         }
     }
 
-    /// `script` on the record's key, its arguments still to add.
-    fn invocation<'a>(&self, script: &'a redis::Script, id: &str) -> ScriptInvocation<'a> {
-        script.key(self.key_arg(id))
+    /// `EVALSHA` of `script` on the record's key, its arguments still to add.
+    fn invocation(&self, script: &Lua, id: &str) -> Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(&script.hash).arg(1).arg(self.key_arg(id));
+        command
+    }
+
+    /// Runs a script's `EVALSHA`; a node without the script (`NOSCRIPT`) is sent the
+    /// same call as `EVAL` with the script's text, routed by the same key, which caches
+    /// it there.
+    async fn eval(&self, script: &Lua, evalsha: &Cmd) -> Result<Value, RedisError> {
+        match self.connection.query(evalsha).await {
+            Err(error) if error.code() == Some("NOSCRIPT") => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(&script.source);
+                // EVALSHA's own name and the hash, then numkeys, the key and the args.
+                for arg in evalsha.args_iter().skip(2) {
+                    if let redis::Arg::Simple(arg) = arg {
+                        eval.arg(arg);
+                    }
+                }
+                self.connection.query(&eval).await
+            }
+            answer => answer,
+        }
     }
 
     /// Runs one script invocation.
     async fn run(
         &self,
         context: Context<'_>,
-        invocation: &ScriptInvocation<'_>,
+        script: &Lua,
+        invocation: &Cmd,
     ) -> Result<Value, StoreError> {
-        let mut connection = self.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
+        self.eval(script, invocation)
             .await
             .map_err(|e| store_error(context, e))
     }
@@ -177,8 +198,10 @@ impl RedisStore {
             return;
         }
         let _done = WaitDone(&self.waiting);
-        let mut connection = self.connection.clone();
-        let answer: Result<Value, RedisError> = command.query_async(&mut connection).await;
+        // On the master that holds the record: WAIT counts the replicas that have
+        // every write of this connection to that node.
+        let key = self.key(&attempt.id);
+        let answer = self.connection.query_at_key(command, key.as_bytes()).await;
         // (local fsyncs, replicas) that acknowledged the completion.
         let (local, replicas) = match answer {
             Ok(Value::Int(replicas)) => (0, replicas),
@@ -205,10 +228,11 @@ impl RedisStore {
         &self,
         operation: &'static str,
         attempt: &Attempt,
-        invocation: &ScriptInvocation<'_>,
+        script: &Lua,
+        invocation: &Cmd,
     ) -> Result<Written<()>, StoreError> {
         let context = self.context(operation, &attempt.id);
-        let answer = self.run(context, invocation).await?;
+        let answer = self.run(context, script, invocation).await?;
         let written = Self::answer(context, answer)?.map(|_| ());
         if written == Written::Refused(None) {
             // The attempt held the record (a takeover would have left it with a higher
@@ -428,8 +452,7 @@ impl Store for RedisStore {
             .arg(request.fingerprint.as_deref().unwrap_or(""))
             .arg(idem_core::store::FORMAT)
             .arg(idem_core::store::CODEC_JSON);
-        let mut connection = self.connection.clone();
-        let answer = match invocation.invoke_async(&mut connection).await {
+        let answer = match self.eval(&self.scripts.begin, &invocation).await {
             Ok(answer) => answer,
             Err(error) if error.code() == Some("OOM") => {
                 return self.begin_when_full(request, error).await
@@ -460,7 +483,9 @@ impl Store for RedisStore {
             .arg(completion.outcome.as_str())
             .arg(completion.data.as_deref().unwrap_or(""))
             .arg(if completion.data.is_some() { "1" } else { "0" });
-        let written = self.held_write("complete", attempt, &invocation).await?;
+        let written = self
+            .held_write("complete", attempt, &self.scripts.complete, &invocation)
+            .await?;
         if let (Written::Applied(()), Some(durability)) = (&written, self.durability) {
             self.wait_for(durability, attempt).await;
         }
@@ -479,21 +504,24 @@ impl Store for RedisStore {
             .arg(renewal.now_ms)
             .arg(renewal.lease_until_ms)
             .arg(renewal.expires_at_s);
-        self.held_write("extend", attempt, &invocation).await
+        self.held_write("extend", attempt, &self.scripts.extend, &invocation)
+            .await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let mut invocation = self.invocation(&self.scripts.release, &attempt.id);
         invocation.arg(&attempt.owner).arg(attempt.fence);
-        self.held_write("release", attempt, &invocation).await
+        self.held_write("release", attempt, &self.scripts.release, &invocation)
+            .await
     }
 
     async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
         let context = self.context("read", id);
-        let mut connection = self.connection.clone();
-        let fields: Value = redis::cmd("HGETALL")
-            .arg(self.key_arg(id))
-            .query_async(&mut connection)
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.key_arg(id));
+        let fields = self
+            .connection
+            .query(&command)
             .await
             .map_err(|e| store_error(context, e))?;
         match fields {
@@ -509,11 +537,12 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(self.key_arg(id))
-            .query_async::<()>(&mut connection)
+        let mut command = redis::cmd("DEL");
+        command.arg(self.key_arg(id));
+        self.connection
+            .query(&command)
             .await
+            .map(drop)
             .map_err(|e| store_error(self.context("delete", id), e))
     }
 }
