@@ -3,6 +3,7 @@
 //! that prefix's keys when the store is dropped.
 #![allow(dead_code)]
 
+pub mod own_cluster;
 pub mod own_server;
 
 use std::sync::{Arc, Mutex};
