@@ -29,7 +29,9 @@ const TTL_MS: u64 = 3_600_000;
 
 struct Floor {
     connection: ConnectionManager,
-    scripts: scripts::Scripts,
+    /// idem's begin and complete scripts (their text from `src/scripts.rs`).
+    begin: redis::Script,
+    complete: redis::Script,
 }
 
 impl Floor {
@@ -43,7 +45,6 @@ impl Floor {
             .as_millis() as u64;
         let lease_until = now + LEASE_MS;
         let taken: redis::Value = self
-            .scripts
             .begin
             .key(key)
             .arg("owner-1")
@@ -63,7 +64,6 @@ impl Floor {
             [redis::Value::Int(1), redis::Value::Int(fence)] => {
                 let data = serde_json::to_string(&value).unwrap();
                 let recorded: redis::Value = self
-                    .scripts
                     .complete
                     .key(key)
                     .arg("owner-1")
@@ -130,9 +130,11 @@ fn redis_bench(c: &mut Criterion) {
             .await
             .unwrap();
         let engine: Engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
+        let scripts = scripts::Scripts::new();
         let floor = Floor {
             connection: connection.clone(),
-            scripts: scripts::Scripts::new(),
+            begin: redis::Script::new(&scripts.begin.source),
+            complete: redis::Script::new(&scripts.complete.source),
         };
         (engine, floor, connection)
     });
