@@ -1,4 +1,5 @@
-//! The four transitions as server-side Lua scripts, one key each (cluster-safe). Each
+//! The four transitions as server-side Lua scripts, one key each (so one slot of a
+//! Redis Cluster). Each
 //! answers `{1, fence}` / `{1}` when applied, or `{0, HGETALL}` with the record as it is
 //! when refused (`{0, {}}` when there is none): the refusal and the current record in
 //! the same round trip.
