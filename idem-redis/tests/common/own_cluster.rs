@@ -2,8 +2,8 @@
 //! `redis-server`s in cluster mode on free loopback ports (each in a temporary directory
 //! of its own, nothing kept on disk), joined by `redis-cli --cluster create
 //! --cluster-replicas 1`. Every node is stopped by its pid when the cluster is dropped,
-//! and by a watchdog process when the test process ends without dropping it (a cluster
-//! kept in a `static`).
+//! and by a watchdog process (which removes their directories too) when the test
+//! process ends without dropping it (a cluster kept in a `static`).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -86,10 +86,16 @@ impl OwnCluster {
             .iter()
             .map(|n| n.child.id().to_string())
             .collect();
+        let dirs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("'{}'", n.dir.display()))
+            .collect();
         let script = format!(
-            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null; sleep 1; rm -rf {}",
             std::process::id(),
-            pids.join(" ")
+            pids.join(" "),
+            dirs.join(" ")
         );
         cluster.watchdog = Command::new("sh")
             .args(["-c", &script])
