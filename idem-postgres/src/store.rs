@@ -251,28 +251,29 @@ impl PgStore {
             .map(|record| Written::Refused(Some(record)))
     }
 
-    /// A record from its row.
+    /// A record from its row; an error names the store, the table and the record, and
+    /// keeps sqlx's error as its source.
     fn decode(&self, id: &str, row: &PgRow) -> Result<Record, StoreError> {
+        let context = format!("PostgreSQL row of `{id}` in {}", self.inner.table);
         let malformed = |e: sqlx::Error| {
-            StoreError::malformed(format!(
-                "the row of `{id}` in {} cannot be decoded: {e}",
-                self.inner.table
-            ))
+            StoreError::malformed(format!("{context} cannot be decoded: {e}")).with_source(e)
         };
         let text = |name: &str| row.try_get::<String, _>(name).map_err(malformed);
         let optional = |name: &str| row.try_get::<Option<String>, _>(name).map_err(malformed);
         let number = |name: &str| {
             let value: i64 = row.try_get(name).map_err(malformed)?;
-            from_i64(id, name, value)
+            u64::try_from(value).map_err(|_| {
+                StoreError::malformed(format!("{context}: column `{name}` is negative"))
+            })
         };
         let state: State = text("state")?
             .parse()
-            .map_err(|e: String| StoreError::malformed(format!("`{id}`: {e}")))?;
+            .map_err(|e: String| StoreError::malformed(format!("{context}: {e}")))?;
         let outcome = match optional("outcome")? {
             Some(outcome) => Some(
                 outcome
                     .parse::<Outcome>()
-                    .map_err(|e| StoreError::malformed(format!("`{id}`: {e}")))?,
+                    .map_err(|e| StoreError::malformed(format!("{context}: {e}")))?,
             ),
             None => None,
         };
@@ -288,7 +289,7 @@ impl PgStore {
             outcome,
             data: optional("data")?,
             format: u32::try_from(format).map_err(|_| {
-                StoreError::malformed(format!("the format of `{id}` is negative: {format}"))
+                StoreError::malformed(format!("{context}: the format is negative: {format}"))
             })?,
             codec: text("codec")?,
         })

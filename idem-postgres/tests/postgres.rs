@@ -156,6 +156,12 @@ async fn a_row_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() {
             matches!(result, Err(Error::Decode { .. })),
             "{corruption}: {result:?}"
         );
+        // The store's own error names the store, the table and the record.
+        let id = engine.record_id(NS, "bad").unwrap();
+        let read = store.read(&id).await.unwrap_err().to_string();
+        for expected in ["PostgreSQL", store.table(), id.as_str()] {
+            assert!(read.contains(expected), "{corruption}: {expected}: {read}");
+        }
         execute(
             &store,
             format!(
@@ -346,4 +352,67 @@ fn table_and_schema_names_are_checked_before_they_reach_sql() {
     assert!(store
         .migration()
         .contains("CREATE TABLE IF NOT EXISTS \"billing\".\"idem_v2\""));
+}
+
+/// Every store error names PostgreSQL, the table and the operation, and keeps sqlx's
+/// error as its `source()`: here every operation meets a table that does not exist.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn every_error_names_the_store_the_table_and_the_operation_and_keeps_its_source() {
+    let store = PgStore::builder(pool(2).await)
+        .table("idem_no_such_table")
+        .build()
+        .unwrap();
+    let now = now_ms();
+    let id = fresh_id("errors");
+    let mine = attempt(&id, "a", 1);
+    let errors: Vec<(&str, StoreError)> = vec![
+        (
+            "begin",
+            store
+                .begin(&begin_at(&id, "a", now, None))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "complete",
+            store
+                .complete(&mine, &completion_at(now, Outcome::Ok, Some("1")))
+                .await
+                .unwrap_err(),
+        ),
+        (
+            "extend",
+            store
+                .extend(
+                    &mine,
+                    &idem_core::store::Renewal {
+                        now_ms: now,
+                        lease_until_ms: now + 1000,
+                        expires_at_s: now / 1000 + 60,
+                    },
+                )
+                .await
+                .unwrap_err(),
+        ),
+        ("release", store.release(&mine).await.unwrap_err()),
+        ("read", store.read(&id).await.unwrap_err()),
+        ("delete", store.delete(&id).await.unwrap_err()),
+    ];
+    for (operation, error) in errors {
+        let message = error.to_string();
+        for expected in ["PostgreSQL", operation, "idem_no_such_table"] {
+            assert!(
+                message.contains(expected),
+                "{operation}: {expected}: {message}"
+            );
+        }
+        let source = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<sqlx::Error>());
+        assert!(
+            matches!(source, Some(sqlx::Error::Database(database)) if database.code().as_deref() == Some("42P01")),
+            "{operation}: {source:?}"
+        );
+        assert_eq!(error.kind(), StoreErrorKind::Permanent, "{operation}");
+    }
 }
