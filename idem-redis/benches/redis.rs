@@ -7,6 +7,9 @@
 //! the runtime is single-threaded, so this is all the client's work, the connection's
 //! I/O included).
 //!
+//! Last, the durability option (`wait_for_replicas`, a `WAIT` after each completion)
+//! beside the plain store, alternated the same way.
+//!
 //! ```sh
 //! IDEM_BENCH_REDIS=redis://127.0.0.1:6379 cargo bench -p idem-redis --bench redis
 //! ```
@@ -120,7 +123,7 @@ fn redis_bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let prefix = format!("idem-bench:{}:", std::process::id());
-    let (engine, floor, mut admin) = runtime.block_on(async {
+    let (engine, waiting, floor, mut admin) = runtime.block_on(async {
         let connection = ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
             .await
             .unwrap();
@@ -130,13 +133,24 @@ fn redis_bench(c: &mut Criterion) {
             .await
             .unwrap();
         let engine: Engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
+        // The durability option: WAIT after each completion (0 replicas: it answers at
+        // once, so this is its round trip's cost, not a replica's lag).
+        let waiting_store = RedisStore::builder(connection.clone())
+            .prefix(format!("{prefix}wait:"))
+            .wait_for_replicas(0, std::time::Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        let waiting: Engine = EngineBuilder::from_arc(Arc::new(waiting_store))
+            .build()
+            .unwrap();
         let scripts = scripts::Scripts::new();
         let floor = Floor {
             connection: connection.clone(),
             begin: redis::Script::new(&scripts.begin.source),
             complete: redis::Script::new(&scripts.complete.source),
         };
-        (engine, floor, connection)
+        (engine, waiting, floor, connection)
     });
     let idem_call = |key: u64| {
         let engine = engine.clone();
@@ -208,6 +222,28 @@ fn redis_bench(c: &mut Criterion) {
     // Alternated rounds: p50 and client CPU per call, idem beside the floor.
     idem_core::testkit::floor::compare_first_and_duplicate(
         &runtime, 201, 100, next, idem_call, floor_call,
+    );
+
+    // The durability option's cost per first call: idem with `wait_for_replicas` (WAIT
+    // 0 after each completion) beside idem on the plain store, alternated.
+    let waiting_call = |key: u64| {
+        let waiting = waiting.clone();
+        async move {
+            Call::new("bench::redis", &key)
+                .engine(&waiting)
+                .run(|_| async move { Ok::<_, Error>(key) })
+                .await
+                .unwrap()
+        }
+    };
+    idem_core::testkit::floor::compare(
+        &runtime,
+        "first call with WAIT 0 (floor: idem on the plain store)",
+        201,
+        100,
+        next + 1_000_000,
+        waiting_call,
+        idem_call,
     );
 
     runtime.block_on(clean(&mut admin, &prefix));
