@@ -1,6 +1,6 @@
 //! What the body can read about its own attempt.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub struct Context {
 }
 
 struct Inner {
-    namespace: Cow<'static, str>,
+    namespace: Namespace,
     token: String,
     fence: u64,
     lease_until_ms: AtomicU64,
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(
-        namespace: Cow<'static, str>,
+        namespace: Namespace,
         token: String,
         fence: u64,
         lease_until_ms: u64,
@@ -64,7 +64,7 @@ impl Context {
 
     /// The context of a body that runs unguarded ([`Call::optional_key`](crate::Call::optional_key)
     /// without a key): no token, fence 0, a lease that never lapses.
-    pub(crate) fn unguarded(namespace: Cow<'static, str>, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn unguarded(namespace: Namespace, clock: Arc<dyn Clock>) -> Self {
         Context::new(namespace, String::new(), 0, u64::MAX, clock)
     }
 

@@ -6,7 +6,7 @@
 //! only their digest). A `&'static` namespace, as the attribute gives, is borrowed into
 //! the label, not copied.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 use std::time::Duration;
 
 /// How a call ended, as the `outcome` field of events and the `outcome` label of
@@ -50,11 +50,10 @@ impl CallOutcome {
 }
 
 /// Counts one call's outcome: `idem_calls_total{namespace, outcome}`.
-// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
-#[allow(clippy::ptr_arg)]
-pub(crate) fn call(namespace: &Cow<'static, str>, outcome: CallOutcome) {
+// With `metrics`, the label shares the namespace (no copy).
+pub(crate) fn call(namespace: &Namespace, outcome: CallOutcome) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("idem_calls_total", "namespace" => namespace.clone(), "outcome" => outcome.as_str())
+    metrics::counter!("idem_calls_total", "namespace" => namespace.label(), "outcome" => outcome.as_str())
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (namespace, outcome);
@@ -63,20 +62,19 @@ pub(crate) fn call(namespace: &Cow<'static, str>, outcome: CallOutcome) {
 /// Records one store call: `idem_store_latency_seconds{namespace, operation}`, and
 /// `idem_store_errors_total{namespace, operation, class}` when it failed (`class` is
 /// `transient`, `permanent`, `malformed` or `timeout`).
-// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
-#[allow(clippy::ptr_arg)]
+// With `metrics`, the label shares the namespace (no copy).
 pub(crate) fn store_call(
-    namespace: &Cow<'static, str>,
+    namespace: &Namespace,
     operation: &'static str,
     started: Started,
     error_class: Option<&'static str>,
 ) {
     #[cfg(feature = "metrics")]
     {
-        metrics::histogram!("idem_store_latency_seconds", "namespace" => namespace.clone(), "operation" => operation)
+        metrics::histogram!("idem_store_latency_seconds", "namespace" => namespace.label(), "operation" => operation)
             .record(started.0.elapsed().as_secs_f64());
         if let Some(class) = error_class {
-            metrics::counter!("idem_store_errors_total", "namespace" => namespace.clone(), "operation" => operation, "class" => class)
+            metrics::counter!("idem_store_errors_total", "namespace" => namespace.label(), "operation" => operation, "class" => class)
                 .increment(1);
         }
     }
@@ -99,11 +97,10 @@ impl Started {
 
 /// Records how long a duplicate waited for an attempt in progress:
 /// `idem_wait_seconds{namespace}`.
-// With `metrics`, the label clones the `Cow` (free for a `&'static` namespace).
-#[allow(clippy::ptr_arg)]
-pub(crate) fn waited(namespace: &Cow<'static, str>, waited: Duration) {
+// With `metrics`, the label shares the namespace (no copy).
+pub(crate) fn waited(namespace: &Namespace, waited: Duration) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!("idem_wait_seconds", "namespace" => namespace.clone())
+    metrics::histogram!("idem_wait_seconds", "namespace" => namespace.label())
         .record(waited.as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = (namespace, waited);

@@ -2,7 +2,7 @@
 //! take the key, open the destination, run the body under the kept lease, then record
 //! its value, or discard its writes and finish its failure.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;
@@ -78,11 +78,9 @@ impl Guard {
 /// An unguarded body (no key, and the call allowed it, or a disabled engine): no
 /// record, but its destination is opened and kept, or discarded, under the engine's
 /// store timeout all the same.
-// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
-#[allow(clippy::ptr_arg)]
 pub(super) async fn unguarded<D, T, E, B>(
     engine: &Engine,
-    namespace: &Cow<'static, str>,
+    namespace: &Namespace,
     context: Context,
     body: B,
 ) -> Result<Report<T>, E>

@@ -4,7 +4,7 @@
 //! [`Call::run_in_transaction`](super::Call::run_in_transaction)). The one path of a
 //! call ([`attempt`](super::attempt)) differs only in this.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 
 use serde::Serialize;
 
@@ -17,14 +17,12 @@ use crate::observe::{self, CallOutcome};
 use crate::store::{Attempt, StoreError, Transaction};
 
 /// Where an attempt's completion is written, and what becomes of the body's own writes.
-// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
-#[allow(clippy::ptr_arg)]
 pub(super) trait Destination: Sized {
     /// Checks, before anything is written, that the engine's store can take it.
     fn check(engine: &Engine, namespace: &str) -> Result<(), Error>;
 
     /// Opened once the key is held (or for an unguarded body), before the body runs.
-    async fn open(engine: &Engine, namespace: &Cow<'static, str>) -> Result<Self, StoreError>;
+    async fn open(engine: &Engine, namespace: &Namespace) -> Result<Self, StoreError>;
 
     /// Records the value the body returned, durably, and tells the caller.
     async fn complete_value<T: Serialize, E: From<Error>>(
@@ -39,14 +37,11 @@ pub(super) trait Destination: Sized {
     async fn discard(self, guard: &Guard);
 
     /// Keeps what an unguarded body wrote.
-    async fn keep_unguarded(
-        self,
-        engine: &Engine,
-        namespace: &Cow<'static, str>,
-    ) -> Result<(), StoreError>;
+    async fn keep_unguarded(self, engine: &Engine, namespace: &Namespace)
+        -> Result<(), StoreError>;
 
     /// Discards what a failed unguarded body wrote.
-    async fn discard_unguarded(self, engine: &Engine, namespace: &Cow<'static, str>);
+    async fn discard_unguarded(self, engine: &Engine, namespace: &Namespace);
 }
 
 /// The completion is written to the store by itself; the body writes nothing through
@@ -58,7 +53,7 @@ impl Destination for InStore {
         Ok(())
     }
 
-    async fn open(_: &Engine, _: &Cow<'static, str>) -> Result<Self, StoreError> {
+    async fn open(_: &Engine, _: &Namespace) -> Result<Self, StoreError> {
         Ok(InStore)
     }
 
@@ -73,11 +68,11 @@ impl Destination for InStore {
 
     async fn discard(self, _: &Guard) {}
 
-    async fn keep_unguarded(self, _: &Engine, _: &Cow<'static, str>) -> Result<(), StoreError> {
+    async fn keep_unguarded(self, _: &Engine, _: &Namespace) -> Result<(), StoreError> {
         Ok(())
     }
 
-    async fn discard_unguarded(self, _: &Engine, _: &Cow<'static, str>) {}
+    async fn discard_unguarded(self, _: &Engine, _: &Namespace) {}
 }
 
 /// The completion is written in the body's transaction and committed with its writes:
@@ -94,7 +89,7 @@ impl<Tx: Transaction> Destination for Tx {
         }
     }
 
-    async fn open(engine: &Engine, namespace: &Cow<'static, str>) -> Result<Self, StoreError> {
+    async fn open(engine: &Engine, namespace: &Namespace) -> Result<Self, StoreError> {
         let store = engine.store_as::<Tx::Store>().ok_or_else(|| {
             StoreError::permanent("the engine's store is not the transaction's (checked before)")
         })?;
@@ -154,12 +149,12 @@ impl<Tx: Transaction> Destination for Tx {
     async fn keep_unguarded(
         self,
         engine: &Engine,
-        namespace: &Cow<'static, str>,
+        namespace: &Namespace,
     ) -> Result<(), StoreError> {
         store_call(engine, namespace, "commit", self.commit()).await
     }
 
-    async fn discard_unguarded(self, engine: &Engine, namespace: &Cow<'static, str>) {
+    async fn discard_unguarded(self, engine: &Engine, namespace: &Namespace) {
         // Dropped, the transaction rolls back as well.
         let _ = store_call(engine, namespace, "rollback", self.rollback()).await;
     }

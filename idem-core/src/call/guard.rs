@@ -9,7 +9,7 @@
 //! [`settle`](super::settle) settles a commit whose answer was lost, and
 //! [`attempt`](super::attempt) runs them in order.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use crate::store::{Attempt, Begin, StoreError, StoreErrorKind};
 /// One attempt of one call: everything the rules need, resolved.
 pub(super) struct Guard {
     pub(super) engine: Engine,
-    pub(super) namespace: Cow<'static, str>,
+    pub(super) namespace: Namespace,
     /// The begin this attempt sends: its record id (`{namespace}#{digest}`), owner and
     /// fingerprint, held once; its times are set again before each send.
     pub(super) request: Begin,
@@ -105,11 +105,9 @@ impl Guard {
 
 /// One store call under the engine's timeout, measured: every store call of a call goes
 /// through here, guarded or not.
-// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
-#[allow(clippy::ptr_arg)]
 pub(super) async fn store_call<R>(
     engine: &Engine,
-    namespace: &Cow<'static, str>,
+    namespace: &Namespace,
     operation: &'static str,
     call: impl Future<Output = Result<R, StoreError>>,
 ) -> Result<R, StoreError> {
@@ -118,10 +116,8 @@ pub(super) async fn store_call<R>(
 
 /// [`store_call`] under `timeout` instead of the engine's: a resend gets what is left
 /// of the first send's timeout.
-// The namespace as a `Cow`, for `observe`'s labels (free to clone when `&'static`).
-#[allow(clippy::ptr_arg)]
 pub(super) async fn store_call_within<R>(
-    namespace: &Cow<'static, str>,
+    namespace: &Namespace,
     operation: &'static str,
     call: impl Future<Output = Result<R, StoreError>>,
     timeout: Duration,

@@ -96,7 +96,7 @@ impl Call {
         Call {
             settings: Settings {
                 engine: None,
-                namespace: namespace.into().into_cow(),
+                namespace: namespace.into(),
                 key: key::canonical_key(key),
                 fingerprint: None,
                 ttl: None,

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 /// The name a call's records are kept under: a function's name (`module::function`),
@@ -10,8 +11,9 @@ use std::sync::Arc;
 /// [`Call::new`](super::Call::new) takes anything that turns into one: a `&str`,
 /// `String`, `&String`, `Arc<str>`, `Box<str>` or `Cow<'static, str>`. A name known for
 /// the whole program is borrowed, never copied, through [`Namespace::fixed`] (what
-/// `#[idempotent]` passes) or a `Cow::Borrowed`; any other is copied once, when the
-/// call is built.
+/// `#[idempotent]` passes) or a `Cow::Borrowed`; an `Arc<str>` is shared, not copied;
+/// any other is copied once, when the call is built. The engine then shares it (its
+/// context, its events) without copying it again.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -24,83 +26,128 @@ use std::sync::Arc;
 /// let _ = Call::new(per_tenant.clone(), "req-1");
 /// let _ = Call::new(&*per_tenant, "req-1");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Namespace(Cow<'static, str>);
+#[derive(Clone)]
+pub struct Namespace(Name);
+
+#[derive(Clone)]
+enum Name {
+    Fixed(&'static str),
+    Shared(Arc<str>),
+}
 
 impl Namespace {
     /// A name known for the whole program, borrowed, never copied.
     pub const fn fixed(name: &'static str) -> Namespace {
-        Namespace(Cow::Borrowed(name))
+        Namespace(Name::Fixed(name))
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Name::Fixed(name) => name,
+            Name::Shared(name) => name,
+        }
     }
 
-    pub(crate) fn into_cow(self) -> Cow<'static, str> {
-        self.0
+    /// The name as a metrics label, shared without a copy.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn label(&self) -> metrics::SharedString {
+        match &self.0 {
+            Name::Fixed(name) => metrics::SharedString::const_str(name),
+            Name::Shared(name) => metrics::SharedString::from_shared(name.clone()),
+        }
+    }
+}
+
+impl Deref for Namespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Namespace {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Namespace {
+    fn eq(&self, other: &Namespace) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Namespace {}
+
+impl std::hash::Hash for Namespace {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 /// Copied once.
 impl From<&str> for Namespace {
     fn from(name: &str) -> Namespace {
-        Namespace(Cow::Owned(name.to_owned()))
+        Namespace(Name::Shared(name.into()))
     }
 }
 
 /// Copied once.
 impl From<&String> for Namespace {
     fn from(name: &String) -> Namespace {
-        Namespace(Cow::Owned(name.clone()))
+        Namespace(Name::Shared(name.as_str().into()))
     }
 }
 
-/// Moved, not copied.
+/// Copied once.
 impl From<String> for Namespace {
     fn from(name: String) -> Namespace {
-        Namespace(Cow::Owned(name))
+        Namespace(Name::Shared(name.into()))
     }
 }
 
-/// Moved, not copied.
+/// Copied once.
 impl From<Box<str>> for Namespace {
     fn from(name: Box<str>) -> Namespace {
-        Namespace(Cow::Owned(name.into_string()))
+        Namespace(Name::Shared(name.into()))
     }
 }
 
-/// Copied once.
+/// Shared, not copied.
 impl From<Arc<str>> for Namespace {
     fn from(name: Arc<str>) -> Namespace {
-        Namespace(Cow::Owned(name.as_ref().to_owned()))
+        Namespace(Name::Shared(name))
     }
 }
 
-/// Copied once.
+/// Shared, not copied.
 impl From<&Arc<str>> for Namespace {
     fn from(name: &Arc<str>) -> Namespace {
-        Namespace(Cow::Owned(name.as_ref().to_owned()))
+        Namespace(Name::Shared(name.clone()))
     }
 }
 
-/// Borrowed stays borrowed; owned is moved.
+/// Borrowed stays borrowed; owned is copied once.
 impl From<Cow<'static, str>> for Namespace {
     fn from(name: Cow<'static, str>) -> Namespace {
-        Namespace(name)
+        match name {
+            Cow::Borrowed(name) => Namespace::fixed(name),
+            Cow::Owned(name) => name.into(),
+        }
     }
 }
 
@@ -109,21 +156,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fixed_name_is_borrowed_and_a_runtime_one_is_owned() {
+    fn a_fixed_name_is_borrowed_an_arc_shared_and_a_runtime_one_copied_once() {
         static NAME: &str = "orders::create";
-        let fixed = Namespace::fixed(NAME).into_cow();
-        assert!(matches!(fixed, Cow::Borrowed(name) if std::ptr::eq(name, NAME)));
+        let fixed = Namespace::fixed(NAME);
+        assert!(std::ptr::eq(fixed.as_str(), NAME), "borrowed");
+        assert!(
+            std::ptr::eq(fixed.clone().as_str(), NAME),
+            "clones borrow too"
+        );
+        let shared: Arc<str> = Arc::from(NAME);
+        let from_arc = Namespace::from(shared.clone());
+        assert!(
+            std::ptr::eq(from_arc.as_str(), &*shared),
+            "an Arc is shared"
+        );
         let runtime = String::from("orders::create");
         for namespace in [
             Namespace::from(runtime.as_str()),
             Namespace::from(&runtime),
             Namespace::from(runtime.clone()),
-            Namespace::from(Arc::<str>::from(NAME)),
             Namespace::from(Box::<str>::from(NAME)),
+            Namespace::from(Cow::<'static, str>::Owned(runtime.clone())),
         ] {
             assert_eq!(namespace.as_str(), NAME);
-            assert!(matches!(namespace.into_cow(), Cow::Owned(_)));
+            assert!(
+                !std::ptr::eq(namespace.as_str(), runtime.as_str()),
+                "copied"
+            );
+            let clone = namespace.clone();
+            assert!(
+                std::ptr::eq(clone.as_str(), namespace.as_str()),
+                "clones share"
+            );
         }
         assert_eq!(Namespace::fixed(NAME), Namespace::from(NAME));
+        assert!(matches!(
+            Namespace::from(Cow::Borrowed(NAME)).0,
+            Name::Fixed(name) if std::ptr::eq(name, NAME)
+        ));
     }
 }

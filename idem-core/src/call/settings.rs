@@ -1,7 +1,7 @@
 //! A call's settings, resolved: the engine's defaults fill the gaps, every setting is
 //! checked, and the key is encoded into the attempt's begin. Nothing is written yet.
 
-use std::borrow::Cow;
+use crate::call::Namespace;
 use std::time::Duration;
 
 use super::guard::Guard;
@@ -15,7 +15,7 @@ use crate::store::Begin;
 /// What a call was given, before the engine's defaults fill the gaps.
 pub(super) struct Settings {
     pub(super) engine: Option<Engine>,
-    pub(super) namespace: Cow<'static, str>,
+    pub(super) namespace: Namespace,
     pub(super) key: Result<Vec<u8>, KeyError>,
     pub(super) fingerprint: Option<Result<Vec<u8>, KeyError>>,
     pub(super) ttl: Option<Duration>,
@@ -42,7 +42,7 @@ pub(super) enum Resolved {
     /// engine is disabled: the body runs unguarded.
     Unguarded {
         /// The call's namespace.
-        namespace: Cow<'static, str>,
+        namespace: Namespace,
         /// The body's context: no token, fence 0.
         context: Context,
         /// The engine the call resolved to (for a transaction's store).
@@ -116,7 +116,7 @@ impl Settings {
                     "the record id would be {} bytes and the store takes at most {max_id}; use a shorter name",
                     id.len()
                 ),
-                namespace: namespace.into_owned(),
+                namespace: namespace.to_string(),
             });
         }
         // The times are set when it is sent.
