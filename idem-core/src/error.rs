@@ -47,6 +47,10 @@ pub enum Error {
         namespace: String,
         /// The key's digest.
         digest: String,
+        /// When the holder's lease ends (epoch milliseconds, on the engine's clock)
+        /// unless it is renewed: a retry before then meets it in progress. `None` where
+        /// the store has no lease clock.
+        lease_until_ms: Option<u64>,
     },
 
     /// The key was first used with a different payload. The body did not run.

@@ -351,7 +351,16 @@ async fn in_progress_without_wait_is_an_error_and_with_wait_replays() {
         .run(|_| async { Ok::<_, Error>("dup".to_owned()) })
         .await;
     match &busy {
-        Err(error @ Error::InProgress { .. }) => assert!(error.is_retryable()),
+        Err(
+            error @ Error::InProgress {
+                lease_until_ms: Some(until),
+                ..
+            },
+        ) => {
+            assert!(error.is_retryable());
+            // The holder's lease end: its begin's clock reading plus the lease.
+            assert_eq!(*until, clock.now_ms() + LEASE.as_millis() as u64);
+        }
         other => panic!("expected in progress, got {other:?}"),
     }
     let waiter = {
@@ -942,6 +951,7 @@ fn io_errors_carry_idem_errors() {
     let io: std::io::Error = Error::InProgress {
         namespace: NS.into(),
         digest: "d".into(),
+        lease_until_ms: None,
     }
     .into();
     assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);

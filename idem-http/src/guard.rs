@@ -54,8 +54,9 @@ where
 /// client's retry replays it instead of meeting the key in progress for the whole lease
 /// and then running the handler again. A handler that panics is answered with
 /// [`Problem::HandlerPanicked`] (the engine has released the key) instead of a closed
-/// connection. Without a runtime the call runs in this future, as a plain `Service`
-/// call would.
+/// connection. Without a runtime, or with
+/// [`cancel_with_client`](crate::IdempotencyLayer::cancel_with_client), the call runs in
+/// this future, as a plain `Service` call would.
 async fn detached<S, ReqBody, ResBody>(
     inner: S,
     config: Arc<Config>,
@@ -73,8 +74,9 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return run(inner, &config, call, request).await;
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if config.detached => runtime,
+        _ => return run(inner, &config, call, request).await,
     };
     let task = runtime.spawn(async move { run(inner, &config, call, request).await });
     match task.await {
@@ -203,7 +205,12 @@ fn answer<E>(
              replays its response if it was recorded, or runs it once the key is free",
             retry,
         )),
-        Err(Failed::Idem(error)) => Ok(problem::for_idem_error(error, handled, retry)),
+        Err(Failed::Idem(error)) => Ok(problem::for_idem_error(
+            error,
+            handled,
+            retry,
+            config.engine.clock().now_ms(),
+        )),
     }
 }
 

@@ -21,14 +21,17 @@ pub enum KeyProblem {
 }
 
 /// The key in a header value: the content of a structured-field string (`\"` and `\\`
-/// unescaped), or the value itself when it is a bare token of visible ASCII.
+/// unescaped; RFC 9651 §3.3.3), or the value itself when it is a bare token of visible
+/// ASCII. Parameters after the string (`"8e03978e";v=1`) are accepted and ignored, as
+/// RFC 9651 lets an Item carry them; a list of keys (`"a", "b"`) is refused.
 pub fn parse(value: &[u8]) -> Result<String, KeyProblem> {
+    // Spaces around a field value are not part of it (RFC 9651 §4.2).
+    let value = value.trim_ascii();
     let key = match value {
-        [b'"', inner @ .., b'"'] => unquote(inner)?,
-        [b'"', ..] => {
-            return Err(KeyProblem::Invalid(
-                "a string that opens with `\"` must close with one",
-            ))
+        [b'"', rest @ ..] => {
+            let (key, after) = string(rest)?;
+            parameters(after)?;
+            key
         }
         bare => {
             if !bare.iter().all(|b| b.is_ascii_graphic()) {
@@ -52,7 +55,8 @@ pub fn parse(value: &[u8]) -> Result<String, KeyProblem> {
 /// route is optional (it passes through unguarded); refused when it has none and the
 /// route requires one, or when the header's value is not a key.
 pub(crate) fn read<B>(config: &Config, request: &Request<B>) -> Result<Option<String>, Refused> {
-    let Some(value) = request.headers().get(&config.header) else {
+    let mut values = request.headers().get_all(&config.header).iter();
+    let Some(value) = values.next() else {
         if !config.required {
             return Ok(None);
         }
@@ -64,6 +68,13 @@ pub(crate) fn read<B>(config: &Config, request: &Request<B>) -> Result<Option<St
         );
         return Err(Refused::new(Problem::MissingKey, detail));
     };
+    if values.next().is_some() {
+        let detail = format!(
+            "the request has more than one `{}` field: send the key once",
+            config.header
+        );
+        return Err(Refused::new(Problem::InvalidKey, detail));
+    }
     match parse(value.as_bytes()) {
         Ok(key) => Ok(Some(key)),
         Err(KeyProblem::TooLong(chars)) => {
@@ -90,31 +101,80 @@ pub(crate) fn scope(config: &Config, parts: &Parts) -> Result<Option<String>, Re
     }
 }
 
-/// A structured-field string's content (RFC 8941 §3.3.3): printable ASCII, with `"` and
-/// `\` escaped by `\`.
-fn unquote(inner: &[u8]) -> Result<String, KeyProblem> {
+/// A structured-field string's content (RFC 9651 §3.3.3), the opening `"` already
+/// read: printable ASCII, with `"` and `\` escaped by `\`, up to the closing `"`; and
+/// what follows it.
+fn string(inner: &[u8]) -> Result<(String, &[u8]), KeyProblem> {
     let mut key = String::with_capacity(inner.len());
-    let mut bytes = inner.iter();
-    while let Some(&b) = bytes.next() {
+    let mut bytes = inner.iter().enumerate();
+    while let Some((at, &b)) = bytes.next() {
         match b {
             b'\\' => match bytes.next() {
-                Some(&escaped @ (b'"' | b'\\')) => key.push(escaped as char),
+                Some((_, &escaped @ (b'"' | b'\\'))) => key.push(escaped as char),
                 _ => {
                     return Err(KeyProblem::Invalid(
                         "in a string, `\\` escapes only `\"` and `\\`",
                     ))
                 }
             },
-            b'"' => {
-                return Err(KeyProblem::Invalid(
-                    "a `\"` inside a string must be escaped",
-                ))
-            }
+            b'"' => return Ok((key, &inner[at + 1..])),
             0x20..=0x7e => key.push(b as char),
             _ => return Err(KeyProblem::Invalid("a string holds printable ASCII only")),
         }
     }
-    Ok(key)
+    Err(KeyProblem::Invalid(
+        "a string that opens with `\"` must close with one",
+    ))
+}
+
+/// What may follow the key's string: parameters (RFC 9651 §3.1.2, `;name` or
+/// `;name=value`, accepted and ignored), and nothing else; a `,` makes a list.
+fn parameters(mut rest: &[u8]) -> Result<(), KeyProblem> {
+    const LIST: KeyProblem = KeyProblem::Invalid(
+        "the header holds a list: send one key (a string, with parameters if any)",
+    );
+    loop {
+        rest = rest.trim_ascii_start();
+        match rest {
+            [] => return Ok(()),
+            [b',', ..] => return Err(LIST),
+            [b';', after @ ..] => {
+                let after = after.trim_ascii_start();
+                let name_len = after
+                    .iter()
+                    .take_while(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(b)
+                    })
+                    .count();
+                if name_len == 0 || !(after[0].is_ascii_lowercase() || after[0] == b'*') {
+                    return Err(KeyProblem::Invalid(
+                        "a parameter's name is lowercase: `;name` or `;name=value`",
+                    ));
+                }
+                rest = &after[name_len..];
+                if let [b'=', value @ ..] = rest {
+                    rest = match value {
+                        [b'"', inner @ ..] => string(inner)?.1,
+                        _ => {
+                            let len = value
+                                .iter()
+                                .take_while(|b| b.is_ascii_graphic() && !b";,\"".contains(b))
+                                .count();
+                            if len == 0 {
+                                return Err(KeyProblem::Invalid("a parameter's value is missing"));
+                            }
+                            &value[len..]
+                        }
+                    };
+                }
+            }
+            _ => {
+                return Err(KeyProblem::Invalid(
+                    "after the key's string only parameters (`;name=value`) may follow",
+                ))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +184,20 @@ mod tests {
     #[test]
     fn both_forms_give_the_same_key() {
         assert_eq!(parse(b"\"8e03978e-40d5\"").unwrap(), "8e03978e-40d5");
+        // RFC 9651 parameters are accepted and ignored; spaces around the value too.
+        for with_parameters in [
+            &b"\"8e03978e-40d5\";v=1"[..],
+            b"\"8e03978e-40d5\"; v=1;flag",
+            b"\"8e03978e-40d5\";note=\"a;b,c\";n=-1.5;*x=?1",
+            b" \"8e03978e-40d5\" ",
+        ] {
+            assert_eq!(
+                parse(with_parameters).unwrap(),
+                "8e03978e-40d5",
+                "{}",
+                String::from_utf8_lossy(with_parameters)
+            );
+        }
         assert_eq!(parse(b"8e03978e-40d5").unwrap(), "8e03978e-40d5");
         assert_eq!(parse(br#""a \"b\" \\c""#).unwrap(), r#"a "b" \c"#);
     }
@@ -142,6 +216,22 @@ mod tests {
             assert!(matches!(parse(bad), Err(KeyProblem::Invalid(_))), "{bad:?}");
         }
         assert_eq!(parse(&[b'k'; 255]).unwrap().len(), 255);
+        // A list of keys, and what is neither parameters nor nothing after the string.
+        for bad in [
+            &b"\"a\", \"b\""[..],
+            b"\"a\";v=1, \"b\"",
+            b"\"a\" x",
+            b"\"a\";V=1",
+            b"\"a\";=1",
+            b"\"a\";v=",
+            b"\"a\";v=\"open",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(KeyProblem::Invalid(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert_eq!(parse(&[b'k'; 256]), Err(KeyProblem::TooLong(256)));
     }
 }

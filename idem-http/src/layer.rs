@@ -55,6 +55,7 @@ pub(crate) struct Config {
     pub(crate) wait: Option<Duration>,
     pub(crate) record_server_errors: bool,
     pub(crate) retry_after_s: u64,
+    pub(crate) detached: bool,
 }
 
 impl std::fmt::Debug for IdempotencyLayer {
@@ -71,6 +72,7 @@ impl std::fmt::Debug for IdempotencyLayer {
             .field("max_request_bytes", &c.max_request_bytes)
             .field("wait", &c.wait)
             .field("record_server_errors", &c.record_server_errors)
+            .field("detached", &c.detached)
             .finish_non_exhaustive()
     }
 }
@@ -80,7 +82,8 @@ impl IdempotencyLayer {
     /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); request
     /// bodies up to 1 MiB; the default fingerprint; `Content-Type` and `Location`
     /// recorded with the status and the body up to 1 MiB; server errors not recorded; no
-    /// waiting.
+    /// waiting; each guarded handler on a task of its own, so a client that gives up does
+    /// not cancel it (see [`cancel_with_client`](IdempotencyLayer::cancel_with_client)).
     pub fn new(engine: Engine) -> IdempotencyLayer {
         IdempotencyLayer {
             config: Arc::new(Config {
@@ -97,6 +100,7 @@ impl IdempotencyLayer {
                 wait: None,
                 record_server_errors: false,
                 retry_after_s: 1,
+                detached: true,
             }),
         }
     }
@@ -122,6 +126,17 @@ impl IdempotencyLayer {
     /// time) instead of answering 400.
     pub fn optional(self) -> Self {
         self.with(|c| c.required = false)
+    }
+
+    /// Runs each guarded handler in the request's own future, so that a client that
+    /// gives up (a timeout, a closed connection) cancels it mid-way, for handlers that
+    /// must stop with their client. The key then stays in progress until its lease
+    /// lapses (a retry meanwhile gets 409), after which a retry runs the handler again;
+    /// a panicking handler closes the connection. By default each guarded handler runs
+    /// on a task of its own (on a tokio runtime) and ends whatever its client does: its
+    /// response is recorded and the client's retry replays it.
+    pub fn cancel_with_client(self) -> Self {
+        self.with(|c| c.detached = false)
     }
 
     /// The methods that are guarded (POST and PATCH by default); others pass through.

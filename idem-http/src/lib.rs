@@ -19,16 +19,16 @@
 //!
 //! For a guarded method (POST and PATCH by default) the layer reads the key from the
 //! `Idempotency-Key` header, as the IETF draft (draft-ietf-httpapi-idempotency-key-header)
-//! writes it (a structured-field string, `"8e03978e"`) or as Stripe does (a bare token),
-//! at most 255 characters; then:
+//! writes it (a structured-field string, `"8e03978e"`, whose RFC 9651 parameters such
+//! as `;v=1` are ignored) or as Stripe does (a bare token), at most 255 characters; then:
 //!
 //! | request | answer |
 //! |---|---|
 //! | first with this key | the handler runs; its status, `Content-Type`, `Location` and body (up to 1 MiB) are recorded |
 //! | a retry | the recorded status, headers and body, plus `Idempotent-Replayed: true`; the handler does not run |
-//! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
+//! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` the time left on the first's lease (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
 //! | the same key with another method, path, query or body | 422 `mismatch` |
-//! | no key (required route) / a key too long or malformed | 400 `missing-key` / `key-too-long` / `invalid-key` |
+//! | no key (required route) / a key too long or malformed, a list of keys or two `Idempotency-Key` fields | 400 `missing-key` / `key-too-long` / `invalid-key` |
 //! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
@@ -39,6 +39,8 @@
 //! only the waiting, while the handler runs to its end and its response is recorded, so
 //! the client's retry replays it. (Were it cancelled with the connection, the retry would
 //! meet the key in progress for the whole lease, then run the handler a second time.)
+//! [`cancel_with_client`](IdempotencyLayer::cancel_with_client) turns this off for
+//! handlers that must stop with their client.
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key

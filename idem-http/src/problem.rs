@@ -148,17 +148,24 @@ impl Refused {
 /// [`idem_core::Error`] becomes a status, a problem type and headers. `handled` is the
 /// handler's own response if it ran: a handler that answered but lost its lease (so its
 /// response was not recorded) still gives that response to its caller.
+///
+/// An in-progress key's `Retry-After` is the time left on its holder's lease (whole
+/// seconds, rounded up, at least 1) when the store has one, at `now_ms` on the engine's
+/// clock; `retry_after` otherwise.
 pub(crate) fn for_idem_error(
     error: Error,
     handled: Option<Response<Bytes>>,
     retry_after: u64,
+    now_ms: u64,
 ) -> Response<Bytes> {
     match error {
         // The handler ran and answered; its lease was lost, so it was not recorded.
         Error::LeaseLost { .. } if handled.is_some() => handled.expect("checked"),
-        Error::InProgress { .. } => Problem::InProgress.response(
+        Error::InProgress { lease_until_ms, .. } => Problem::InProgress.response(
             "a request with this key is being processed; retry after it completes",
-            retry_after,
+            lease_until_ms.map_or(retry_after, |until| {
+                until.saturating_sub(now_ms).div_ceil(1000).max(1)
+            }),
         ),
         Error::PayloadMismatch { .. } => Problem::Mismatch.response(
             "this key was first used with another request (method, path, query or body); \

@@ -542,3 +542,83 @@ async fn a_panicking_handler_is_answered_with_a_problem_and_its_retry_runs_again
     assert!(retry.headers().get("idempotent-replayed").is_none());
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// The header by RFC 9651: a string with parameters is the same key (the parameters
+/// are ignored); two field lines, or a list, are 400. With raw header values.
+#[tokio::test]
+async fn the_header_is_read_as_a_structured_field() {
+    let payments = Payments::default();
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let first = pay(&server.url, Some("\"sf-1\";v=1"), "10 EUR").await;
+    assert_eq!(first.status(), 201);
+    let again = pay(&server.url, Some("\"sf-1\"; note=\"x;y\""), "10 EUR").await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+
+    let list = pay(&server.url, Some("\"sf-2\", \"sf-3\""), "10 EUR").await;
+    assert_eq!(problem(list).await, (400, "InvalidKey".to_owned()));
+    let two_lines = reqwest::Client::new()
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"sf-4\"")
+        .header("idempotency-key", "\"sf-5\"")
+        .body("10 EUR")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(two_lines).await, (400, "InvalidKey".to_owned()));
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A retry while the first request runs gets 409 with `Retry-After` set to the time
+/// left on the first one's lease (30 s by default), not a fixed second.
+#[tokio::test]
+async fn a_retry_in_progress_is_told_the_time_left_on_the_lease() {
+    let payments = Payments {
+        delay: Duration::from_millis(500),
+        ..Payments::default()
+    };
+    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let url = server.url.clone();
+    let first = tokio::spawn(async move { pay(&url, Some("\"slow\""), "10 EUR").await.status() });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let busy = pay(&server.url, Some("\"slow\""), "10 EUR").await;
+    assert_eq!(busy.status(), 409);
+    let retry_after: u64 = busy.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (29..=30).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert_eq!(first.await.unwrap(), 201);
+}
+
+/// With `cancel_with_client`, a client that gives up cancels its handler: the key stays
+/// in progress (its lease has not lapsed), so the retry gets 409 and the handler never
+/// finished.
+#[tokio::test]
+async fn a_layer_that_cancels_with_its_client_stops_the_handler() {
+    let payments = Payments {
+        delay: Duration::from_millis(400),
+        ..Payments::default()
+    };
+    let layer = IdempotencyLayer::new(engine()).cancel_with_client();
+    let server = serve(app(layer, payments.clone())).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"cancelled\"")
+        .body("10 EUR")
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let retry = pay(&server.url, Some("\"cancelled\""), "10 EUR").await;
+    assert_eq!(problem(retry).await, (409, "InProgress".to_owned()));
+}

@@ -161,6 +161,7 @@ impl Guard {
                     return Err(Error::InProgress {
                         namespace: self.namespace.to_string(),
                         digest: self.digest().to_owned(),
+                        lease_until_ms: Some(record.lease_until_ms),
                     });
                 }
             }
