@@ -99,6 +99,7 @@
 //! | `idem_store_latency_seconds` | histogram | `operation` |
 //! | `idem_wait_seconds` | histogram | (how long a duplicate with `wait` waited) |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod call;
@@ -113,6 +114,7 @@ pub mod protocol;
 pub mod store;
 
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use cache::LocalCache;

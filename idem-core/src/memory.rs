@@ -158,6 +158,7 @@ impl MemoryStore {
     /// Stores `record` as given, bypassing every condition: for tests that need a
     /// record no transition writes (a newer format, a corrupt value).
     #[cfg(feature = "testkit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
     pub fn put_raw(&self, record: Record) {
         self.lock().records.insert(record);
     }

@@ -179,6 +179,7 @@
 //! (race-safe; no old item on conflict, no TTL API, so build the store with
 //! `check_ttl(false)` there). `scripts/test` starts both.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod item;
 mod local;
@@ -193,4 +194,5 @@ pub use setup::{DynamoStoreBuilder, SetupError, TtlSetup};
 pub use store::DynamoStore;
 
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

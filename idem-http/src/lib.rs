@@ -60,6 +60,7 @@
 //! attempt's token: a handler that crashes after its downstream call and runs again
 //! sends the same key, and the downstream API deduplicates it.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "client")]
 mod client;
@@ -71,6 +72,7 @@ mod problem;
 mod record;
 
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
 pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent};
 pub use problem::Problem;
