@@ -1,0 +1,91 @@
+//! The protocol's pure rules that the engine and the model share: the settling of a
+//! lost commit, and the lease and TTL limits.
+
+use std::time::Duration;
+
+use idem_core::protocol::*;
+use idem_core::store::{Attempt, Outcome, Record, Written};
+
+fn attempt(fence: u64) -> Attempt {
+    Attempt {
+        id: "ns#key".to_owned(),
+        owner: "me".to_owned(),
+        fence,
+    }
+}
+
+fn in_progress(fence: u64, lease_until_ms: u64) -> Record {
+    Terms {
+        lease_ms: 1000,
+        ttl_ms: 1000,
+    }
+    .begin("ns#key", "me", lease_until_ms.saturating_sub(1000), None)
+    .record(fence)
+}
+
+#[test]
+fn the_limits_messages_name_their_constants() {
+    let ttl = ttl_refusal(MIN_TTL - Duration::from_nanos(1)).unwrap();
+    assert!(ttl.contains(&format!("at least {MIN_TTL:?}")), "{ttl}");
+    assert_eq!(ttl_refusal(MIN_TTL), None);
+    let lease = lease_refusal(MIN_LEASE - Duration::from_nanos(1)).unwrap();
+    assert!(
+        lease.contains(&format!("at least {MIN_LEASE:?}")),
+        "{lease}"
+    );
+    assert_eq!(lease_refusal(MIN_LEASE), None);
+    let second = Duration::from_secs(1);
+    assert!(check_times(second, Duration::from_secs(3), second).is_ok());
+    let short = check_times(second, Duration::from_millis(1500), second).unwrap_err();
+    assert!(
+        short.contains("too short for the 1s store timeout"),
+        "{short}"
+    );
+}
+
+#[test]
+fn a_lost_commit_is_settled_by_the_read_then_by_the_release() {
+    let mine = attempt(3);
+    let mut completed = in_progress(3, 5000);
+    complete(
+        Some(&mut completed),
+        &mine,
+        &Terms {
+            lease_ms: 1000,
+            ttl_ms: 60_000,
+        }
+        .completion(4000, Outcome::Ok, Some("1".to_owned())),
+    );
+    let committed = CommitFate::Committed {
+        expires_at_s: completed.expires_at_s,
+    };
+    // The read settles it only when it shows this attempt's completion.
+    assert_eq!(settle_by_read(Some(&completed), &mine), Some(committed));
+    assert_eq!(settle_by_read(Some(&in_progress(3, 5000)), &mine), None);
+    assert_eq!(settle_by_read(None, &mine), None);
+    assert_eq!(settle_by_read(Some(&completed), &attempt(4)), None);
+    // The release: refused with the completion (a commit that landed after the
+    // read), applied, applied earlier, or refused by a record not this attempt's.
+    assert_eq!(
+        settle_by_release(Written::Refused(Some(completed.clone())), &mine),
+        committed
+    );
+    assert_eq!(
+        settle_by_release(Written::Applied(()), &mine),
+        CommitFate::RolledBack
+    );
+    let mut released = in_progress(3, 5000);
+    release(Some(&mut released), &mine);
+    assert_eq!(
+        settle_by_release(Written::Refused(Some(released)), &mine),
+        CommitFate::RolledBack
+    );
+    assert_eq!(
+        settle_by_release(Written::Refused(None), &mine),
+        CommitFate::Unknown
+    );
+    assert_eq!(
+        settle_by_release(Written::Refused(Some(in_progress(4, 9000))), &mine),
+        CommitFate::Unknown
+    );
+}
