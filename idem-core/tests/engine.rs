@@ -563,6 +563,30 @@ async fn a_failed_release_still_returns_the_body_error() {
     assert!((2..=50).contains(&sends), "{sends} releases sent");
 }
 
+/// Resends end with the call's TTL when it is shorter than the store timeout: a first
+/// send that was applied and then expired would make a resend's refusal look like a
+/// lost lease.
+#[tokio::test]
+async fn resends_stop_within_the_ttl_when_it_is_shorter_than_the_store_timeout() {
+    let store = faulty();
+    let engine = EngineBuilder::from_arc(store.clone())
+        .lease(Duration::from_secs(10))
+        .ttl(Duration::from_secs(1))
+        .store_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    store.inject(Operation::Complete, Fault::Transient);
+    let runs = AtomicUsize::new(0);
+    let report = call(&engine, "short-ttl")
+        .run_reported(|_| counted(&runs, "v"))
+        .await
+        .unwrap();
+    assert_eq!(report.source, idem_core::Source::RanNotRecorded);
+    // Pauses of 10 ms doubling to 200 ms: 8 or 9 sends fit in 1 s, about 28 in 5 s.
+    let sends = store.calls(Operation::Complete);
+    assert!((2..=12).contains(&sends), "{sends} completions sent");
+}
+
 /// A completion or a release that meets a transient error is sent again within the
 /// store timeout, so one dropped connection is not `RanNotRecorded` (or a key held for
 /// the whole lease). A resend whose first send was applied (its answer lost) is

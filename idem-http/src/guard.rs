@@ -10,6 +10,7 @@ use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, Full};
 use idem_core::{Call, Error, Report, Source};
 use tower_service::Service;
+use tracing::Instrument as _;
 
 use crate::layer::{Body, BoxError, Config};
 use crate::problem::{self, Problem, Refused};
@@ -78,7 +79,9 @@ where
         Ok(runtime) if config.detached => runtime,
         _ => return run(inner, &config, call, request).await,
     };
-    let task = runtime.spawn(async move { run(inner, &config, call, request).await });
+    // The request's span goes with the handler's task, so its events keep their context.
+    let task =
+        runtime.spawn(async move { run(inner, &config, call, request).await }.in_current_span());
     match task.await {
         Ok(done) => done,
         Err(stopped) if stopped.is_panic() => (Err(Failed::Panicked), None),

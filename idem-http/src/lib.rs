@@ -40,7 +40,12 @@
 //! the client's retry replays it. (Were it cancelled with the connection, the retry would
 //! meet the key in progress for the whole lease, then run the handler a second time.)
 //! [`cancel_with_client`](IdempotencyLayer::cancel_with_client) turns this off for
-//! handlers that must stop with their client.
+//! handlers that must stop with their client. A handler that outlives its client also outlives the
+//! layers outside this one: put a concurrency limit (or a timeout meant to stop
+//! handlers) inside it, next to the handler, not outside, or the limit is released when
+//! the client leaves while the handler still runs. Graceful shutdown does not wait for
+//! such a handler: a runtime dropped under it stops it as a crash would (its lease
+//! lapses, and a retry runs it again).
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key

@@ -486,7 +486,15 @@ impl Store for RedisStore {
         let written = self
             .held_write("complete", attempt, &self.scripts.complete, &invocation)
             .await?;
-        if let (Written::Applied(()), Some(durability)) = (&written, self.durability) {
+        // A refusal that shows this attempt's own completion is one applied by an
+        // earlier send (the engine's resend, or the cluster client's retry after a
+        // dropped connection): it is waited for too.
+        let applied = match &written {
+            Written::Applied(()) => true,
+            Written::Refused(Some(current)) => current.shows_completion_by(attempt),
+            Written::Refused(None) => false,
+        };
+        if let (true, Some(durability)) = (applied, self.durability) {
             self.wait_for(durability, attempt).await;
         }
         Ok(written)

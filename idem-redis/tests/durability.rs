@@ -73,6 +73,21 @@ async fn wait_is_sent_after_each_applied_completion_only() {
         1,
         "one WAIT, after the completion"
     );
+    // The same completion sent again (a resend whose first send was applied) is refused
+    // with its own write: it counts as applied, and is waited for too.
+    let resent = store
+        .complete(
+            &attempt("ns#applied", "a", 1),
+            &completion(SystemClock.now_ms()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(resent, Written::Refused(Some(_))), "{resent:?}");
+    assert_eq!(
+        calls(&mut admin, "wait").await,
+        2,
+        "a resend's own write is waited for"
+    );
 
     // A refused completion (a stale fence) and the other writes send no WAIT.
     let now = SystemClock.now_ms();
@@ -89,7 +104,7 @@ async fn wait_is_sent_after_each_applied_completion_only() {
         .release(&attempt("ns#released", "b", 1))
         .await
         .unwrap();
-    assert_eq!(calls(&mut admin, "wait").await, 1);
+    assert_eq!(calls(&mut admin, "wait").await, 2);
     assert!(!logs.text().contains("WAIT"), "{}", logs.text());
 }
 

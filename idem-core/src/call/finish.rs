@@ -3,7 +3,9 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -39,8 +41,9 @@ pub(super) enum Completed {
 
 impl Guard {
     /// Sends a completion or a release (`send` makes the request), and sends it again
-    /// after a transient error, pausing in between, while the engine's store timeout,
-    /// counted from the first send, allows; each resend gets what is left of it. A
+    /// after a transient error, pausing in between, while the engine's store timeout (or
+    /// the call's TTL, if shorter), counted from the first send, allows; each resend gets
+    /// what is left of it. A
     /// resend is safe: the store's answer to it is read by the same rules, where a
     /// refusal that shows this attempt's own write counts as applied (an earlier send
     /// that was applied, its answer lost). The last answer is returned.
@@ -52,7 +55,9 @@ impl Guard {
     where
         F: Future<Output = Result<Written<()>, StoreError>>,
     {
-        let timeout = self.engine.defaults().store_timeout;
+        // Not past the record's TTL either: a first send applied and then expired would
+        // make a resend's refusal look like a lost lease.
+        let timeout = self.engine.defaults().store_timeout.min(self.ttl);
         let first = Instant::now();
         let mut pause = RESEND_FIRST;
         let mut answer = self.store_call(operation, send()).await;
