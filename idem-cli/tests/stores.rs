@@ -1,0 +1,472 @@
+//! The CLI against records the engine wrote, in real PostgreSQL and Redis servers and a
+//! local DynamoDB (dynalite or moto): through the library's functions, and through the
+//! `idem` binary itself.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use idem_cli::ops::{self, Filter};
+use idem_cli::{key, ErrorKind, Location, Target};
+use idem_core::store::State;
+use idem_core::{Call, Engine, Error, Store};
+use idem_postgres::PgStore;
+use idem_redis::RedisStore;
+
+const NS: &str = "cli::charge";
+
+fn postgres_url() -> String {
+    std::env::var("IDEM_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn redis_url() -> String {
+    std::env::var("IDEM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn unique(label: &str) -> String {
+    format!("{label}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `idem` binary with `args`, its output.
+fn idem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(args)
+        .env_remove("IDEM_STORE")
+        .env_remove("IDEM_SECRET")
+        .env_remove("IDEM_SECRET_FILE")
+        // Local DynamoDB servers take any credentials; the SDK's chain finds these first.
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A call whose body counts its runs and returns its fence.
+async fn charge(engine: &Engine, key: &str, runs: &AtomicU32) -> u64 {
+    Call::new(NS, key)
+        .engine(engine)
+        .run(|ctx| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(ctx.fence())
+        })
+        .await
+        .unwrap()
+}
+
+/// What every store must show, on records the engine wrote: `store_args` are the
+/// binary's options naming the same store.
+async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
+    // A completed record: inspect shows it, forget frees it keeping its fence.
+    let key = unique("order");
+    let key_json = serde_json::to_string(&key).unwrap();
+    let runs = AtomicU32::new(0);
+    assert_eq!(charge(engine, &key, &runs).await, 1);
+    let id = key::record_id(NS, &key_json, None).unwrap();
+    assert_eq!(id, engine.record_id(NS, &key).unwrap());
+    let record = ops::inspect(target, &id).await.unwrap();
+    assert_eq!((record.state, record.fence), (State::Completed, 1));
+    assert!(record.is_live(ops::now_ms()));
+    assert_eq!(charge(engine, &key, &runs).await, 1, "replayed");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    let mut args = store_args.to_vec();
+    args.extend(["--json", "inspect", NS, &key_json]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["state"], "COMPLETED");
+    assert_eq!(shown["fence"], 1);
+    assert_eq!(shown["outcome"], "ok");
+    assert_eq!(shown["outcome_bytes"], 1, "the value `1`");
+    assert_eq!(shown["live"], true);
+
+    let forgotten = ops::forget(target, &id, false, ops::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(forgotten.action, "taken_over_and_released");
+    assert_eq!(forgotten.fence, 2);
+    let record = ops::inspect(target, &id).await.unwrap();
+    assert_eq!(record.state, State::InProgress);
+    assert_eq!((record.fence, record.lease_until_ms), (2, 0));
+    assert_eq!((&record.outcome, &record.data), (&None, &None));
+    assert!(!record.is_live(ops::now_ms()));
+    assert_eq!(
+        charge(engine, &key, &runs).await,
+        3,
+        "the body runs again, fenced above"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // The binary forgets it again (by id); the next call runs with a higher fence.
+    let mut args = store_args.to_vec();
+    args.extend(["forget", "--id", &id]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 -> 4"));
+    assert_eq!(charge(engine, &key, &runs).await, 5);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+
+    // A record in progress under a live lease: refused without --force.
+    let key2 = unique("stuck");
+    let key2_json = serde_json::to_string(&key2).unwrap();
+    let (started, running) = tokio::sync::oneshot::channel();
+    let holder = {
+        let engine = engine.clone();
+        let key2 = key2.clone();
+        tokio::spawn(async move {
+            Call::new(NS, &key2)
+                .engine(&engine)
+                .lease(Duration::from_secs(60))
+                .run(|ctx| async move {
+                    started.send(ctx.fence()).unwrap();
+                    std::future::pending::<()>().await;
+                    Ok::<_, Error>(0u64)
+                })
+                .await
+        })
+    };
+    let fence = running.await.unwrap();
+    let id2 = key::record_id(NS, &key2_json, None).unwrap();
+    let record = ops::inspect(target, &id2).await.unwrap();
+    assert_eq!((record.state, record.fence), (State::InProgress, fence));
+    assert!(record.lease_is_live(ops::now_ms()));
+    let refused = ops::forget(target, &id2, false, ops::now_ms())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Refused);
+    assert!(
+        refused.message().contains("--force"),
+        "{}",
+        refused.message()
+    );
+    let mut args = store_args.to_vec();
+    args.extend(["forget", NS, &key2_json]);
+    let output = idem(&args);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("live lease"));
+    assert_eq!(
+        ops::inspect(target, &id2).await.unwrap(),
+        record,
+        "untouched"
+    );
+
+    // --force releases it in its holder's name, keeping the fence.
+    let mut args = store_args.to_vec();
+    args.extend(["forget", "--force", NS, &key2_json]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let released = ops::inspect(target, &id2).await.unwrap();
+    assert_eq!(
+        (released.state, released.fence, released.lease_until_ms),
+        (State::InProgress, fence, 0)
+    );
+    holder.abort(); // the holder crashes
+    let runs2 = AtomicU32::new(0);
+    assert_eq!(charge(engine, &key2, &runs2).await, fence + 1);
+    assert_eq!(runs2.load(Ordering::SeqCst), 1);
+
+    // Listing finds them by state.
+    let all = ops::list(
+        target,
+        Filter::default(),
+        ops::now_ms(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(all
+        .iter()
+        .any(|v| v.id == id && v.state == "COMPLETED" && v.fence == 5));
+    let in_progress = Filter {
+        state: Some(State::InProgress),
+        older_than: None,
+    };
+    let found = ops::list(
+        target,
+        in_progress,
+        ops::now_ms(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(found.iter().all(|v| v.state == "INPROGRESS"));
+    assert!(!found.iter().any(|v| v.id == id));
+    let mut args = store_args.to_vec();
+    args.extend(["--json", "list", "--state", "completed"]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(listed.iter().any(|v| v["id"] == id.as_str()));
+    assert!(listed.iter().all(|v| v["state"] == "COMPLETED"));
+
+    // A key that never ran: exit code 4, and a float key is refused before connecting.
+    let mut args = store_args.to_vec();
+    args.extend(["inspect", NS, "\"never-ran\""]);
+    let output = idem(&args);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let mut args = store_args.to_vec();
+    args.extend(["inspect", NS, "1.5"]);
+    let output = idem(&args);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("floats"));
+}
+
+async fn postgres_store(table: &str) -> PgStore {
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+    let store = PgStore::builder(pool).table(table).build().unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL (IDEM_TEST_POSTGRES): run through scripts/test"]
+async fn postgres() {
+    let table = unique("idem_cli");
+    let store = postgres_store(&table).await;
+    let engine = Engine::new(store.clone());
+    let target = Target::postgres(store.clone()).await.unwrap();
+    let url = postgres_url();
+    scenario(&target, &engine, &["--store", &url, "--table", &table]).await;
+
+    // purge deletes what expired, and nothing live.
+    let output = idem(&["--store", &url, "--table", &table, "purge", "--expired"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 0"));
+
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", store.table())))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL (IDEM_TEST_POSTGRES): run through scripts/test"]
+async fn postgres_purges_expired_records() {
+    let table = unique("idem_cli");
+    let store = postgres_store(&table).await;
+    // A record that expired long ago, as the engine writes one.
+    let begin = idem_core::store::Begin {
+        id: "cli::old#x".into(),
+        owner: "o".into(),
+        now_ms: 1_000,
+        lease_until_ms: 2_000,
+        expires_at_s: 3,
+        fingerprint: None,
+    };
+    assert!(matches!(
+        store.begin(&begin).await.unwrap(),
+        idem_core::store::Written::Applied(1)
+    ));
+    let engine = Engine::new(store.clone());
+    let runs = AtomicU32::new(0);
+    charge(&engine, "live", &runs).await;
+    let url = postgres_url();
+    let output = idem(&["--store", &url, "--table", &table, "purge", "--expired"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 1"));
+    assert_eq!(store.read("cli::old#x").await.unwrap(), None);
+    let live = engine.record_id(NS, "live").unwrap();
+    assert!(store.read(&live).await.unwrap().is_some());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", store.table())))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL (IDEM_TEST_POSTGRES): run through scripts/test"]
+async fn postgres_errors_name_the_table_and_the_server() {
+    let url = postgres_url();
+    let location = Location {
+        store: url.clone(),
+        table: Some("idem_no_such_table".into()),
+        ..Location::default()
+    };
+    let error = Target::connect(&location).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Store);
+    assert!(error.message().contains("no table"), "{}", error.message());
+    assert!(error.message().contains("idem_no_such_table"));
+    let output = idem(&[
+        "--store",
+        &url,
+        "--table",
+        "idem_no_such_table",
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no table"), "{}", stderr(&output));
+
+    let output = idem(&[
+        "--store",
+        "postgres://postgres@127.0.0.1:1/test",
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot connect to PostgreSQL"),
+        "{}",
+        stderr(&output)
+    );
+    let output = idem(&[
+        "--store",
+        "postgres://u:hunter2@127.0.0.1:1/test",
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Redis (IDEM_TEST_REDIS): run through scripts/test"]
+async fn redis() {
+    let url = redis_url();
+    let prefix = format!("{}:", unique("idem-cli-test"));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let connection = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let store = RedisStore::builder(connection.clone())
+        .prefix(&prefix)
+        .build_unchecked();
+    let engine = Engine::new(store);
+    let target = Target::redis(connection.clone(), prefix.clone())
+        .await
+        .unwrap();
+    scenario(&target, &engine, &["--store", &url, "--prefix", &prefix]).await;
+
+    let output = idem(&["--store", &url, "--prefix", &prefix, "purge", "--expired"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to purge"));
+
+    // Clean up this test's keys.
+    let mut connection = connection;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for key in keys {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[test]
+fn redis_unreachable_is_named() {
+    let output = idem(&["--store", "redis://127.0.0.1:1", "inspect", "--id", "a#b"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot connect to Redis"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn secrets_digest_keys_as_the_engine_does() {
+    let secret = b"k3y".to_vec();
+    let engine = Engine::builder(idem_core::MemoryStore::new())
+        .secret(secret.clone())
+        .build()
+        .unwrap();
+    let expected = engine.record_id(NS, "abc").unwrap();
+    assert_eq!(
+        key::record_id(NS, "\"abc\"", Some(&secret)).unwrap(),
+        expected
+    );
+    // Through the binary: the id is computed before connecting, so a missing record
+    // on an unreachable server fails on the connection, not the key; a float fails
+    // first, whatever the secret.
+    let output = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["--store", "redis://127.0.0.1:1", "inspect", NS, "[1.5]"])
+        .env("IDEM_SECRET", "k3y")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let dir = std::env::temp_dir().join(unique("idem-cli-secret"));
+    std::fs::write(&dir, "k3y\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["--store", "redis://127.0.0.1:1", "--secret-file"])
+        .arg(&dir)
+        .args(["inspect", NS, "\"abc\""])
+        .env("IDEM_SECRET", "k3y")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "both sources: {}",
+        stderr(&output)
+    );
+    assert!(stderr(&output).contains("give one"));
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs dynalite and moto (IDEM_TEST_DYNALITE, IDEM_TEST_MOTO): run through scripts/test"]
+async fn dynamo() {
+    for variable in ["IDEM_TEST_DYNALITE", "IDEM_TEST_MOTO"] {
+        let Ok(endpoint) = std::env::var(variable) else {
+            panic!("{variable} is not set: run through scripts/test");
+        };
+        dynamo_on(&endpoint).await;
+    }
+}
+
+async fn dynamo_on(endpoint: &str) {
+    let table = unique("idem-cli");
+    let client = idem_dynamo::local_client(endpoint);
+    let builder = idem_dynamo::DynamoStore::builder(client.clone(), &table);
+    builder.create_table().await.unwrap();
+    let store = builder.build().await.unwrap();
+    let engine = Engine::new(store);
+    let target = Target::dynamo(client.clone(), &table, String::new())
+        .await
+        .unwrap();
+    // The binary takes the SDK's credentials chain: `idem` gives it the environment's.
+    let store_arg = format!("dynamodb://{table}");
+    scenario(
+        &target,
+        &engine,
+        &["--store", &store_arg, "--endpoint-url", endpoint],
+    )
+    .await;
+
+    // A wrong table is named.
+    let missing = unique("idem-cli-missing");
+    let output = idem(&[
+        "--store",
+        &missing,
+        "--endpoint-url",
+        endpoint,
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains(&missing), "{}", stderr(&output));
+    // Listing warns about the Scan's cost.
+    let output = idem(&["--store", &store_arg, "--endpoint-url", endpoint, "list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("Scan of the whole table"));
+    client
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+}
