@@ -345,6 +345,45 @@ async fn redis() {
         .unwrap();
     scenario(&target, &engine, &["--store", &url, "--prefix", &prefix]).await;
 
+    // An engine with a secret: the binary finds its records only with the same secret,
+    // from the environment or a file.
+    let secret_engine = Engine::builder(
+        RedisStore::builder(connection.clone())
+            .prefix(&prefix)
+            .build_unchecked(),
+    )
+    .secret(b"k3y".to_vec())
+    .build()
+    .unwrap();
+    let runs = AtomicU32::new(0);
+    charge(&secret_engine, "secret-order", &runs).await;
+    let find = |secret: Option<&str>, file: Option<&std::path::Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_idem"));
+        command.args(["--store", &url, "--prefix", &prefix]);
+        command
+            .env_remove("IDEM_SECRET")
+            .env_remove("IDEM_SECRET_FILE");
+        if let Some(secret) = secret {
+            command.env("IDEM_SECRET", secret);
+        }
+        if let Some(file) = file {
+            command.arg("--secret-file").arg(file);
+        }
+        command.args(["inspect", NS, "\"secret-order\""]);
+        command.output().unwrap().status.code()
+    };
+    assert_eq!(
+        find(None, None),
+        Some(4),
+        "without the secret, another digest"
+    );
+    assert_eq!(find(Some("other"), None), Some(4));
+    assert_eq!(find(Some("k3y"), None), Some(0));
+    let file = std::env::temp_dir().join(unique("idem-cli-secret"));
+    std::fs::write(&file, "k3y\n").unwrap();
+    assert_eq!(find(None, Some(&file)), Some(0));
+    std::fs::remove_file(&file).unwrap();
+
     let output = idem(&["--store", &url, "--prefix", &prefix, "purge", "--expired"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to purge"));
