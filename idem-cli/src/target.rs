@@ -9,6 +9,7 @@ use idem_dynamo::DynamoStore;
 use idem_postgres::PgStore;
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;
+use sqlx::Connection as _;
 
 use crate::error::CliError;
 
@@ -89,15 +90,25 @@ impl Target {
     }
 
     async fn connect_postgres(url: &str, location: &Location) -> Result<Target, CliError> {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+            CliError::usage(format!("`{}` is not a PostgreSQL URL", redact(url))).with_source(e)
+        })?;
+        // One connection first: a refused or failed connection is told at once (a pool
+        // would retry it until its acquire timeout).
+        let cannot = |e| {
+            CliError::store(format!("cannot connect to PostgreSQL at {}", redact(url)))
+                .with_source(e)
+        };
+        let first = sqlx::postgres::PgConnection::connect_with(&options)
+            .await
+            .map_err(cannot)?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
-            .map_err(|e| {
-                CliError::store(format!("cannot connect to PostgreSQL at {}", redact(url)))
-                    .with_source(e)
-            })?;
+            .map_err(cannot)?;
         let mut builder = PgStore::builder(pool);
         if let Some(table) = &location.table {
             builder = builder.table(table);

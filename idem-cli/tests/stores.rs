@@ -198,13 +198,58 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     .await
     .unwrap();
     assert!(found.iter().all(|v| v.state == "INPROGRESS"));
+    // The key forced free above was taken over and completed: not in progress; and an
+    // in-progress record released long ago passes --older-than.
+    assert!(!found.iter().any(|v| v.id == id2));
+    let crashed = unique("crashed");
+    let crashed_id = key::record_id(NS, &serde_json::to_string(&crashed).unwrap(), None).unwrap();
+    let begin = idem_core::store::Begin {
+        id: crashed_id.clone(),
+        owner: "crashed-owner".into(),
+        now_ms: ops::now_ms() - 3_600_000,
+        lease_until_ms: ops::now_ms() - 3_000_000,
+        expires_at_s: ops::now_ms() / 1000 + 600,
+        fingerprint: None,
+    };
+    target.store().begin(&begin).await.unwrap();
+    let old = Filter {
+        state: Some(State::InProgress),
+        older_than: Some(Duration::from_secs(600)),
+    };
+    let found = ops::list(
+        target,
+        old,
+        ops::now_ms(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        found.iter().any(|v| v.id == crashed_id && !v.live),
+        "{found:?}"
+    );
+    let young = Filter {
+        older_than: Some(Duration::from_secs(3600)),
+        ..old
+    };
+    let found = ops::list(
+        target,
+        young,
+        ops::now_ms(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(!found.iter().any(|v| v.id == crashed_id));
     assert!(!found.iter().any(|v| v.id == id));
     let mut args = store_args.to_vec();
     args.extend(["--json", "list", "--state", "completed"]);
     let output = idem(&args);
     assert!(output.status.success(), "{}", stderr(&output));
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(listed.iter().any(|v| v["id"] == id.as_str()));
+    assert!(listed
+        .iter()
+        .any(|v| v["id"] == id.as_str() && v["live"] == true && v["fence"] == 5));
     assert!(listed.iter().all(|v| v["state"] == "COMPLETED"));
 
     // A key that never ran: exit code 4, and a float key is refused before connecting.
