@@ -516,7 +516,8 @@ async fn dynamo_on(endpoint: &str) {
     let client = idem_dynamo::local_client(endpoint);
     let builder = idem_dynamo::DynamoStore::builder(client.clone(), &table);
     builder.create_table().await.unwrap();
-    let store = builder.build().await.unwrap();
+    // dynalite has no TTL.
+    let store = builder.check_ttl(false).build().await.unwrap();
     let engine = Engine::new(store);
     let target = Target::dynamo(client.clone(), &table, String::new())
         .await
