@@ -170,7 +170,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             if cli.json {
                 println!("{}", json(&views));
             } else {
-                print!("{}", output::list_table(&views, now));
+                print!("{}", output::list_table(&views));
                 eprintln!("{} records in {}", views.len(), target.describe());
             }
         }

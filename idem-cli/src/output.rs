@@ -70,7 +70,7 @@ pub fn record_table(view: &RecordView, now_ms: u64) -> String {
 }
 
 /// Records as a table with one line each.
-pub fn list_table(views: &[RecordView], now_ms: u64) -> String {
+pub fn list_table(views: &[RecordView]) -> String {
     let mut out = format!(
         "{:<11} {:<5} {:>6}  {:<30} {:<24} {}\n",
         "STATE", "LIVE", "FENCE", "LEASE UNTIL", "EXPIRES", "ID"
@@ -94,7 +94,6 @@ pub fn list_table(views: &[RecordView], now_ms: u64) -> String {
             v.id
         ));
     }
-    let _ = now_ms;
     out
 }
 

@@ -42,6 +42,8 @@ pub struct Location {
 
 /// An opened store: the store crate's own type, for the [`Store`] trait, and what
 /// listing needs beside it (a pool, a connection or a client of the same database).
+// One per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// PostgreSQL, through `idem-postgres`.
     Postgres(PgStore),
