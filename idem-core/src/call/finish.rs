@@ -43,10 +43,9 @@ impl Guard {
     /// Sends a completion or a release (`send` makes the request), and sends it again
     /// after a transient error, pausing in between, while the engine's store timeout (or
     /// the call's TTL, if shorter), counted from the first send, allows; each resend gets
-    /// what is left of it. A
-    /// resend is safe: the store's answer to it is read by the same rules, where a
-    /// refusal that shows this attempt's own write counts as applied (an earlier send
-    /// that was applied, its answer lost). The last answer is returned.
+    /// what is left of it. A resend is safe: the store's answer to it is read by the same
+    /// rules, where a refusal that shows this attempt's own write counts as applied (an
+    /// earlier send that was applied, its answer lost). The last answer is returned.
     async fn resent<F>(
         &self,
         operation: &'static str,
