@@ -548,13 +548,7 @@ fn version_at_least(version: &str, least: (u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An error as the server sends it (`-CODE message`), parsed by the `redis` crate.
-    fn server_error(reply: &str) -> RedisError {
-        redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
-            .and_then(|value| value.extract_error())
-            .expect_err("an error reply")
-    }
+    use crate::store::tests::server_error;
 
     #[test]
     fn a_script_that_does_not_compile_is_told_from_other_refusals() {

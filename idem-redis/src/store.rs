@@ -556,12 +556,12 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use idem_core::store::StoreErrorKind;
 
     /// An error as the server sends it (`-CODE message`), parsed by the `redis` crate.
-    fn server_error(reply: &str) -> RedisError {
+    pub(crate) fn server_error(reply: &str) -> RedisError {
         redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
             .and_then(|value| value.extract_error())
             .expect_err("an error reply")
