@@ -77,10 +77,28 @@ impl std::fmt::Debug for IdempotencyLayer {
     }
 }
 
+/// The response headers recorded by default: `Location` and the representation
+/// headers (RFC 9110 §8), so a replay is the same representation as the first response
+/// (a compressed body keeps its `Content-Encoding`).
+const REPRESENTATION_HEADERS: [HeaderName; 10] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::LOCATION,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::VARY,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+];
+
 impl IdempotencyLayer {
     /// A layer over `engine` with the defaults: the `Idempotency-Key` header, required,
     /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); request
-    /// bodies up to 1 MiB; the default fingerprint; `Content-Type` and `Location`
+    /// bodies up to 1 MiB; the default fingerprint; `Location` and the representation
+    /// headers (`Content-Type`, `Content-Encoding`, `Content-Language`,
+    /// `Content-Location`, `ETag`, `Last-Modified`, `Vary`, `Cache-Control`, `Expires`)
     /// recorded with the status and the body up to 1 MiB; server errors not recorded; no
     /// waiting; each guarded handler on a task of its own, so a client that gives up does
     /// not cancel it (see [`cancel_with_client`](IdempotencyLayer::cancel_with_client)).
@@ -94,7 +112,7 @@ impl IdempotencyLayer {
                 methods: vec![Method::POST, Method::PATCH],
                 scope: None,
                 fingerprint: Arc::new(fingerprint::default_fingerprint),
-                record_headers: vec![header::CONTENT_TYPE, header::LOCATION],
+                record_headers: REPRESENTATION_HEADERS.to_vec(),
                 max_body_bytes: 1024 * 1024,
                 max_request_bytes: 1024 * 1024,
                 wait: None,
@@ -162,8 +180,9 @@ impl IdempotencyLayer {
         self.with(|c| c.fingerprint = Arc::new(fingerprint))
     }
 
-    /// The response headers recorded and replayed (`Content-Type` and `Location` by
-    /// default); the first response keeps all of its own.
+    /// The response headers recorded and replayed (`Location` and the representation
+    /// headers by default: see [`new`](IdempotencyLayer::new)); the first response keeps
+    /// all of its own.
     pub fn record_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         let headers = headers.into_iter().collect();
         self.with(|c| c.record_headers = headers)

@@ -24,7 +24,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | first with this key | the handler runs; its status, `Content-Type`, `Location` and body (up to 1 MiB) are recorded |
+//! | first with this key | the handler runs; its status, `Location`, representation headers (`Content-Type`, `Content-Encoding`, `ETag`, ...) and body (up to 1 MiB) are recorded |
 //! | a retry | the recorded status, headers and body, plus `Idempotent-Replayed: true`; the handler does not run |
 //! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` the time left on the first's lease (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
 //! | the same key with another method, path, query or body | 422 `mismatch` |

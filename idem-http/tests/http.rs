@@ -622,3 +622,41 @@ async fn a_layer_that_cancels_with_its_client_stops_the_handler() {
     let retry = pay(&server.url, Some("\"cancelled\""), "10 EUR").await;
     assert_eq!(problem(retry).await, (409, "InProgress".to_owned()));
 }
+
+/// A compressed response is replayed as the same representation: its
+/// `Content-Encoding` (and the other representation headers) are recorded by default,
+/// so a client never reads gzip bytes as plain text.
+#[tokio::test]
+async fn a_compressed_response_is_replayed_with_its_content_encoding() {
+    let app = Router::new()
+        .route(
+            "/payments",
+            post(|| async {
+                let mut headers = HeaderMap::new();
+                headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+                headers.insert("content-type", HeaderValue::from_static("application/json"));
+                headers.insert("etag", HeaderValue::from_static("\"v1\""));
+                headers.insert("vary", HeaderValue::from_static("accept-encoding"));
+                // Bytes as a compression layer would have written them.
+                (
+                    StatusCode::CREATED,
+                    headers,
+                    vec![0x1f_u8, 0x8b, 0x08, 0x00, 0x01],
+                )
+            }),
+        )
+        .layer(IdempotencyLayer::new(engine()));
+    let server = serve(app).await;
+    let first = pay(&server.url, Some("\"gz\""), "10 EUR").await;
+    let first_body = first.bytes().await.unwrap();
+    let replay = pay(&server.url, Some("\"gz\""), "10 EUR").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    for (name, value) in [
+        ("content-encoding", "gzip"),
+        ("etag", "\"v1\""),
+        ("vary", "accept-encoding"),
+    ] {
+        assert_eq!(replay.headers()[name], value, "{name}");
+    }
+    assert_eq!(replay.bytes().await.unwrap(), first_body);
+}
