@@ -122,8 +122,6 @@ enum Failed<E> {
     Inner(E),
     /// A server error, not recorded: the key is released.
     NotRecorded,
-    /// The handler's response body could not be read.
-    ResponseBody(BoxError),
     /// The handler panicked: the engine released the key.
     Panicked,
     /// The handler's task was stopped before it answered (the runtime shutting down).
@@ -162,11 +160,24 @@ where
     let outcome = Box::pin(call.run_reported(|_| async move {
         let response = inner.call(request).await.map_err(Failed::Inner)?;
         let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| Failed::ResponseBody(e.into()))?
-            .to_bytes();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                // The handler ran: its key is never released for a retry to run it
+                // again. The record says its response was not stored.
+                let error: BoxError = error.into();
+                tracing::error!(target: "idem", %error,
+                    "the handler's response body failed after it ran; recorded as not stored");
+                *slot = Some(Problem::RecordUnreadable.response(
+                    "the handler ran, but its response body failed before it was read whole; \
+                     it will not run again for this key",
+                    config.retry_after_s,
+                ));
+                return Ok(Recorded::BodyFailed {
+                    status: parts.status.as_u16(),
+                });
+            }
+        };
         let response = Response::from_parts(parts, body);
         let recorded = Recorded::of(&response, config);
         *slot = Some(response);
@@ -191,11 +202,6 @@ fn answer<E>(
         },
         Err(Failed::Inner(error)) => Err(error),
         Err(Failed::NotRecorded) => Ok(handled.expect("the handler ran")),
-        Err(Failed::ResponseBody(error)) => {
-            tracing::error!(target: "idem", %error, "the handler's response body failed; the key is released");
-            Ok(Problem::RecordUnreadable
-                .response("the handler's response body could not be read", retry))
-        }
         Err(Failed::Panicked) => {
             tracing::error!(target: "idem", "the handler panicked; the key is released");
             Ok(Problem::HandlerPanicked.response(

@@ -33,6 +33,7 @@
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
 //! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
+//! | the handler's response body fails after it ran | 500 `record-unreadable`; retries get 409 `response-not-stored` (the handler does not run again) |
 //!
 //! **The handler outlives its client.** On a tokio runtime (every axum server), the
 //! guarded call runs on a task of its own: a client that times out or disconnects drops

@@ -13,7 +13,8 @@ use crate::problem::Problem;
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// What is recorded of a response: its status, the allowed headers and the body; or,
-/// for a body over the limit, only that it was too large.
+/// for a body over the limit, only that it was too large; or, for a body that failed
+/// after the handler ran, only that it failed.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Recorded {
     Response {
@@ -23,6 +24,10 @@ pub(crate) enum Recorded {
         body: String,
     },
     TooLarge {
+        status: u16,
+    },
+    /// The handler ran, but its response body failed before it was read whole.
+    BodyFailed {
         status: u16,
     },
 }
@@ -64,6 +69,15 @@ impl Recorded {
                         "the request with this key completed with status {status}, but its response \
                          was larger than {} bytes and was not recorded; it will not run again",
                         config.max_body_bytes
+                    ),
+                    config.retry_after_s,
+                );
+            }
+            Recorded::BodyFailed { status } => {
+                return Problem::ResponseNotStored.response(
+                    &format!(
+                        "the request with this key ran (status {status}), but its response body \
+                         failed before it was recorded; it will not run again"
                     ),
                     config.retry_after_s,
                 );

@@ -660,3 +660,52 @@ async fn a_compressed_response_is_replayed_with_its_content_encoding() {
     }
     assert_eq!(replay.bytes().await.unwrap(), first_body);
 }
+
+/// A response body that fails after the handler ran does not release the key: the
+/// handler's effect happened, so the record says "not stored" and the retry does not
+/// run it again (it used to be released, and the retry ran the handler a second time).
+#[tokio::test]
+async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_again() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// One chunk, then an error.
+    struct Failing(bool);
+    impl http_body::Body for Failing {
+        type Data = bytes::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+            if self.0 {
+                return Poll::Ready(Some(Err(std::io::Error::other("the body failed"))));
+            }
+            self.0 = true;
+            Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+                b"partial",
+            )))))
+        }
+    }
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler_runs = runs.clone();
+    let app = Router::new()
+        .route(
+            "/payments",
+            post(move || {
+                let runs = handler_runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::CREATED, axum::body::Body::new(Failing(false)))
+                }
+            }),
+        )
+        .layer(IdempotencyLayer::new(engine()));
+    let server = serve(app).await;
+    let first = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
+    assert_eq!(problem(first).await, (500, "RecordUnreadable".to_owned()));
+    let retry = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
+    assert_eq!(problem(retry).await, (409, "ResponseNotStored".to_owned()));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+}
