@@ -189,7 +189,7 @@ impl IdempotencyLayer {
     }
 
     /// The largest response body recorded (1 MiB by default). A larger response goes to
-    /// the first caller whole; its retries get 409 `response-not-stored`, and the
+    /// the first caller whole; its retries get 410 `response-not-stored`, and the
     /// handler does not run again until the record expires.
     pub fn max_body_bytes(self, max_body_bytes: usize) -> Self {
         self.with(|c| c.max_body_bytes = max_body_bytes)

@@ -31,9 +31,9 @@
 //! | no key (required route) / a key too long or malformed, a list of keys or two `Idempotency-Key` fields | 400 `missing-key` / `key-too-long` / `invalid-key` |
 //! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
-//! | a retry of a response larger than the limit | 409 `response-not-stored` (the handler does not run again) |
+//! | a retry of a response larger than the limit | 410 `response-not-stored` (the handler does not run again; not 409, which a client following the draft retries) |
 //! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
-//! | the handler's response body fails after it ran | 500 `record-unreadable`; retries get 409 `response-not-stored` (the handler does not run again) |
+//! | the handler's response body fails after it ran | 500 `record-unreadable`; retries get 410 `response-not-stored` (the handler does not run again) |
 //!
 //! **The handler outlives its client.** On a tokio runtime (every axum server), the
 //! guarded call runs on a task of its own: a client that times out or disconnects drops
@@ -81,5 +81,5 @@ mod record;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
 pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent};
-pub use problem::Problem;
+pub use problem::{error_response, Problem};
 pub use record::REPLAYED;

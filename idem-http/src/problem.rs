@@ -25,8 +25,12 @@ pub enum Problem {
     Mismatch,
     /// 409 with `Retry-After`: a request with this key is being processed.
     InProgress,
-    /// 409: the request with this key completed, but its response was too large to
-    /// record; it will not run again until the record expires.
+    /// 410: the request with this key ran, but its response was not recorded (too
+    /// large, or its body failed after the handler ran); it will not run again until the
+    /// record expires. Not 409: a client that follows the IETF draft retries a 409 (a
+    /// request in progress) and would retry this one until the record expires; a 410
+    /// says the answer is gone for good, and a client should not send the key again
+    /// (look the outcome up another way, or use a new key for a new request).
     ResponseNotStored,
     /// 503 with `Retry-After`: the idempotency store failed; the handler did not run.
     StoreUnavailable,
@@ -50,7 +54,8 @@ impl Problem {
             | Problem::BodyUnreadable => StatusCode::BAD_REQUEST,
             Problem::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
-            Problem::InProgress | Problem::ResponseNotStored => StatusCode::CONFLICT,
+            Problem::InProgress => StatusCode::CONFLICT,
+            Problem::ResponseNotStored => StatusCode::GONE,
             Problem::StoreUnavailable | Problem::HandlerStopped => StatusCode::SERVICE_UNAVAILABLE,
             Problem::RecordUnreadable | Problem::HandlerPanicked => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -123,6 +128,43 @@ impl Problem {
     }
 }
 
+/// Which problem an idem error is: the one mapping the layer uses, for handlers that
+/// run [`Call`](idem_core::Call) themselves ([`error_response`] gives the whole answer).
+impl From<&Error> for Problem {
+    fn from(error: &Error) -> Problem {
+        match error {
+            Error::InProgress { .. } => Problem::InProgress,
+            Error::PayloadMismatch { .. } => Problem::Mismatch,
+            Error::InvalidKey { .. } => Problem::InvalidKey,
+            Error::ResultNotStored { .. } => Problem::ResponseNotStored,
+            Error::Decode { .. } => Problem::RecordUnreadable,
+            _ => Problem::StoreUnavailable,
+        }
+    }
+}
+
+/// The layer's answer to an idem error (status, `application/problem+json`,
+/// `Retry-After`), for a handler that runs [`Call`](idem_core::Call) itself:
+///
+/// ```
+/// use idem_core::Error;
+///
+/// let busy = Error::InProgress {
+///     namespace: "payments".into(),
+///     digest: "d1g".into(),
+///     lease_until_ms: None,
+/// };
+/// let response = idem_http::error_response(busy);
+/// assert_eq!(response.status(), 409);
+/// assert_eq!(response.headers()["retry-after"], "1");
+/// ```
+pub fn error_response(error: Error) -> Response<Bytes> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    for_idem_error(error, None, 1, now_ms)
+}
+
 /// A guarded request refused before its call runs (no key, a malformed key, no scope, a
 /// body too large or unreadable): the problem and its detail.
 pub(crate) struct Refused {
@@ -158,29 +200,33 @@ pub(crate) fn for_idem_error(
     retry_after: u64,
     now_ms: u64,
 ) -> Response<Bytes> {
+    // The handler ran and answered; its lease was lost, so it was not recorded.
+    if let (Error::LeaseLost { .. }, Some(handled)) = (&error, handled) {
+        return handled;
+    }
+    let problem = Problem::from(&error);
     match error {
-        // The handler ran and answered; its lease was lost, so it was not recorded.
-        Error::LeaseLost { .. } if handled.is_some() => handled.expect("checked"),
-        Error::InProgress { lease_until_ms, .. } => Problem::InProgress.response(
+        Error::InProgress { lease_until_ms, .. } => problem.response(
             "a request with this key is being processed; retry after it completes",
             lease_until_ms.map_or(retry_after, |until| {
                 until.saturating_sub(now_ms).div_ceil(1000).max(1)
             }),
         ),
-        Error::PayloadMismatch { .. } => Problem::Mismatch.response(
+        Error::PayloadMismatch { .. } => problem.response(
             "this key was first used with another request (method, path, query or body); \
              use a new key for a new request",
             retry_after,
         ),
-        Error::InvalidKey { reason, .. } => Problem::InvalidKey.response(&reason, retry_after),
-        Error::ResultNotStored { .. } => Problem::ResponseNotStored.response(
+        Error::InvalidKey { reason, .. } | Error::Decode { reason, .. } => {
+            problem.response(&reason, retry_after)
+        }
+        Error::ResultNotStored { .. } => problem.response(
             "the response to this key was not recorded; it will not run again",
             retry_after,
         ),
-        Error::Decode { reason, .. } => Problem::RecordUnreadable.response(&reason, retry_after),
         error => {
             tracing::warn!(target: "idem", %error, "the idempotency store failed; the handler did not run");
-            Problem::StoreUnavailable.response(
+            problem.response(
                 "the idempotency store failed before the handler ran; retry later",
                 retry_after,
             )
@@ -190,7 +236,68 @@ pub(crate) fn for_idem_error(
 
 #[cfg(test)]
 mod tests {
-    use super::Problem;
+    use super::{error_response, Problem};
+    use idem_core::Error;
+
+    /// Each idem error a handler can meet maps to its problem, and the public answer
+    /// has that problem's status: the one mapping, used by the layer and by handlers.
+    #[test]
+    fn each_idem_error_has_its_problem_and_status() {
+        let (namespace, digest) = (|| "payments".to_owned(), || "d1g".to_owned());
+        let cases = [
+            (
+                Error::InProgress {
+                    namespace: namespace(),
+                    digest: digest(),
+                    lease_until_ms: None,
+                },
+                Problem::InProgress,
+            ),
+            (
+                Error::PayloadMismatch {
+                    namespace: namespace(),
+                    digest: digest(),
+                },
+                Problem::Mismatch,
+            ),
+            (
+                Error::InvalidKey {
+                    namespace: namespace(),
+                    reason: "empty".into(),
+                },
+                Problem::InvalidKey,
+            ),
+            (
+                Error::ResultNotStored {
+                    namespace: namespace(),
+                    digest: digest(),
+                },
+                Problem::ResponseNotStored,
+            ),
+            (
+                Error::Decode {
+                    namespace: namespace(),
+                    digest: digest(),
+                    reason: "bad".into(),
+                },
+                Problem::RecordUnreadable,
+            ),
+            (Error::NoEngine, Problem::StoreUnavailable),
+        ];
+        for (error, problem) in cases {
+            assert_eq!(Problem::from(&error), problem, "{error}");
+            assert_eq!(
+                error_response(error).status(),
+                problem.status(),
+                "{problem:?}"
+            );
+        }
+        assert_eq!(
+            Problem::ResponseNotStored.status(),
+            410,
+            "not retried by clients"
+        );
+    }
 
     /// Every type URI points at its own variant's anchor in this enum's documentation
     /// (rustdoc writes `id="variant.Name"`), so none is a dead link once published.

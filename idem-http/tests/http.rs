@@ -329,7 +329,7 @@ async fn a_response_too_large_to_record_is_not_run_again() {
         "the first caller gets it whole"
     );
     let retry = pay(&server.url, Some("large-1"), "10 EUR").await;
-    assert_eq!(problem(retry).await, (409, "ResponseNotStored".into()));
+    assert_eq!(problem(retry).await, (410, "ResponseNotStored".into()));
     assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
 }
 
@@ -706,6 +706,6 @@ async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_ag
     let first = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
     assert_eq!(problem(first).await, (500, "RecordUnreadable".to_owned()));
     let retry = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
-    assert_eq!(problem(retry).await, (409, "ResponseNotStored".to_owned()));
+    assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
 }
