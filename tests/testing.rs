@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::{idempotent, Call, EngineBuilder, Error, ManualClock, MemoryStore};
+use idem::{idempotent, Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore};
 
 static SENT: AtomicUsize = AtomicUsize::new(0);
 
@@ -102,15 +102,20 @@ async fn a_disabled_engine_runs_every_body_unguarded_and_writes_nothing() {
     let runs = AtomicUsize::new(0);
     let runs = &runs;
     for _ in 0..3 {
-        let guarded = Call::new("tests::testing::disabled", "k")
+        let (guarded, token) = Call::new("tests::testing::disabled", "k")
             .engine(&engine)
             .run(|ctx| async move {
                 runs.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, Error>(ctx.is_guarded())
+                Ok::<_, Error>((ctx.is_guarded(), ctx.token().to_owned()))
             })
             .await
             .unwrap();
         assert!(!guarded);
+        // The key's token all the same (downstream keys stay the same with idem off).
+        let id = Engine::new(MemoryStore::new())
+            .record_id("tests::testing::disabled", "k")
+            .unwrap();
+        assert_eq!(token, id.rsplit_once('#').unwrap().1);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert!(store.is_empty());

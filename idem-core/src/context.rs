@@ -62,17 +62,20 @@ impl Context {
         }
     }
 
-    /// The context of a body that runs unguarded ([`Call::optional_key`](crate::Call::optional_key)
-    /// without a key): no token, fence 0, a lease that never lapses.
-    pub(crate) fn unguarded(namespace: Namespace, clock: Arc<dyn Clock>) -> Self {
-        Context::new(namespace, String::new(), 0, u64::MAX, clock)
+    /// The context of a body that runs unguarded: fence 0, a lease that never lapses,
+    /// and the key's token when there is a key (a disabled engine), so downstream keys
+    /// are still derived from it; an empty token when there is none
+    /// ([`Call::optional_key`](crate::Call::optional_key) without a key).
+    pub(crate) fn unguarded(namespace: Namespace, token: String, clock: Arc<dyn Clock>) -> Self {
+        Context::new(namespace, token, 0, u64::MAX, clock)
     }
 
-    /// Whether the body runs under a key's lease. `false` only for a call with
-    /// [`optional_key`](crate::Call::optional_key) that had no key: its token is empty
-    /// and its fence 0, so there is nothing to pass downstream.
+    /// Whether the body runs under a key's lease (its fence is 1 or more). `false` for a
+    /// body run unguarded: a call with [`optional_key`](crate::Call::optional_key) that
+    /// had no key (its token is empty), or any call on a disabled engine (its token is
+    /// still the key's, so what it sends downstream keeps its keys).
     pub fn is_guarded(&self) -> bool {
-        !self.inner.token.is_empty()
+        self.inner.fence > 0
     }
 
     /// The context of the attempt this task runs under, if any.
@@ -95,7 +98,8 @@ impl Context {
 
     /// A stable token for the key: its 64-character lowercase hex digest. The same key
     /// in the same namespace always gives the same token, in every process and version;
-    /// pass it downstream as an idempotency key.
+    /// pass it downstream as an idempotency key. Empty only for a body run without a key
+    /// ([`Call::optional_key`](crate::Call::optional_key)).
     pub fn token(&self) -> &str {
         &self.inner.token
     }

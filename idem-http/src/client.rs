@@ -16,10 +16,14 @@ pub struct Label(pub String);
 
 /// A `reqwest-middleware` middleware: inside a guarded body, each request without an
 /// `Idempotency-Key` gets one, the hex SHA-256 of the attempt's token and the request's
-/// label ([`Label`], or else its method and URL). Two different requests of one body
-/// get different keys; the same requests of a re-run after a crash (same token) get
-/// the same keys again. A request that has the header keeps it; outside a guarded body
-/// nothing is added.
+/// label ([`Label`], or else its method, path and query: no scheme, host or port, so a
+/// provider URL changed between a crash and its re-run keeps the key). Two different
+/// requests of one body get different keys; the same requests of a re-run after a
+/// crash (same token) get the same keys again. A request that has the header keeps it;
+/// outside a body with a key nothing is added. With idem disabled (`IDEM_DISABLED`),
+/// a body still has its key's token, and the keys are still sent: a duplicate request
+/// never reaches the downstream API without one. Give every non-idempotent downstream
+/// call a [`Label`]: two calls with the same method and path would share a key.
 ///
 /// ```
 /// use idem_http::IdempotencyKeyMiddleware;
@@ -65,6 +69,17 @@ pub fn downstream_key(token: &str, label: &str) -> String {
     hex::encode(digest.finalize())
 }
 
+/// A request's label when it has no [`Label`]: its method, path and query, without the
+/// scheme, host or port, so a provider's URL changed between a crash and its re-run
+/// (another host, a new base URL in the configuration) keeps the key.
+fn default_label(request: &Request) -> String {
+    let url = request.url();
+    match url.query() {
+        Some(query) => format!("{} {}?{query}", request.method(), url.path()),
+        None => format!("{} {}", request.method(), url.path()),
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware for IdempotencyKeyMiddleware {
     async fn handle(
@@ -73,12 +88,14 @@ impl Middleware for IdempotencyKeyMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let guarded = idem_core::Context::current().filter(|context| context.is_guarded());
-        if let Some(context) = guarded {
+        // A body with its key's token: guarded, or run on a disabled engine (no record,
+        // but the downstream API must still see the same keys on a duplicate).
+        let keyed = idem_core::Context::current().filter(|context| !context.token().is_empty());
+        if let Some(context) = keyed {
             if !request.headers().contains_key(&self.header) {
                 let label = match extensions.get::<Label>() {
                     Some(Label(label)) => label.clone(),
-                    None => format!("{} {}", request.method(), request.url()),
+                    None => default_label(&request),
                 };
                 let key = downstream_key(context.token(), &label);
                 let value = HeaderValue::from_str(&key).expect("hex is a valid header value");

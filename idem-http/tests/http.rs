@@ -709,3 +709,55 @@ async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_ag
     assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
 }
+
+/// Downstream keys survive what changes between a crash and its re-run: the default
+/// label has no scheme, host or port (the same path on another host gets the same key);
+/// and with idem disabled the keys are still sent, from the request's key, so a
+/// duplicate request never reaches the downstream API without one.
+#[tokio::test]
+async fn downstream_keys_ignore_the_host_and_survive_a_disabled_engine() {
+    let (bank, seen) = downstream().await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(IdempotencyKeyMiddleware::new())
+        .build();
+    let port = bank.url.rsplit_once(':').unwrap().1.to_owned();
+    let handler = {
+        let client = client.clone();
+        move || {
+            let (client, port) = (client.clone(), port.clone());
+            async move {
+                // The provider's address as configured before and after a change.
+                for host in ["127.0.0.1", "localhost"] {
+                    client
+                        .post(format!("http://{host}:{port}/charge"))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                (StatusCode::CREATED, "paid")
+            }
+        }
+    };
+    let disabled = Engine::builder(MemoryStore::new())
+        .disabled(true)
+        .build()
+        .unwrap();
+    for engine in [engine(), disabled] {
+        seen.lock().unwrap().clear();
+        let app = Router::new()
+            .route("/pay", post(handler.clone()))
+            .layer(IdempotencyLayer::new(engine));
+        let server = serve(app).await;
+        for _ in 0..2 {
+            reqwest::Client::new()
+                .post(format!("{}/pay", server.url))
+                .header("idempotency-key", "order-8")
+                .send()
+                .await
+                .unwrap();
+        }
+        let keys = seen.lock().unwrap().clone();
+        assert!(!keys.contains_key("-"), "every request had a key: {keys:?}");
+        assert_eq!(keys.len(), 1, "one key for both hosts: {keys:?}");
+    }
+}

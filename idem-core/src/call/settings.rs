@@ -72,7 +72,13 @@ impl Settings {
         if engine.is_disabled() {
             observe::call(&namespace, CallOutcome::Unguarded);
             key::check_namespace(&namespace).map_err(Error::Config)?;
-            let context = Context::unguarded(namespace.clone(), engine.clock().clone());
+            // No record, but the key's token all the same: what the body sends
+            // downstream keeps its idempotency keys while idem is off.
+            let token = match &key {
+                Ok(key) => engine.digest(&namespace, key),
+                Err(_) => String::new(),
+            };
+            let context = Context::unguarded(namespace.clone(), token, engine.clock().clone());
             return Ok(Resolved::Unguarded {
                 namespace,
                 context,
@@ -95,7 +101,8 @@ impl Settings {
                     outcome = CallOutcome::Unguarded.as_str(),
                     "no idempotency key: the body runs unguarded (optional_key)");
                 observe::call(&namespace, CallOutcome::Unguarded);
-                let context = Context::unguarded(namespace.clone(), engine.clock().clone());
+                let context =
+                    Context::unguarded(namespace.clone(), String::new(), engine.clock().clone());
                 return Ok(Resolved::Unguarded {
                     namespace,
                     context,
