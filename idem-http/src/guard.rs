@@ -107,7 +107,10 @@ where
         Some(scope) => Call::new(config.namespace.clone(), &(scope, &key)),
         None => Call::new(config.namespace.clone(), &key),
     };
-    let mut call = call.engine(&config.engine).fingerprint(&fingerprint);
+    let mut call = call
+        .engine(&config.engine)
+        .fingerprint(&fingerprint)
+        .ttl(config.retention);
     if let Some(wait) = config.wait {
         call = call.wait(wait);
     }

@@ -53,6 +53,7 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_request_bytes: usize,
     pub(crate) wait: Option<Duration>,
+    pub(crate) retention: Duration,
     pub(crate) record_server_errors: bool,
     pub(crate) retry_after_s: u64,
     pub(crate) detached: bool,
@@ -71,11 +72,16 @@ impl std::fmt::Debug for IdempotencyLayer {
             .field("max_body_bytes", &c.max_body_bytes)
             .field("max_request_bytes", &c.max_request_bytes)
             .field("wait", &c.wait)
+            .field("retention", &c.retention)
             .field("record_server_errors", &c.record_server_errors)
             .field("detached", &c.detached)
             .finish_non_exhaustive()
     }
 }
+
+/// How long a recorded response is replayed by default: 24 hours, as Stripe keeps its
+/// keys (the engine's 1 h default is short for clients that retry later).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The response headers recorded by default: `Location` and the representation
 /// headers (RFC 9110 §8), so a replay is the same representation as the first response
@@ -116,6 +122,7 @@ impl IdempotencyLayer {
                 max_body_bytes: 1024 * 1024,
                 max_request_bytes: 1024 * 1024,
                 wait: None,
+                retention: DEFAULT_RETENTION,
                 record_server_errors: false,
                 retry_after_s: 1,
                 detached: true,
@@ -200,6 +207,14 @@ impl IdempotencyLayer {
     /// `request-too-large` and the handler does not run.
     pub fn max_request_bytes(self, max_request_bytes: usize) -> Self {
         self.with(|c| c.max_request_bytes = max_request_bytes)
+    }
+
+    /// How long a recorded response is replayed ([`DEFAULT_RETENTION`], 24 hours, by
+    /// default), counted from when the handler answered: the retention the IETF draft
+    /// asks servers to publish for their keys. Past it, the same key runs the handler
+    /// again.
+    pub fn retention(self, retention: Duration) -> Self {
+        self.with(|c| c.retention = retention)
     }
 
     /// A retry that meets the first request in progress waits up to `wait` for its

@@ -24,7 +24,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | first with this key | the handler runs; its status, `Location`, representation headers (`Content-Type`, `Content-Encoding`, `ETag`, ...) and body (up to 1 MiB) are recorded |
+//! | first with this key | the handler runs; its status, `Location`, representation headers (`Content-Type`, `Content-Encoding`, `ETag`, ...) and body (up to 1 MiB) are recorded, and replayed for 24 hours ([`retention`](IdempotencyLayer::retention)) |
 //! | a retry | the recorded status, headers and body, plus `Idempotent-Replayed: true`; the handler does not run |
 //! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` the time left on the first's lease (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
 //! | the same key with another method, path, query or body | 422 `mismatch` |
@@ -80,6 +80,6 @@ mod record;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
-pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent};
+pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent, DEFAULT_RETENTION};
 pub use problem::{error_response, Problem};
 pub use record::REPLAYED;

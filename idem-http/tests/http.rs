@@ -761,3 +761,33 @@ async fn downstream_keys_ignore_the_host_and_survive_a_disabled_engine() {
         assert_eq!(keys.len(), 1, "one key for both hosts: {keys:?}");
     }
 }
+
+/// Recorded responses are kept 24 hours by default (the engine's 1 h default is short
+/// for client retries), or as long as `retention` says.
+#[tokio::test]
+async fn responses_are_kept_a_day_by_default_or_as_configured() {
+    let hour_ms = 3_600_000_u64;
+    for (layer_retention, expected_hours) in [(None, 24), (Some(2), 2)] {
+        let engine = engine();
+        let mut layer = IdempotencyLayer::new(engine.clone());
+        if let Some(hours) = layer_retention {
+            layer = layer.retention(Duration::from_secs(hours * 3600));
+        }
+        let server = serve(app(layer, Payments::default())).await;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert_eq!(
+            pay(&server.url, Some("\"kept\""), "1 EUR").await.status(),
+            201
+        );
+        let id = engine.record_id("http", "kept").unwrap();
+        let record = engine.store().read(&id).await.unwrap().expect("recorded");
+        let kept_ms = record.expires_at_s * 1000 - before;
+        assert!(
+            kept_ms >= expected_hours * hour_ms && kept_ms <= expected_hours * hour_ms + 60_000,
+            "kept {kept_ms} ms, expected {expected_hours} h"
+        );
+    }
+}
