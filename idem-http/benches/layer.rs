@@ -41,7 +41,9 @@ fn layer(c: &mut Criterion) {
         .build()
         .unwrap();
     let bare = service_fn(handler);
-    let guarded = IdempotencyLayer::new(Engine::new(MemoryStore::new())).layer(service_fn(handler));
+    let guarded = IdempotencyLayer::new(Engine::new(MemoryStore::new()))
+        .global_keys()
+        .layer(service_fn(handler));
     runtime
         .block_on(guarded.clone().oneshot(request("replayed")))
         .unwrap();
@@ -70,8 +72,11 @@ fn layer(c: &mut Criterion) {
     group.bench_function("bare_handler", |b| {
         b.to_async(&runtime).iter(|| bare.oneshot(request("any")))
     });
-    let fresh_layer =
-        || IdempotencyLayer::new(Engine::new(MemoryStore::new())).layer(service_fn(handler));
+    let fresh_layer = || {
+        IdempotencyLayer::new(Engine::new(MemoryStore::new()))
+            .global_keys()
+            .layer(service_fn(handler))
+    };
     group.bench_function("first_request", |b| {
         b.to_async(&runtime).iter_custom(|iterations| {
             batched(iterations, fresh_layer, async |guarded, n| {

@@ -33,11 +33,45 @@ type ScopeFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 type FingerprintFn = dyn Fn(&Parts, &[u8]) -> Vec<u8> + Send + Sync;
 
 /// The layer: see the [crate documentation](crate) for what it does.
+///
+/// It becomes a tower `Layer` once its keys' scope is chosen: [`scope`](Self::scope)
+/// (by tenant, account or user), or [`global_keys`](Self::global_keys) said explicitly.
+/// A layer built without either does not compile (`IdempotencyLayer<ScopeNotChosen>`
+/// is not a `Layer`): with global keys, one client's retry that reuses another
+/// client's key receives that client's recorded response. The IETF draft says of it
+/// (draft-ietf-httpapi-idempotency-key-header, Security Considerations): "the
+/// idempotency key ... should be scoped to the client" or the resource owner, so that
+/// one client cannot see another's responses.
+///
+/// ```compile_fail
+/// // Refused: neither `scope` nor `global_keys`.
+/// use idem_core::{Engine, MemoryStore};
+/// let app: axum::Router = axum::Router::new()
+///     .layer(idem_http::IdempotencyLayer::new(Engine::new(MemoryStore::new())));
+/// ```
+///
+/// ```
+/// use idem_core::{Engine, MemoryStore};
+/// let app: axum::Router = axum::Router::new()
+///     .layer(idem_http::IdempotencyLayer::new(Engine::new(MemoryStore::new())).global_keys());
+/// # let _ = app;
+/// ```
 #[derive(Clone)]
 #[must_use = "a layer does nothing until it wraps a service"]
-pub struct IdempotencyLayer {
+pub struct IdempotencyLayer<Keys = ScopeChosen> {
     config: Arc<Config>,
+    keys: std::marker::PhantomData<Keys>,
 }
+
+/// A layer whose keys' scope is not chosen yet: call [`IdempotencyLayer::scope`] or
+/// [`IdempotencyLayer::global_keys`] to make it a `Layer`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeNotChosen;
+
+/// A layer whose keys are scoped, or global by an explicit
+/// [`IdempotencyLayer::global_keys`]: a tower `Layer`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeChosen;
 
 /// The layer's configuration, shared by every request's path.
 #[derive(Clone)]
@@ -59,7 +93,7 @@ pub(crate) struct Config {
     pub(crate) detached: bool,
 }
 
-impl std::fmt::Debug for IdempotencyLayer {
+impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.config;
         f.debug_struct("IdempotencyLayer")
@@ -99,16 +133,18 @@ const REPRESENTATION_HEADERS: [HeaderName; 10] = [
     header::EXPIRES,
 ];
 
-impl IdempotencyLayer {
+impl IdempotencyLayer<ScopeNotChosen> {
     /// A layer over `engine` with the defaults: the `Idempotency-Key` header, required,
-    /// on POST and PATCH; keys global (see [`scope`](IdempotencyLayer::scope)); request
+    /// on POST and PATCH; the keys' scope still to choose ([`scope`](IdempotencyLayer::scope)
+    /// or [`global_keys`](IdempotencyLayer::global_keys): the layer is a `Layer` only
+    /// then); request
     /// bodies up to 1 MiB; the default fingerprint; `Location` and the representation
     /// headers (`Content-Type`, `Content-Encoding`, `Content-Language`,
     /// `Content-Location`, `ETag`, `Last-Modified`, `Vary`, `Cache-Control`, `Expires`)
     /// recorded with the status and the body up to 1 MiB; server errors not recorded; no
     /// waiting; each guarded handler on a task of its own, so a client that gives up does
     /// not cancel it (see [`cancel_with_client`](IdempotencyLayer::cancel_with_client)).
-    pub fn new(engine: Engine) -> IdempotencyLayer {
+    pub fn new(engine: Engine) -> IdempotencyLayer<ScopeNotChosen> {
         IdempotencyLayer {
             config: Arc::new(Config {
                 engine,
@@ -127,9 +163,12 @@ impl IdempotencyLayer {
                 retry_after_s: 1,
                 detached: true,
             }),
+            keys: std::marker::PhantomData,
         }
     }
+}
 
+impl<Keys> IdempotencyLayer<Keys> {
     fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
         change(Arc::make_mut(&mut self.config));
         self
@@ -172,10 +211,30 @@ impl IdempotencyLayer {
 
     /// Scopes keys by what `scope` finds in the request (the tenant, the account, the
     /// authenticated user): two scopes' keys never meet. A request where it finds
-    /// nothing gets 400. **Without a scope, keys are global**: two clients that send
-    /// the same key share one record (and the second gets 422 if its request differs).
-    pub fn scope(self, scope: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
-        self.with(|c| c.scope = Some(Arc::new(scope)))
+    /// nothing gets 400. A layer needs this or [`global_keys`](Self::global_keys), said
+    /// explicitly: with global keys, two clients that send the same key share one
+    /// record.
+    pub fn scope(
+        self,
+        scope: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> IdempotencyLayer<ScopeChosen> {
+        self.with(|c| c.scope = Some(Arc::new(scope))).chosen()
+    }
+
+    /// Keys are **global**: two clients that send the same key share one record, and
+    /// the second gets the first's recorded response (or 422 if its request differs).
+    /// Say it only where every client is trusted with every other's responses (one
+    /// client per server, or keys that are unguessable and never shared); otherwise
+    /// [`scope`](Self::scope) the keys.
+    pub fn global_keys(self) -> IdempotencyLayer<ScopeChosen> {
+        self.with(|c| c.scope = None).chosen()
+    }
+
+    fn chosen(self) -> IdempotencyLayer<ScopeChosen> {
+        IdempotencyLayer {
+            config: self.config,
+            keys: std::marker::PhantomData,
+        }
     }
 
     /// Replaces the fingerprint (by default SHA-256 over method, path, query and body):
@@ -230,7 +289,7 @@ impl IdempotencyLayer {
     }
 }
 
-impl<S> Layer<S> for IdempotencyLayer {
+impl<S> Layer<S> for IdempotencyLayer<ScopeChosen> {
     type Service = Idempotent<S>;
 
     fn layer(&self, inner: S) -> Idempotent<S> {

@@ -56,7 +56,8 @@
 //! the key too.
 //!
 //! Keys are scoped by [`scope`](IdempotencyLayer::scope) (tenant, account, user), so
-//! two tenants' keys never meet; **without a scope, keys are global**. Requests of
+//! two tenants' keys never meet; a layer without a scope does not compile unless
+//! [`global_keys`](IdempotencyLayer::global_keys) says so explicitly. Requests of
 //! other methods, and requests without a key on an [`optional`](IdempotencyLayer::optional)
 //! route, pass through unguarded.
 //!
@@ -80,6 +81,8 @@ mod record;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
-pub use layer::{Body, BoxError, IdempotencyLayer, Idempotent, DEFAULT_RETENTION};
+pub use layer::{
+    Body, BoxError, IdempotencyLayer, Idempotent, ScopeChosen, ScopeNotChosen, DEFAULT_RETENTION,
+};
 pub use problem::{error_response, Problem};
 pub use record::REPLAYED;

@@ -127,7 +127,11 @@ async fn problem(response: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn a_retry_gets_the_recorded_status_headers_and_body_and_the_handler_runs_once() {
     let payments = Payments::default();
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let first = pay(&server.url, Some("\"pay-1\""), "10 EUR").await;
     assert_eq!(first.status(), 201);
     assert!(first.headers().get("idempotent-replayed").is_none());
@@ -155,7 +159,11 @@ async fn a_retry_gets_the_recorded_status_headers_and_body_and_the_handler_runs_
 #[tokio::test]
 async fn every_status_rule_answers_with_its_problem() {
     let payments = Payments::default();
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     assert_eq!(
         problem(pay(&server.url, None, "x").await).await,
         (400, "MissingKey".into())
@@ -190,7 +198,7 @@ async fn every_status_rule_answers_with_its_problem() {
 
     // An optional route: no key, no guard; the handler runs every time.
     let optional = serve(app(
-        IdempotencyLayer::new(engine()).optional(),
+        IdempotencyLayer::new(engine()).global_keys().optional(),
         payments.clone(),
     ))
     .await;
@@ -230,7 +238,7 @@ async fn race(layer: IdempotencyLayer) -> (Vec<(u16, bool, String)>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
-    let (answers, runs) = race(IdempotencyLayer::new(engine())).await;
+    let (answers, runs) = race(IdempotencyLayer::new(engine()).global_keys()).await;
     assert_eq!(runs, 1);
     let ran: Vec<_> = answers
         .iter()
@@ -250,7 +258,12 @@ async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
     );
 
     // Waiting: every caller gets the same 201.
-    let (answers, runs) = race(IdempotencyLayer::new(engine()).wait(Duration::from_secs(10))).await;
+    let (answers, runs) = race(
+        IdempotencyLayer::new(engine())
+            .global_keys()
+            .wait(Duration::from_secs(10)),
+    )
+    .await;
     assert_eq!(runs, 1);
     assert!(
         answers
@@ -268,14 +281,22 @@ async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
 async fn a_retry_after_the_server_restarted_on_the_same_store_is_replayed() {
     let engine = engine();
     let payments = Payments::default();
-    let first = serve(app(IdempotencyLayer::new(engine.clone()), payments.clone())).await;
+    let first = serve(app(
+        IdempotencyLayer::new(engine.clone()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let body = pay(&first.url, Some("restart-1"), "10 EUR")
         .await
         .text()
         .await
         .unwrap();
     drop(first);
-    let second = serve(app(IdempotencyLayer::new(engine), payments.clone())).await;
+    let second = serve(app(
+        IdempotencyLayer::new(engine).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let retry = pay(&second.url, Some("restart-1"), "10 EUR").await;
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(retry.text().await.unwrap(), body);
@@ -318,7 +339,9 @@ async fn a_response_too_large_to_record_is_not_run_again() {
         ..Payments::default()
     };
     let server = serve(app(
-        IdempotencyLayer::new(engine()).max_body_bytes(64),
+        IdempotencyLayer::new(engine())
+            .global_keys()
+            .max_body_bytes(64),
         payments.clone(),
     ))
     .await;
@@ -339,7 +362,11 @@ async fn a_server_error_is_not_recorded_so_the_retry_runs_again() {
         fail_first: true,
         ..Payments::default()
     };
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     assert_eq!(
         pay(&server.url, Some("flaky-1"), "10 EUR").await.status(),
         500
@@ -407,7 +434,7 @@ async fn a_body_that_crashes_after_its_downstream_request_sends_the_same_key_whe
     };
     let app = Router::new()
         .route("/pay", post(handler))
-        .layer(IdempotencyLayer::new(engine()));
+        .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
     let send = || {
         reqwest::Client::new()
@@ -451,6 +478,7 @@ async fn the_header_the_methods_and_the_server_error_policy_are_configurable() {
         ..Payments::default()
     };
     let layer = IdempotencyLayer::new(engine())
+        .global_keys()
         .header(http::HeaderName::from_static("x-request-id"))
         .methods([http::Method::POST])
         .record_server_errors(true);
@@ -494,7 +522,11 @@ async fn a_client_that_gives_up_does_not_cancel_the_handler_and_its_retry_replay
         delay: Duration::from_millis(400),
         ..Payments::default()
     };
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(100))
         .build()
@@ -533,7 +565,7 @@ async fn a_panicking_handler_is_answered_with_a_problem_and_its_retry_runs_again
                 }
             }),
         )
-        .layer(IdempotencyLayer::new(engine()));
+        .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
     let first = pay(&server.url, Some("\"panics\""), "10 EUR").await;
     assert_eq!(problem(first).await, (500, "HandlerPanicked".to_owned()));
@@ -548,7 +580,11 @@ async fn a_panicking_handler_is_answered_with_a_problem_and_its_retry_runs_again
 #[tokio::test]
 async fn the_header_is_read_as_a_structured_field() {
     let payments = Payments::default();
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let first = pay(&server.url, Some("\"sf-1\";v=1"), "10 EUR").await;
     assert_eq!(first.status(), 201);
     let again = pay(&server.url, Some("\"sf-1\"; note=\"x;y\""), "10 EUR").await;
@@ -578,7 +614,11 @@ async fn a_retry_in_progress_is_told_the_time_left_on_the_lease() {
         delay: Duration::from_millis(500),
         ..Payments::default()
     };
-    let server = serve(app(IdempotencyLayer::new(engine()), payments.clone())).await;
+    let server = serve(app(
+        IdempotencyLayer::new(engine()).global_keys(),
+        payments.clone(),
+    ))
+    .await;
     let url = server.url.clone();
     let first = tokio::spawn(async move { pay(&url, Some("\"slow\""), "10 EUR").await.status() });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -605,7 +645,9 @@ async fn a_layer_that_cancels_with_its_client_stops_the_handler() {
         delay: Duration::from_millis(400),
         ..Payments::default()
     };
-    let layer = IdempotencyLayer::new(engine()).cancel_with_client();
+    let layer = IdempotencyLayer::new(engine())
+        .global_keys()
+        .cancel_with_client();
     let server = serve(app(layer, payments.clone())).await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(100))
@@ -645,7 +687,7 @@ async fn a_compressed_response_is_replayed_with_its_content_encoding() {
                 )
             }),
         )
-        .layer(IdempotencyLayer::new(engine()));
+        .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
     let first = pay(&server.url, Some("\"gz\""), "10 EUR").await;
     let first_body = first.bytes().await.unwrap();
@@ -701,7 +743,7 @@ async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_ag
                 }
             }),
         )
-        .layer(IdempotencyLayer::new(engine()));
+        .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
     let first = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
     assert_eq!(problem(first).await, (500, "RecordUnreadable".to_owned()));
@@ -746,7 +788,7 @@ async fn downstream_keys_ignore_the_host_and_survive_a_disabled_engine() {
         seen.lock().unwrap().clear();
         let app = Router::new()
             .route("/pay", post(handler.clone()))
-            .layer(IdempotencyLayer::new(engine));
+            .layer(IdempotencyLayer::new(engine).global_keys());
         let server = serve(app).await;
         for _ in 0..2 {
             reqwest::Client::new()
@@ -769,7 +811,7 @@ async fn responses_are_kept_a_day_by_default_or_as_configured() {
     let hour_ms = 3_600_000_u64;
     for (layer_retention, expected_hours) in [(None, 24), (Some(2), 2)] {
         let engine = engine();
-        let mut layer = IdempotencyLayer::new(engine.clone());
+        let mut layer = IdempotencyLayer::new(engine.clone()).global_keys();
         if let Some(hours) = layer_retention {
             layer = layer.retention(Duration::from_secs(hours * 3600));
         }
