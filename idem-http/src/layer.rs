@@ -38,10 +38,8 @@ type FingerprintFn = dyn Fn(&Parts, &[u8]) -> Vec<u8> + Send + Sync;
 /// (by tenant, account or user), or [`global_keys`](Self::global_keys) said explicitly.
 /// A layer built without either does not compile (`IdempotencyLayer<ScopeNotChosen>`
 /// is not a `Layer`): with global keys, one client's retry that reuses another
-/// client's key receives that client's recorded response. The IETF draft says of it
-/// (draft-ietf-httpapi-idempotency-key-header, Security Considerations): "the
-/// idempotency key ... should be scoped to the client" or the resource owner, so that
-/// one client cannot see another's responses.
+/// client's key receives that client's recorded response. Keys scoped to the client
+/// or the resource owner keep one client from ever receiving another's.
 ///
 /// ```compile_fail
 /// // Refused: neither `scope` nor `global_keys`.
