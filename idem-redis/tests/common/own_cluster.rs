@@ -12,19 +12,15 @@ use std::time::{Duration, Instant};
 
 use redis::cluster_async::ClusterConnection;
 
+use super::own_server::OwnServer;
+
 /// How many nodes: three masters, one replica each.
 const NODES: usize = 6;
 
 /// A running cluster started by the test.
 pub struct OwnCluster {
-    nodes: Vec<Node>,
+    nodes: Vec<OwnServer>,
     watchdog: Option<Child>,
-}
-
-struct Node {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
 }
 
 /// One line of `CLUSTER NODES`.
@@ -76,20 +72,18 @@ impl OwnCluster {
             watchdog: None,
         };
         while cluster.nodes.len() < NODES {
-            if let Some(node) = Node::try_start() {
+            // In cluster mode, its `nodes.conf` in the node's own directory.
+            let settings = [("cluster-enabled", "yes"), ("cluster-node-timeout", "5000")];
+            if let Some(node) = OwnServer::try_start_on(free_port_pair(), &settings, &[]) {
                 cluster.nodes.push(node);
             }
         }
         // Stops the nodes if this process ends without dropping the cluster.
-        let pids: Vec<String> = cluster
-            .nodes
-            .iter()
-            .map(|n| n.child.id().to_string())
-            .collect();
+        let pids: Vec<String> = cluster.nodes.iter().map(|n| n.pid().to_string()).collect();
         let dirs: Vec<String> = cluster
             .nodes
             .iter()
-            .map(|n| format!("'{}'", n.dir.display()))
+            .map(|n| format!("'{}'", n.dir().display()))
             .collect();
         let script = format!(
             "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null; sleep 1; rm -rf {}",
@@ -127,7 +121,7 @@ impl OwnCluster {
 
     /// Every node's port.
     pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.port).collect()
+        self.nodes.iter().map(|n| n.port()).collect()
     }
 
     /// Waits until every node says `cluster_state:ok`, agrees on who serves every
@@ -299,7 +293,7 @@ impl OwnCluster {
     /// The slot of `key` (`CLUSTER KEYSLOT`: CRC16 of the key, or of its hash tag).
     pub fn slot_of(&self, key: &str) -> u16 {
         on(
-            self.nodes[0].port,
+            self.nodes[0].port(),
             redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
         )
     }
@@ -379,66 +373,6 @@ pub fn slot_owners(masters: &[NodeInfo]) -> HashMap<u16, u16> {
         }
     }
     owners
-}
-
-impl Node {
-    fn try_start() -> Option<Node> {
-        let port = free_port_pair();
-        let dir = std::env::temp_dir().join(format!("idem-own-cluster-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a directory for the node");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-            .arg(dir.join(format!("nodes-{port}.conf")))
-            .args(["--cluster-node-timeout", "5000"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `redis-server` (Debian's package redis-server provides it): {e}"
-                )
-            });
-        let mut node = Node { child, port, dir };
-        let started = Instant::now();
-        loop {
-            if node.child.try_wait().ok().flatten().is_some() {
-                return None; // It exited: the port was taken.
-            }
-            if let Some(pid) = node.process_id() {
-                return (pid == node.child.id()).then_some(node);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the test's own cluster node on port {port} does not answer"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn process_id(&self) -> Option<u32> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
-        let mut connection = client.get_connection().ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut connection)
-            .ok()?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Drop for OwnCluster {

@@ -43,7 +43,14 @@ impl OwnServer {
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
             .port();
+        OwnServer::try_start_on(port, settings, args)
+    }
+
+    /// Starts `redis-server` on `port`, in a fresh directory of its own, and waits until
+    /// it answers: `None` when another process answers there (the port was taken).
+    pub fn try_start_on(port: u16, settings: &[(&str, &str)], args: &[&str]) -> Option<OwnServer> {
         let dir = std::env::temp_dir().join(format!("idem-own-redis-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory for the server");
         let mut command = Command::new("redis-server");
         command
@@ -93,6 +100,16 @@ impl OwnServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's own directory (its working directory).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The server's URL.
