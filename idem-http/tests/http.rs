@@ -100,6 +100,21 @@ async fn pay_with(
     request.send().await.unwrap()
 }
 
+/// A payment request whose client gives up after 100 ms, before the handler answers.
+async fn give_up(url: &str, key: &str) {
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{url}/payments"))
+        .header("idempotency-key", key)
+        .body("10 EUR")
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+}
+
 /// A problem response's status and `type`'s last part.
 async fn problem(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -527,17 +542,7 @@ async fn a_client_that_gives_up_does_not_cancel_the_handler_and_its_retry_replay
         payments.clone(),
     ))
     .await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let gave_up = impatient
-        .post(format!("{}/payments", server.url))
-        .header("idempotency-key", "\"gave-up\"")
-        .body("10 EUR")
-        .send()
-        .await;
-    assert!(gave_up.is_err(), "the client gave up: {gave_up:?}");
+    give_up(&server.url, "\"gave-up\"").await;
     // Past the handler's end, far inside the 30 s lease.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let retry = pay(&server.url, Some("\"gave-up\""), "10 EUR").await;
@@ -649,17 +654,7 @@ async fn a_layer_that_cancels_with_its_client_stops_the_handler() {
         .global_keys()
         .cancel_with_client();
     let server = serve(app(layer, payments.clone())).await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let gave_up = impatient
-        .post(format!("{}/payments", server.url))
-        .header("idempotency-key", "\"cancelled\"")
-        .body("10 EUR")
-        .send()
-        .await;
-    assert!(gave_up.is_err());
+    give_up(&server.url, "\"cancelled\"").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let retry = pay(&server.url, Some("\"cancelled\""), "10 EUR").await;
     assert_eq!(problem(retry).await, (409, "InProgress".to_owned()));
