@@ -12,6 +12,7 @@ use idem_core::store::{ceil_secs, Written};
 use idem_core::testkit::{attempt, begin_at};
 use idem_core::{Call, Clock, Engine, EngineBuilder, Error, Store, SystemClock};
 use idem_redis::RedisStore;
+use redis::aio::ConnectionManager;
 
 const NS: &str = "tests::redis";
 
@@ -34,17 +35,44 @@ async fn exists(key: &str) -> bool {
         == 1
 }
 
+/// The id of `connection` on its server (`CLIENT ID`).
+async fn client_id(connection: &mut ConnectionManager) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+/// Holds every client's writes at the server for `ms` milliseconds (`CLIENT PAUSE`).
+async fn pause_writes(admin: &mut ConnectionManager, ms: u64) {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async::<()>(admin)
+        .await
+        .unwrap();
+}
+
+/// Kills the connection with `id` (`CLIENT KILL ID`).
+async fn kill_client(admin: &mut ConnectionManager, id: i64) {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async::<()>(admin)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs the Redis server that scripts/test checks"]
 async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_works() {
     let _alone = SERVER_WIDE.write().await;
     // The store's connection (clones share it): its id on the server.
     let mut own = connection().await;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut own)
-        .await
-        .unwrap();
+    let id = client_id(&mut own).await;
     let store = Arc::new(common::cleaned(
         RedisStore::builder(own)
             .prefix(common::unique_prefix("killed"))
@@ -56,13 +84,7 @@ async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_wor
     // Hold writes at the server, so the begin below is in flight when its connection
     // is killed.
     let mut admin = connection().await;
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(400)
-        .arg("WRITE")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    pause_writes(&mut admin, 400).await;
     let runs = AtomicUsize::new(0);
     let call = || {
         Call::new(NS, "killed").engine(&engine).run(|_| async {
@@ -72,13 +94,7 @@ async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_wor
     };
     let (killed, ()) = tokio::join!(call(), async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(id)
-            .query_async::<()>(&mut admin)
-            .await
-            .unwrap();
+        kill_client(&mut admin, id).await;
     });
     match &killed {
         Err(error @ Error::Store { .. }) => assert!(error.is_retryable(), "{error}"),
@@ -281,11 +297,7 @@ async fn a_flushed_script_cache_is_reloaded_without_an_error() {
 async fn a_completion_whose_connection_is_killed_is_sent_again_and_recorded() {
     let server = common::own_server::OwnServer::start(&[]);
     let mut own = server.connection().await;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut own)
-        .await
-        .unwrap();
+    let id = client_id(&mut own).await;
     let store = RedisStore::builder(own).build().await.unwrap();
     let engine = EngineBuilder::from_arc(Arc::new(store)).build().unwrap();
     let admin = server.connection().await;
@@ -297,22 +309,10 @@ async fn a_completion_whose_connection_is_killed_is_sent_again_and_recorded() {
             // Writes are held at the server, so the completion is in flight when its
             // connection is killed.
             let mut admin = admin.clone();
-            redis::cmd("CLIENT")
-                .arg("PAUSE")
-                .arg(400)
-                .arg("WRITE")
-                .query_async::<()>(&mut admin)
-                .await
-                .unwrap();
+            pause_writes(&mut admin, 400).await;
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("ID")
-                    .arg(id)
-                    .query_async::<()>(&mut admin)
-                    .await
-                    .unwrap();
+                kill_client(&mut admin, id).await;
             });
             Ok::<_, Error>(1u8)
         })
