@@ -2,18 +2,15 @@
 //! message names DynamoDB, the operation, the record and the table, and an error the
 //! SDK raised stays reachable as the error's `source()`.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::error::Error as _;
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::Client;
-use aws_smithy_http_client::test_util::infallible_client_fn;
 use idem_core::store::{Outcome, StoreError, StoreErrorKind};
 use idem_core::testkit::{attempt, begin_at, completion_at, renewal_at, T0};
 use idem_core::Store;
@@ -25,20 +22,7 @@ const ID: &str = "orders::create#0123";
 /// A store over table `idem` whose client answers each request with the next of
 /// `answers`.
 fn scripted(answers: Vec<(u16, Value)>) -> DynamoStore {
-    let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
-    let http = infallible_client_fn(move |_request| {
-        let (status, answer) = answers.lock().unwrap().pop_front().expect("an answer");
-        http::Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.0")
-            .body(answer.to_string())
-            .unwrap()
-    });
-    let config = idem_dynamo::local_config("http://127.0.0.1:1")
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    DynamoStore::builder(Client::from_conf(config), "idem").build_unchecked()
+    common::scripted::scripted(answers).0
 }
 
 fn throttled() -> (u16, Value) {

@@ -2,12 +2,13 @@
 //! DynamoDB rejects requests that emulators accept (an unused attribute name or value,
 //! a path both set and removed): these tests hold our requests to AWS's rules.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+mod common;
 
-use aws_sdk_dynamodb::config::retry::RetryConfig;
+use std::collections::{BTreeMap, BTreeSet};
+
 use aws_sdk_dynamodb::Client;
-use aws_smithy_http_client::test_util::{capture_request, infallible_client_fn};
+use aws_smithy_http_client::test_util::capture_request;
+use common::scripted::scripted;
 use idem_core::store::{Outcome, Written};
 use idem_core::testkit::{attempt, begin_at, completion_at, renewal_at, T0};
 use idem_core::Store;
@@ -173,34 +174,6 @@ async fn begin_with_a_fingerprint_sets_it() {
         json!({"S": "fp"})
     );
     assert_aliases_exact(&body);
-}
-
-/// A store whose client answers each request with the next of `answers` (status, JSON
-/// body) and keeps the request bodies.
-fn scripted(answers: Vec<(u16, Value)>) -> (DynamoStore, Arc<Mutex<Vec<Value>>>) {
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
-    let http = {
-        let sent = sent.clone();
-        infallible_client_fn(move |request| {
-            let body = request.body().bytes().expect("a JSON body");
-            sent.lock()
-                .unwrap()
-                .push(serde_json::from_slice(body).expect("JSON"));
-            let (status, answer) = answers.lock().unwrap().pop_front().expect("an answer");
-            http::Response::builder()
-                .status(status)
-                .header("content-type", "application/x-amz-json-1.0")
-                .body(answer.to_string())
-                .unwrap()
-        })
-    };
-    let config = idem_dynamo::local_config("http://127.0.0.1:1")
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    let store = DynamoStore::builder(Client::from_conf(config), "idem").build_unchecked();
-    (store, sent)
 }
 
 /// The answer to a begin whose condition failed, with the item found.

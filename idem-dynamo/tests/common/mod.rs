@@ -2,6 +2,8 @@
 //! (which `scripts/test` starts and exports), clients, and tables.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::Client;
 use idem_dynamo::testkit::RequestCounter;
