@@ -2,6 +2,7 @@
 //! purging.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -65,7 +66,7 @@ impl RecordView {
             lease_until_ms: record.lease_until_ms,
             expires_at_s: record.expires_at_s,
             outcome: record.outcome.map(|o| o.as_str().to_owned()),
-            outcome_bytes: record.data.as_ref().map(String::len),
+            outcome_bytes: record.data.as_ref().map(|data| data.len()),
             fingerprint: record.fingerprint.is_some(),
         }
     }
@@ -75,7 +76,7 @@ impl RecordView {
 /// an [`ErrorKind::NotFound`] error naming the id and where it was looked for.
 pub async fn inspect(target: &Target, id: &str) -> Result<Record, CliError> {
     match target.store().read(id).await? {
-        Some(record) => Ok(record),
+        Some(record) => Ok(Arc::unwrap_or_clone(record)),
         None => Err(not_found(target, id)),
     }
 }
@@ -156,7 +157,7 @@ pub async fn forget(
                     }),
                     before,
                 }),
-                Written::Refused(current) => Err(changed(id, current.as_ref(), now_ms)),
+                Written::Refused(current) => Err(changed(id, current.as_deref(), now_ms)),
             }
         }
         State::Completed => {
@@ -176,7 +177,7 @@ pub async fn forget(
             };
             let fence = match store.begin(&begin).await? {
                 Written::Applied(fence) => fence,
-                Written::Refused(current) => return Err(changed(id, current.as_ref(), now_ms)),
+                Written::Refused(current) => return Err(changed(id, current.as_deref(), now_ms)),
             };
             let attempt = Attempt {
                 id: id.to_owned(),
@@ -185,7 +186,7 @@ pub async fn forget(
             };
             match store.release(&attempt).await? {
                 Written::Applied(()) => {}
-                Written::Refused(current) => return Err(changed(id, current.as_ref(), now_ms)),
+                Written::Refused(current) => return Err(changed(id, current.as_deref(), now_ms)),
             }
             let note = (fence != record.fence + 1).then(|| {
                 format!(

@@ -103,7 +103,7 @@ impl LocalCache {
 /// A completed record, trusted until `until_ms`.
 #[derive(Debug)]
 pub(crate) struct Cached {
-    pub(crate) record: Record,
+    pub(crate) record: Arc<Record>,
     until_ms: u64,
 }
 
@@ -119,9 +119,9 @@ impl Weighter<String, Arc<Cached>> for Weight {
         let text = id.len()
             + record.id.len()
             + record.owner.len()
-            + record.codec.len()
+            + record.codec.as_str().len()
             + record.fingerprint.as_ref().map_or(0, String::len)
-            + record.data.as_ref().map_or(0, String::len);
+            + record.data.as_ref().map_or(0, |data| data.len());
         let bytes = (std::mem::size_of::<Cached>() + text) as u64;
         bytes.max(self.floor)
     }
@@ -155,7 +155,7 @@ impl Cache {
 
     /// Caches `record` if it is completed and not expired at `now_ms`, until its expiry
     /// or `now + max_age`, whichever comes first.
-    pub(crate) fn put(&self, record: Record, now_ms: u64) {
+    pub(crate) fn put(&self, record: Arc<Record>, now_ms: u64) {
         if record.state != State::Completed || record.is_expired(now_ms) {
             return;
         }

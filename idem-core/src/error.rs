@@ -2,6 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::codec::Encoded;
 use crate::store::StoreError;
 
 /// What went wrong in a guarded call, besides the body's own errors.
@@ -94,9 +95,9 @@ pub enum Error {
         namespace: String,
         /// The key's digest.
         digest: String,
-        /// The value the body returned, encoded as JSON (`None` when it could not be
-        /// encoded).
-        value: Option<String>,
+        /// The value the body returned, encoded as it would have been recorded (`None`
+        /// when it could not be encoded): [`lost_value`](Error::lost_value) decodes it.
+        value: Option<Encoded>,
     },
 
     /// A recorded error was replayed, but this call has no decoder for its error type
@@ -145,11 +146,11 @@ pub enum Error {
 
 impl Error {
     /// For [`Error::LeaseLost`], the value the body produced, decoded.
-    pub fn lost_value<T: DeserializeOwned>(&self) -> Option<Result<T, serde_json::Error>> {
+    pub fn lost_value<T: DeserializeOwned>(&self) -> Option<Result<T, String>> {
         match self {
             Error::LeaseLost {
                 value: Some(value), ..
-            } => Some(serde_json::from_str(value)),
+            } => Some(value.decode()),
             _ => None,
         }
     }

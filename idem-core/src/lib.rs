@@ -104,6 +104,7 @@
 mod cache;
 mod call;
 mod clock;
+mod codec;
 mod context;
 mod engine;
 mod error;
@@ -123,6 +124,7 @@ pub use call::{
     Source,
 };
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use codec::Encoded;
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};
 pub use error::Error;

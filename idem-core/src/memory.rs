@@ -1,7 +1,7 @@
 //! The in-memory store: the embedded default.
 
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use hashbrown::hash_table::Entry;
@@ -39,9 +39,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// The records, found by their own id (no second copy of it as a key). Boxed, so a
-    /// bucket is one pointer: at the load factor's worst, a map has twice as many
-    /// buckets as records.
+    /// The records, found by their own id (no second copy of it as a key). Shared, so a
+    /// bucket is one pointer (at the load factor's worst, a map has twice as many
+    /// buckets as records) and a refusal hands the record out without copying it.
     records: Records,
     /// New records since the last sweep; a sweep runs once this reaches the map's size,
     /// so sweeping costs O(1) per insert, amortized.
@@ -56,7 +56,7 @@ struct Inner {
 /// Records by id.
 #[derive(Debug, Default)]
 struct Records {
-    table: HashTable<Box<Record>>,
+    table: HashTable<Arc<Record>>,
     hasher: DefaultHashBuilder,
 }
 
@@ -65,18 +65,14 @@ impl Records {
         self.table.len()
     }
 
-    fn get(&self, id: &str) -> Option<&Record> {
+    fn get(&self, id: &str) -> Option<&Arc<Record>> {
         let hash = self.hasher.hash_one(id);
-        self.table
-            .find(hash, |record| record.id == id)
-            .map(|record| &**record)
+        self.table.find(hash, |record| record.id == id)
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut Record> {
+    fn get_mut(&mut self, id: &str) -> Option<&mut Arc<Record>> {
         let hash = self.hasher.hash_one(id);
-        self.table
-            .find_mut(hash, |record| record.id == id)
-            .map(|record| &mut **record)
+        self.table.find_mut(hash, |record| record.id == id)
     }
 
     /// Puts `record` in place of the one with its id, if any.
@@ -88,9 +84,16 @@ impl Records {
             |held| held.id == record.id,
             |held| hasher.hash_one(held.id.as_str()),
         ) {
-            Entry::Occupied(mut held) => **held.get_mut() = record,
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
+                // In place, unless a reader still shares the old record.
+                match Arc::get_mut(held) {
+                    Some(only) => *only = record,
+                    None => *held = Arc::new(record),
+                }
+            }
             Entry::Vacant(vacant) => {
-                vacant.insert(Box::new(record));
+                vacant.insert(Arc::new(record));
             }
         }
     }
@@ -174,7 +177,7 @@ impl MemoryStore {
     fn update(
         &self,
         attempt: &Attempt,
-        transition: impl FnOnce(Option<&mut Record>) -> Written<()>,
+        transition: impl FnOnce(Option<&mut Arc<Record>>) -> Written<()>,
     ) -> Result<Written<()>, StoreError> {
         let mut inner = self.lock();
         let Inner {
@@ -289,7 +292,7 @@ impl Store for MemoryStore {
         self.update(attempt, |record| protocol::release(record, attempt))
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         Ok(self.lock().records.get(id).cloned())
     }
 

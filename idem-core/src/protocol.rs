@@ -13,10 +13,12 @@
 //! Like [`store`](crate::store), this module follows the engine and may change in a
 //! minor release.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::Encoded;
 use crate::store::{
-    ceil_secs, Attempt, Begin, Completion, Outcome, Record, Renewal, State, Written,
+    ceil_secs, Attempt, Begin, Codec, Completion, Outcome, Record, Renewal, State, Written,
 };
 
 // The store's side: one conditional write per transition, atomic in the store.
@@ -24,7 +26,7 @@ use crate::store::{
 /// Begin on the key's current record: applied with the new fence iff there is no record
 /// or it is free at `request.now_ms`; the caller then stores
 /// [`request.record(fence)`](Begin::record). Refused with the current record otherwise.
-pub fn begin(current: Option<&Record>, request: &Begin) -> Written<u64> {
+pub fn begin(current: Option<&Arc<Record>>, request: &Begin) -> Written<u64> {
     match current {
         Some(record) if record.is_live(request.now_ms) => Written::Refused(Some(record.clone())),
         Some(record) => Written::Applied(record.fence + 1),
@@ -34,8 +36,12 @@ pub fn begin(current: Option<&Record>, request: &Begin) -> Written<u64> {
 
 /// Complete: applied iff the record is held by `attempt` ([`Record::is_held_by`]), also
 /// after its lease lapsed if nobody took over.
+///
+/// The writes below change the record in place, or a copy of it when someone else still
+/// shares it ([`Arc::make_mut`]): a record handed out before is never changed under its
+/// reader.
 pub fn complete(
-    current: Option<&mut Record>,
+    current: Option<&mut Arc<Record>>,
     attempt: &Attempt,
     completion: &Completion,
 ) -> Written<()> {
@@ -43,13 +49,18 @@ pub fn complete(
         record.state = State::Completed;
         record.outcome = Some(completion.outcome);
         record.data = completion.data.clone();
+        record.codec = completion.codec.clone();
         record.expires_at_s = completion.expires_at_s;
     })
 }
 
 /// Extend: applied iff the record is held by `attempt` and not released
 /// ([`Record::is_renewable_by`]).
-pub fn extend(current: Option<&mut Record>, attempt: &Attempt, renewal: &Renewal) -> Written<()> {
+pub fn extend(
+    current: Option<&mut Arc<Record>>,
+    attempt: &Attempt,
+    renewal: &Renewal,
+) -> Written<()> {
     write_if(current, attempt, Record::is_renewable_by, |record| {
         record.lease_until_ms = renewal.lease_until_ms;
         record.expires_at_s = renewal.expires_at_s;
@@ -58,24 +69,24 @@ pub fn extend(current: Option<&mut Record>, attempt: &Attempt, renewal: &Renewal
 
 /// Release: applied iff the record is held by `attempt`; the lease ends at once
 /// (`lease_until_ms = 0`) and the record stays, so the next fence is higher.
-pub fn release(current: Option<&mut Record>, attempt: &Attempt) -> Written<()> {
+pub fn release(current: Option<&mut Arc<Record>>, attempt: &Attempt) -> Written<()> {
     write_if(current, attempt, Record::is_held_by, |record| {
         record.lease_until_ms = 0
     })
 }
 
 fn write_if(
-    current: Option<&mut Record>,
+    current: Option<&mut Arc<Record>>,
     attempt: &Attempt,
     condition: fn(&Record, &Attempt) -> bool,
     write: impl FnOnce(&mut Record),
 ) -> Written<()> {
     match current {
         Some(record) if condition(record, attempt) => {
-            write(record);
+            write(Arc::make_mut(record));
             Written::Applied(())
         }
-        other => Written::Refused(other.cloned()),
+        other => Written::Refused(other.map(|record| record.clone())),
     }
 }
 
@@ -97,7 +108,7 @@ pub enum BeginAnswer {
         lease_until_ms: u64,
     },
     /// Another attempt's record is live: replay it, or report it in progress.
-    Live(Record),
+    Live(Arc<Record>),
     /// Refused, but the record read back free or gone: begin again (a bounded number of
     /// times).
     Again,
@@ -342,13 +353,19 @@ impl Terms {
         request.expires_at_s = self.expires_at_s(lease_until_ms);
     }
 
-    /// The completion sent at `now_ms`: the TTL counts from completion.
-    pub fn completion(&self, now_ms: u64, outcome: Outcome, data: Option<String>) -> Completion {
+    /// The completion sent at `now_ms`: the TTL counts from completion. `data` is the
+    /// encoded value or error (`None` for [`Outcome::NotStored`]).
+    pub fn completion(&self, now_ms: u64, outcome: Outcome, data: Option<Encoded>) -> Completion {
+        let (data, codec) = match data {
+            Some(Encoded { codec, data }) => (Some(data), codec),
+            None => (None, Codec::Json),
+        };
         Completion {
             now_ms,
             expires_at_s: self.expires_at_s(now_ms),
             outcome,
             data,
+            codec,
         }
     }
 

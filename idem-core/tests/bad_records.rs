@@ -4,8 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use idem_core::store::{Outcome, Record, State};
-use idem_core::{Call, Clock, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use bytes::Bytes;
+use idem_core::store::{Codec, Outcome, Record, State};
+use idem_core::{Call, Clock, Encoded, EngineBuilder, Error, ManualClock, MemoryStore, Store};
 use proptest::prelude::*;
 
 const NS: &str = "bad::records";
@@ -19,13 +20,13 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
             Just(Outcome::NotStored)
         ]),
         prop::option::of(prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..24)
-                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
-            Just("\"value\"".to_owned()),
-            Just("{\"Declined\":null}".to_owned()),
+            prop::collection::vec(any::<u8>(), 0..24).prop_map(Bytes::from),
+            Just(Bytes::from_static(b"\"value\"")),
+            Just(Bytes::from_static(b"{\"Declined\":null}")),
         ]),
         0u32..4,
-        prop_oneof![Just("json".to_owned()), ".{0,6}"],
+        prop_oneof![Just("json".to_owned()), Just("bytes".to_owned()), ".{0,6}"]
+            .prop_map(|name| Codec::from_stored(&name)),
         prop::option::of(prop_oneof![Just("fp".to_owned()), ".{0,4}"]),
         any::<bool>(),
     )
@@ -78,15 +79,16 @@ proptest! {
             let after = store.read(&stored.id).await.unwrap().expect("the record is never lost");
             if live {
                 prop_assert!(!ran, "the body ran over a live record: {:?}", stored);
-                prop_assert_eq!(&after, &stored, "a live record is never changed by a duplicate");
+                prop_assert_eq!(&*after, &stored, "a live record is never changed by a duplicate");
                 match (&result, stored.state) {
                     (Err(Error::InProgress { .. } | Error::PayloadMismatch { .. }), State::InProgress) => {}
                     (Ok(_) | Err(Error::Decode { .. } | Error::ResultNotStored { .. } | Error::RecordedError { .. } | Error::PayloadMismatch { .. }), State::Completed) => {}
                     (other, state) => prop_assert!(false, "undocumented answer {:?} for a live {:?} record", other, state),
                 }
                 if let Ok(value) = &result {
-                    let encoded = serde_json::to_string(value).unwrap();
-                    prop_assert_eq!(stored.data.as_deref(), Some(encoded.as_str()));
+                    let recorded = Encoded { codec: stored.codec.clone(), data: stored.data.clone().unwrap() };
+                    let decoded = recorded.decode::<String>();
+                    prop_assert_eq!(decoded.as_ref(), Ok(value), "a replay is what the record holds");
                 }
             } else {
                 prop_assert!(ran, "a free record is taken over");

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_core::store::{Limits, Outcome, Record, State};
+use bytes::Bytes;
+use idem_core::store::{Codec, Limits, Outcome, Record, State};
 use idem_core::testkit::{Fault, FaultyStore, Operation};
 use idem_core::{
     Call, Clock, Context, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store,
@@ -52,7 +53,12 @@ fn setup_recording_at_most_16_bytes() -> (Faulty, ManualClock, Engine) {
 
 async fn stored(store: &Faulty, engine: &Engine, key: &str) -> Option<Record> {
     let id = engine.record_id(NS, key).unwrap();
-    store.inner().read(&id).await.unwrap()
+    store
+        .inner()
+        .read(&id)
+        .await
+        .unwrap()
+        .map(Arc::unwrap_or_clone)
 }
 
 /// A body that counts its runs and returns `value`.
@@ -82,7 +88,7 @@ async fn first_call_executes_and_duplicates_replay() {
     let record = stored(&store, &engine, "k").await.unwrap();
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.outcome, Some(Outcome::Ok));
-    assert_eq!(record.data.as_deref(), Some("\"v1\""));
+    assert_eq!(record.data.as_deref(), Some(&b"\"v1\""[..]));
     // Replays cost one store call: the refused begin.
     assert_eq!(store.calls(Operation::Begin), 2);
     assert_eq!(store.calls(Operation::Complete), 1);
@@ -667,7 +673,7 @@ async fn a_stale_attempt_gets_lease_lost_with_its_value_and_the_record_is_untouc
     let error = completed_after_a_takeover(&engine, &clock, "stale".to_owned()).await;
     assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
     let record = stored(&store, &engine, "k").await.unwrap();
-    assert_eq!(record.data.as_deref(), Some("\"fresh\""));
+    assert_eq!(record.data.as_deref(), Some(&b"\"fresh\""[..]));
     assert_eq!(record.fence, 2);
 }
 
@@ -728,8 +734,8 @@ async fn undecodable_records_are_decode_errors_and_the_body_never_reruns() {
         (1, "json", "{not json"),
     ] {
         record.format = format;
-        record.codec = codec.into();
-        record.data = Some(data.into());
+        record.codec = Codec::from_stored(codec);
+        record.data = Some(Bytes::from_static(data.as_bytes()));
         store.inner().put_raw(record.clone());
         let result = call(&engine, "k").run(|_| counted(&runs, "again")).await;
         assert!(

@@ -1,10 +1,12 @@
 //! The protocol's pure rules that the engine and the model share: the settling of a
 //! lost commit, and the lease and TTL limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::protocol::*;
-use idem_core::store::{Attempt, Outcome, Record, Written};
+use idem_core::store::{Attempt, Codec, Outcome, Record, Written};
+use idem_core::Encoded;
 
 fn attempt(fence: u64) -> Attempt {
     Attempt {
@@ -14,13 +16,14 @@ fn attempt(fence: u64) -> Attempt {
     }
 }
 
-fn in_progress(fence: u64, lease_until_ms: u64) -> Record {
-    Terms {
+fn in_progress(fence: u64, lease_until_ms: u64) -> Arc<Record> {
+    let record = Terms {
         lease_ms: 1000,
         ttl_ms: 1000,
     }
     .begin("ns#key", "me", lease_until_ms.saturating_sub(1000), None)
-    .record(fence)
+    .record(fence);
+    Arc::new(record)
 }
 
 #[test]
@@ -54,7 +57,14 @@ fn a_lost_commit_is_settled_by_the_read_then_by_the_release() {
             lease_ms: 1000,
             ttl_ms: 60_000,
         }
-        .completion(4000, Outcome::Ok, Some("1".to_owned())),
+        .completion(
+            4000,
+            Outcome::Ok,
+            Some(Encoded {
+                codec: Codec::Json,
+                data: "1".into(),
+            }),
+        ),
     );
     let committed = CommitFate::Committed {
         expires_at_s: completed.expires_at_s,

@@ -45,7 +45,7 @@ impl Store for Slow {
         self.clock.sleep(self.latency).await;
         self.inner.release(a).await
     }
-    async fn read(&self, id: &str) -> Result<Option<idem_core::store::Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
         self.inner.read(id).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
@@ -233,7 +233,7 @@ impl Store for LateExtend {
     async fn release(&self, a: &Attempt) -> Result<Written<()>, StoreError> {
         self.inner.release(a).await
     }
-    async fn read(&self, id: &str) -> Result<Option<idem_core::store::Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
         self.inner.read(id).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {

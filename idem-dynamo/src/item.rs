@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use idem_core::store::{Outcome, Record, State, StoreError, CODEC_JSON, FORMAT};
+use bytes::Bytes;
+use idem_core::store::{Codec, Outcome, Record, State, StoreError, FORMAT};
 
 use crate::names::AttributeNames;
 use crate::store::Context;
@@ -58,8 +59,20 @@ pub(crate) fn decode(
         _ => number(&names.format)?,
     };
     let codec = match string(&names.codec)? {
-        None if state == State::InProgress => CODEC_JSON.to_owned(),
-        _ => required_string(&names.codec)?.clone(),
+        None if state == State::InProgress => Codec::Json,
+        _ => Codec::from_stored(required_string(&names.codec)?),
+    };
+    // JSON as a string, bytes as Binary (never base64 in a string).
+    let data = match item.get(&names.data) {
+        None => None,
+        Some(AttributeValue::S(json)) => Some(Bytes::copy_from_slice(json.as_bytes())),
+        Some(AttributeValue::B(blob)) => Some(Bytes::copy_from_slice(blob.as_ref())),
+        Some(_) => {
+            return Err(malformed(
+                &names.data,
+                "a value that is neither string nor binary",
+            ))
+        }
     };
     Ok(Record {
         id: id.to_owned(),
@@ -70,7 +83,7 @@ pub(crate) fn decode(
         expires_at_s: number(&names.expiration)?,
         fingerprint: string(&names.validation)?.cloned(),
         outcome,
-        data: string(&names.data)?.cloned(),
+        data,
         format: u32::try_from(format)
             .map_err(|_| malformed(&names.format, "a format number out of range"))?,
         codec,

@@ -15,7 +15,7 @@ pub struct AttributeNames {
     pub in_progress_expiration: String,
     /// `INPROGRESS` or `COMPLETED`. Default `status`.
     pub status: String,
-    /// The encoded value or error, a string. Default `data`.
+    /// The encoded value or error: a string for JSON, Binary for bytes. Default `data`.
     pub data: String,
     /// The payload fingerprint's digest. Default `validation`.
     pub validation: String,

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
 use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use idem_core::store::{Attempt, Begin, Completion, Renewal, State, CODEC_JSON, FORMAT};
+use idem_core::store::{Attempt, Begin, Codec, Completion, Renewal, State, FORMAT};
 
 use crate::names::{AttributeNames, KeyLayout};
 use crate::store::DynamoStore;
@@ -213,14 +214,19 @@ pub(crate) fn complete(
     let format = e.name("#format", &names.format);
     let format_value = e.value(":format", n(FORMAT.into()));
     let codec = e.name("#codec", &names.codec);
-    let codec_value = e.value(":codec", s(CODEC_JSON));
+    let codec_value = e.value(":codec", s(completion.codec.as_str()));
     let mut update = format!(
         "SET {status} = {completed}, {outcome} = {outcome_value}, {expiration} = {expiration_value}, \
          {format} = {format_value}, {codec} = {codec_value}"
     );
     match &completion.data {
         Some(value) => {
-            let value = e.value(":data", s(value.as_str()));
+            // JSON as a string (as Powertools writes it), bytes as Binary.
+            let value = match (&completion.codec, std::str::from_utf8(value)) {
+                (Codec::Json, Ok(json)) => s(json),
+                _ => AttributeValue::B(Blob::new(value.to_vec())),
+            };
+            let value = e.value(":data", value);
             update.push_str(&format!(", {data} = {value}"));
         }
         None => update.push_str(&format!(" REMOVE {data}")),

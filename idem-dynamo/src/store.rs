@@ -1,6 +1,8 @@
 //! The DynamoDB store: the `Store` trait mapped onto the requests of `requests.rs`
 //! and their answers.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -86,9 +88,11 @@ impl DynamoStore {
                     _ => None,
                 };
                 match old {
-                    Some(item) if !item.is_empty() => {
-                        Ok(Written::Refused(Some(decode(&self.names, context, item)?)))
-                    }
+                    Some(item) if !item.is_empty() => Ok(Written::Refused(Some(Arc::new(decode(
+                        &self.names,
+                        context,
+                        item,
+                    )?)))),
                     // No old item: the record is absent, or the server ignores the flag.
                     _ => Ok(Written::Refused(self.get(context).await?)),
                 }
@@ -98,14 +102,16 @@ impl DynamoStore {
     }
 
     /// One strongly consistent GetItem of the context's record, for its operation.
-    async fn get(&self, context: Context<'_>) -> Result<Option<Record>, StoreError> {
+    async fn get(&self, context: Context<'_>) -> Result<Option<Arc<Record>>, StoreError> {
         let output = self
             .get_item(context.id)
             .send()
             .await
             .map_err(|e| store_error(context, "GetItem", e))?;
         match output.item() {
-            Some(item) if !item.is_empty() => Ok(Some(decode(&self.names, context, item)?)),
+            Some(item) if !item.is_empty() => {
+                Ok(Some(Arc::new(decode(&self.names, context, item)?)))
+            }
             _ => Ok(None),
         }
     }
@@ -249,7 +255,7 @@ impl Store for DynamoStore {
         self.write(&attempt.id, request).await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         self.get(self.context("read", id)).await
     }
 

@@ -313,7 +313,7 @@ fn zombie(table: &str) -> Result<(), String> {
         check(
             record.state == State::Completed
                 && record.fence == 2
-                && record.data.as_deref() == Some("[2,\"parent\"]"),
+                && record.data.as_deref() == Some(&b"[2,\"parent\"]"[..]),
             format!("the record keeps the parent's result: {record:?}"),
         )
     })

@@ -58,7 +58,7 @@ async fn takeover_after_the_lease_lapses_and_the_stale_completion_is_refused() {
     let id = engine.record_id("takeover", "k").unwrap();
     let record = store.read(&id).await.unwrap().unwrap();
     assert_eq!((record.state, record.fence), (State::Completed, 2));
-    assert_eq!(record.data.as_deref(), Some("\"fresh at fence 2\""));
+    assert_eq!(record.data.as_deref(), Some(&b"\"fresh at fence 2\""[..]));
 }
 
 #[tokio::test]

@@ -268,7 +268,7 @@ async fn a_live_record_is_the_answer_with_no_second_request() {
         .unwrap();
     match written {
         Written::Refused(Some(record)) => {
-            assert_eq!((record.fence, record.data.as_deref()), (7, Some("1")))
+            assert_eq!((record.fence, record.data.as_deref()), (7, Some(&b"1"[..])))
         }
         other => panic!("{other:?}"),
     }

@@ -4,7 +4,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderValue, Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::ser;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::layer::Config;
 use crate::problem::Problem;
@@ -15,13 +17,16 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// What is recorded of a response: its status, the allowed headers and the body; or,
 /// for a body over the limit, only that it was too large; or, for a body that failed
 /// after the handler ran, only that it failed.
-#[derive(Debug, Serialize, Deserialize)]
+///
+/// Stored as raw bytes (the engine's bytes codec, never base64): a four-byte big-endian
+/// length, the [`Head`] as JSON, then the body as it was sent. Records of the earlier
+/// JSON form ([`Legacy`], the body base64) still replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Recorded {
     Response {
         status: u16,
         headers: Vec<(String, String)>,
-        /// Base64 (standard, padded).
-        body: String,
+        body: Bytes,
     },
     TooLarge {
         status: u16,
@@ -30,6 +35,119 @@ pub(crate) enum Recorded {
     BodyFailed {
         status: u16,
     },
+}
+
+/// Everything recorded of a response but its body.
+#[derive(Serialize, Deserialize)]
+enum Head {
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    TooLarge {
+        status: u16,
+    },
+    BodyFailed {
+        status: u16,
+    },
+}
+
+/// The form recorded before the bytes codec: JSON, the body base64 (standard, padded).
+#[derive(Deserialize)]
+enum Legacy {
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    TooLarge {
+        status: u16,
+    },
+    BodyFailed {
+        status: u16,
+    },
+}
+
+impl Serialize for Recorded {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (head, body) = match self {
+            Recorded::Response {
+                status,
+                headers,
+                body,
+            } => (
+                Head::Response {
+                    status: *status,
+                    headers: headers.clone(),
+                },
+                &body[..],
+            ),
+            Recorded::TooLarge { status } => (Head::TooLarge { status: *status }, &[][..]),
+            Recorded::BodyFailed { status } => (Head::BodyFailed { status: *status }, &[][..]),
+        };
+        let head = serde_json::to_vec(&head).map_err(ser::Error::custom)?;
+        let length = u32::try_from(head.len()).map_err(ser::Error::custom)?;
+        let mut frame = Vec::with_capacity(4 + head.len() + body.len());
+        frame.extend_from_slice(&length.to_be_bytes());
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(body);
+        serializer.serialize_bytes(&frame)
+    }
+}
+
+impl<'de> Deserialize<'de> for Recorded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RecordedVisitor)
+    }
+}
+
+struct RecordedVisitor;
+
+impl<'de> Visitor<'de> for RecordedVisitor {
+    type Value = Recorded;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a recorded response")
+    }
+
+    /// The bytes form: length, head, body.
+    fn visit_bytes<E: de::Error>(self, frame: &[u8]) -> Result<Recorded, E> {
+        let corrupt = || E::custom("the recorded response is shorter than its head");
+        let (length, rest) = frame.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let (head, body) = rest.split_at_checked(length).ok_or_else(corrupt)?;
+        Ok(match serde_json::from_slice(head).map_err(E::custom)? {
+            Head::Response { status, headers } => Recorded::Response {
+                status,
+                headers,
+                body: Bytes::copy_from_slice(body),
+            },
+            Head::TooLarge { status } => Recorded::TooLarge { status },
+            Head::BodyFailed { status } => Recorded::BodyFailed { status },
+        })
+    }
+
+    /// The JSON form of earlier versions.
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Recorded, A::Error> {
+        Ok(
+            match Legacy::deserialize(de::value::MapAccessDeserializer::new(map))? {
+                Legacy::Response {
+                    status,
+                    headers,
+                    body,
+                } => Recorded::Response {
+                    status,
+                    headers,
+                    body: base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .map_err(de::Error::custom)?
+                        .into(),
+                },
+                Legacy::TooLarge { status } => Recorded::TooLarge { status },
+                Legacy::BodyFailed { status } => Recorded::BodyFailed { status },
+            },
+        )
+    }
 }
 
 impl Recorded {
@@ -56,7 +174,7 @@ impl Recorded {
         Some(Recorded::Response {
             status,
             headers,
-            body: base64::engine::general_purpose::STANDARD.encode(response.body()),
+            body: response.body().clone(),
         })
     }
 
@@ -88,12 +206,11 @@ impl Recorded {
                 body,
             } => (status, headers, body),
         };
-        let decoded = base64::engine::general_purpose::STANDARD.decode(body);
-        let (Ok(status), Ok(body)) = (StatusCode::from_u16(status), decoded) else {
+        let Ok(status) = StatusCode::from_u16(status) else {
             return Problem::RecordUnreadable
                 .response("the recorded response is corrupt", config.retry_after_s);
         };
-        let mut response = Response::new(Bytes::from(body));
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         for (name, value) in headers {
             if let (Ok(name), Ok(value)) =

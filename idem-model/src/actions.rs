@@ -1,6 +1,8 @@
 //! The protocol's messages (requests to the store and its answers) and the steps of the
 //! world ([`Action`]), with each step told in words for a trace.
 
+use std::sync::Arc;
+
 use idem_core::store::{Attempt, Begin, Completion, Record, Renewal, Written};
 use stateright::Model;
 
@@ -60,7 +62,7 @@ pub enum Answer {
     /// To a commit: whether it committed.
     Commit(bool),
     /// To a read.
-    Read(Option<Record>),
+    Read(Option<Arc<Record>>),
 }
 
 /// One step of the world.

@@ -4,7 +4,8 @@
 use idem_core::protocol::{
     self, BeginAnswer, CommitFate, CompleteAnswer, ExtendAnswer, BEGIN_TRIES,
 };
-use idem_core::store::{Attempt, Outcome, State, Written};
+use idem_core::store::{Attempt, Codec, Outcome, State, Written};
+use idem_core::Encoded;
 
 use crate::state::ID;
 use crate::{Answer, End, Message, Op, Payload, Phase, Protocol, World};
@@ -66,7 +67,10 @@ impl Protocol {
         let completion = self.bounds.terms().completion(
             world.callers[index].now_ms(world.now),
             Outcome::Ok,
-            Some("\"value\"".to_owned()),
+            Some(Encoded {
+                codec: Codec::Json,
+                data: "\"value\"".into(),
+            }),
         );
         let op = if self.bounds.transactional {
             Op::CompleteInTransaction(attempt, completion)
@@ -229,7 +233,7 @@ impl Protocol {
                 Answer::Read(record),
             ) => {
                 let attempt = Self::attempt(world, index, fence);
-                match protocol::settle_by_read(record.as_ref(), &attempt) {
+                match protocol::settle_by_read(record.as_deref(), &attempt) {
                     Some(CommitFate::Committed { .. }) => self.end(world, index, End::Ran),
                     _ => self.settle_by_release(world, index, fence),
                 }

@@ -2,6 +2,8 @@
 //! messages in flight, the faults left, what an observer saw) and each caller's
 //! [`Phase`].
 
+use std::sync::Arc;
+
 use idem_core::protocol;
 use idem_core::store::{Begin, Record, Renewal};
 
@@ -21,12 +23,12 @@ pub struct World {
     /// Real time, in ticks.
     pub now: u64,
     /// The store's record of the key, as committed.
-    pub record: Option<Record>,
+    pub record: Option<Arc<Record>>,
     /// A completion written in a body's transaction and not yet committed or rolled
     /// back: the record as that transaction sees it, and whose transaction it is
     /// (caller, generation). It holds the record's row lock: every write to the record
     /// waits until it ends; a read sees the committed record.
-    pub pending: Option<(usize, u32, Record)>,
+    pub pending: Option<(usize, u32, Arc<Record>)>,
     /// The callers.
     pub callers: Vec<Caller>,
     /// Requests and answers in flight.

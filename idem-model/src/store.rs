@@ -2,6 +2,8 @@
 //! `idem_core::protocol`'s own functions, and its database holds or discards a body's
 //! transaction.
 
+use std::sync::Arc;
+
 use idem_core::protocol;
 use idem_core::store::{Attempt, State, Written};
 
@@ -49,7 +51,7 @@ impl Protocol {
                                 world.seen.took_over_after_crash = true;
                             }
                         }
-                        world.record = Some(request.record(*fence));
+                        world.record = Some(Arc::new(request.record(*fence)));
                         world.seen.last_begin_owner = Some(request.owner.clone());
                         world.seen.released = false;
                     }

@@ -2,6 +2,7 @@
 //! checker finds it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use idem_core::protocol::{self, Terms};
 use idem_core::store::{Attempt, Record, Renewal, Written};
@@ -47,7 +48,7 @@ impl Variant {
     /// on any record held by the attempt, released or not.
     pub fn extend(
         &self,
-        record: Option<&mut Record>,
+        record: Option<&mut Arc<Record>>,
         attempt: &Attempt,
         renewal: &Renewal,
     ) -> Written<()> {
@@ -56,11 +57,12 @@ impl Variant {
         }
         match record {
             Some(record) if record.is_held_by(attempt) => {
+                let record = Arc::make_mut(record);
                 record.lease_until_ms = renewal.lease_until_ms;
                 record.expires_at_s = renewal.expires_at_s;
                 Written::Applied(())
             }
-            other => Written::Refused(other.cloned()),
+            other => Written::Refused(other.map(|record| record.clone())),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! variants switched on, and finds nothing in the same bounds with the code's rules; the variants' restated
 //! rules differ from the code's only where the defect lies.
 
+use std::sync::Arc;
+
 use idem_core::protocol::{self, Terms};
 use idem_core::store::{Attempt, Record, Written};
 use idem_core::testkit::{attempt, begin_at, renewal_at, LEASE_MS, T0, TTL_MS};
@@ -96,7 +98,7 @@ fn an_extend_that_renews_a_released_lease_is_found() {
 
 /// Records an extend may meet: absent, held and live, held and lapsed, held and
 /// released, completed, and another attempt's.
-fn records(at: &Attempt) -> Vec<Option<Record>> {
+fn records(at: &Attempt) -> Vec<Option<Arc<Record>>> {
     let mut held = begin_at(&at.id, &at.owner, T0, None).record(at.fence);
     let mut out = vec![None, Some(held.clone())];
     held.lease_until_ms = T0 - 1;
@@ -109,7 +111,7 @@ fn records(at: &Attempt) -> Vec<Option<Record>> {
     out.push(Some(
         begin_at(&at.id, "someone else", T0, None).record(at.fence + 1),
     ));
-    out
+    out.into_iter().map(|record| record.map(Arc::new)).collect()
 }
 
 #[test]

@@ -20,7 +20,18 @@ fn transient_code(code: &str) -> bool {
 /// decoded is malformed; the rest (a missing table or permission, a constraint) is
 /// permanent. Every message names the table.
 pub(crate) fn store_error(operation: &'static str, table: &str, error: sqlx::Error) -> StoreError {
-    let message = format!("PostgreSQL {operation} on {table} failed: {error}");
+    let mut message = format!("PostgreSQL {operation} on {table} failed: {error}");
+    if let sqlx::Error::Database(database) = &error {
+        if database.code().as_deref() == Some("42703") && database.message().contains("data_bytes")
+        {
+            // A table made before the bytes codec.
+            message.push_str(&format!(
+                "; the table lacks the `data_bytes` column this version records bytes in: run \
+                 `PgStore::migrate`, or `ALTER TABLE {table} ADD COLUMN IF NOT EXISTS data_bytes \
+                 bytea` (a metadata change, no rewrite; earlier builds ignore the column)"
+            ));
+        }
+    }
     let classified = match &error {
         sqlx::Error::Database(database) => {
             if database.code().is_some_and(|code| transient_code(&code)) {

@@ -69,11 +69,27 @@
 //!     fingerprint    text,
 //!     outcome        text,                 -- ok | err | not_stored
 //!     data           text,                 -- the recorded value or error, JSON
+//!     data_bytes     bytea,                -- the recorded value, codec bytes
 //!     format         integer NOT NULL,
-//!     codec          text    NOT NULL
+//!     codec          text    NOT NULL      -- json | bytes
 //! );
+//! ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS data_bytes bytea;
 //! CREATE INDEX IF NOT EXISTS "idem_records_expires_at_s" ON "idem_records" (expires_at_s);
 //! ```
+//!
+//! ## Upgrading a table made before the bytes codec
+//! A value that serializes as bytes (`bytes::Bytes`, `Vec<u8>`, an `idem-http`
+//! response) is recorded as `bytea` in the `data_bytes` column, which tables made by
+//! earlier builds lack. Roll an upgrade in this order:
+//! 1. Add the column, from a migration tool or by running the new version's
+//!    [`PgStore::migrate`]: `ALTER TABLE idem_records ADD COLUMN IF NOT EXISTS data_bytes
+//!    bytea`. It changes the catalogue only (no rewrite, a brief lock); earlier builds
+//!    ignore the column.
+//! 2. Deploy the new version. Until the column exists its every call fails with a
+//!    permanent store error that names this statement; no body runs.
+//! 3. While old and new processes run side by side, an old one that meets a record the
+//!    new one wrote as bytes answers `Error::Decode` for it (its replay refuses the
+//!    codec); it never runs the body again. JSON records read the same in both.
 //!
 //! # One statement per transition
 //! Each operation is one statement, one round trip: a new key costs two (begin, then

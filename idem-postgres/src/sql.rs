@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 /// The record's columns, in the order every statement reads them.
-const COLUMNS: &str =
-    "state, owner, fence, lease_until_ms, expires_at_s, fingerprint, outcome, data, format, codec";
+const COLUMNS: &str = "state, owner, fence, lease_until_ms, expires_at_s, fingerprint, outcome, \
+     data, data_bytes, format, codec";
 
 /// Every statement of one table.
 #[derive(Debug)]
@@ -28,7 +28,8 @@ pub(crate) fn qualified(schema: Option<&str>, table: &str) -> String {
 }
 
 /// The migration: the table, with the record's fields as columns, and the index that
-/// serves the cleanup. Idempotent (`IF NOT EXISTS`).
+/// serves the cleanup. Idempotent (`IF NOT EXISTS`); on a table made by an earlier
+/// version it adds the `data_bytes` column (a metadata change, no rewrite).
 pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
     let t = qualified(schema, table);
     let create_schema = match schema {
@@ -46,9 +47,11 @@ pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
     fingerprint    text,
     outcome        text,
     data           text,
+    data_bytes     bytea,
     format         integer NOT NULL,
     codec          text    NOT NULL
 );
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS data_bytes bytea;
 CREATE INDEX IF NOT EXISTS \"{table}_expires_at_s\" ON {t} (expires_at_s);
 "
     )
@@ -69,11 +72,12 @@ current AS (
 )
 SELECT true AS applied, fence, NULL::text AS state, NULL::text AS owner,
        NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
-       NULL::text AS outcome, NULL::text AS data, NULL::integer AS format, NULL::text AS codec
+       NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
+       NULL::integer AS format, NULL::text AS codec
   FROM written
 UNION ALL
 SELECT false, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
-       format, codec
+       data_bytes, format, codec
   FROM current"
     )
 }
@@ -84,18 +88,21 @@ const HELD: &str = "id = $1 AND state = 'INPROGRESS' AND owner = $2 AND fence = 
 impl Statements {
     pub(crate) fn new(schema: Option<&str>, table: &str) -> Statements {
         let t = qualified(schema, table);
+        // The recorded value is in `data` (text) for the JSON codec, as every version
+        // wrote it, and in `data_bytes` (bytea) for the bytes codec.
         // Begin: applied iff there is no row or the row is free at $3 (completed and
         // expired, or in progress past its lease); the fence is incremented in place.
         let begin = write_then_current(
             &t,
             &format!(
                 "INSERT INTO {t} AS r (id, state, owner, fence, lease_until_ms, expires_at_s,
-                        fingerprint, outcome, data, format, codec)
-    VALUES ($1, 'INPROGRESS', $2, 1, $4, $5, $6, NULL, NULL, $7, $8)
+                        fingerprint, outcome, data, data_bytes, format, codec)
+    VALUES ($1, 'INPROGRESS', $2, 1, $4, $5, $6, NULL, NULL, NULL, $7, $8)
     ON CONFLICT (id) DO UPDATE SET state = 'INPROGRESS', owner = excluded.owner,
         fence = r.fence + 1, lease_until_ms = excluded.lease_until_ms,
         expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
-        outcome = NULL, data = NULL, format = excluded.format, codec = excluded.codec
+        outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
+        codec = excluded.codec
     WHERE CASE r.state WHEN 'COMPLETED' THEN $3 >= r.expires_at_s * 1000
                        ELSE $3 >= r.lease_until_ms END"
             ),
@@ -103,7 +110,8 @@ impl Statements {
         let complete = write_then_current(
             &t,
             &format!(
-                "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, expires_at_s = $6
+                "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, data_bytes = $7,
+        codec = $8, expires_at_s = $6
     WHERE {HELD}"
             ),
         );

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use idem_core::store::{
-    Attempt, Begin, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
-    CODEC_JSON, FORMAT,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StoreError,
+    Written, FORMAT,
 };
 use idem_core::Store;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -226,13 +227,23 @@ impl PgStore {
         attempt: &'q Attempt,
         completion: &'q Completion,
     ) -> Query<'q, Postgres, PgArguments> {
+        // JSON in `data` (text), anything else in `data_bytes` (bytea).
+        let (text, bytes) = match (&completion.codec, completion.data.as_deref()) {
+            (Codec::Json, Some(json)) => match std::str::from_utf8(json) {
+                Ok(json) => (Some(json), None),
+                Err(_) => (None, Some(json)),
+            },
+            (_, data) => (None, data),
+        };
         self.query(&self.inner.statements.complete)
             .bind(attempt.id.as_str())
             .bind(attempt.owner.as_str())
             .bind(to_i64(attempt.fence))
             .bind(completion.outcome.as_str())
-            .bind(completion.data.as_deref())
+            .bind(text)
             .bind(to_i64(completion.expires_at_s))
+            .bind(bytes)
+            .bind(completion.codec.as_str())
     }
 
     /// The answer of a write (`write_then_current`): applied with its fence, or refused
@@ -248,7 +259,7 @@ impl PgStore {
             return Ok(Written::Applied(from_i64(id, "fence", fence)?));
         }
         self.decode(id, &row)
-            .map(|record| Written::Refused(Some(record)))
+            .map(|record| Written::Refused(Some(Arc::new(record))))
     }
 
     /// A record from its row; an error names the store, the table and the record, and
@@ -278,6 +289,14 @@ impl PgStore {
             None => None,
         };
         let format: i32 = row.try_get("format").map_err(malformed)?;
+        let codec = Codec::from_stored(&text("codec")?);
+        let data = match codec {
+            Codec::Json => optional("data")?.map(Bytes::from),
+            _ => row
+                .try_get::<Option<Vec<u8>>, _>("data_bytes")
+                .map_err(malformed)?
+                .map(Bytes::from),
+        };
         Ok(Record {
             id: id.to_owned(),
             state,
@@ -287,11 +306,11 @@ impl PgStore {
             expires_at_s: number("expires_at_s")?,
             fingerprint: optional("fingerprint")?,
             outcome,
-            data: optional("data")?,
+            data,
             format: u32::try_from(format).map_err(|_| {
                 StoreError::malformed(format!("{context}: the format is negative: {format}"))
             })?,
-            codec: text("codec")?,
+            codec,
         })
     }
 
@@ -340,7 +359,7 @@ impl Store for PgStore {
             .bind(to_i64(request.expires_at_s))
             .bind(request.fingerprint.as_deref())
             .bind(FORMAT as i32)
-            .bind(CODEC_JSON)
+            .bind(Codec::Json.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("begin", e))?;
@@ -390,14 +409,15 @@ impl Store for PgStore {
         self.held_write("release", attempt, query).await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         let row = self
             .query(&self.inner.statements.read)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("read", e))?;
-        row.map(|row| self.decode(id, &row)).transpose()
+        row.map(|row| self.decode(id, &row).map(Arc::new))
+            .transpose()
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {

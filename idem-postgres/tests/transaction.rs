@@ -92,7 +92,7 @@ async fn the_body_and_its_completion_commit_together_and_a_duplicate_replays() {
     let record = store.read(&id).await.unwrap().expect("the record");
     assert_eq!(
         (record.state, record.data.as_deref()),
-        (State::Completed, Some("10"))
+        (State::Completed, Some(&b"10"[..]))
     );
     // The plain form gives the same value.
     let value: u64 = Call::new(NS, "k1")

@@ -65,11 +65,12 @@ expire_at(ARGV[3], ARGV[4], ARGV[2])
 return {1, fence}
 "#;
 
-/// ARGV: owner, fence, now_ms, expires_at_s, outcome, data, has_data ('1' or '0').
-/// Applied iff the attempt holds the record.
+/// ARGV: owner, fence, now_ms, expires_at_s, outcome, data (raw bytes), has_data ('1'
+/// or '0'), codec. Applied iff the attempt holds the record.
 const COMPLETE: &str = r#"
 if not held(ARGV[1], ARGV[2]) then return {0, raw} end
-redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'outcome', ARGV[5], 'expires_at_s', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'outcome', ARGV[5], 'expires_at_s', ARGV[4],
+  'codec', ARGV[8])
 if ARGV[7] == '1' then
   redis.call('HSET', KEYS[1], 'data', ARGV[6])
 else

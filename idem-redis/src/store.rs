@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::BufMut as _;
+use bytes::{BufMut as _, Bytes};
 use idem_core::store::{
-    Attempt, Begin, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
 };
 use idem_core::Store;
 use redis::{Cmd, RedisError, RedisWrite, ToRedisArgs, Value};
@@ -336,7 +336,8 @@ struct Fields {
     expires_at_s: Option<String>,
     fingerprint: Option<String>,
     outcome: Option<String>,
-    data: Option<String>,
+    /// Raw bytes: JSON text, or a bytes-codec value as it is.
+    data: Option<Vec<u8>>,
     format: Option<String>,
     codec: Option<String>,
 }
@@ -351,7 +352,6 @@ impl Fields {
             b"expires_at_s" => &mut self.expires_at_s,
             b"fingerprint" => &mut self.fingerprint,
             b"outcome" => &mut self.outcome,
-            b"data" => &mut self.data,
             b"format" => &mut self.format,
             b"codec" => &mut self.codec,
             _ => return None,
@@ -364,7 +364,7 @@ impl Fields {
 pub(crate) fn decode_fields(
     context: Context<'_>,
     fields: Vec<Value>,
-) -> Result<Option<Record>, StoreError> {
+) -> Result<Option<Arc<Record>>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
@@ -372,6 +372,9 @@ pub(crate) fn decode_fields(
     let mut entries = fields.into_iter();
     while let Some(name) = entries.next() {
         match (name, entries.next()) {
+            (Value::BulkString(name), Some(Value::BulkString(value))) if name == b"data" => {
+                by_name.data = Some(value);
+            }
             (Value::BulkString(name), Some(Value::BulkString(value))) => {
                 let value = String::from_utf8(value).map_err(|_| {
                     StoreError::malformed(format!(
@@ -391,7 +394,7 @@ pub(crate) fn decode_fields(
             }
         }
     }
-    decode(context, by_name).map(Some)
+    decode(context, by_name).map(|record| Some(Arc::new(record)))
 }
 
 /// A record from its fields by name.
@@ -425,10 +428,10 @@ fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
         expires_at_s: number(fields.expires_at_s, "expires_at_s")?,
         fingerprint: fields.fingerprint,
         outcome,
-        data: fields.data,
+        data: fields.data.map(Bytes::from),
         format: u32::try_from(number(fields.format, "format")?)
             .map_err(|_| StoreError::malformed(format!("{context}: the format is too large")))?,
-        codec: text(fields.codec, "codec")?,
+        codec: Codec::from_stored(&text(fields.codec, "codec")?),
     })
 }
 
@@ -451,7 +454,7 @@ impl Store for RedisStore {
             .arg(request.expires_at_s)
             .arg(request.fingerprint.as_deref().unwrap_or(""))
             .arg(idem_core::store::FORMAT)
-            .arg(idem_core::store::CODEC_JSON);
+            .arg(Codec::Json.as_str());
         let answer = match self.eval(&self.scripts.begin, &invocation).await {
             Ok(answer) => answer,
             Err(error) if error.code() == Some("OOM") => {
@@ -481,8 +484,9 @@ impl Store for RedisStore {
             .arg(completion.now_ms)
             .arg(completion.expires_at_s)
             .arg(completion.outcome.as_str())
-            .arg(completion.data.as_deref().unwrap_or(""))
-            .arg(if completion.data.is_some() { "1" } else { "0" });
+            .arg(completion.data.as_deref().unwrap_or(b""))
+            .arg(if completion.data.is_some() { "1" } else { "0" })
+            .arg(completion.codec.as_str());
         let written = self
             .held_write("complete", attempt, &self.scripts.complete, &invocation)
             .await?;
@@ -523,7 +527,7 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         let context = self.context("read", id);
         let mut command = redis::cmd("HGETALL");
         command.arg(self.key_arg(id));

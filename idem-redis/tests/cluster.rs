@@ -207,7 +207,7 @@ impl Store for Watched {
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         self.note(self.store.release(attempt).await)
     }
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         self.note(self.store.read(id).await)
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ fn completion(now_ms: u64) -> Completion {
         expires_at_s: now_ms / 1000 + 60,
         outcome: Outcome::Ok,
         data: Some("1".into()),
+        codec: idem_core::store::Codec::Json,
     }
 }
 

@@ -173,6 +173,7 @@ async fn a_record_that_vanished_under_its_holder_is_logged_with_the_eviction_pol
         expires_at_s: now / 1000 + 60,
         outcome: idem_core::store::Outcome::Ok,
         data: Some("1".into()),
+        codec: idem_core::store::Codec::Json,
     };
     assert_eq!(
         store.complete(&held, &completion).await.unwrap(),

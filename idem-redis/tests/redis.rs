@@ -159,6 +159,7 @@ async fn the_server_expires_records_at_the_later_of_lease_and_ttl() {
         expires_at_s: ceil_secs(now + 1_000),
         outcome: idem_core::store::Outcome::Ok,
         data: Some("1".into()),
+        codec: idem_core::store::Codec::Json,
     };
     // The completion's expiry (1 s) is earlier than the lease's end: the key lives to
     // the lease's end.

@@ -135,7 +135,12 @@ impl<Tx: Transaction> Destination for Tx {
                 not_recorded
             }
         };
-        guard.reported(attempt, completed, value, completion.data.or(spilled))
+        guard.reported(
+            attempt,
+            completed,
+            value,
+            super::finish::encoded(completion, spilled),
+        )
     }
 
     async fn discard(self, guard: &Guard) {

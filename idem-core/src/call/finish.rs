@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use super::guard::{store_call_within, Guard};
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
+use crate::codec::{self, Encoded};
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, CompleteAnswer, ReleaseAnswer};
@@ -20,6 +22,13 @@ use crate::store::{Attempt, Completion, Outcome, StoreError, StoreErrorKind, Wri
 /// The first pause before a completion or a release is sent again, and the longest.
 const RESEND_FIRST: Duration = Duration::from_millis(10);
 const RESEND_MAX: Duration = Duration::from_millis(200);
+
+/// The value's encoding a completion carried, or the one too large to record
+/// (`spilled`): what an [`Error::LeaseLost`] hands back.
+pub(super) fn encoded(completion: Completion, spilled: Option<Encoded>) -> Option<Encoded> {
+    let Completion { data, codec, .. } = completion;
+    data.map(|data| Encoded { codec, data }).or(spilled)
+}
 
 /// How a body failed.
 pub(super) enum Failure<E> {
@@ -92,6 +101,7 @@ impl Guard {
                 let limit = self.engine.store().limits().max_data_bytes;
                 match errors.record(&error) {
                     Some(Ok(data)) if data.len() <= limit => {
+                        let data = codec::encode_json(data);
                         self.complete(attempt, Outcome::Err, Some(data)).await;
                     }
                     Some(Ok(data)) => {
@@ -136,15 +146,18 @@ impl Guard {
         if let Completed::Recorded { .. } = completed {
             self.remember(attempt, &completion);
         }
-        self.reported(attempt, completed, value, completion.data.or(spilled))
+        self.reported(attempt, completed, value, encoded(completion, spilled))
     }
 
     /// The completion that records `value`, and the value's encoding when it is not in
     /// the completion (too large to record): an [`Error::LeaseLost`] carries the
     /// encoding either way.
-    pub(super) fn value_completion<T: Serialize>(&self, value: &T) -> (Option<String>, Completion) {
+    pub(super) fn value_completion<T: Serialize>(
+        &self,
+        value: &T,
+    ) -> (Option<Encoded>, Completion) {
         let limit = self.engine.store().limits().max_data_bytes;
-        let encoded = match serde_json::to_string(value) {
+        let encoded = match codec::encode(value) {
             Ok(encoded) => Some(encoded),
             Err(error) => {
                 tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
@@ -153,10 +166,10 @@ impl Guard {
             }
         };
         let (outcome, data, spilled) = match encoded {
-            Some(data) if data.len() <= limit => (Outcome::Ok, Some(data), None),
+            Some(data) if data.data.len() <= limit => (Outcome::Ok, Some(data), None),
             Some(data) => {
                 tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
-                    bytes = data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
+                    bytes = data.data.len(), limit, "the value is too large to record; duplicates will get a result-not-stored error");
                 (Outcome::NotStored, None, Some(data))
             }
             None => (Outcome::NotStored, None, None),
@@ -171,7 +184,7 @@ impl Guard {
         attempt: &Attempt,
         completed: Completed,
         value: T,
-        encoded: Option<String>,
+        encoded: Option<Encoded>,
     ) -> Result<Report<T>, E> {
         let report = |source, replayed_until_ms| Report {
             value,
@@ -201,7 +214,7 @@ impl Guard {
     }
 
     /// Completes the attempt with an outcome other than a value (a recorded error).
-    async fn complete(&self, attempt: &Attempt, outcome: Outcome, data: Option<String>) {
+    async fn complete(&self, attempt: &Attempt, outcome: Outcome, data: Option<Encoded>) {
         let completion = self.terms().completion(self.clock_now(), outcome, data);
         let store = &self.engine.store();
         let answer = self
@@ -246,7 +259,7 @@ impl Guard {
         let Some(cache) = self.engine.cache() else {
             return;
         };
-        let mut record = self.request.record(attempt.fence);
+        let mut record = Arc::new(self.request.record(attempt.fence));
         if let Written::Applied(()) = protocol::complete(Some(&mut record), attempt, completion) {
             cache.put(record, self.clock_now());
         }

@@ -5,9 +5,10 @@ use serde::de::DeserializeOwned;
 use super::guard::Guard;
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
+use crate::codec;
 use crate::error::Error;
 use crate::observe::CallOutcome;
-use crate::store::{Outcome, Record, CODEC_JSON, FORMAT};
+use crate::store::{Codec, Outcome, Record, FORMAT};
 
 impl Guard {
     /// The outcome a completed record holds, for a duplicate call.
@@ -25,11 +26,11 @@ impl Guard {
                 ))
                 .into());
         }
-        if record.codec != CODEC_JSON {
+        if let Codec::Unknown(name) = &record.codec {
             return Err(self
                 .decode_error(format!(
-                    "the record uses codec `{}`, which this build cannot read",
-                    record.codec
+                    "the record uses codec `{name}`, which this build cannot read (written by a \
+                     newer version of idem)"
                 ))
                 .into());
         }
@@ -41,7 +42,7 @@ impl Guard {
         };
         self.outcome(CallOutcome::Replayed, "replayed the recorded outcome");
         match record.outcome {
-            Some(Outcome::Ok) => match serde_json::from_str(data()?) {
+            Some(Outcome::Ok) => match codec::decode(&record.codec, data()?) {
                 Ok(value) => Ok(Report {
                     value,
                     source: Source::Replayed,
@@ -53,7 +54,11 @@ impl Guard {
                     .into()),
             },
             Some(Outcome::Err) => {
-                let data = data()?;
+                // Errors are recorded as JSON.
+                let data = match (&record.codec, std::str::from_utf8(data()?)) {
+                    (Codec::Json, Ok(data)) => data,
+                    _ => return Err(self.decode_error("the recorded error is not JSON").into()),
+                };
                 match errors.decode(data) {
                     Some(Ok(error)) => Err(error),
                     Some(Err(e)) => Err(self

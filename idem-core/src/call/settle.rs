@@ -21,7 +21,7 @@ impl Guard {
         let store = &self.engine.store();
         let read = self.store_call("read", store.read(&attempt.id)).await;
         let settled_by_read = match &read {
-            Ok(record) => protocol::settle_by_read(record.as_ref(), attempt),
+            Ok(record) => protocol::settle_by_read(record.as_deref(), attempt),
             Err(_) => None,
         };
         let fate = match settled_by_read {

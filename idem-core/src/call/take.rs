@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, BEGIN_TRIES};
 use crate::store::{Attempt, Record, State, StoreError};
+use std::sync::Arc;
 
 /// The first and the longest pause between two polls of `wait`.
 const WAIT_FIRST: Duration = Duration::from_millis(50);
@@ -23,7 +24,7 @@ enum Found {
     /// This attempt holds the key.
     Held { fence: u64, lease_until_ms: u64 },
     /// A live record of another attempt.
-    Live(Record),
+    Live(Arc<Record>),
 }
 
 /// What taking the key led to: the body may run, or the value is already there.

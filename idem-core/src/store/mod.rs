@@ -28,9 +28,12 @@ mod error;
 mod record;
 
 use std::any::Any;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 pub use error::{StoreError, StoreErrorKind};
-pub use record::{ceil_secs, Outcome, Record, State, CODEC_JSON, FORMAT};
+pub use record::{ceil_secs, Codec, Outcome, Record, State, FORMAT};
 
 /// The attribute [`Store`] is declared with, for implementing it.
 pub use async_trait::async_trait;
@@ -41,8 +44,10 @@ pub enum Written<T> {
     /// The condition held and the write was applied.
     Applied(T),
     /// The condition failed and nothing was written. Carries the record as it is now,
-    /// or `None` when there is no record.
-    Refused(Option<Record>),
+    /// or `None` when there is no record: shared, so that a store holding it in memory
+    /// hands it out without a copy (a store that decodes it from the wire wraps it in
+    /// an [`Arc`]).
+    Refused(Option<Arc<Record>>),
 }
 
 impl<T> Written<T> {
@@ -77,7 +82,7 @@ pub struct Begin {
 impl Begin {
     /// The record this begin writes when it is applied with `fence`: in progress, the
     /// request's owner, lease, expiry and fingerprint, no outcome or data, this build's
-    /// format and codec.
+    /// format, codec JSON.
     pub fn record(&self, fence: u64) -> Record {
         Record {
             id: self.id.clone(),
@@ -90,7 +95,7 @@ impl Begin {
             outcome: None,
             data: None,
             format: FORMAT,
-            codec: CODEC_JSON.to_owned(),
+            codec: Codec::Json,
         }
     }
 }
@@ -119,7 +124,9 @@ pub struct Completion {
     /// What `data` holds.
     pub outcome: Outcome,
     /// The encoded value or error; `None` for [`Outcome::NotStored`].
-    pub data: Option<String>,
+    pub data: Option<Bytes>,
+    /// How `data` is encoded.
+    pub codec: Codec,
 }
 
 /// A lease renewed by a heartbeat: what [`Store::extend`] writes.
@@ -175,7 +182,7 @@ pub trait Store: Any + Send + Sync + 'static {
     /// attempt's ([`Record::is_held_by`]), also after the lease lapsed if nobody took
     /// over.
     ///
-    /// **Writes**: state `Completed`, `outcome`, `data` (removed when `None`),
+    /// **Writes**: state `Completed`, `outcome`, `data` (removed when `None`), `codec`,
     /// `expires_at_s`; keeps owner, fence, lease and fingerprint.
     ///
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
@@ -209,7 +216,7 @@ pub trait Store: Any + Send + Sync + 'static {
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError>;
 
     /// Reads the record with `id`, strongly consistent.
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError>;
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError>;
 
     /// Deletes the record with `id`, unconditionally. For operators: it resets fencing,
     /// so an attempt that still runs may see its fence number reused.

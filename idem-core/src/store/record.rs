@@ -3,14 +3,59 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::Bytes;
+
 use super::{Attempt, Renewal};
 
 /// The record format this build writes. A record with a higher format was written by a
 /// newer version of idem and is refused with a decode error, never overwritten.
 pub const FORMAT: u32 = 1;
 
-/// The codec this build writes values with.
-pub const CODEC_JSON: &str = "json";
+/// How a record's `data` is encoded: the stored `codec` field.
+///
+/// The engine chooses it per value: a value that serializes as one byte string
+/// (`bytes::Bytes`, `serde_bytes::ByteBuf`, a non-empty `Vec<u8>`) is recorded as its raw
+/// bytes, everything else as JSON. Recorded errors are always JSON. The names are frozen
+/// (`docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// `json`: UTF-8 JSON, as `serde_json` writes it. Every record written before the
+    /// bytes codec existed has this codec.
+    Json,
+    /// `bytes`: the value's bytes as they are (a DynamoDB Binary attribute, a
+    /// PostgreSQL `bytea`, a Redis string), never base64.
+    Bytes,
+    /// A codec this build does not know, as stored: written by a newer idem. Replaying
+    /// it answers a decode error; the body never runs because of it.
+    Unknown(Box<str>),
+}
+
+impl Codec {
+    /// The stored name: `json`, `bytes`, or the unknown name as read.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Codec::Json => "json",
+            Codec::Bytes => "bytes",
+            Codec::Unknown(name) => name,
+        }
+    }
+
+    /// The codec a stored name stands for ([`Codec::Unknown`] for a name this build does
+    /// not know).
+    pub fn from_stored(name: &str) -> Codec {
+        match name {
+            "json" => Codec::Json,
+            "bytes" => Codec::Bytes,
+            other => Codec::Unknown(other.into()),
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where a key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,12 +154,13 @@ pub struct Record {
     pub fingerprint: Option<String>,
     /// Completed records only: what `data` holds.
     pub outcome: Option<Outcome>,
-    /// The encoded value or error.
-    pub data: Option<String>,
+    /// The encoded value or error, shared: a store that holds the record in memory hands
+    /// it out without copying it.
+    pub data: Option<Bytes>,
     /// The record format version ([`FORMAT`] for this build).
     pub format: u32,
-    /// The codec of `data` ([`CODEC_JSON`] for this build).
-    pub codec: String,
+    /// How `data` is encoded.
+    pub codec: Codec,
 }
 
 impl Record {

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{attempt, begin_at, completion_at, fresh_id, renewal_at, LEASE_MS, T0};
-use crate::store::{Begin, Outcome, Record, State, Store, Written, CODEC_JSON, FORMAT};
+use super::{
+    attempt, begin_at, bytes_completion_at, completion_at, fresh_id, renewal_at, LEASE_MS, T0,
+};
+use crate::store::{Begin, Codec, Outcome, Record, State, Store, Written, FORMAT};
 
 async fn acquire(store: &Arc<dyn Store>, request: &Begin) -> u64 {
     match store.begin(request).await.expect("begin") {
@@ -21,7 +23,7 @@ async fn refused_begin(store: &Arc<dyn Store>, request: &Begin) -> Record {
             "begin at {} should have been refused, was applied with fence {fence}",
             request.now_ms
         ),
-        Written::Refused(Some(record)) => record,
+        Written::Refused(Some(record)) => Arc::unwrap_or_clone(record),
         Written::Refused(None) => panic!("a refused begin must return the current record"),
     }
 }
@@ -31,6 +33,7 @@ async fn read(store: &Arc<dyn Store>, id: &str) -> Record {
         .read(id)
         .await
         .expect("read")
+        .map(Arc::unwrap_or_clone)
         .unwrap_or_else(|| panic!("record {id} should exist"))
 }
 
@@ -58,7 +61,7 @@ pub async fn begin_writes_every_field(store: Arc<dyn Store>) {
             outcome: None,
             data: None,
             format: FORMAT,
-            codec: CODEC_JSON.into(),
+            codec: Codec::Json,
         }
     );
 }
@@ -116,7 +119,7 @@ pub async fn completed_record_refuses_begin(store: Arc<dyn Store>) {
     let record = refused_begin(&store, &begin_at(&id, "b", T0 + LEASE_MS * 10, None)).await;
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.outcome, Some(Outcome::Ok));
-    assert_eq!(record.data.as_deref(), Some("{\"group\":7}"));
+    assert_eq!(record.data.as_deref(), Some(&b"{\"group\":7}"[..]));
     assert_eq!(record.owner, "a", "completion keeps the owner");
     assert_eq!(record.fence, fence);
     assert_eq!(record.expires_at_s, done.expires_at_s);
@@ -173,7 +176,7 @@ async fn taken_over(store: &Arc<dyn Store>, case: &str) -> (String, Record) {
 }
 
 fn assert_refused_with(written: Written<()>, current: &Record) {
-    assert_eq!(written, Written::Refused(Some(current.clone())));
+    assert_eq!(written, Written::Refused(Some(Arc::new(current.clone()))));
 }
 
 /// complete by the attempt that lost its lease is refused and changes nothing.
@@ -318,7 +321,7 @@ pub async fn extend_after_release_refused(store: Arc<dyn Store>) {
         .extend(&held, &renewal_at(T0 + 1))
         .await
         .expect("extend");
-    assert_eq!(written, Written::Refused(Some(released.clone())));
+    assert_eq!(written, Written::Refused(Some(Arc::new(released.clone()))));
     assert_eq!(read(&store, &id).await, released, "the record is unchanged");
     assert_eq!(
         acquire(&store, &begin_at(&id, "b", T0 + 2, None)).await,
@@ -368,8 +371,43 @@ pub async fn complete_records_each_outcome(store: Arc<dyn Store>) {
             .expect("complete");
         let record = read(&store, &id).await;
         assert_eq!(record.outcome, Some(outcome));
-        assert_eq!(record.data.as_deref(), data);
+        assert_eq!(record.data.as_deref(), data.map(str::as_bytes));
+        assert_eq!(record.codec, Codec::Json);
     }
+}
+
+/// A value recorded as bytes keeps its codec and every byte (not UTF-8, NUL, empty),
+/// and a later JSON completion of the same key after a takeover is JSON again.
+pub async fn complete_keeps_bytes_as_bytes(store: Arc<dyn Store>) {
+    let id = fresh_id("bytes");
+    let mut now = T0;
+    for data in [
+        &b"\x00\x9f\x92\x96\xff{\"not\": json}\x00"[..],
+        b"",
+        b"\xc3\x28",
+    ] {
+        let fence = acquire(&store, &begin_at(&id, "a", now, None)).await;
+        let done = bytes_completion_at(now + 1, data);
+        let written = store.complete(&attempt(&id, "a", fence), &done).await;
+        assert_eq!(written.expect("complete"), Written::Applied(()));
+        let record = read(&store, &id).await;
+        assert_eq!(record.codec, Codec::Bytes);
+        assert_eq!(record.data.as_deref(), Some(data));
+        let refused = refused_begin(&store, &begin_at(&id, "b", now + 2, None)).await;
+        assert_eq!(
+            (refused.codec, refused.data),
+            (Codec::Bytes, Some(data.into()))
+        );
+        now = done.expires_at_s * 1000;
+    }
+    let fence = acquire(&store, &begin_at(&id, "c", now, None)).await;
+    let json = completion_at(now + 1, Outcome::Ok, Some("7"));
+    store
+        .complete(&attempt(&id, "c", fence), &json)
+        .await
+        .expect("complete");
+    let record = read(&store, &id).await;
+    assert_eq!((record.codec, record.data), (Codec::Json, Some("7".into())));
 }
 
 /// delete removes the record; the next begin starts at fence 1 again.

@@ -100,6 +100,7 @@ macro_rules! store_conformance {
             extend_renews_lease,
             extend_after_release_refused,
             complete_records_each_outcome,
+            complete_keeps_bytes_as_bytes,
             delete_removes_record_and_resets_fence,
         );
         #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -305,7 +305,7 @@ impl<S: Store> Store for FaultyStore<S> {
             .await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         self.write(Operation::Read, || self.inner.read(id)).await
     }
 

@@ -105,9 +105,20 @@ pub fn attempt(id: &str, owner: &str, fence: u64) -> Attempt {
     }
 }
 
-/// A completion at `now` with the kit's TTL.
+/// A completion at `now` with the kit's TTL, its data JSON text.
 pub fn completion_at(now: u64, outcome: Outcome, data: Option<&str>) -> Completion {
-    TERMS.completion(now, outcome, data.map(str::to_owned))
+    let data = data.map(|json| crate::codec::encode_json(json.to_owned()));
+    TERMS.completion(now, outcome, data)
+}
+
+/// A completion at `now` with the kit's TTL whose data are raw bytes
+/// ([`Codec::Bytes`](crate::store::Codec::Bytes)).
+pub fn bytes_completion_at(now: u64, data: &[u8]) -> Completion {
+    let data = crate::Encoded {
+        codec: crate::store::Codec::Bytes,
+        data: bytes::Bytes::copy_from_slice(data),
+    };
+    TERMS.completion(now, Outcome::Ok, Some(data))
 }
 
 /// A lease renewed at `now` with the kit's lease and TTL.
@@ -167,7 +178,7 @@ impl<S: Store, C: Send + Sync + 'static> Store for WithCleanup<S, C> {
     async fn read(
         &self,
         id: &str,
-    ) -> Result<Option<crate::store::Record>, crate::store::StoreError> {
+    ) -> Result<Option<Arc<crate::store::Record>>, crate::store::StoreError> {
         self.store.read(id).await
     }
     async fn delete(&self, id: &str) -> Result<(), crate::store::StoreError> {

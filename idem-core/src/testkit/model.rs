@@ -18,7 +18,7 @@ use crate::store::{Attempt, Begin, Completion, Outcome, Record, Renewal, Store, 
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     /// The record the store should hold.
-    pub record: Option<Record>,
+    pub record: Option<Arc<Record>>,
 }
 
 impl Model {
@@ -29,7 +29,7 @@ impl Model {
         if let Written::Applied(fence) = written {
             let record = request.record(fence);
             assert!(record.shows_begin_by(&request.owner));
-            self.record = Some(record);
+            self.record = Some(Arc::new(record));
         }
         written
     }

@@ -57,7 +57,7 @@ pub(super) async fn check<S: Store>(
                     let value: Option<(u64, u64)> = record
                         .data
                         .as_deref()
-                        .and_then(|d| serde_json::from_str(d).ok());
+                        .and_then(|d| serde_json::from_slice(d).ok());
                     match value {
                         Some((held, fence)) if Some(held) == resource && fence == record.fence => {}
                         other => violate(format!(
