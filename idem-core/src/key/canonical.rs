@@ -3,6 +3,7 @@
 use serde::ser::Serialize;
 
 use super::digest::HEX_DIGITS;
+use super::direct;
 use super::error::KeyError;
 use super::serializer::NodeSerializer;
 
@@ -40,6 +41,17 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyEr
 /// assert!(canonical_key(&("tenant-1", "")).unwrap_err().is_empty_key());
 /// ```
 pub fn canonical_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
+    // The common keys (a scalar, or a tuple of scalars) are written straight out.
+    let mut out = Vec::with_capacity(64);
+    match direct::write_key(value, &mut out) {
+        Ok(false) => Ok(out),
+        // Empty, or another shape: the tree says which, and writes the rest.
+        Ok(true) | Err(direct::Fallback) => tree_key(value),
+    }
+}
+
+/// [`canonical_key`] through the tree: every shape, and every error.
+pub(super) fn tree_key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, KeyError> {
     let node = value.serialize(NodeSerializer)?;
     if node.is_empty() {
         let mut bytes = Vec::new();
@@ -124,7 +136,7 @@ impl Node {
 
 /// A JSON string: `"` and `\` escaped, control characters U+0000 to U+001F escaped
 /// (short forms where JSON has them, `\u00xx` otherwise), everything else verbatim.
-fn write_str(s: &str, out: &mut Vec<u8>) {
+pub(super) fn write_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     // Runs of bytes that need no escape are copied whole.

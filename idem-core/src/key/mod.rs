@@ -15,6 +15,7 @@
 
 mod canonical;
 mod digest;
+mod direct;
 mod error;
 mod serializer;
 
