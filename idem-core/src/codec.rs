@@ -44,9 +44,15 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded, serde_
             codec: Codec::Bytes,
             data: bytes,
         }),
-        Err(NotBytes) => serde_json::to_vec(value).map(|json| Encoded {
-            codec: Codec::Json,
-            data: Bytes::from(json),
+        Err(NotBytes) => serde_json::to_vec(value).map(|mut json| {
+            // serde_json starts at 128 bytes: a record keeps only what it holds (a
+            // shrink is done in place), and a `Vec` whose length is its capacity
+            // becomes `Bytes` without a second allocation.
+            json.shrink_to_fit();
+            Encoded {
+                codec: Codec::Json,
+                data: Bytes::from(json),
+            }
         }),
     }
 }
