@@ -4,6 +4,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -200,6 +201,22 @@ impl MemoryStore {
     }
 }
 
+/// A value at most this long is copied into the record it completes, exactly sized; a
+/// longer one is shared with the completion.
+const COPIED_DATA_BYTES: usize = 256;
+
+/// Makes a completed record hold a small value on its own: a copy, exactly sized, costs
+/// less than the shared header (24 bytes) a clone of the completion's bytes would keep
+/// alive for the record's lifetime.
+fn keep_exact(record: &mut Arc<Record>) {
+    if let Some(data) = &record.data {
+        if data.len() <= COPIED_DATA_BYTES {
+            let copy = Bytes::copy_from_slice(data);
+            Arc::make_mut(record).data = Some(copy);
+        }
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -275,8 +292,12 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.update(attempt, |record| {
-            protocol::complete(record, attempt, completion)
+        self.update(attempt, |mut record| {
+            let written = protocol::complete(record.as_deref_mut(), attempt, completion);
+            if let (Written::Applied(()), Some(record)) = (&written, record) {
+                keep_exact(record);
+            }
+            written
         })
     }
 
