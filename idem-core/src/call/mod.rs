@@ -73,6 +73,24 @@ pub struct Call<P = NoErrorReplay> {
 /// A value idem can record and replay: any `Serialize + DeserializeOwned` type. Written
 /// as a bound on a generic function's value type (`T: idem::Recordable`); the compiler
 /// suggests it when such a bound is missing.
+///
+/// A value that serializes as one byte string (`bytes::Bytes` with its `serde` feature,
+/// `serde_bytes::ByteBuf`, a non-empty `Vec<u8>`, also inside a newtype or `Some`) is
+/// recorded as its raw bytes (the `bytes` codec: a DynamoDB Binary attribute, a
+/// PostgreSQL `bytea`, a Redis string), never base64; any other value as JSON.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), idem_core::Error> {
+/// use bytes::Bytes;
+/// use idem_core::{Call, Engine, MemoryStore};
+///
+/// let engine = Engine::new(MemoryStore::new());
+/// let render = || async { Ok::<_, idem_core::Error>(Bytes::from_static(b"%PDF-1.7 ...")) };
+/// let first = Call::new("invoices::render", "inv-7").engine(&engine).run(|_| render()).await?;
+/// let again = Call::new("invoices::render", "inv-7").engine(&engine).run(|_| render()).await?;
+/// assert_eq!(first, again); // replayed from the record's raw bytes
+/// # Ok(()) }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "the `Ok` type `{Self}` of an `#[idempotent]` function must implement `Serialize` and `DeserializeOwned`",
     label = "idem records this value to replay it to duplicates",
