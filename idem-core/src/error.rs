@@ -119,7 +119,8 @@ pub enum Error {
     /// re-run because of it.
     #[error(
         "cannot decode the record of `{namespace}` (digest {digest}): {reason}; the body was not \
-         run; if the result type changed in a deploy, change the namespace (`name = ...`) too"
+         run; if the result type changed in a deploy, change the namespace too (`name = ...` in \
+         #[idempotent], the first argument of `Call::new`)"
     )]
     Decode {
         /// The call's namespace.

@@ -17,6 +17,11 @@
 //! # let _ = app;
 //! ```
 //!
+//! A response is recorded as raw bytes (the engine's `bytes` codec: the status and
+//! recorded headers as a small JSON head, then the body as sent, never base64), so a
+//! record is the body's size plus a few dozen bytes on every store; responses recorded
+//! in the earlier form (JSON, the body base64) still replay.
+//!
 //! For a guarded method (POST and PATCH by default) the layer reads the key from the
 //! `Idempotency-Key` header, as the IETF draft (draft-ietf-httpapi-idempotency-key-header)
 //! writes it (a structured-field string, `"8e03978e"`, whose RFC 9651 parameters such

@@ -81,12 +81,15 @@
 //! A value that serializes as bytes (`bytes::Bytes`, `Vec<u8>`, an `idem-http`
 //! response) is recorded as `bytea` in the `data_bytes` column, which tables made by
 //! earlier builds lack. Roll an upgrade in this order:
-//! 1. Add the column, from a migration tool or by running the new version's
-//!    [`PgStore::migrate`]: `ALTER TABLE idem_records ADD COLUMN IF NOT EXISTS data_bytes
-//!    bytea`. It changes the catalogue only (no rewrite, a brief lock); earlier builds
+//! 1. Add the column first, from a migration tool or by running the new version's
+//!    [`PgStore::migrate`]: `ALTER TABLE "schema"."idem_records" ADD COLUMN IF NOT
+//!    EXISTS data_bytes bytea` (the store's [`table`](PgStore::table), qualified by its
+//!    schema). It changes the catalogue only (no rewrite, a brief lock); earlier builds
 //!    ignore the column.
-//! 2. Deploy the new version. Until the column exists its every call fails with a
-//!    permanent store error that names this statement; no body runs.
+//! 2. Then deploy the new version. On a table without the column, **every** call of the
+//!    new version fails (duplicates of JSON records included: each statement reads the
+//!    column) with a permanent store error that names this statement; no body runs. So
+//!    migrate before the deploy, not after.
 //! 3. While old and new processes run side by side, an old one that meets a record the
 //!    new one wrote as bytes answers `Error::Decode` for it (its replay refuses the
 //!    codec); it never runs the body again. JSON records read the same in both.
