@@ -63,6 +63,8 @@ impl Floor {
                 .bind("ok")
                 .bind(data)
                 .bind((now + TTL_MS as i64 + 999) / 1000)
+                .bind(None::<&[u8]>)
+                .bind("json")
                 .fetch_one(&self.pool)
                 .await
                 .unwrap();

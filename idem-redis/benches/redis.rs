@@ -76,6 +76,7 @@ impl Floor {
                     .arg("ok")
                     .arg(data)
                     .arg("1")
+                    .arg("json")
                     .invoke_async(&mut connection)
                     .await
                     .unwrap();
