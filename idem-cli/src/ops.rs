@@ -289,7 +289,7 @@ async fn list_postgres(
     // and is quoted by it.
     let sql = format!(
         "SELECT id, state, owner, fence, lease_until_ms, expires_at_s, outcome,
-                octet_length(data) AS data_bytes, fingerprint IS NOT NULL AS has_fingerprint
+                CASE codec WHEN 'json' THEN octet_length(data) ELSE octet_length(data_bytes) END AS outcome_bytes, fingerprint IS NOT NULL AS has_fingerprint
          FROM {} WHERE ($1::text IS NULL OR state = $1) AND lease_until_ms <= $2",
         store.table()
     );
@@ -326,7 +326,7 @@ async fn list_postgres(
             "COMPLETED" => now_ms < expires_at_s.saturating_mul(1000),
             _ => now_ms < lease_until_ms,
         };
-        let data_bytes: Option<i32> = row.try_get("data_bytes").map_err(decode)?;
+        let outcome_bytes: Option<i32> = row.try_get("outcome_bytes").map_err(decode)?;
         out.push(RecordView {
             id: row.try_get("id").map_err(decode)?,
             state,
@@ -336,7 +336,7 @@ async fn list_postgres(
             lease_until_ms,
             expires_at_s,
             outcome: row.try_get("outcome").map_err(decode)?,
-            outcome_bytes: data_bytes.map(|n| usize::try_from(n).unwrap_or(0)),
+            outcome_bytes: outcome_bytes.map(|n| usize::try_from(n).unwrap_or(0)),
             fingerprint: row.try_get("has_fingerprint").map_err(decode)?,
         });
     }
@@ -463,7 +463,12 @@ fn dynamo_view(
         lease_until_ms,
         expires_at_s,
         outcome: string(&names.outcome),
-        outcome_bytes: string(&names.data).map(|d| d.len()),
+        // JSON as a string, bytes as Binary.
+        outcome_bytes: item.get(&names.data).and_then(|data| match data {
+            AttributeValue::S(json) => Some(json.len()),
+            AttributeValue::B(bytes) => Some(bytes.as_ref().len()),
+            _ => None,
+        }),
         fingerprint: item.contains_key(&names.validation),
     })
 }

@@ -173,6 +173,15 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     assert_eq!(charge(engine, &key2, &runs2).await, fence + 1);
     assert_eq!(runs2.load(Ordering::SeqCst), 1);
 
+    // A value recorded as bytes (codec `bytes`): its size is listed too.
+    let blob = unique("blob");
+    Call::new(NS, &blob)
+        .engine(engine)
+        .run(|_| async { Ok::<_, Error>(bytes::Bytes::from_static(b"\x00\xffpdf")) })
+        .await
+        .unwrap();
+    let blob_id = key::record_id(NS, &serde_json::to_string(&blob).unwrap(), None).unwrap();
+
     // Listing finds them by state.
     let all = ops::list(
         target,
@@ -185,6 +194,11 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     assert!(all
         .iter()
         .any(|v| v.id == id && v.state == "COMPLETED" && v.fence == 5));
+    assert!(
+        all.iter()
+            .any(|v| v.id == blob_id && v.outcome_bytes == Some(5)),
+        "a bytes record lists its size: {all:?}"
+    );
     let in_progress = Filter {
         state: Some(State::InProgress),
         older_than: None,

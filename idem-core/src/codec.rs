@@ -37,14 +37,22 @@ impl Encoded {
 }
 
 /// Encodes `value` for a record: its bytes as they are when it serializes as one byte
-/// string, JSON otherwise.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded, serde_json::Error> {
+/// string and reads back from them as itself, JSON otherwise.
+///
+/// The read-back is what makes the choice safe for any type: one whose `Deserialize`
+/// does not take a byte string as the value it wrote (an untagged enum whose bytes
+/// variant would read back as its `String` variant, say) must not get the bytes codec,
+/// or a duplicate would replay another value. It costs a decode and a probe of the
+/// bytes when they are chosen (two copies of them), never for JSON values.
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(
+    value: &T,
+) -> Result<Encoded, serde_json::Error> {
     match value.serialize(Probe) {
-        Ok(bytes) => Ok(Encoded {
+        Ok(bytes) if reads_back::<T>(&bytes) => Ok(Encoded {
             codec: Codec::Bytes,
             data: bytes,
         }),
-        Err(NotBytes) => serde_json::to_vec(value).map(|mut json| {
+        Ok(_) | Err(NotBytes) => serde_json::to_vec(value).map(|mut json| {
             // serde_json starts at 128 bytes: a record keeps only what it holds (a
             // shrink is done in place), and a `Vec` whose length is its capacity
             // becomes `Bytes` without a second allocation.
@@ -54,6 +62,14 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded, serde_
                 data: Bytes::from(json),
             }
         }),
+    }
+}
+
+/// Whether `bytes`, read back as a `T`, is a value that serializes as the same bytes.
+fn reads_back<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> bool {
+    match T::deserialize(Raw(bytes)) {
+        Ok(back) => back.serialize(Probe).is_ok_and(|again| again == bytes),
+        Err(_) => false,
     }
 }
 

@@ -157,3 +157,31 @@ async fn a_json_record_of_bytes_from_before_replays_and_a_mismatch_is_a_decode_e
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// Found by review: a type whose `Deserialize` reads raw bytes as another value (an
+/// untagged enum tries its variants in order) would replay that value. Such a value is
+/// recorded as JSON, and replays as itself.
+#[tokio::test]
+async fn a_value_that_would_not_read_back_from_its_bytes_is_recorded_as_json() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Payload {
+        Binary(Vec<u8>),
+        Text(String),
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Binary(Vec<u8>),
+        Number(u64),
+    }
+    let (record, back) = recorded("untagged text", Payload::Binary(b"hi".to_vec())).await;
+    assert_eq!(record.codec, Codec::Json);
+    assert_eq!(back, Payload::Binary(b"hi".to_vec()));
+    let (record, back) = recorded("untagged number", Either::Binary(vec![1, 2, 255])).await;
+    assert_eq!(record.codec, Codec::Json);
+    assert_eq!(back, Either::Binary(vec![1, 2, 255]));
+    // A plain byte string still reads back as itself: bytes.
+    let (record, _) = recorded("plain", vec![1u8, 2, 255]).await;
+    assert_eq!(record.codec, Codec::Bytes);
+}

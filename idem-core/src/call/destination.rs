@@ -6,7 +6,7 @@
 
 use crate::call::Namespace;
 
-use serde::Serialize;
+use super::Recordable;
 
 use super::finish::Completed;
 use super::guard::{store_call, Guard};
@@ -25,7 +25,7 @@ pub(super) trait Destination: Sized {
     async fn open(engine: &Engine, namespace: &Namespace) -> Result<Self, StoreError>;
 
     /// Records the value the body returned, durably, and tells the caller.
-    async fn complete_value<T: Serialize, E: From<Error>>(
+    async fn complete_value<T: Recordable, E: From<Error>>(
         self,
         guard: &Guard,
         attempt: &Attempt,
@@ -57,7 +57,7 @@ impl Destination for InStore {
         Ok(InStore)
     }
 
-    async fn complete_value<T: Serialize, E: From<Error>>(
+    async fn complete_value<T: Recordable, E: From<Error>>(
         self,
         guard: &Guard,
         attempt: &Attempt,
@@ -96,7 +96,7 @@ impl<Tx: Transaction> Destination for Tx {
         store_call(engine, namespace, "open", Tx::open(store)).await
     }
 
-    async fn complete_value<T: Serialize, E: From<Error>>(
+    async fn complete_value<T: Recordable, E: From<Error>>(
         mut self,
         guard: &Guard,
         attempt: &Attempt,

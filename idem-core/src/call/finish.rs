@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use serde::Serialize;
+use super::Recordable;
 
 use super::guard::{store_call_within, Guard};
 use super::policy::ErrorPolicy;
@@ -132,7 +132,7 @@ impl Guard {
     }
 
     /// Records `value` in the store: the completion of a plain call.
-    pub(super) async fn complete_value<T: Serialize, E: From<Error>>(
+    pub(super) async fn complete_value<T: Recordable, E: From<Error>>(
         &self,
         attempt: &Attempt,
         value: T,
@@ -152,7 +152,7 @@ impl Guard {
     /// The completion that records `value`, and the value's encoding when it is not in
     /// the completion (too large to record): an [`Error::LeaseLost`] carries the
     /// encoding either way.
-    pub(super) fn value_completion<T: Serialize>(
+    pub(super) fn value_completion<T: Recordable>(
         &self,
         value: &T,
     ) -> (Option<Encoded>, Completion) {
