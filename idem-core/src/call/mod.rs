@@ -75,8 +75,9 @@ pub struct Call<P = NoErrorReplay> {
 /// suggests it when such a bound is missing.
 ///
 /// A value that serializes as one byte string (`bytes::Bytes` with its `serde` feature,
-/// `serde_bytes::ByteBuf`, a non-empty `Vec<u8>`, also inside a newtype or `Some`) is
-/// recorded as its raw bytes (the `bytes` codec: a DynamoDB Binary attribute, a
+/// `serde_bytes::ByteBuf`, a non-empty `Vec<u8>`, also inside a newtype or `Some`), and
+/// reads back from those bytes as itself (checked as it is recorded), is recorded as its
+/// raw bytes (the `bytes` codec: a DynamoDB Binary attribute, a
 /// PostgreSQL `bytea`, a Redis string), never base64; any other value as JSON. Bytes
 /// *inside* a struct or tuple are JSON too, an array of numbers (about 3.5 characters
 /// per byte): return a large binary payload on its own, not as a field.
