@@ -19,12 +19,22 @@
 //! - `postgres://…` (or `postgresql://`): sqlx's URL (its `PG*` variables and
 //!   `~/.pgpass` too); the table is `idem_records` unless `--table` and `--schema` say
 //!   otherwise, and it must exist.
-//! - `redis://…` or `rediss://…`: the keys under `--prefix` (`idem:` by default).
+//! - `redis://…` or `rediss://…`: the keys under `--prefix` (`idem:` by default). With
+//!   `--cluster`, the URL is one node of a Redis Cluster: records are read and written
+//!   through the cluster's connection (by slot), and listing scans every master. A
+//!   cluster node named without `--cluster` is refused, since the CLI would see only
+//!   that node's keys.
 //! - `dynamodb://TABLE` or `TABLE`: the table, with the AWS SDK's default credentials
 //!   chain and region (`aws_config`: environment, profile, SSO, web identity, container
 //!   and instance roles), ids under `--prefix` (none by default), Powertools' attribute
-//!   names in the partition-key layout (`idem-dynamo`'s defaults). `--endpoint-url` (or
-//!   `AWS_ENDPOINT_URL`) for a local server.
+//!   names in the partition-key layout (`idem-dynamo`'s defaults). A table whose store
+//!   was built otherwise is named as it was built: `--attribute FIELD=NAME` once per
+//!   renamed attribute (`AttributeNames`' fields: `--attribute id=pk --attribute
+//!   data=payload`), `--sort-key ATTRIBUTE=PARTITION_VALUE` for Powertools' sort-key
+//!   layout. `--endpoint-url` (or `AWS_ENDPOINT_URL`) for a local server.
+//!
+//! An option of one kind of store given with another (`--table` with a Redis URL,
+//! `--cluster` with DynamoDB) is refused rather than ignored.
 //!
 //! Records are read and written through each store's own crate and the
 //! [`Store`](idem_core::Store) trait, with the store's conditions: `read`, `begin`,
@@ -78,9 +88,10 @@
 //! `idem list` shows records by state and age. A record keeps no start time, so
 //! `--older-than D` means: its last lease ended at least `D` ago ([`ops::Filter`]). On
 //! PostgreSQL it is one query (a full scan of the table: there is no index on the
-//! state); on Redis a `SCAN` over the prefix, each key read through the store; on
-//! DynamoDB a `Scan` of the whole table, whose cost is printed as a warning first
-//! ([`ops::DYNAMO_SCAN_WARNING`]). A progress bar counts the records examined when
+//! state); on Redis a `SCAN` over the prefix (on a cluster, on every master), each key
+//! read through the store; on DynamoDB a `Scan` of the whole table (in the sort-key
+//! layout a `Query` of the partition every record shares), whose cost is printed as a
+//! warning first ([`ops::list_warning`]). A progress bar counts the records examined when
 //! standard error is a terminal.
 //!
 //! # Purge

@@ -152,8 +152,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::List { state, older_than } => {
             let target = Target::connect(&cli.location).await?;
-            if matches!(target, Target::Dynamo(..)) {
-                eprintln!("idem: warning: {}", ops::DYNAMO_SCAN_WARNING);
+            if let Some(warning) = ops::list_warning(&target) {
+                eprintln!("idem: warning: {warning}");
             }
             let filter = Filter {
                 state: state.map(|s| match s {

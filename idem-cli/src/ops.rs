@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::types::AttributeValue;
 use idem_core::store::{ceil_secs, Attempt, Begin, Record, State, Written};
 use idem_core::Store;
+use idem_dynamo::KeyLayout;
+use idem_redis::RedisConnection;
 use indicatif::ProgressBar;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use serde::Serialize;
 use sqlx::Row as _;
 
@@ -256,6 +259,21 @@ impl Filter {
 /// The warning printed before a DynamoDB listing.
 pub const DYNAMO_SCAN_WARNING: &str = "DynamoDB cannot query records by state or age: this is a Scan of the whole table, billed for every item it reads (4 KB per read unit, eventually consistent), and it takes the table's read capacity while it runs";
 
+/// The warning printed before a DynamoDB listing in Powertools' sort-key layout.
+pub const DYNAMO_QUERY_WARNING: &str = "DynamoDB cannot query records by state or age: this is a Query of the one partition every record shares (the sort-key layout), billed for every record in it (4 KB per read unit, eventually consistent), and it takes that partition's read capacity while it runs";
+
+/// What listing on `target` costs, where it costs more than the records listed: a
+/// DynamoDB table's whole Scan, or its one partition's Query.
+pub fn list_warning(target: &Target) -> Option<&'static str> {
+    match target {
+        Target::Dynamo(store) => Some(match store.key_layout() {
+            KeyLayout::SortKey { .. } => DYNAMO_QUERY_WARNING,
+            _ => DYNAMO_SCAN_WARNING,
+        }),
+        _ => None,
+    }
+}
+
 /// Lists the records that pass `filter` at `now_ms`, oldest lease first: PostgreSQL by
 /// a query, Redis by `SCAN` over the store's prefix (each record then read through the
 /// store), DynamoDB by a `Scan` of the table (see [`DYNAMO_SCAN_WARNING`]). `progress`
@@ -269,11 +287,9 @@ pub async fn list(
     let mut found = match target {
         Target::Postgres(store) => list_postgres(store, filter, now_ms, progress).await?,
         Target::Redis(store, connection) => {
-            list_redis(store, connection.clone(), filter, now_ms, progress).await?
+            list_redis(store, connection, filter, now_ms, progress).await?
         }
-        Target::Dynamo(store, client, prefix) => {
-            list_dynamo(store.table(), client, prefix, filter, now_ms, progress).await?
-        }
+        Target::Dynamo(store) => list_dynamo(store, filter, now_ms, progress).await?,
     };
     found.sort_by(|a, b| (a.lease_until_ms, &a.id).cmp(&(b.lease_until_ms, &b.id)));
     Ok(found)
@@ -345,27 +361,81 @@ async fn list_postgres(
 
 async fn list_redis(
     store: &idem_redis::RedisStore,
-    mut connection: redis::aio::ConnectionManager,
+    connection: &RedisConnection,
     filter: Filter,
     now_ms: u64,
     progress: &ProgressBar,
 ) -> Result<Vec<RecordView>, CliError> {
+    let mut out = Vec::new();
+    match connection {
+        RedisConnection::Server(server) => {
+            let at = ScanAt::Server(server);
+            scan_redis(store, &at, filter, now_ms, progress, &mut out).await?;
+        }
+        RedisConnection::Cluster(cluster) => {
+            // Each master keeps its own keys, and a SCAN cursor is one node's: every
+            // master is scanned on its own, by its address.
+            for (host, port) in cluster_masters(cluster).await? {
+                let at = ScanAt::Master(cluster, host, port);
+                scan_redis(store, &at, filter, now_ms, progress, &mut out).await?;
+            }
+        }
+        _ => {
+            return Err(CliError::usage(
+                "a kind of Redis connection this CLI does not know",
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// Where a `SCAN` goes: the one server, or one master of a cluster by its address.
+enum ScanAt<'a> {
+    Server(&'a redis::aio::ConnectionManager),
+    Master(&'a redis::cluster_async::ClusterConnection, String, u16),
+}
+
+impl ScanAt<'_> {
+    /// Sends one `SCAN` step: the next cursor and the keys found.
+    async fn scan(&self, command: redis::Cmd) -> redis::RedisResult<(u64, Vec<String>)> {
+        match self {
+            ScanAt::Server(server) => command.query_async(&mut (*server).clone()).await,
+            ScanAt::Master(cluster, host, port) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let answer = (*cluster).clone().route_command(command, routing).await?;
+                redis::FromRedisValue::from_redis_value(answer).map_err(Into::into)
+            }
+        }
+    }
+}
+
+/// `SCAN` over the store's prefix on one server (or one cluster master), each key read
+/// through the store; the records that pass `filter` are pushed onto `out`.
+async fn scan_redis(
+    store: &idem_redis::RedisStore,
+    at: &ScanAt<'_>,
+    filter: Filter,
+    now_ms: u64,
+    progress: &ProgressBar,
+    out: &mut Vec<RecordView>,
+) -> Result<(), CliError> {
     let prefix = store.prefix();
     let pattern = format!("{}*", glob_escape(prefix));
     let mut cursor: u64 = 0;
-    let mut out = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let mut command = redis::cmd("SCAN");
+        command
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(500)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| {
-                CliError::store(format!("Redis SCAN over `{prefix}*` failed")).with_source(e)
-            })?;
+            .arg(500);
+        let (next, keys) = at.scan(command).await.map_err(|e| {
+            CliError::store(format!("Redis SCAN over `{prefix}*` failed")).with_source(e)
+        })?;
         for key in keys {
             progress.inc(1);
             let Some(id) = key.strip_prefix(prefix) else {
@@ -380,10 +450,47 @@ async fn list_redis(
             }
         }
         if next == 0 {
-            return Ok(out);
+            return Ok(());
         }
         cursor = next;
     }
+}
+
+/// The addresses of a cluster's masters, from `CLUSTER SLOTS` (each slot range's first
+/// node is its master).
+async fn cluster_masters(
+    cluster: &redis::cluster_async::ClusterConnection,
+) -> Result<Vec<(String, u16)>, CliError> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut cluster.clone())
+        .await
+        .map_err(|e| CliError::store("Redis CLUSTER SLOTS failed").with_source(e))?;
+    let mut masters = Vec::new();
+    for range in slots {
+        // [start, end, [host, port, id, ...], replicas...]
+        let master = match range {
+            redis::Value::Array(parts) => parts.into_iter().nth(2),
+            _ => None,
+        };
+        let address = master.and_then(|master| match master {
+            redis::Value::Array(node) if node.len() >= 2 => {
+                let host: String = redis::FromRedisValue::from_redis_value(node[0].clone()).ok()?;
+                let port: u16 = redis::FromRedisValue::from_redis_value(node[1].clone()).ok()?;
+                Some((host, port))
+            }
+            _ => None,
+        });
+        let Some(address) = address else {
+            return Err(CliError::store(
+                "Redis CLUSTER SLOTS answered a range without its master's address",
+            ));
+        };
+        if !masters.contains(&address) {
+            masters.push(address);
+        }
+    }
+    Ok(masters)
 }
 
 /// `prefix` with Redis glob's special characters escaped, for `SCAN MATCH`.
@@ -399,37 +506,63 @@ fn glob_escape(prefix: &str) -> String {
 }
 
 async fn list_dynamo(
-    table: &str,
-    client: &aws_sdk_dynamodb::Client,
-    prefix: &str,
+    store: &idem_dynamo::DynamoStore,
     filter: Filter,
     now_ms: u64,
     progress: &ProgressBar,
 ) -> Result<Vec<RecordView>, CliError> {
-    let names = idem_dynamo::AttributeNames::default();
+    let table = store.table();
+    let names = store.names();
     let mut out = Vec::new();
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| {
-                CliError::store(format!("DynamoDB Scan of `{table}` failed")).with_source(e)
-            })?;
-        for item in page.items() {
+        // Partition-key layout: a Scan of the table. Sort-key layout: every record
+        // shares one partition, which one Query reads.
+        let (items, last) = match store.key_layout() {
+            KeyLayout::SortKey {
+                partition_value, ..
+            } => {
+                let page = store
+                    .client()
+                    .query()
+                    .table_name(table)
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", &names.id)
+                    .expression_attribute_values(":pk", AttributeValue::S(partition_value.clone()))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        CliError::store(format!("DynamoDB Query of `{table}` failed"))
+                            .with_source(e)
+                    })?;
+                (page.items, page.last_evaluated_key)
+            }
+            _ => {
+                let page = store
+                    .client()
+                    .scan()
+                    .table_name(table)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        CliError::store(format!("DynamoDB Scan of `{table}` failed")).with_source(e)
+                    })?;
+                (page.items, page.last_evaluated_key)
+            }
+        };
+        for item in items.unwrap_or_default() {
             progress.inc(1);
-            let Some(view) = dynamo_view(&names, prefix, item, now_ms) else {
+            let Some(view) = dynamo_view(store, &item, now_ms) else {
                 continue;
             };
             if filter.accepts(&view, now_ms) {
                 out.push(view);
             }
         }
-        match page.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
+        match last {
+            Some(key) if !key.is_empty() => start = Some(key),
             _ => return Ok(out),
         }
     }
@@ -438,14 +571,18 @@ async fn list_dynamo(
 /// The view of an item; `None` for an item that is not one of this prefix's records
 /// (another service's, or one that cannot be decoded: `inspect` names its fault).
 fn dynamo_view(
-    names: &idem_dynamo::AttributeNames,
-    prefix: &str,
+    store: &idem_dynamo::DynamoStore,
     item: &HashMap<String, AttributeValue>,
     now_ms: u64,
 ) -> Option<RecordView> {
+    let names = store.names();
     let string = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     let number = |name: &str| item.get(name)?.as_n().ok()?.parse::<u64>().ok();
-    let id = string(&names.id)?.strip_prefix(prefix)?.to_owned();
+    let stored_id = match store.key_layout() {
+        KeyLayout::SortKey { attribute, .. } => string(attribute)?,
+        _ => string(&names.id)?,
+    };
+    let id = stored_id.strip_prefix(store.prefix())?.to_owned();
     let state = string(&names.status)?;
     let lease_until_ms = number(&names.in_progress_expiration)?;
     let expires_at_s = number(&names.expiration)?;

@@ -13,6 +13,8 @@ use idem_core::{Call, Engine, Error, Store};
 use idem_postgres::PgStore;
 use idem_redis::RedisStore;
 
+mod common;
+
 const NS: &str = "cli::charge";
 
 fn postgres_url() -> String {
@@ -388,6 +390,109 @@ async fn postgres_errors_name_the_table_and_the_server() {
     assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
 }
 
+/// A role without privileges on the table (the URL's `options` switch the session to
+/// it): every command fails, naming the table and PostgreSQL's refusal.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL (IDEM_TEST_POSTGRES): run through scripts/test"]
+async fn postgres_missing_permission_is_named() {
+    let url = postgres_url();
+    let table = unique("idem_cli_perm");
+    let store = postgres_store(&table).await;
+    let role = unique("idem_cli_reader");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {role} NOLOGIN")))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let as_role = format!("{url}{separator}options=-c%20role%3D{role}");
+    let inspect = idem(&[
+        "--store", &as_role, "--table", &table, "inspect", "--id", "a#b",
+    ]);
+    let list = idem(&["--store", &as_role, "--table", &table, "list"]);
+    // SELECT granted, UPDATE not: reading works, forgetting does not.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT SELECT ON {table} TO {role}"
+    )))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let engine = Engine::new(store.clone());
+    let runs = AtomicU32::new(0);
+    charge(&engine, "perm-order", &runs).await;
+    let listed = idem(&["--store", &as_role, "--table", &table, "list"]);
+    let forget = idem(&[
+        "--store",
+        &as_role,
+        "--table",
+        &table,
+        "forget",
+        NS,
+        "\"perm-order\"",
+    ]);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    for output in [&inspect, &list, &forget] {
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+        assert!(stderr(output).contains(&table), "{}", stderr(output));
+        assert!(
+            stderr(output).contains("permission denied"),
+            "{}",
+            stderr(output)
+        );
+    }
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("COMPLETED"));
+}
+
+/// A Redis user whose ACL lacks a command the CLI needs (on a server of the test's own):
+/// the command and the refusal are named.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "starts its own Redis (scripts/test runs it)"]
+async fn redis_missing_permission_is_named() {
+    let server = common::own_server::OwnServer::start(&[]);
+    let mut admin = server.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "operator", "on", ">pw", "~*", "+@all", "-scan", "-evalsha", "-eval",
+        ])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let engine = Engine::new(RedisStore::builder(admin).build_unchecked());
+    let runs = AtomicU32::new(0);
+    charge(&engine, "perm-order", &runs).await;
+    let url = format!("redis://operator:pw@127.0.0.1:{}", server.port());
+
+    let inspect = idem(&["--store", &url, "inspect", NS, "\"perm-order\""]);
+    assert!(
+        inspect.status.success(),
+        "reading is allowed: {}",
+        stderr(&inspect)
+    );
+    let list = idem(&["--store", &url, "list"]);
+    assert_eq!(list.status.code(), Some(1), "{}", stderr(&list));
+    assert!(stderr(&list).contains("SCAN"), "{}", stderr(&list));
+    assert!(
+        stderr(&list).contains("no permissions"),
+        "{}",
+        stderr(&list)
+    );
+    let forget = idem(&["--store", &url, "forget", NS, "\"perm-order\""]);
+    assert_eq!(forget.status.code(), Some(1), "{}", stderr(&forget));
+    assert!(
+        stderr(&forget).contains("no permissions"),
+        "{}",
+        stderr(&forget)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Redis (IDEM_TEST_REDIS): run through scripts/test"]
 async fn redis() {
@@ -463,6 +568,61 @@ async fn redis() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "starts its own Redis Cluster (scripts/test runs it)"]
+async fn redis_cluster() {
+    let cluster = common::own_cluster::OwnCluster::start();
+    let prefix = format!("{}:", unique("idem-cli-cluster"));
+    let connection = cluster.connection().await;
+    let engine = Engine::new(
+        RedisStore::builder(connection.clone())
+            .prefix(&prefix)
+            .build_unchecked(),
+    );
+    let target = Target::redis(connection, prefix.clone()).await.unwrap();
+    assert!(target.describe().contains("Redis Cluster"));
+    let node = format!("redis://127.0.0.1:{}", cluster.ports()[0]);
+    let args = ["--store", node.as_str(), "--cluster", "--prefix", &prefix];
+    scenario(&target, &engine, &args).await;
+
+    // Records spread over the three masters' slots; listing scans every master.
+    let keys: Vec<String> = (0..24).map(|i| format!("spread-{i}")).collect();
+    let runs = AtomicU32::new(0);
+    for key in &keys {
+        charge(&engine, key, &runs).await;
+    }
+    let owners = common::own_cluster::slot_owners(&cluster.masters());
+    let masters_holding: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|key| {
+            let id = engine.record_id(NS, key).unwrap();
+            owners[&cluster.slot_of(&format!("{prefix}{id}"))]
+        })
+        .collect();
+    assert_eq!(masters_holding.len(), 3, "the keys are on every master");
+    let mut list = args.to_vec();
+    list.extend(["--json", "list", "--state", "completed"]);
+    let output = idem(&list);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for key in &keys {
+        let id = engine.record_id(NS, key).unwrap();
+        assert!(
+            listed.iter().any(|v| v["id"] == id.as_str()),
+            "{key} ({id}) is listed"
+        );
+    }
+
+    // A node named without --cluster would show one master's keys: refused.
+    let output = idem(&["--store", &node, "--prefix", &prefix, "list"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("add --cluster"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn redis_unreachable_is_named() {
     let output = idem(&["--store", "redis://127.0.0.1:1", "inspect", "--id", "a#b"]);
@@ -533,7 +693,7 @@ async fn dynamo_on(endpoint: &str) {
     // dynalite has no TTL.
     let store = builder.check_ttl(false).build().await.unwrap();
     let engine = Engine::new(store);
-    let target = Target::dynamo(client.clone(), &table, String::new())
+    let target = Target::dynamo(idem_dynamo::DynamoStore::builder(client.clone(), &table))
         .await
         .unwrap();
     // The binary takes the SDK's credentials chain: `idem` gives it the environment's.
@@ -568,4 +728,150 @@ async fn dynamo_on(endpoint: &str) {
         .send()
         .await
         .unwrap();
+
+    dynamo_renamed_on(endpoint).await;
+}
+
+/// A table whose store renames attributes, prefixes its ids and keeps them in
+/// Powertools' sort-key layout: the CLI finds its records when told so, and refuses the
+/// table when not.
+async fn dynamo_renamed_on(endpoint: &str) {
+    let table = unique("idem-cli-renamed");
+    let client = idem_dynamo::local_client(endpoint);
+    let names = idem_dynamo::AttributeNames {
+        id: "pk".into(),
+        status: "state".into(),
+        data: "payload".into(),
+        fence: "token".into(),
+        in_progress_expiration: "lease_end".into(),
+        ..Default::default()
+    };
+    let builder = idem_dynamo::DynamoStore::builder(client.clone(), &table)
+        .names(names)
+        .sort_key("sk", "idem-records")
+        .prefix("billing/");
+    builder.create_table().await.unwrap();
+    let engine = Engine::new(builder.check_ttl(false).build().await.unwrap());
+    let store_arg = format!("dynamodb://{table}");
+    let attributes = [
+        "id=pk",
+        "status=state",
+        "data=payload",
+        "fence=token",
+        "in_progress_expiration=lease_end",
+    ];
+    let mut args = vec![
+        "--store",
+        &store_arg,
+        "--endpoint-url",
+        endpoint,
+        "--prefix",
+        "billing/",
+        "--sort-key",
+        "sk=idem-records",
+    ];
+    for attribute in attributes {
+        args.extend(["--attribute", attribute]);
+    }
+    let location = Location {
+        store: store_arg.clone(),
+        prefix: Some("billing/".into()),
+        attributes: attributes.iter().map(|a| a.to_string()).collect(),
+        sort_key: Some("sk=idem-records".into()),
+        endpoint_url: Some(endpoint.into()),
+        ..Default::default()
+    };
+    let target = Target::dynamo(location.dynamo_builder(client.clone(), &table).unwrap())
+        .await
+        .unwrap();
+    scenario(&target, &engine, &args).await;
+
+    // Listing in the sort-key layout is one partition's Query, and says so.
+    let mut list = args.clone();
+    list.push("list");
+    let output = idem(&list);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Query of the one partition"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Without the layout the table's key schema does not match, and the CLI says so.
+    let output = idem(&[
+        "--store",
+        &store_arg,
+        "--endpoint-url",
+        endpoint,
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("pk"), "{}", stderr(&output));
+    // A misspelt field is a usage error naming the fields.
+    let output = idem(&[
+        "--store",
+        &store_arg,
+        "--attribute",
+        "fense=token",
+        "inspect",
+        "--id",
+        "a#b",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no field `fense`"),
+        "{}",
+        stderr(&output)
+    );
+    client
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn an_option_of_another_store_is_refused() {
+    for (args, named) in [
+        (
+            vec!["--store", "redis://127.0.0.1:1", "--table", "t"],
+            "--table",
+        ),
+        (
+            vec!["--store", "postgres://u@127.0.0.1:1/db", "--cluster"],
+            "--cluster",
+        ),
+        (
+            vec!["--store", "postgres://u@127.0.0.1:1/db", "--prefix", "p"],
+            "--prefix",
+        ),
+        (vec!["--store", "table", "--cluster"], "--cluster"),
+        (
+            vec!["--store", "redis://127.0.0.1:1", "--sort-key", "sk=v"],
+            "--sort-key",
+        ),
+        (
+            vec!["--store", "redis://127.0.0.1:1", "--attribute", "id=pk"],
+            "--attribute",
+        ),
+        (vec!["--store", "table", "--sort-key", "sk"], "--sort-key"),
+    ] {
+        let mut args = args.clone();
+        args.extend(["inspect", "--id", "a#b"]);
+        let output = idem(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(named),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
 }

@@ -57,6 +57,26 @@ impl DynamoStore {
         &self.table
     }
 
+    /// The client the store sends its requests with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The prefix put before every record id (empty by default).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The table's attribute names.
+    pub fn names(&self) -> &AttributeNames {
+        &self.names
+    }
+
+    /// Where the record id goes: the partition key, or Powertools' sort key.
+    pub fn key_layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
     /// What an error of `operation` on `id` names.
     fn context<'a>(&'a self, operation: &'static str, id: &'a str) -> Context<'a> {
         Context {

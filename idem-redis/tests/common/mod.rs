@@ -23,11 +23,7 @@ pub async fn connection() -> ConnectionManager {
     connection_to(&url()).await
 }
 
-/// `url` asking for RESP3 (`HELLO 3`) instead of the default RESP2.
-pub fn resp3(url: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}protocol=resp3")
-}
+pub use own_server::resp3;
 
 /// A connection manager to the server at `url`.
 pub async fn connection_to(url: &str) -> ConnectionManager {

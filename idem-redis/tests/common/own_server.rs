@@ -124,7 +124,7 @@ impl OwnServer {
 
     /// A new connection manager to the server, over RESP3.
     pub async fn connection_resp3(&self) -> ConnectionManager {
-        self.connection_at(&super::resp3(&self.url())).await
+        self.connection_at(&resp3(&self.url())).await
     }
 
     async fn connection_at(&self, url: &str) -> ConnectionManager {
@@ -144,4 +144,10 @@ impl Drop for OwnServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `url` asking for RESP3 (`HELLO 3`) instead of the default RESP2.
+pub fn resp3(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}protocol=resp3")
 }
