@@ -332,9 +332,10 @@
 #![warn(missing_docs)]
 
 pub use idem_core::{
-    key, store, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error, ErrorPolicy,
-    LocalCache, ManualClock, MemoryStore, Namespace, NoErrorReplay, Recordable, ReplayErrors,
-    Report, Sleep, Source, SystemClock, DEFAULT_CAPACITY, DISABLED_VARIABLE,
+    key, store, Batch, BatchOutcome, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error,
+    ErrorPolicy, LocalCache, ManualClock, MemoryStore, Namespace, NoErrorReplay, Recordable,
+    ReplayErrors, Report, Sleep, Source, SystemClock, DEFAULT_BATCH_CONCURRENCY, DEFAULT_CAPACITY,
+    DISABLED_VARIABLE,
 };
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the

@@ -95,7 +95,7 @@
 //! | metric | kind | other labels |
 //! |---|---|---|
 //! | `idem_calls_total` | counter | `outcome` (as above) |
-//! | `idem_store_errors_total` | counter | `operation` (`begin`, `complete`, `extend`, `release`), `class` (`transient`, `permanent`, `malformed`, `timeout`) |
+//! | `idem_store_errors_total` | counter | `operation` (`begin`, `complete`, `extend`, `release`, and a [`Batch`]'s `begin_batch`, `complete_batch`), `class` (`transient`, `permanent`, `malformed`, `timeout`) |
 //! | `idem_store_latency_seconds` | histogram | `operation` |
 //! | `idem_wait_seconds` | histogram | (how long a duplicate with `wait` waited) |
 #![warn(missing_docs)]
@@ -120,8 +120,8 @@ pub mod testkit;
 
 pub use cache::LocalCache;
 pub use call::{
-    Call, Described, ErrorPolicy, Namespace, NoErrorReplay, Recordable, ReplayErrors, Report,
-    Source,
+    Batch, BatchOutcome, Call, Described, ErrorPolicy, Namespace, NoErrorReplay, Recordable,
+    ReplayErrors, Report, Source, DEFAULT_BATCH_CONCURRENCY,
 };
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use codec::Encoded;

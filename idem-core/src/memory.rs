@@ -180,24 +180,7 @@ impl MemoryStore {
         attempt: &Attempt,
         transition: impl FnOnce(Option<&mut Arc<Record>>) -> Written<()>,
     ) -> Result<Written<()>, StoreError> {
-        let mut inner = self.lock();
-        let Inner {
-            records,
-            earliest_expiry_ms,
-            ..
-        } = &mut *inner;
-        let written = match records.get_mut(&attempt.id) {
-            Some(record) => {
-                let written = transition(Some(&mut *record));
-                if let Written::Applied(()) = written {
-                    let expiry = record.expires_at_s.saturating_mul(1000);
-                    *earliest_expiry_ms = (*earliest_expiry_ms).min(expiry);
-                }
-                written
-            }
-            None => transition(None),
-        };
-        Ok(written)
+        Ok(self.lock().update(attempt, transition))
     }
 }
 
@@ -224,6 +207,72 @@ impl Default for MemoryStore {
 }
 
 impl Inner {
+    /// [`Store::begin`] on these records, holding at most `capacity`.
+    fn begin(&mut self, capacity: usize, request: &Begin) -> Result<Written<u64>, StoreError> {
+        let current = self.records.get(&request.id);
+        let fence = match protocol::begin(current, request) {
+            Written::Applied(fence) if current.is_some() => fence,
+            Written::Applied(fence) => {
+                // Full: reclaim, but only once some record can have expired.
+                if self.records.len() >= capacity && request.now_ms >= self.earliest_expiry_ms {
+                    self.sweep(request.now_ms);
+                }
+                if self.records.len() >= capacity {
+                    return Err(StoreError::transient(format!(
+                        "the in-memory store is full: all {} records are live or within their ttl; \
+                         raise MemoryStore::with_capacity, shorten the ttl, or use a shared store",
+                        capacity
+                    )));
+                }
+                self.inserts_since_sweep += 1;
+                if self.inserts_since_sweep >= self.records.len().max(1024) {
+                    self.sweep(request.now_ms);
+                }
+                fence
+            }
+            refused @ Written::Refused(_) => return Ok(refused),
+        };
+        let expiry = request.expires_at_s.saturating_mul(1000);
+        self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
+        self.records.insert(request.record(fence));
+        Ok(Written::Applied(fence))
+    }
+
+    /// [`MemoryStore::update`] on these records.
+    fn update(
+        &mut self,
+        attempt: &Attempt,
+        transition: impl FnOnce(Option<&mut Arc<Record>>) -> Written<()>,
+    ) -> Written<()> {
+        let Inner {
+            records,
+            earliest_expiry_ms,
+            ..
+        } = self;
+        match records.get_mut(&attempt.id) {
+            Some(record) => {
+                let written = transition(Some(&mut *record));
+                if let Written::Applied(()) = written {
+                    let expiry = record.expires_at_s.saturating_mul(1000);
+                    *earliest_expiry_ms = (*earliest_expiry_ms).min(expiry);
+                }
+                written
+            }
+            None => transition(None),
+        }
+    }
+
+    /// [`Store::complete`] on these records.
+    fn complete(&mut self, attempt: &Attempt, completion: &Completion) -> Written<()> {
+        self.update(attempt, |mut record| {
+            let written = protocol::complete(record.as_deref_mut(), attempt, completion);
+            if let (Written::Applied(()), Some(record)) = (&written, record) {
+                keep_exact(record);
+            }
+            written
+        })
+    }
+
     /// Removes every record that has expired at `now_ms` (which implies its lease
     /// lapsed at least a TTL ago).
     fn sweep(&mut self, now_ms: u64) {
@@ -255,36 +304,16 @@ impl Store for MemoryStore {
     }
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        self.lock().begin(self.capacity, request)
+    }
+
+    /// Every begin under one lock.
+    async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
         let mut inner = self.lock();
-        let current = inner.records.get(&request.id);
-        let fence = match protocol::begin(current, request) {
-            Written::Applied(fence) if current.is_some() => fence,
-            Written::Applied(fence) => {
-                // Full: reclaim, but only once some record can have expired.
-                if inner.records.len() >= self.capacity
-                    && request.now_ms >= inner.earliest_expiry_ms
-                {
-                    inner.sweep(request.now_ms);
-                }
-                if inner.records.len() >= self.capacity {
-                    return Err(StoreError::transient(format!(
-                        "the in-memory store is full: all {} records are live or within their ttl; \
-                         raise MemoryStore::with_capacity, shorten the ttl, or use a shared store",
-                        self.capacity
-                    )));
-                }
-                inner.inserts_since_sweep += 1;
-                if inner.inserts_since_sweep >= inner.records.len().max(1024) {
-                    inner.sweep(request.now_ms);
-                }
-                fence
-            }
-            refused @ Written::Refused(_) => return Ok(refused),
-        };
-        let expiry = request.expires_at_s.saturating_mul(1000);
-        inner.earliest_expiry_ms = inner.earliest_expiry_ms.min(expiry);
-        inner.records.insert(request.record(fence));
-        Ok(Written::Applied(fence))
+        requests
+            .iter()
+            .map(|request| inner.begin(self.capacity, request))
+            .collect()
     }
 
     async fn complete(
@@ -292,13 +321,19 @@ impl Store for MemoryStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.update(attempt, |mut record| {
-            let written = protocol::complete(record.as_deref_mut(), attempt, completion);
-            if let (Written::Applied(()), Some(record)) = (&written, record) {
-                keep_exact(record);
-            }
-            written
-        })
+        Ok(self.lock().complete(attempt, completion))
+    }
+
+    /// Every completion under one lock.
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<Written<()>, StoreError>> {
+        let mut inner = self.lock();
+        completions
+            .iter()
+            .map(|(attempt, completion)| Ok(inner.complete(attempt, completion)))
+            .collect()
     }
 
     async fn extend(

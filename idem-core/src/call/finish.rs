@@ -63,12 +63,27 @@ impl Guard {
     where
         F: Future<Output = Result<Written<()>, StoreError>>,
     {
+        let first = Instant::now();
+        let answer = self.store_call(operation, send()).await;
+        self.resent_after(operation, first, answer, send).await
+    }
+
+    /// [`resent`](Guard::resent) once the first send (sent at `first`, a batch's
+    /// perhaps) was answered with `answer`.
+    pub(super) async fn resent_after<F>(
+        &self,
+        operation: &'static str,
+        first: Instant,
+        mut answer: Result<Written<()>, StoreError>,
+        send: impl Fn() -> F,
+    ) -> Result<Written<()>, StoreError>
+    where
+        F: Future<Output = Result<Written<()>, StoreError>>,
+    {
         // Not past the record's TTL either: a first send applied and then expired would
         // make a resend's refusal look like a lost lease.
         let timeout = self.engine.defaults().store_timeout.min(self.ttl);
-        let first = Instant::now();
         let mut pause = RESEND_FIRST;
-        let mut answer = self.store_call(operation, send()).await;
         loop {
             let left = timeout.saturating_sub(first.elapsed() + pause);
             match &answer {
@@ -142,6 +157,21 @@ impl Guard {
         let answer = self
             .resent("complete", || store.complete(attempt, &completion))
             .await;
+        self.value_completed(attempt, value, spilled, completion, answer)
+    }
+
+    /// What the caller of a plain call gets once `value`'s `completion` (made by
+    /// [`value_completion`](Guard::value_completion), with its `spilled` encoding) was
+    /// answered with `answer`, its resends included; remembered in the cache if
+    /// recorded.
+    pub(super) fn value_completed<T, E: From<Error>>(
+        &self,
+        attempt: &Attempt,
+        value: T,
+        spilled: Option<Encoded>,
+        completion: Completion,
+        answer: Result<Written<()>, StoreError>,
+    ) -> Result<Report<T>, E> {
         let completed = self.completed(attempt, &completion, answer);
         if let Completed::Recorded { .. } = completed {
             self.remember(attempt, &completion);

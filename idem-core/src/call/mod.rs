@@ -10,6 +10,7 @@
 //! [`destination`] of the completion. [`policy`] chooses which errors are recorded.
 
 mod attempt;
+mod batch;
 mod destination;
 mod finish;
 mod guard;
@@ -37,6 +38,7 @@ use crate::store::Transaction;
 use destination::{Destination, InStore};
 use settings::{Resolved, Settings};
 
+pub use batch::{Batch, BatchOutcome, DEFAULT_BATCH_CONCURRENCY};
 pub use namespace::Namespace;
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};

@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, BEGIN_TRIES};
-use crate::store::{Attempt, Record, State, StoreError};
+use crate::store::{Attempt, Record, State, StoreError, Written};
 use std::sync::Arc;
 
 /// The first and the longest pause between two polls of `wait`.
@@ -20,7 +20,7 @@ const WAIT_FIRST: Duration = Duration::from_millis(50);
 const WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What begin found.
-enum Found {
+pub(super) enum Found {
     /// This attempt holds the key.
     Held { fence: u64, lease_until_ms: u64 },
     /// A live record of another attempt.
@@ -41,19 +41,25 @@ impl Guard {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        if let Some(cached) = self
-            .engine
-            .cache()
-            .and_then(|cache| cache.get(&self.request.id, self.clock_now()))
-        {
-            self.check_payload(&cached.record)?;
-            return self.replay(&cached.record, errors).map(Taken::Replayed);
+        if let Some(replayed) = self.cached(errors) {
+            return replayed.map(Taken::Replayed);
         }
         let found = self.acquire().await.inspect_err(|error| {
             if matches!(error, Error::Store { .. }) {
                 observe::call(&self.namespace, CallOutcome::StoreError);
             }
         })?;
+        self.taken(found, errors).await
+    }
+
+    /// What begin's `found` leads to: the body may run under a live lease, or the
+    /// value is replayed.
+    pub(super) async fn taken<T, E, P>(&self, found: Found, errors: &P) -> Result<Taken<T>, E>
+    where
+        T: DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
         let (fence, lease_until_ms) = match found {
             Found::Held {
                 fence,
@@ -96,6 +102,23 @@ impl Guard {
         }))
     }
 
+    /// The replay of the key's record in the engine's local cache, if it holds one.
+    pub(super) fn cached<T, E, P>(&self, errors: &P) -> Option<Result<Report<T>, E>>
+    where
+        T: DeserializeOwned,
+        E: From<Error>,
+        P: ErrorPolicy<E>,
+    {
+        let cached = self
+            .engine
+            .cache()?
+            .get(&self.request.id, self.clock_now())?;
+        Some(match self.check_payload(&cached.record) {
+            Ok(()) => self.replay(&cached.record, errors),
+            Err(error) => Err(error.into()),
+        })
+    }
+
     /// Refuses a live record of the same key written for another payload.
     fn check_payload(&self, record: &Record) -> Result<(), Error> {
         match (&self.request.fingerprint, &record.fingerprint) {
@@ -112,7 +135,7 @@ impl Guard {
 
     /// Begins, or finds the live record of another attempt; with `wait`, polls an
     /// in-progress record until it completes or lapses.
-    async fn acquire(&mut self) -> Result<Found, Error> {
+    pub(super) async fn acquire(&mut self) -> Result<Found, Error> {
         let wait_until = self
             .wait
             .map(|wait| self.clock_now().saturating_add(wait.as_millis() as u64));
@@ -128,15 +151,11 @@ impl Guard {
                     return Ok(held);
                 }
             };
-            self.check_payload(&record)?;
-            if record.state == State::Completed {
-                if let Some(cache) = self.engine.cache() {
-                    cache.put(record.clone(), self.clock_now());
-                }
+            if let Some(completed) = self.completed_record(record.clone())? {
                 if let Some(started) = waiting {
                     observe::waited(&self.namespace, started.elapsed());
                 }
-                return Ok(Found::Live(record));
+                return Ok(completed);
             }
             let now = self.clock_now();
             match wait_until {
@@ -158,14 +177,56 @@ impl Guard {
                     if let Some(started) = waiting {
                         observe::waited(&self.namespace, started.elapsed());
                     }
-                    self.outcome(CallOutcome::InProgress, "another attempt holds the key");
-                    return Err(Error::InProgress {
-                        namespace: self.namespace.to_string(),
-                        digest: self.digest().to_owned(),
-                        lease_until_ms: Some(record.lease_until_ms),
-                    });
+                    return Err(self.in_progress(&record));
                 }
             }
+        }
+    }
+
+    /// What the answer `written` to this attempt's begin found, by the protocol's
+    /// rules; `None` when the refusal showed a free record (begin again).
+    pub(super) fn found(&self, written: Written<u64>) -> Option<Found> {
+        match protocol::after_begin(written, &self.request) {
+            BeginAnswer::Held {
+                fence,
+                lease_until_ms,
+            } => {
+                if fence > 1 {
+                    tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                        fence, "took the key over from an earlier attempt (it lapsed, was released or expired)");
+                }
+                Some(Found::Held {
+                    fence,
+                    lease_until_ms,
+                })
+            }
+            BeginAnswer::Live(record) => Some(Found::Live(record)),
+            BeginAnswer::Again => None,
+        }
+    }
+
+    /// Another attempt's live `record`, found by begin: refused if it was written for
+    /// another payload; `Some` to replay when it is completed (kept in the engine's
+    /// cache), `None` while it is in progress.
+    pub(super) fn completed_record(&self, record: Arc<Record>) -> Result<Option<Found>, Error> {
+        self.check_payload(&record)?;
+        if record.state != State::Completed {
+            return Ok(None);
+        }
+        if let Some(cache) = self.engine.cache() {
+            cache.put(record.clone(), self.clock_now());
+        }
+        Ok(Some(Found::Live(record)))
+    }
+
+    /// The error of a call that found another attempt's `record` in progress (and
+    /// waits no longer), with its event.
+    pub(super) fn in_progress(&self, record: &Record) -> Error {
+        self.outcome(CallOutcome::InProgress, "another attempt holds the key");
+        Error::InProgress {
+            namespace: self.namespace.to_string(),
+            digest: self.digest().to_owned(),
+            lease_until_ms: Some(record.lease_until_ms),
         }
     }
 
@@ -179,23 +240,9 @@ impl Guard {
                 .store_call("begin", self.engine.store().begin(&self.request))
                 .await
                 .map_err(|e| self.store_error("begin", e))?;
-            match protocol::after_begin(written, &self.request) {
-                BeginAnswer::Held {
-                    fence,
-                    lease_until_ms,
-                } => {
-                    if fence > 1 {
-                        tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
-                            fence, "took the key over from an earlier attempt (it lapsed, was released or expired)");
-                    }
-                    return Ok(Found::Held {
-                        fence,
-                        lease_until_ms,
-                    });
-                }
-                BeginAnswer::Live(record) => return Ok(Found::Live(record)),
-                // Free or gone by the time the store read it: try again.
-                BeginAnswer::Again => continue,
+            // Free or gone by the time the store read it (`None`): try again.
+            if let Some(found) = self.found(written) {
+                return Ok(found);
             }
         }
         Err(self.store_error(

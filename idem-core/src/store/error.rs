@@ -73,6 +73,16 @@ impl StoreError {
         self
     }
 
+    /// The same error for another item of a batch call that failed as a whole: its kind
+    /// and message, its source as text.
+    pub(crate) fn for_another_item(&self) -> Self {
+        StoreError {
+            kind: self.kind,
+            message: self.message.clone(),
+            source: self.source.as_ref().map(|source| source.to_string().into()),
+        }
+    }
+
     /// What kind of failure it is.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind

@@ -215,6 +215,36 @@ pub trait Store: Any + Send + Sync + 'static {
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError>;
 
+    /// [`begin`](Store::begin) for each of `requests`, whose ids are distinct: the
+    /// answers in the requests' order, each exactly what `begin` would have answered
+    /// for that request alone. A batch is N independent keys: nothing is atomic across
+    /// them, an answer may be an error while the others are applied, and one that
+    /// fails as a whole fails every item.
+    ///
+    /// The default sends the single begins concurrently (one round trip each). A store
+    /// whose database can take many keys at once overrides it with one round trip; it
+    /// must take the keys in a fixed order (by id) wherever it locks them, so that two
+    /// batches sharing keys cannot deadlock.
+    async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
+        futures_util::future::join_all(requests.iter().map(|request| self.begin(request))).await
+    }
+
+    /// [`complete`](Store::complete) for each of `completions` (attempts on distinct
+    /// ids): the answers in their order, each exactly what `complete` would have
+    /// answered alone; as [`begin_batch`](Store::begin_batch), nothing is atomic across
+    /// items. The default sends the single completions concurrently.
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<Written<()>, StoreError>> {
+        futures_util::future::join_all(
+            completions
+                .iter()
+                .map(|(attempt, completion)| self.complete(attempt, completion)),
+        )
+        .await
+    }
+
     /// Reads the record with `id`, strongly consistent.
     async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError>;
 

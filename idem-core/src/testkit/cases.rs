@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use super::{
-    attempt, begin_at, bytes_completion_at, completion_at, fresh_id, renewal_at, LEASE_MS, T0,
+    attempt, begin_at, bytes_completion_at, completion_at, fresh_id, renewal_at, Model, LEASE_MS,
+    T0,
 };
-use crate::store::{Begin, Codec, Outcome, Record, State, Store, Written, FORMAT};
+use crate::store::{
+    Attempt, Begin, Codec, Completion, Outcome, Record, State, Store, Written, FORMAT,
+};
 
 async fn acquire(store: &Arc<dyn Store>, request: &Begin) -> u64 {
     match store.begin(request).await.expect("begin") {
@@ -454,4 +457,112 @@ pub async fn concurrent_begins_have_one_winner(store: Arc<dyn Store>) {
         let record = record.expect("a refusal carries the current record");
         assert_eq!(&record.owner, winner);
     }
+}
+
+/// Four keys in the four states a begin can meet (no record, in progress and live,
+/// completed, lapsed), each held by its own model: `Model`'s answers and records are
+/// what the single-record operations must give.
+async fn four_states(store: &Arc<dyn Store>, case: &str) -> (Vec<String>, Vec<Model>, u64) {
+    let ids: Vec<String> = ["absent", "live", "completed", "lapsed"]
+        .iter()
+        .map(|state| fresh_id(&format!("{case}-{state}")))
+        .collect();
+    let mut models = vec![Model::default(); 4];
+    let now = T0 + LEASE_MS * 2;
+    let setup = [
+        (1, begin_at(&ids[1], "live", now - 1, None)),
+        (2, begin_at(&ids[2], "done", T0, Some("fp"))),
+        (3, begin_at(&ids[3], "gone", T0, None)),
+    ];
+    for (index, request) in &setup {
+        assert_eq!(
+            store.begin(request).await.expect("begin"),
+            models[*index].begin(request)
+        );
+    }
+    let holder = attempt(&ids[2], "done", 1);
+    let done = completion_at(T0 + 5, Outcome::Ok, Some("[1,2]"));
+    assert_eq!(
+        store.complete(&holder, &done).await.expect("complete"),
+        models[2].complete(&holder, &done)
+    );
+    (ids, models, now)
+}
+
+/// Each record is the model's.
+async fn records_are_the_models(store: &Arc<dyn Store>, ids: &[String], models: &[Model]) {
+    for (id, model) in ids.iter().zip(models) {
+        assert_eq!(
+            store.read(id).await.expect("read"),
+            model.record,
+            "the record of {id}"
+        );
+    }
+}
+
+/// begin_batch answers each request as begin would alone, in order, and leaves the same
+/// records: fence 1 on no record, refused with the live and the completed record,
+/// fence + 1 on the lapsed one.
+pub async fn begin_batch_answers_as_begin_alone(store: Arc<dyn Store>) {
+    let (ids, mut models, now) = four_states(&store, "begin-batch").await;
+    let requests: Vec<Begin> = ids
+        .iter()
+        .map(|id| begin_at(id, "batch", now, Some("fp")))
+        .collect();
+    let answers = store.begin_batch(&requests).await;
+    assert_eq!(answers.len(), requests.len(), "one answer per request");
+    for ((answer, request), model) in answers.into_iter().zip(&requests).zip(&mut models) {
+        assert_eq!(
+            answer.expect("begin in a batch"),
+            model.begin(request),
+            "the answer to {}",
+            request.id
+        );
+    }
+    records_are_the_models(&store, &ids, &models).await;
+    // A batch of one and an empty batch.
+    let one = begin_at(&fresh_id("begin-batch-one"), "batch", now, None);
+    let answer = store.begin_batch(std::slice::from_ref(&one)).await;
+    assert_eq!(answer.len(), 1);
+    assert_eq!(
+        answer.into_iter().next().unwrap().expect("begin"),
+        Written::Applied(1)
+    );
+    assert!(store.begin_batch(&[]).await.is_empty());
+}
+
+/// complete_batch answers each completion as complete would alone, in order, and
+/// leaves the same records: refused with none for no record, applied for the holder,
+/// refused with the record for a completion sent again to a completed record and for
+/// a stale owner.
+pub async fn complete_batch_answers_as_complete_alone(store: Arc<dyn Store>) {
+    let (ids, mut models, now) = four_states(&store, "complete-batch").await;
+    let completions: Vec<(Attempt, Completion)> = ["nobody", "live", "done", "stale"]
+        .into_iter()
+        .enumerate()
+        .map(|(index, owner)| {
+            let data = format!("{{\"item\":{index}}}");
+            (
+                attempt(&ids[index], owner, 1),
+                completion_at(now + 10, Outcome::Ok, Some(&data)),
+            )
+        })
+        .collect();
+    let answers = store.complete_batch(&completions).await;
+    assert_eq!(
+        answers.len(),
+        completions.len(),
+        "one answer per completion"
+    );
+    for ((answer, (attempt, completion)), model) in
+        answers.into_iter().zip(&completions).zip(&mut models)
+    {
+        assert_eq!(
+            answer.expect("complete in a batch"),
+            model.complete(attempt, completion),
+            "the answer to {attempt:?}"
+        );
+    }
+    records_are_the_models(&store, &ids, &models).await;
+    assert!(store.complete_batch(&[]).await.is_empty());
 }

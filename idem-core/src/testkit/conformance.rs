@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{race, runtime, storm, FaultyStore, StormConfig};
+use super::{batch_race, race, runtime, storm, FaultyStore, StormConfig};
 use crate::store::Store;
 use crate::EngineBuilder;
 
@@ -76,6 +76,11 @@ macro_rules! store_conformance {
         }
         #[test]
         $($ignore)*
+        fn batch_racing_single_calls_runs_each_body_once() {
+            $crate::testkit::run_batch_race($factory);
+        }
+        #[test]
+        $($ignore)*
         fn guarantee_holds_in_a_duplicate_storm() {
             $crate::testkit::run_storm($factory, $sizes);
         }
@@ -102,6 +107,8 @@ macro_rules! store_conformance {
             complete_records_each_outcome,
             complete_keeps_bytes_as_bytes,
             delete_removes_record_and_resets_fence,
+            begin_batch_answers_as_begin_alone,
+            complete_batch_answers_as_complete_alone,
         );
         #[test]
         $($ignore)*
@@ -185,6 +192,39 @@ where
             super::RACE_VALUE,
             "a later call replays the value"
         );
+    });
+}
+
+/// Batches racing single calls on the same keys ([`batch_race`], 4 batches of 16 keys
+/// and 2 calls of each key), on a store made by `factory` and used as it is (its own
+/// batch forms): every key's body runs exactly once, every outcome is ran, replayed or
+/// in progress elsewhere, and a later batch replays every key.
+pub fn run_batch_race<F, Fut, S>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: Store,
+{
+    runtime().block_on(async move {
+        let engine = crate::Engine::new(factory().await);
+        let namespace = format!("batch-race::{}", uuid::Uuid::new_v4().simple());
+        let keys = 16;
+        let race = batch_race(&engine, &namespace, keys, 4, 2).await;
+        assert_eq!(race.runs, vec![1; keys], "each body ran once: {race:?}");
+        assert_eq!(race.ran.0 + race.ran.1, keys, "{race:?}");
+        assert!(race.unexpected.is_empty(), "{race:?}");
+        let later = (0..keys).fold(crate::Batch::new(namespace).engine(&engine), |batch, key| {
+            batch.item(&format!("key-{key}"), key)
+        });
+        let outcomes = later
+            .run(|_, _| async { Ok::<u64, crate::Error>(0) })
+            .await;
+        for (key, outcome) in outcomes.iter().enumerate() {
+            assert!(
+                matches!(outcome, crate::BatchOutcome::Replayed(report) if report.value == key as u64),
+                "key {key}: {outcome:?}"
+            );
+        }
     });
 }
 

@@ -26,6 +26,7 @@
 //! which injects failures into any store).
 
 mod conformance;
+mod counting;
 mod faults;
 pub mod floor;
 mod model;
@@ -34,10 +35,11 @@ mod storm;
 
 pub mod cases;
 
-pub use conformance::{run_race, run_storm, Sizes};
+pub use conformance::{run_batch_race, run_race, run_storm, Sizes};
+pub use counting::CountingStore;
 pub use faults::{Chaos, Fault, FaultyStore, Operation};
 pub use model::{check_sequence, run_model, Model, Op};
-pub use race::{race, Race, RACE_VALUE};
+pub use race::{batch_race, race, BatchRace, Race, RACE_VALUE};
 pub use storm::{storm, Downstream, StormConfig, StormReport};
 
 use std::future::Future;
@@ -155,12 +157,24 @@ impl<S: Store, C: Send + Sync + 'static> Store for WithCleanup<S, C> {
     ) -> Result<crate::store::Written<u64>, crate::store::StoreError> {
         self.store.begin(request).await
     }
+    async fn begin_batch(
+        &self,
+        requests: &[Begin],
+    ) -> Vec<Result<crate::store::Written<u64>, crate::store::StoreError>> {
+        self.store.begin_batch(requests).await
+    }
     async fn complete(
         &self,
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
         self.store.complete(attempt, completion).await
+    }
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<crate::store::Written<()>, crate::store::StoreError>> {
+        self.store.complete_batch(completions).await
     }
     async fn extend(
         &self,

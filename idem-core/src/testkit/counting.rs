@@ -1,0 +1,94 @@
+//! [`CountingStore`]: a store that counts the calls it forwards, for tests and
+//! benchmarks that count round trips.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::store::{
+    async_trait, Attempt, Begin, Completion, Limits, Record, Renewal, Store, StoreError, Written,
+};
+
+/// Forwards every call to `inner` (its batch forms to the inner batch forms) and counts
+/// the calls: one per single-record operation, one per batch call. For a store whose
+/// batch forms are native (one statement, one pipeline, one lock) each call is one
+/// round trip; under the trait's default a batch call is one round trip per item, which
+/// this count does not see.
+#[derive(Debug, Default)]
+pub struct CountingStore<S> {
+    inner: S,
+    calls: AtomicUsize,
+}
+
+impl<S> CountingStore<S> {
+    /// Counts the calls to `inner`.
+    pub fn new(inner: S) -> Self {
+        CountingStore {
+            inner,
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    /// The calls forwarded so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The store counted.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for CountingStore<S> {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        self.count();
+        self.inner.begin(request).await
+    }
+    async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
+        self.count();
+        self.inner.begin_batch(requests).await
+    }
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError> {
+        self.count();
+        self.inner.complete(attempt, completion).await
+    }
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<Written<()>, StoreError>> {
+        self.count();
+        self.inner.complete_batch(completions).await
+    }
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<Written<()>, StoreError> {
+        self.count();
+        self.inner.extend(attempt, renewal).await
+    }
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        self.count();
+        self.inner.release(attempt).await
+    }
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+        self.count();
+        self.inner.read(id).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.count();
+        self.inner.delete(id).await
+    }
+}
