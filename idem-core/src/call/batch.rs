@@ -459,7 +459,7 @@ fn spread<R>(
 ) -> Vec<Result<R, StoreError>> {
     match answers {
         Ok(answers) => answers,
-        Err(error) => (0..count).map(|_| Err(error.for_another_item())).collect(),
+        Err(error) => error.for_each_item(count),
     }
 }
 

@@ -73,14 +73,24 @@ impl StoreError {
         self
     }
 
-    /// The same error for another item of a batch call that failed as a whole: its kind
-    /// and message, its source as text.
-    pub(crate) fn for_another_item(&self) -> Self {
+    /// The same error for another item of a batch call that failed as a whole (its kind
+    /// and message, its source as text): a batch answers each item.
+    pub fn for_another_item(&self) -> Self {
         StoreError {
             kind: self.kind,
             message: self.message.clone(),
             source: self.source.as_ref().map(|source| source.to_string().into()),
         }
+    }
+
+    /// This error as the answer to each of `count` items of a batch call that failed as
+    /// a whole.
+    pub fn for_each_item<R>(self, count: usize) -> Vec<Result<R, StoreError>> {
+        let mut answers: Vec<_> = (1..count).map(|_| Err(self.for_another_item())).collect();
+        if count > 0 {
+            answers.push(Err(self));
+        }
+        answers
     }
 
     /// What kind of failure it is.

@@ -16,7 +16,7 @@ use crate::store::{
 #[derive(Debug, Default)]
 pub struct CountingStore<S> {
     inner: S,
-    calls: AtomicUsize,
+    calls: Arc<AtomicUsize>,
 }
 
 impl<S> CountingStore<S> {
@@ -24,13 +24,19 @@ impl<S> CountingStore<S> {
     pub fn new(inner: S) -> Self {
         CountingStore {
             inner,
-            calls: AtomicUsize::new(0),
+            calls: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// The calls forwarded so far.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The count, shared: it goes on counting after the store is moved into an
+    /// engine.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.calls.clone()
     }
 
     /// The store counted.
@@ -90,5 +96,45 @@ impl<S: Store> Store for CountingStore<S> {
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.count();
         self.inner.delete(id).await
+    }
+}
+
+/// Forwards the single-record operations to `inner` and nothing else: its batch forms
+/// are the trait's defaults, which loop over the single operations. Beside `inner`'s
+/// own batch forms it shows what they save; wrapped around a [`CountingStore`], it
+/// counts the round trips of the loop.
+#[derive(Debug, Default)]
+pub struct LoopingStore<S>(pub S);
+
+#[async_trait]
+impl<S: Store> Store for LoopingStore<S> {
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+    async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        self.0.begin(request).await
+    }
+    async fn complete(
+        &self,
+        attempt: &Attempt,
+        completion: &Completion,
+    ) -> Result<Written<()>, StoreError> {
+        self.0.complete(attempt, completion).await
+    }
+    async fn extend(
+        &self,
+        attempt: &Attempt,
+        renewal: &Renewal,
+    ) -> Result<Written<()>, StoreError> {
+        self.0.extend(attempt, renewal).await
+    }
+    async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
+        self.0.release(attempt).await
+    }
+    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+        self.0.read(id).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.0.delete(id).await
     }
 }

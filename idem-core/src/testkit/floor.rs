@@ -199,3 +199,99 @@ pub async fn batched<T, R>(
     }
     elapsed
 }
+
+/// One batch of `items` new keys numbered from `first`, each body returning its number,
+/// through `engine` in `namespace`. Panics unless every item ran.
+pub async fn batch_of(engine: &crate::Engine, namespace: &str, first: u64, items: usize) {
+    let batch = (first..first + items as u64).fold(
+        crate::Batch::new(namespace)
+            .engine(engine)
+            .concurrency(items),
+        |batch, n| batch.item(&n, n),
+    );
+    let outcomes = batch
+        .run(|_, n| async move { Ok::<_, crate::Error>(n) })
+        .await;
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, crate::BatchOutcome::Ran(_)),
+            "{outcome:?}"
+        );
+    }
+}
+
+/// The same work as [`batch_of`] done by the per-item loop: one call per key, all sent
+/// at once.
+pub async fn calls_of(engine: &crate::Engine, namespace: &str, first: u64, items: usize) {
+    futures_util::future::join_all((first..first + items as u64).map(|n| {
+        crate::Call::new(namespace, &n)
+            .engine(engine)
+            .run(move |_| async move { Ok::<_, crate::Error>(n) })
+    }))
+    .await
+    .into_iter()
+    .for_each(|ran| assert!(ran.is_ok(), "{ran:?}"));
+}
+
+/// The store calls one batch of `items` new keys costs, on stores made by `store`
+/// counted by [`CountingStore`](super::CountingStore): through the store's own batch
+/// forms, through the trait's looping defaults ([`LoopingStore`](super::LoopingStore)),
+/// and as single calls ([`calls_of`]). For a store whose batch forms are native, a
+/// store call is one round trip.
+pub async fn batch_round_trips<S: crate::Store>(
+    store: impl Fn() -> S,
+    namespace: &str,
+    items: usize,
+) -> [usize; 3] {
+    use super::{CountingStore, LoopingStore};
+    use std::sync::atomic::Ordering;
+
+    let first = fastrand::u64(1 << 40..1 << 50);
+    let native = CountingStore::new(store());
+    let native_calls = native.counter();
+    batch_of(&crate::Engine::new(native), namespace, first, items).await;
+    let looping = CountingStore::new(store());
+    let looping_calls = looping.counter();
+    let looping = crate::Engine::new(LoopingStore(looping));
+    batch_of(&looping, namespace, first + items as u64, items).await;
+    let singles = CountingStore::new(store());
+    let single_calls = singles.counter();
+    let singles = crate::Engine::new(singles);
+    calls_of(&singles, namespace, first + 2 * items as u64, items).await;
+    [native_calls, looping_calls, single_calls].map(|calls| calls.load(Ordering::SeqCst))
+}
+
+/// The criterion figures of a store's batch benchmark, in the group `batch/<store>`:
+/// items per second for batches of 10 and 100 new keys through `engine` (a
+/// [`Batch`](crate::Batch) with [`batch_of`], and the per-item loop with [`calls_of`])
+/// and through `floor` (a value whose `batch(first, items)` does the same by hand),
+/// each side alternated per size. It expands in the benchmark, which depends on
+/// criterion (`runtime` is a `&tokio::runtime::Runtime`, `engine` an `&Engine`).
+#[macro_export]
+macro_rules! batch_throughput {
+    ($criterion:expr, $store:literal, $runtime:expr, $engine:expr, $floor:expr) => {{
+        let next = ::std::sync::atomic::AtomicU64::new(0);
+        let mut group = $criterion.benchmark_group(concat!("batch/", $store));
+        group.measurement_time(::std::time::Duration::from_secs(3));
+        group.warm_up_time(::std::time::Duration::from_secs(1));
+        group.sample_size(20);
+        for items in [10usize, 100] {
+            group.throughput(::criterion::Throughput::Elements(items as u64));
+            let first = || next.fetch_add(items as u64, ::std::sync::atomic::Ordering::Relaxed);
+            group.bench_function(format!("{items}/batch"), |b| {
+                b.to_async($runtime).iter(|| {
+                    $crate::testkit::floor::batch_of($engine, "bench::batch", first(), items)
+                })
+            });
+            group.bench_function(format!("{items}/calls"), |b| {
+                b.to_async($runtime).iter(|| {
+                    $crate::testkit::floor::calls_of($engine, "bench::batch", first(), items)
+                })
+            });
+            group.bench_function(format!("{items}/floor"), |b| {
+                b.to_async($runtime).iter(|| $floor.batch(first(), items))
+            });
+        }
+        group.finish();
+    }};
+}

@@ -36,7 +36,7 @@ mod storm;
 pub mod cases;
 
 pub use conformance::{run_batch_race, run_race, run_storm, Sizes};
-pub use counting::CountingStore;
+pub use counting::{CountingStore, LoopingStore};
 pub use faults::{Chaos, Fault, FaultyStore, Operation};
 pub use model::{check_sequence, run_model, Model, Op};
 pub use race::{batch_race, race, BatchRace, Race, RACE_VALUE};
