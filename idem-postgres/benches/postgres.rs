@@ -20,9 +20,13 @@ use idem_postgres::PgStore;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../src/sql.rs"]
 mod sql;
+
+use common::CountStatements;
 
 const LEASE_MS: u64 = 30_000;
 const TTL_MS: u64 = 3_600_000;
@@ -76,25 +80,6 @@ impl Floor {
             black_box(serde_json::from_str(&data).unwrap())
         }
     }
-}
-
-/// Counts sqlx's per-statement events (target `sqlx::query`): one per statement sent.
-struct CountStatements(Arc<AtomicU64>);
-
-impl tracing::Subscriber for CountStatements {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target() == "sqlx::query"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 fn postgres_bench(c: &mut Criterion) {

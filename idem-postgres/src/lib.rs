@@ -109,6 +109,18 @@
 //!   loser's insert waits for the winner's, and then reads the row in a second
 //!   statement (only that race costs a second round trip).
 //!
+//! # Batches
+//! A [`Batch`](idem_core::Batch) (or an `idem-lambda` handler) of N keys costs two
+//! statements, not 2N: **begin_batch** is begin's insert over `unnest` of one array
+//! per field, each row judged free at its own request's clock, and **complete_batch**
+//! is complete's update over `unnest`. Both take their row locks in id order (the insert
+//! from its input sorted by id, whose conflicts lock rows in that order; the update
+//! after a `SELECT ... ORDER BY id FOR UPDATE` of the same rows), so two batches that
+//! share keys, in any order, wait for each other and never deadlock. Each item's answer
+//! is the single statement's; a key whose row the statement's snapshot could not see
+//! (inserted by a concurrent begin) is read in one more statement, as a single begin's
+//! would be.
+//!
 //! # Exactly once, in one transaction
 //! With [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) the key is
 //! taken as usual (the lease is committed at once, so duplicates see the call in

@@ -17,6 +17,8 @@ pub(crate) struct Statements {
     pub(crate) read: Arc<str>,
     pub(crate) delete: Arc<str>,
     pub(crate) purge: Arc<str>,
+    pub(crate) begin_batch: Arc<str>,
+    pub(crate) complete_batch: Arc<str>,
 }
 
 /// `"schema"."table"`, or `"table"` (found through the search path).
@@ -82,6 +84,45 @@ SELECT false, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, ou
     )
 }
 
+/// [`write_then_current`] for many keys in one statement: the requests are the rows of
+/// `input` (a `SELECT` over `unnest` of one array per field, with a column `id`); with
+/// `lock_first`, `write` joins `locked`, the existing rows of those ids locked in id
+/// order. Every row lock is taken in id order (the begin's insert takes its rows from
+/// `input` ordered by id, and its conflicts lock the rows in that order; an update
+/// joined with `locked` finds its rows locked already, whatever order its own join
+/// produces them in), so two batches sharing keys cannot deadlock. One row
+/// per id that is applied (`applied`, `id`, `fence`) or has a current row (`applied =
+/// false`, `id` and the record); an id with neither has no record in the statement's
+/// snapshot.
+fn batch_write_then_current(t: &str, input: &str, lock_first: bool, write: &str) -> String {
+    let locked = match lock_first {
+        true => format!(
+            "locked AS MATERIALIZED (
+    SELECT id FROM {t} WHERE id IN (SELECT id FROM input) ORDER BY id FOR UPDATE
+),\n"
+        ),
+        false => String::new(),
+    };
+    format!(
+        "WITH input AS ({input}),
+{locked}written AS ({write} RETURNING r.id, r.fence),
+current AS (
+    SELECT id, {COLUMNS} FROM {t}
+     WHERE id IN (SELECT id FROM input) AND id NOT IN (SELECT id FROM written)
+     ORDER BY id FOR UPDATE
+)
+SELECT true AS applied, id, fence, NULL::text AS state, NULL::text AS owner,
+       NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
+       NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
+       NULL::integer AS format, NULL::text AS codec
+  FROM written
+UNION ALL
+SELECT false, id, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
+       data_bytes, format, codec
+  FROM current"
+    )
+}
+
 /// The attempt holds the record: in progress, its owner ($2) and fence ($3).
 const HELD: &str = "id = $1 AND state = 'INPROGRESS' AND owner = $2 AND fence = $3";
 
@@ -126,7 +167,53 @@ impl Statements {
             &t,
             &format!("UPDATE {t} SET lease_until_ms = 0 WHERE {HELD}"),
         );
+        // Begin for many keys: the single begin's insert over `unnest` ($1 ids, $2 owners,
+        // $3 clocks, $4 leases, $5 expiries, $6 fingerprints; $7 format, $8 codec),
+        // inserted in id order (which is the order its conflicts lock rows in), each
+        // row's freedom judged at its own request's clock.
+        let begin_batch = batch_write_then_current(
+            &t,
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+        $5::bigint[], $6::text[])
+        AS i(id, owner, now_ms, lease_until_ms, expires_at_s, fingerprint)",
+            false,
+            &format!(
+                "INSERT INTO {t} AS r (id, state, owner, fence, lease_until_ms, expires_at_s,
+                        fingerprint, outcome, data, data_bytes, format, codec)
+    SELECT id, 'INPROGRESS', owner, 1, lease_until_ms, expires_at_s, fingerprint, NULL, NULL,
+           NULL, $7, $8
+      FROM input ORDER BY id
+    ON CONFLICT (id) DO UPDATE SET state = 'INPROGRESS', owner = excluded.owner,
+        fence = r.fence + 1, lease_until_ms = excluded.lease_until_ms,
+        expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
+        outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
+        codec = excluded.codec
+    WHERE CASE r.state
+        WHEN 'COMPLETED' THEN (SELECT now_ms FROM input WHERE input.id = r.id) >= r.expires_at_s * 1000
+        ELSE (SELECT now_ms FROM input WHERE input.id = r.id) >= r.lease_until_ms END"
+            ),
+        );
+        // Complete for many attempts: the single complete's update over `unnest` ($1
+        // ids, $2 owners, $3 fences, $4 outcomes, $5 JSON data, $6 expiries, $7 bytes
+        // data, $8 codecs), on the rows `locked` took in id order (the update's own scan
+        // would lock them in whatever order its join produces them).
+        let complete_batch = batch_write_then_current(
+            &t,
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+        $6::bigint[], $7::bytea[], $8::text[])
+        AS i(id, owner, fence, outcome, data, expires_at_s, data_bytes, codec)",
+            true,
+            &format!(
+                "UPDATE {t} AS r SET state = 'COMPLETED', outcome = i.outcome, data = i.data,
+        data_bytes = i.data_bytes, codec = i.codec, expires_at_s = i.expires_at_s
+    FROM input i
+    WHERE r.id = i.id AND r.id IN (SELECT id FROM locked) AND r.state = 'INPROGRESS'
+      AND r.owner = i.owner AND r.fence = i.fence"
+            ),
+        );
         Statements {
+            begin_batch: begin_batch.into(),
+            complete_batch: complete_batch.into(),
             begin: begin.into(),
             complete: complete.into(),
             extend: extend.into(),

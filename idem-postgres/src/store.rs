@@ -1,6 +1,7 @@
 //! The PostgreSQL store: the `Store` mapping onto one row per record and one statement
 //! per transition.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -227,14 +228,7 @@ impl PgStore {
         attempt: &'q Attempt,
         completion: &'q Completion,
     ) -> Query<'q, Postgres, PgArguments> {
-        // JSON in `data` (text), anything else in `data_bytes` (bytea).
-        let (text, bytes) = match (&completion.codec, completion.data.as_deref()) {
-            (Codec::Json, Some(json)) => match std::str::from_utf8(json) {
-                Ok(json) => (Some(json), None),
-                Err(_) => (None, Some(json)),
-            },
-            (_, data) => (None, data),
-        };
+        let (text, bytes) = data_columns(completion);
         self.query(&self.inner.statements.complete)
             .bind(attempt.id.as_str())
             .bind(attempt.owner.as_str())
@@ -314,6 +308,39 @@ impl PgStore {
         })
     }
 
+    /// The answers to a batch statement (`batch_write_then_current`) in the order of
+    /// `ids`: applied, refused with the current row, or refused with none. A key with no
+    /// row at all may have been inserted by a concurrent begin that the statement's
+    /// snapshot cannot see: it is read again, as a single begin does.
+    async fn batch_answers(
+        &self,
+        operation: &'static str,
+        ids: &[&str],
+        rows: Result<Vec<PgRow>, sqlx::Error>,
+    ) -> Vec<Result<Written<u64>, StoreError>> {
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => return self.error(operation, error).for_each_item(ids.len()),
+        };
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for row in rows {
+            match row.try_get::<String, _>("id") {
+                Ok(id) => {
+                    by_id.insert(id, row);
+                }
+                Err(error) => return self.error("decode", error).for_each_item(ids.len()),
+            }
+        }
+        let mut answers = Vec::with_capacity(ids.len());
+        for id in ids {
+            answers.push(match self.answer(id, by_id.remove(*id)) {
+                Ok(Written::Refused(None)) => self.read(id).await.map(Written::Refused),
+                answer => answer,
+            });
+        }
+        answers
+    }
+
     /// A write conditioned on the attempt holding the record.
     async fn held_write(
         &self,
@@ -326,6 +353,23 @@ impl PgStore {
             .await
             .map_err(|e| self.error(operation, e))?;
         Ok(self.answer(&attempt.id, row)?.map(|_| ()))
+    }
+}
+
+/// One array parameter of a batch statement: `field` of each item.
+fn column<'a, T, U>(items: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(field).collect()
+}
+
+/// A completion's data as its two columns: JSON in `data` (text), anything else in
+/// `data_bytes` (bytea).
+fn data_columns(completion: &Completion) -> (Option<&str>, Option<&[u8]>) {
+    match (&completion.codec, completion.data.as_deref()) {
+        (Codec::Json, Some(json)) => match std::str::from_utf8(json) {
+            Ok(json) => (Some(json), None),
+            Err(_) => (None, Some(json)),
+        },
+        (_, data) => (None, data),
     }
 }
 
@@ -370,6 +414,58 @@ impl Store for PgStore {
             Written::Refused(None) => Ok(Written::Refused(self.read(&request.id).await?)),
             answer => Ok(answer),
         }
+    }
+
+    /// One statement for every begin: the single begin's insert over `unnest`, its
+    /// rows taken in id order.
+    async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let ids = column(requests, |r| r.id.as_str());
+        let rows = self
+            .query(&self.inner.statements.begin_batch)
+            .bind(&ids)
+            .bind(column(requests, |r| r.owner.as_str()))
+            .bind(column(requests, |r| to_i64(r.now_ms)))
+            .bind(column(requests, |r| to_i64(r.lease_until_ms)))
+            .bind(column(requests, |r| to_i64(r.expires_at_s)))
+            .bind(column(requests, |r| r.fingerprint.as_deref()))
+            .bind(FORMAT as i32)
+            .bind(Codec::Json.as_str())
+            .fetch_all(&self.pool)
+            .await;
+        self.batch_answers("begin_batch", &ids, rows).await
+    }
+
+    /// One statement for every completion: the single complete's update over `unnest`,
+    /// on rows locked in id order.
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<Written<()>, StoreError>> {
+        if completions.is_empty() {
+            return Vec::new();
+        }
+        let ids = column(completions, |(a, _)| a.id.as_str());
+        let data = column(completions, |(_, c)| data_columns(c));
+        let rows = self
+            .query(&self.inner.statements.complete_batch)
+            .bind(&ids)
+            .bind(column(completions, |(a, _)| a.owner.as_str()))
+            .bind(column(completions, |(a, _)| to_i64(a.fence)))
+            .bind(column(completions, |(_, c)| c.outcome.as_str()))
+            .bind(column(&data, |(text, _)| *text))
+            .bind(column(completions, |(_, c)| to_i64(c.expires_at_s)))
+            .bind(column(&data, |(_, bytes)| *bytes))
+            .bind(column(completions, |(_, c)| c.codec.as_str()))
+            .fetch_all(&self.pool)
+            .await;
+        self.batch_answers("complete_batch", &ids, rows)
+            .await
+            .into_iter()
+            .map(|answer| answer.map(|written| written.map(|_| ())))
+            .collect()
     }
 
     async fn complete(
