@@ -112,6 +112,17 @@
 //! connection's response timeout (500 ms by default in the `redis` crate) fails with a
 //! transient timeout: keep the `WAIT` timeout below it.
 //!
+//! # Batches
+//! A [`Batch`](idem_core::Batch) (or an `idem-lambda` handler) of N keys sends its
+//! begins as one pipeline of N begin scripts and its completions as one more: two
+//! round trips instead of 2N, each script still on its one key and answered alone
+//! (a script that meets `NOSCRIPT` is sent again with its text, one that meets `-OOM`
+//! is answered from a read, as for a single call), then one `WAIT` for the batch if
+//! the store waits. One script over many keys would be one round trip too, but fails
+//! with `CROSSSLOT` on a cluster; on a cluster a pipeline must stay within one slot,
+//! so there each script is sent alone, all at once, over the cluster connection's one
+//! connection per node.
+//!
 //! # Redis Cluster
 //! Give the builder a cluster connection:
 //!

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{BufMut as _, Bytes};
+use futures_util::future::join_all;
 use idem_core::store::{
     Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
 };
@@ -108,16 +109,124 @@ impl RedisStore {
         }
     }
 
-    /// Runs one script invocation.
-    async fn run(
+    /// Runs `invocations` of `script` (each on its own key), each answered alone: on one
+    /// server in one pipeline (one round trip); on a cluster, where a pipeline must stay
+    /// within one hash slot and a script on many keys fails with `CROSSSLOT`, each sent
+    /// alone, all at once. An invocation answered `NOSCRIPT` is sent again as [`eval`]
+    /// (Self::eval) sends it. The outer error is a pipeline that got no answer at all.
+    async fn eval_all(
         &self,
-        context: Context<'_>,
         script: &Lua,
-        invocation: &Cmd,
-    ) -> Result<Value, StoreError> {
-        self.eval(script, invocation)
-            .await
-            .map_err(|e| store_error(context, e))
+        invocations: &[Cmd],
+    ) -> Result<Vec<Result<Value, RedisError>>, RedisError> {
+        let RedisConnection::Server(connection) = &self.connection else {
+            return Ok(join_all(invocations.iter().map(|one| self.eval(script, one))).await);
+        };
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for invocation in invocations {
+            pipeline.add_command(invocation.clone());
+        }
+        let answers: Vec<Result<Value, RedisError>> =
+            pipeline.query_async(&mut connection.clone()).await?;
+        if answers.len() != invocations.len() {
+            return Err(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a pipeline's answers do not match its commands",
+                format!("{} commands, {} answers", invocations.len(), answers.len()),
+            )));
+        }
+        Ok(join_all(
+            answers
+                .into_iter()
+                .zip(invocations)
+                .map(|(answer, invocation)| async move {
+                    match answer {
+                        Err(error) if error.code() == Some("NOSCRIPT") => {
+                            self.eval(script, invocation).await
+                        }
+                        answer => answer,
+                    }
+                }),
+        )
+        .await)
+    }
+
+    /// A pipeline of `count` items (the first on `first`) that got no answer: the error
+    /// for each item.
+    fn batch_failed<R>(
+        &self,
+        operation: &'static str,
+        first: &str,
+        count: usize,
+        error: RedisError,
+    ) -> Vec<Result<R, StoreError>> {
+        store_error(self.context(operation, first), error).for_each_item(count)
+    }
+
+    /// Begin's script call for `request`.
+    fn begin_invocation(&self, request: &Begin) -> Cmd {
+        // Numbers go as the redis crate writes them (decimal, no allocation).
+        let mut invocation = self.invocation(&self.scripts.begin, &request.id);
+        invocation
+            .arg(&request.owner)
+            .arg(request.now_ms)
+            .arg(request.lease_until_ms)
+            .arg(request.expires_at_s)
+            .arg(request.fingerprint.as_deref().unwrap_or(""))
+            .arg(idem_core::store::FORMAT)
+            .arg(Codec::Json.as_str());
+        invocation
+    }
+
+    /// What the begin script's `answer` to `request` means.
+    async fn begun(
+        &self,
+        request: &Begin,
+        answer: Result<Value, RedisError>,
+    ) -> Result<Written<u64>, StoreError> {
+        let context = self.context("begin", &request.id);
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) if error.code() == Some("OOM") => {
+                return self.begin_when_full(request, error).await
+            }
+            Err(error) => return Err(store_error(context, error)),
+        };
+        match Self::answer(context, answer)? {
+            Written::Applied(Some(fence)) if fence > 0 => Ok(Written::Applied(fence as u64)),
+            Written::Applied(_) => Err(StoreError::permanent(format!(
+                "{context}: the answer holds no fence"
+            ))),
+            Written::Refused(current) => Ok(Written::Refused(current)),
+        }
+    }
+
+    /// Complete's script call for `attempt`.
+    fn complete_invocation(&self, attempt: &Attempt, completion: &Completion) -> Cmd {
+        let mut invocation = self.invocation(&self.scripts.complete, &attempt.id);
+        invocation
+            .arg(&attempt.owner)
+            .arg(attempt.fence)
+            .arg(completion.now_ms)
+            .arg(completion.expires_at_s)
+            .arg(completion.outcome.as_str())
+            .arg(completion.data.as_deref().unwrap_or(b""))
+            .arg(if completion.data.is_some() { "1" } else { "0" })
+            .arg(completion.codec.as_str());
+        invocation
+    }
+
+    /// Whether `written`, the answer to `attempt`'s completion, shows it applied: a
+    /// refusal that shows this attempt's own completion is one applied by an earlier
+    /// send (the engine's resend, or the cluster client's retry after a dropped
+    /// connection), and is waited for too.
+    fn completion_applied(attempt: &Attempt, written: &Result<Written<()>, StoreError>) -> bool {
+        match written {
+            Ok(Written::Applied(())) => true,
+            Ok(Written::Refused(Some(current))) => current.shows_completion_by(attempt),
+            Ok(Written::Refused(None)) | Err(_) => false,
+        }
     }
 
     /// `{1, ...}` applied, `{0, fields}` refused with the current record.
@@ -231,8 +340,20 @@ impl RedisStore {
         script: &Lua,
         invocation: &Cmd,
     ) -> Result<Written<()>, StoreError> {
+        let answer = self.eval(script, invocation).await;
+        self.held_answer(operation, attempt, answer)
+    }
+
+    /// The answer to a script of the attempt holding the record (complete, extend,
+    /// release).
+    fn held_answer(
+        &self,
+        operation: &'static str,
+        attempt: &Attempt,
+        answer: Result<Value, RedisError>,
+    ) -> Result<Written<()>, StoreError> {
         let context = self.context(operation, &attempt.id);
-        let answer = self.run(context, script, invocation).await?;
+        let answer = answer.map_err(|e| store_error(context, e))?;
         let written = Self::answer(context, answer)?.map(|_| ());
         if written == Written::Refused(None) {
             // The attempt held the record (a takeover would have left it with a higher
@@ -445,30 +566,35 @@ impl Store for RedisStore {
     }
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
-        // Numbers go as the redis crate writes them (decimal, no allocation).
-        let mut invocation = self.invocation(&self.scripts.begin, &request.id);
-        invocation
-            .arg(&request.owner)
-            .arg(request.now_ms)
-            .arg(request.lease_until_ms)
-            .arg(request.expires_at_s)
-            .arg(request.fingerprint.as_deref().unwrap_or(""))
-            .arg(idem_core::store::FORMAT)
-            .arg(Codec::Json.as_str());
-        let answer = match self.eval(&self.scripts.begin, &invocation).await {
-            Ok(answer) => answer,
-            Err(error) if error.code() == Some("OOM") => {
-                return self.begin_when_full(request, error).await
-            }
-            Err(error) => return Err(store_error(self.context("begin", &request.id), error)),
+        let invocation = self.begin_invocation(request);
+        let answer = self.eval(&self.scripts.begin, &invocation).await;
+        self.begun(request, answer).await
+    }
+
+    /// The begin script for every request, in one pipeline on one server (one round
+    /// trip); on a cluster each sent alone, all at once (see [`RedisStore`]'s batch
+    /// notes in the crate documentation).
+    async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
+        let Some(first) = requests.first() else {
+            return Vec::new();
         };
-        let context = self.context("begin", &request.id);
-        match Self::answer(context, answer)? {
-            Written::Applied(Some(fence)) if fence > 0 => Ok(Written::Applied(fence as u64)),
-            Written::Applied(_) => Err(StoreError::permanent(format!(
-                "{context}: the answer holds no fence"
-            ))),
-            Written::Refused(current) => Ok(Written::Refused(current)),
+        let invocations: Vec<Cmd> = requests.iter().map(|r| self.begin_invocation(r)).collect();
+        match self.eval_all(&self.scripts.begin, &invocations).await {
+            Ok(answers) => {
+                join_all(
+                    requests
+                        .iter()
+                        .zip(answers)
+                        .map(|(request, answer)| self.begun(request, answer)),
+                )
+                .await
+            }
+            Err(error) => self.batch_failed(
+                "pipelined begin (first key)",
+                &first.id,
+                requests.len(),
+                error,
+            ),
         }
     }
 
@@ -477,31 +603,59 @@ impl Store for RedisStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        let mut invocation = self.invocation(&self.scripts.complete, &attempt.id);
-        invocation
-            .arg(&attempt.owner)
-            .arg(attempt.fence)
-            .arg(completion.now_ms)
-            .arg(completion.expires_at_s)
-            .arg(completion.outcome.as_str())
-            .arg(completion.data.as_deref().unwrap_or(b""))
-            .arg(if completion.data.is_some() { "1" } else { "0" })
-            .arg(completion.codec.as_str());
+        let invocation = self.complete_invocation(attempt, completion);
         let written = self
             .held_write("complete", attempt, &self.scripts.complete, &invocation)
-            .await?;
-        // A refusal that shows this attempt's own completion is one applied by an
-        // earlier send (the engine's resend, or the cluster client's retry after a
-        // dropped connection): it is waited for too.
-        let applied = match &written {
-            Written::Applied(()) => true,
-            Written::Refused(Some(current)) => current.shows_completion_by(attempt),
-            Written::Refused(None) => false,
-        };
-        if let (true, Some(durability)) = (applied, self.durability) {
+            .await;
+        if let (true, Some(durability)) =
+            (Self::completion_applied(attempt, &written), self.durability)
+        {
             self.wait_for(durability, attempt).await;
         }
-        Ok(written)
+        written
+    }
+
+    /// The complete script for every completion, in one pipeline on one server (one
+    /// round trip), then one `WAIT` (if the store waits) for them all; on a cluster each
+    /// sent alone, all at once.
+    async fn complete_batch(
+        &self,
+        completions: &[(Attempt, Completion)],
+    ) -> Vec<Result<Written<()>, StoreError>> {
+        let Some((first, _)) = completions.first() else {
+            return Vec::new();
+        };
+        let invocations: Vec<Cmd> = completions
+            .iter()
+            .map(|(attempt, completion)| self.complete_invocation(attempt, completion))
+            .collect();
+        let answers = match self.eval_all(&self.scripts.complete, &invocations).await {
+            Ok(answers) => answers,
+            Err(error) => {
+                return self.batch_failed(
+                    "pipelined complete (first key)",
+                    &first.id,
+                    completions.len(),
+                    error,
+                )
+            }
+        };
+        let written: Vec<_> = completions
+            .iter()
+            .zip(answers)
+            .map(|((attempt, _), answer)| self.held_answer("complete", attempt, answer))
+            .collect();
+        let applied = completions
+            .iter()
+            .zip(&written)
+            .find(|((attempt, _), written)| Self::completion_applied(attempt, written));
+        if let (Some(((attempt, _), _)), Some(durability)) = (applied, self.durability) {
+            // One server: every completion went on the connection this `WAIT` counts.
+            // A cluster: each master holds its own; the first is waited for, as one
+            // completion's would be (see the crate documentation).
+            self.wait_for(durability, attempt).await;
+        }
+        written
     }
 
     async fn extend(

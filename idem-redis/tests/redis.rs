@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{connection, store, TestStore};
+use common::{client_id, connection, store, TestStore};
 use idem_core::store::{ceil_secs, Written};
 use idem_core::testkit::{attempt, begin_at};
 use idem_core::{Call, Clock, Engine, EngineBuilder, Error, Store, SystemClock};
@@ -33,15 +33,6 @@ async fn exists(key: &str) -> bool {
         .await
         .unwrap()
         == 1
-}
-
-/// The id of `connection` on its server (`CLIENT ID`).
-async fn client_id(connection: &mut ConnectionManager) -> i64 {
-    redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(connection)
-        .await
-        .unwrap()
 }
 
 /// Holds every client's writes at the server for `ms` milliseconds (`CLIENT PAUSE`).

@@ -33,6 +33,15 @@ pub async fn connection_to(url: &str) -> ConnectionManager {
         .unwrap_or_else(|e| panic!("the Redis server at {url} does not answer: {e}"))
 }
 
+/// The id of `connection` on its server (`CLIENT ID`).
+pub async fn client_id(connection: &mut ConnectionManager) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
 /// A prefix no other test or run uses.
 pub fn unique_prefix(label: &str) -> String {
     format!("idem-test:{label}:{}:", uuid::Uuid::new_v4().simple())
