@@ -53,6 +53,17 @@
 //! included); a larger one is completed as not stored, and its duplicates get
 //! `Error::ResultNotStored`.
 //!
+//! # Batches
+//! A [`Batch`](idem_core::Batch) (or an `idem-lambda` handler) sends its N begins as N
+//! conditional `UpdateItem`s at once, and its completions likewise: a batch takes about
+//! one request's latency, not N. DynamoDB has no conditional batch write
+//! (`BatchWriteItem` takes no condition). `TransactWriteItems` takes conditions, but it
+//! is all or nothing: one key already taken would cancel the begins of every other key
+//! of the batch, which must each be answered on their own; it costs two write units per
+//! item instead of one, holds at most 100 items, and its cancellation reasons would
+//! need the same per-item reading again. So a batch is independent writes, as the
+//! protocol has it (N keys, no atomicity across them).
+//!
 //! # Errors
 //! Throttling, server faults (any 5xx), write conflicts and transport failures are
 //! transient store errors (after the SDK's own retries); validation, permission and
