@@ -3,18 +3,21 @@
 //! (the handler's response, a replayed one, or a problem).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, Full};
-use idem_core::{Call, Error, Report, Source};
+use idem_core::{Call, Error, Report};
+use tokio::sync::oneshot;
 use tower_service::Service;
 use tracing::Instrument as _;
 
 use crate::layer::{Body, BoxError, Config};
 use crate::problem::{self, Problem, Refused};
 use crate::record::Recorded;
+use crate::stream::{self, Ended, Tee};
 use crate::{fingerprint, key};
 
 /// The layer's answer to one request: a request it does not guard passes through; a
@@ -45,28 +48,28 @@ where
         Ok(prepared) => prepared,
         Err(refused) => return Ok(boxed(refused.response(config.retry_after_s))),
     };
-    let (outcome, handled) = detached(inner, config.clone(), call, request).await;
-    answer(outcome, handled, &config).map(boxed)
+    respond(inner, config, call, request).await
 }
 
-/// Runs the guarded call on a task of its own, when there is a tokio runtime (every
+/// The guarded call's answer, on a task of its own when there is a tokio runtime (every
 /// axum server has one): a client that gives up drops only this request's future, the
 /// waiting, while the handler runs to its end and its response is recorded, so the
 /// client's retry replays it instead of meeting the key in progress for the whole lease
 /// and then running the handler again. A handler that panics is answered with
 /// [`Problem::HandlerPanicked`] (the engine has released the key) instead of a closed
-/// connection. Without a runtime, or with
-/// [`cancel_with_client`](crate::IdempotencyLayer::cancel_with_client), the call runs in
-/// this future, as a plain `Service` call would.
-async fn detached<S, ReqBody, ResBody>(
+/// connection. With [`cancel_with_client`](crate::IdempotencyLayer::cancel_with_client)
+/// the call runs in this future until the handler answers.
+///
+/// The handler's response is given as soon as it answers, its body streamed to the
+/// client as the handler produces it (a [`Tee`] copies it for the record), while the call
+/// still holds the key, its lease kept by heartbeats, until the copy of the body is
+/// recorded. Without a runtime the body is read whole first.
+async fn respond<S, ReqBody, ResBody>(
     inner: S,
     config: Arc<Config>,
     call: Call,
     request: Request<ReqBody>,
-) -> (
-    Result<Report<Recorded>, Failed<S::Error>>,
-    Option<Response<Bytes>>,
-)
+) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
@@ -75,18 +78,62 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let runtime = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if config.detached => runtime,
-        _ => return run(inner, &config, call, request).await,
+    let (head, mut answered) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let reading = match &runtime {
+        None => Reading::Whole,
+        Some(_) if config.detached => Reading::Streamed {
+            drain: config.drain_timeout,
+        },
+        Some(_) => Reading::Streamed {
+            drain: Duration::ZERO,
+        },
     };
-    // The request's span goes with the handler's task, so its events keep their context.
-    let task =
-        runtime.spawn(async move { run(inner, &config, call, request).await }.in_current_span());
-    match task.await {
-        Ok(done) => done,
-        Err(stopped) if stopped.is_panic() => (Err(Failed::Panicked), None),
-        Err(_) => (Err(Failed::Stopped), None),
+    let engine = run(inner, config.clone(), call, request, head, reading);
+    let outcome = match runtime {
+        Some(runtime) if config.detached => {
+            // The request's span goes with the handler's task, so its events keep their
+            // context.
+            let task = runtime.spawn(engine.in_current_span());
+            if let Ok(response) = (&mut answered).await {
+                return Ok(response);
+            }
+            match task.await {
+                Ok(outcome) => outcome,
+                Err(stopped) if stopped.is_panic() => Err(Failed::Panicked),
+                Err(_) => Err(Failed::Stopped),
+            }
+        }
+        Some(runtime) => {
+            // Boxed: the engine's future is large, and moved to a task of its own once
+            // the handler answered (only its recording is left then).
+            let mut engine = Box::pin(engine);
+            tokio::select! {
+                biased;
+                Ok(response) = &mut answered => {
+                    runtime.spawn(engine.in_current_span());
+                    return Ok(response);
+                }
+                outcome = &mut engine => outcome,
+            }
+        }
+        None => engine.await,
+    };
+    // The handler answered in the poll that ended the call (a server error, released).
+    if let Ok(response) = answered.try_recv() {
+        return Ok(response);
     }
+    answer(outcome, &config).map(boxed)
+}
+
+/// How the handler's response body reaches its client.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// Streamed as it is produced; once its client is gone, read on for the record for
+    /// at most `drain`.
+    Streamed { drain: Duration },
+    /// Read whole, then given (no runtime to keep the record's call going meanwhile).
+    Whole,
 }
 
 /// The guarded call for a request with a key: its scope checked, its body read whole
@@ -137,18 +184,18 @@ impl<E> From<Error> for Failed<E> {
     }
 }
 
-/// Runs the guarded call: the handler runs (unless a retry replays) and its response is
-/// recorded. Gives the call's outcome and, if the handler ran, its own response for the
-/// first caller (whole, every header).
+/// Runs the guarded call: the handler runs (unless a retry replays), its response goes
+/// to `head` as soon as it answers (whole, every header), and its copy is recorded when
+/// the body ends or passes `max_body_bytes`. The key is held, its lease kept by the
+/// engine's heartbeats, until then. Gives the call's outcome.
 async fn run<S, ReqBody, ResBody>(
     mut inner: S,
-    config: &Config,
+    config: Arc<Config>,
     call: Call,
     request: Request<ReqBody>,
-) -> (
-    Result<Report<Recorded>, Failed<S::Error>>,
-    Option<Response<Bytes>>,
-)
+    head: oneshot::Sender<Response<Body>>,
+    reading: Reading,
+) -> Result<Report<Recorded>, Failed<S::Error>>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
     S::Future: Send,
@@ -156,55 +203,85 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let mut handled: Option<Response<Bytes>> = None;
-    let slot = &mut handled;
+    let mut sent = false;
+    let sent_ref = &mut sent;
+    let config = &config;
     // Boxed: the engine's future is large, and this one is moved whole into its box
     // (and by tower's `Oneshot`) before it first runs; a pointer moves cheaply.
     let outcome = Box::pin(call.run_reported(|_| async move {
         let response = inner.call(request).await.map_err(Failed::Inner)?;
         let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(error) => {
-                // The handler ran: its key is never released for a retry to run it
-                // again. The record says its response was not stored.
-                let error: BoxError = error.into();
-                tracing::error!(target: "idem", %error,
-                    "the handler's response body failed after it ran; recorded as not stored");
-                *slot = Some(Problem::RecordUnreadable.response(
-                    "the handler ran, but its response body failed before it was read whole; \
-                     it will not run again for this key",
-                    config.retry_after_s,
-                ));
-                return Ok(Recorded::BodyFailed {
-                    status: parts.status.as_u16(),
-                });
+        let body = body.map_err(Into::into).boxed_unsync();
+        *sent_ref = true;
+        if !Recorded::records(parts.status, config) {
+            let _ = head.send(Response::from_parts(parts, body));
+            return Err(Failed::NotRecorded);
+        }
+        // What the record keeps of the head; the client gets the head itself.
+        let mut recorded = Response::new(());
+        *recorded.status_mut() = parts.status;
+        *recorded.headers_mut() = parts.headers.clone();
+        let (copied, ended) = oneshot::channel();
+        let tee = Tee::new(body, config.max_body_bytes, copied);
+        let drain = match reading {
+            Reading::Streamed { drain } => {
+                // A client already gone drops it: its body hands the rest back.
+                let _ = head.send(Response::from_parts(parts, tee.boxed_unsync()));
+                drain
+            }
+            Reading::Whole => {
+                let _ = head.send(read_whole(parts, tee, config).await);
+                Duration::ZERO
             }
         };
-        let response = Response::from_parts(parts, body);
-        let recorded = Recorded::of(&response, config);
-        *slot = Some(response);
-        recorded.ok_or(Failed::NotRecorded)
+        // Heartbeats keep the lease for the engine's max_duration: a stream still
+        // going then is recorded as not stored (and goes on), before the lease lapses.
+        let held = config.engine.defaults().max_duration;
+        let ended = match tokio::time::timeout(held, ended).await {
+            Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
+            Ok(Ok(ended)) => ended,
+            Ok(Err(_)) | Err(_) => Ended::Cut,
+        };
+        let status = recorded.status().as_u16();
+        match ended {
+            Ended::Whole(body) => {
+                Recorded::of(&recorded.map(|()| body), config).ok_or(Failed::NotRecorded)
+            }
+            Ended::TooLarge => Ok(Recorded::TooLarge { status }),
+            Ended::Cut | Ended::Abandoned(_) => Ok(Recorded::BodyFailed { status }),
+        }
     }))
     .await;
-    (outcome, handled)
+    if let (true, Err(Failed::Idem(error))) = (sent, &outcome) {
+        tracing::error!(target: "idem", %error,
+            "the handler's response was given to its client, but it could not be recorded");
+    }
+    outcome
 }
 
-/// The answer to a guarded request from its call's outcome: the handler's own response
-/// (first run), the recorded one (a retry), the handler's service error, or a problem.
+/// The handler's response read whole (its copy recorded as it is read); a body that
+/// fails is answered with a problem.
+async fn read_whole(parts: http::response::Parts, tee: Tee, config: &Config) -> Response<Body> {
+    match tee.collect().await {
+        Ok(body) => boxed(Response::from_parts(parts, body.to_bytes())),
+        Err(_) => boxed(Problem::RecordUnreadable.response(
+            "the handler ran, but its response body failed before it was read whole; \
+             it will not run again for this key",
+            config.retry_after_s,
+        )),
+    }
+}
+
+/// The answer to a guarded request whose handler gave no response: the recorded one (a
+/// retry), the handler's service error, or a problem.
 fn answer<E>(
     outcome: Result<Report<Recorded>, Failed<E>>,
-    handled: Option<Response<Bytes>>,
     config: &Config,
 ) -> Result<Response<Bytes>, E> {
     let retry = config.retry_after_s;
     match outcome {
-        Ok(report) => match report.source {
-            Source::Replayed => Ok(report.value.replay(config)),
-            _ => Ok(handled.expect("the handler ran")),
-        },
+        Ok(report) => Ok(report.value.replay(config)),
         Err(Failed::Inner(error)) => Err(error),
-        Err(Failed::NotRecorded) => Ok(handled.expect("the handler ran")),
         Err(Failed::Panicked) => {
             tracing::error!(target: "idem", "the handler panicked; the key is released");
             Ok(Problem::HandlerPanicked.response(
@@ -212,14 +289,15 @@ fn answer<E>(
                 retry,
             ))
         }
-        Err(Failed::Stopped) => Ok(Problem::HandlerStopped.response(
+        // A call that ends NotRecorded gave its handler's response first: neither
+        // reaches here with the handler's answer.
+        Err(Failed::Stopped | Failed::NotRecorded) => Ok(Problem::HandlerStopped.response(
             "the server stopped the handler before it answered (shutting down); a retry \
              replays its response if it was recorded, or runs it once the key is free",
             retry,
         )),
         Err(Failed::Idem(error)) => Ok(problem::for_idem_error(
             error,
-            handled,
             retry,
             config.engine.clock().now_ms(),
         )),

@@ -89,6 +89,7 @@ pub(crate) struct Config {
     pub(crate) record_server_errors: bool,
     pub(crate) retry_after_s: u64,
     pub(crate) detached: bool,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
@@ -107,6 +108,7 @@ impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
             .field("retention", &c.retention)
             .field("record_server_errors", &c.record_server_errors)
             .field("detached", &c.detached)
+            .field("drain_timeout", &c.drain_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +116,10 @@ impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
 /// How long a recorded response is replayed by default: 24 hours, as Stripe keeps its
 /// keys (the engine's 1 h default is short for clients that retry later).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a streamed response whose client has gone is still read for its record
+/// by default: 30 seconds (see [`IdempotencyLayer::drain_timeout`]).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The response headers recorded by default: `Location` and the representation
 /// headers (RFC 9110 §8), so a replay is the same representation as the first response
@@ -160,6 +166,7 @@ impl IdempotencyLayer<ScopeNotChosen> {
                 record_server_errors: false,
                 retry_after_s: 1,
                 detached: true,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             }),
             keys: std::marker::PhantomData,
         }
@@ -199,6 +206,18 @@ impl<Keys> IdempotencyLayer<Keys> {
     /// response is recorded and the client's retry replays it.
     pub fn cancel_with_client(self) -> Self {
         self.with(|c| c.detached = false)
+    }
+
+    /// How long a guarded response's body is still read, for its record, once its client
+    /// has gone ([`DEFAULT_DRAIN_TIMEOUT`], 30 seconds, by default). The body streams to
+    /// the client as the handler produces it; a client that leaves before its end leaves
+    /// the rest to the layer, which reads it on: if it ends (or passes
+    /// [`max_body_bytes`](Self::max_body_bytes)) within `timeout`, it is recorded as if
+    /// the client had read it, and the retry replays it; otherwise it is dropped and the
+    /// record says "not stored" (retries get 410; the handler does not run again). With
+    /// [`cancel_with_client`](Self::cancel_with_client) it is dropped at once.
+    pub fn drain_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.drain_timeout = timeout)
     }
 
     /// The methods that are guarded (POST and PATCH by default); others pass through.
@@ -253,8 +272,9 @@ impl<Keys> IdempotencyLayer<Keys> {
     }
 
     /// The largest response body recorded (1 MiB by default). A larger response goes to
-    /// the first caller whole; its retries get 410 `response-not-stored`, and the
-    /// handler does not run again until the record expires.
+    /// the first caller whole, streamed (the copy stops at the limit, the stream does
+    /// not); its retries get 410 `response-not-stored`, and the handler does not run
+    /// again until the record expires.
     pub fn max_body_bytes(self, max_body_bytes: usize) -> Self {
         self.with(|c| c.max_body_bytes = max_body_bytes)
     }

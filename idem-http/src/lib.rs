@@ -38,7 +38,7 @@
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 410 `response-not-stored` (the handler does not run again; not 409, which a client following the draft retries) |
 //! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
-//! | the handler's response body fails after it ran | 500 `record-unreadable`; retries get 410 `response-not-stored` (the handler does not run again) |
+//! | the handler's response body fails or panics after its head was sent | the stream ends in an error; retries get 410 `response-not-stored` (the handler does not run again) |
 //!
 //! **The handler outlives its client.** On a tokio runtime (every axum server), the
 //! guarded call runs on a task of its own: a client that times out or disconnects drops
@@ -52,6 +52,21 @@
 //! the client leaves while the handler still runs. Graceful shutdown does not wait for
 //! such a handler: a runtime dropped under it stops it as a crash would (its lease
 //! lapses, and a retry runs it again).
+//!
+//! **Responses stream.** The handler's response goes to its client as soon as the
+//! handler answers, its body passing through as it is produced (server-sent events, a
+//! large download), while the layer copies it up to
+//! [`max_body_bytes`](IdempotencyLayer::max_body_bytes) for the record. The key stays
+//! held, its lease kept by the engine's heartbeats (a duplicate meanwhile gets 409),
+//! until the body ends or passes the limit, whichever comes first: then the record
+//! completes, with the whole body, or "not stored" for a larger one (whose stream goes
+//! on uncut). A body that fails or panics after its head was sent ends the stream in
+//! an error, and is recorded "not stored", never as a truncated body. A client that
+//! leaves mid-stream leaves the rest to the layer, which reads it for the record for up
+//! to [`drain_timeout`](IdempotencyLayer::drain_timeout) (30 s), then drops it
+//! ("not stored"). A stream still going after the engine's `max_duration` (15 min by
+//! default; heartbeats stop then) is recorded "not stored" before its lease lapses, and
+//! goes on.
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key
@@ -82,12 +97,14 @@ pub mod key;
 mod layer;
 mod problem;
 mod record;
+mod stream;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use client::{downstream_key, IdempotencyKeyMiddleware, Label};
 pub use layer::{
-    Body, BoxError, IdempotencyLayer, Idempotent, ScopeChosen, ScopeNotChosen, DEFAULT_RETENTION,
+    Body, BoxError, IdempotencyLayer, Idempotent, ScopeChosen, ScopeNotChosen,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_RETENTION,
 };
 pub use problem::{error_response, Problem};
 pub use record::REPLAYED;

@@ -162,7 +162,7 @@ pub fn error_response(error: Error) -> Response<Bytes> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    for_idem_error(error, None, 1, now_ms)
+    for_idem_error(error, 1, now_ms)
 }
 
 /// A guarded request refused before its call runs (no key, a malformed key, no scope, a
@@ -187,23 +187,14 @@ impl Refused {
 }
 
 /// The answer to a guarded call that ended in idem's own error: the only place an
-/// [`idem_core::Error`] becomes a status, a problem type and headers. `handled` is the
-/// handler's own response if it ran: a handler that answered but lost its lease (so its
-/// response was not recorded) still gives that response to its caller.
+/// [`idem_core::Error`] becomes a status, a problem type and headers. A handler that
+/// answered has given its response already (a lease lost while its body streamed is
+/// told in the log, not to the client).
 ///
 /// An in-progress key's `Retry-After` is the time left on its holder's lease (whole
 /// seconds, rounded up, at least 1) when the store has one, at `now_ms` on the engine's
 /// clock; `retry_after` otherwise.
-pub(crate) fn for_idem_error(
-    error: Error,
-    handled: Option<Response<Bytes>>,
-    retry_after: u64,
-    now_ms: u64,
-) -> Response<Bytes> {
-    // The handler ran and answered; its lease was lost, so it was not recorded.
-    if let (Error::LeaseLost { .. }, Some(handled)) = (&error, handled) {
-        return handled;
-    }
+pub(crate) fn for_idem_error(error: Error, retry_after: u64, now_ms: u64) -> Response<Bytes> {
     let problem = Problem::from(&error);
     match error {
         Error::InProgress { lease_until_ms, .. } => problem.response(

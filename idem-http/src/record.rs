@@ -154,7 +154,7 @@ impl Recorded {
     /// What is recorded of the handler's response; `None` for a server error (5xx) when
     /// the layer does not record them (the key is released).
     pub(crate) fn of(response: &Response<Bytes>, config: &Config) -> Option<Recorded> {
-        if response.status().is_server_error() && !config.record_server_errors {
+        if !Recorded::records(response.status(), config) {
             return None;
         }
         let status = response.status().as_u16();
@@ -176,6 +176,12 @@ impl Recorded {
             headers,
             body: response.body().clone(),
         })
+    }
+
+    /// Whether a response of this status is recorded: not a server error (5xx), unless
+    /// the layer records them.
+    pub(crate) fn records(status: StatusCode, config: &Config) -> bool {
+        !status.is_server_error() || config.record_server_errors
     }
 
     /// The replayed response, with `Idempotent-Replayed: true`.

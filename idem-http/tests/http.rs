@@ -701,6 +701,8 @@ async fn a_compressed_response_is_replayed_with_its_content_encoding() {
 /// A response body that fails after the handler ran does not release the key: the
 /// handler's effect happened, so the record says "not stored" and the retry does not
 /// run it again (it used to be released, and the retry ran the handler a second time).
+/// The head was sent when the handler answered (the body streams), so the first
+/// caller sees its body cut.
 #[tokio::test]
 async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_again() {
     use std::pin::Pin;
@@ -740,8 +742,18 @@ async fn a_response_body_that_fails_after_the_handler_ran_is_recorded_not_run_ag
         )
         .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
-    let first = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
-    assert_eq!(problem(first).await, (500, "RecordUnreadable".to_owned()));
+    let first = reqwest::Client::new()
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"body-fails\"")
+        .body("10 EUR")
+        .send()
+        .await;
+    // The head and the failed body go out together: the response is cut, before its
+    // head was flushed or after.
+    match first {
+        Ok(first) => assert!(first.bytes().await.is_err(), "the body is cut"),
+        Err(error) => assert!(error.is_request(), "{error}"),
+    }
     let retry = pay(&server.url, Some("\"body-fails\""), "10 EUR").await;
     assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
@@ -827,4 +839,234 @@ async fn responses_are_kept_a_day_by_default_or_as_configured() {
             "kept {kept_ms} ms, expected {expected_hours} h"
         );
     }
+}
+
+/// What a scripted streaming handler's body does next.
+enum Step {
+    Chunk(&'static str),
+    Panic,
+    End,
+}
+
+/// A handler whose response body streams what the test scripts, one step at a time
+/// (as server-sent events with `sse`); it counts its runs and tells when its body is
+/// dropped.
+#[derive(Clone)]
+struct Scripted {
+    runs: Arc<AtomicUsize>,
+    steps: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Step>>>>,
+    dropped: Arc<tokio::sync::Notify>,
+    sse: bool,
+}
+
+/// Tells the test when the handler's body is dropped.
+struct Dropped(Arc<tokio::sync::Notify>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+async fn scripted_handler(State(scripted): State<Scripted>) -> axum::response::Response {
+    use futures_util::StreamExt as _;
+    scripted.runs.fetch_add(1, Ordering::SeqCst);
+    let steps = scripted.steps.lock().unwrap().take().expect("run once");
+    let dropped = Dropped(scripted.dropped.clone());
+    let chunks = futures_util::stream::unfold((steps, dropped), |(mut steps, dropped)| async {
+        match steps.recv().await? {
+            Step::Chunk(chunk) => {
+                Some((Ok::<_, std::convert::Infallible>(chunk), (steps, dropped)))
+            }
+            Step::Panic => panic!("the handler's stream panics"),
+            Step::End => None,
+        }
+    });
+    if scripted.sse {
+        let events =
+            chunks.map(|chunk| chunk.map(|data| axum::response::sse::Event::default().data(data)));
+        (StatusCode::CREATED, axum::response::sse::Sse::new(events)).into_response()
+    } else {
+        (StatusCode::CREATED, axum::body::Body::from_stream(chunks)).into_response()
+    }
+}
+
+/// A server whose `/stream` runs a scripted handler under `layer`, and the sender of
+/// its steps.
+async fn scripted(
+    layer: IdempotencyLayer,
+    sse: bool,
+) -> (Server, Scripted, tokio::sync::mpsc::UnboundedSender<Step>) {
+    let (steps, script) = tokio::sync::mpsc::unbounded_channel();
+    let scripted = Scripted {
+        runs: Arc::default(),
+        steps: Arc::new(Mutex::new(Some(script))),
+        dropped: Arc::default(),
+        sse,
+    };
+    let app = Router::new()
+        .route("/stream", post(scripted_handler))
+        .with_state(scripted.clone())
+        .layer(layer);
+    (serve(app).await, scripted, steps)
+}
+
+/// Sends a request to `/stream`; a head that never comes (the layer waiting for the
+/// body's end) fails the test instead of blocking it.
+async fn post_stream(url: &str, key: &str) -> reqwest::Response {
+    let sending = reqwest::Client::new()
+        .post(format!("{url}/stream"))
+        .header("idempotency-key", key)
+        .send();
+    tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .expect("the head came")
+        .unwrap()
+}
+
+/// Reads `response`'s body until it has `until` at its end; a hang (the body never
+/// gets there) fails the test instead of blocking it.
+async fn read_until(response: &mut reqwest::Response, read: &mut String, until: &str) {
+    let reading = async {
+        while !read.ends_with(until) {
+            let chunk = response.chunk().await.unwrap().expect("the body goes on");
+            read.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .unwrap_or_else(|_| panic!("the body never got to {until:?}"));
+}
+
+/// Server-sent events pass through the layer as the handler produces them: the client
+/// reads the first event while the handler has not produced the second (the layer used
+/// to read the body whole first, so nothing arrived); a duplicate meanwhile is told the
+/// first is in progress; once the stream ends, the retry replays the whole stream.
+#[tokio::test]
+async fn server_sent_events_stream_through_the_layer_and_are_replayed_whole() {
+    let (server, scripted, steps) =
+        scripted(IdempotencyLayer::new(engine()).global_keys(), true).await;
+    steps.send(Step::Chunk("first")).unwrap();
+    let mut first = post_stream(&server.url, "\"sse\"").await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let mut events = String::new();
+    read_until(&mut first, &mut events, "data: first\n\n").await;
+
+    let duplicate = post_stream(&server.url, "\"sse\"").await;
+    assert_eq!(problem(duplicate).await, (409, "InProgress".to_owned()));
+
+    steps.send(Step::Chunk("second")).unwrap();
+    read_until(&mut first, &mut events, "data: second\n\n").await;
+    steps.send(Step::End).unwrap();
+    assert!(first.chunk().await.unwrap().is_none(), "the stream ended");
+    assert_eq!(events, "data: first\n\ndata: second\n\n");
+
+    let retry = post_stream(&server.url, "\"sse\"").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["content-type"], "text/event-stream");
+    assert_eq!(retry.text().await.unwrap(), events);
+    assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A stream over `max_body_bytes` reaches its client whole (the copy stops at the
+/// limit, the stream does not), and the record is complete as soon as the copy passes
+/// the limit: a retry while the stream still goes on gets 410 `response-not-stored`,
+/// not 409, nor a truncated body.
+#[tokio::test]
+async fn a_stream_over_the_limit_goes_on_and_is_recorded_not_stored_at_the_limit() {
+    let layer = IdempotencyLayer::new(engine())
+        .global_keys()
+        .max_body_bytes(10);
+    let (server, scripted, steps) = scripted(layer, false).await;
+    steps.send(Step::Chunk("12345678")).unwrap();
+    steps.send(Step::Chunk("abcdefgh")).unwrap();
+    let mut first = post_stream(&server.url, "\"large\"").await;
+    let mut body = String::new();
+    read_until(&mut first, &mut body, "abcdefgh").await;
+
+    let retry = post_stream(&server.url, "\"large\"").await;
+    assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
+
+    steps.send(Step::Chunk("-the end")).unwrap();
+    steps.send(Step::End).unwrap();
+    read_until(&mut first, &mut body, "-the end").await;
+    assert!(first.chunk().await.unwrap().is_none());
+    assert_eq!(body, "12345678abcdefgh-the end");
+    assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A client that reads the stream's first chunk, `read, `, and leaves; the handler
+/// then streams `unread, ` and `unread too, ` to the closed connection (so the server
+/// sees its client gone).
+async fn leave_mid_stream(url: &str, key: &str, steps: &tokio::sync::mpsc::UnboundedSender<Step>) {
+    steps.send(Step::Chunk("read, ")).unwrap();
+    let mut first = post_stream(url, key).await;
+    read_until(&mut first, &mut String::new(), "read, ").await;
+    drop(first);
+    for chunk in ["unread, ", "unread too, "] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        steps.send(Step::Chunk(chunk)).unwrap();
+    }
+}
+
+/// A client that leaves mid-stream leaves the rest of the body to the layer, which
+/// reads it on for the record: the handler's stream ends after the client left, and
+/// the retry replays all of it (not the part the client read, and not 410).
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_gets_the_whole_stream_on_its_retry() {
+    let layer = IdempotencyLayer::new(engine())
+        .global_keys()
+        .wait(Duration::from_secs(10));
+    let (server, scripted, steps) = scripted(layer, false).await;
+    leave_mid_stream(&server.url, "\"left\"", &steps).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    steps.send(Step::Chunk("the end")).unwrap();
+    steps.send(Step::End).unwrap();
+    let retry = post_stream(&server.url, "\"left\"").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        retry.text().await.unwrap(),
+        "read, unread, unread too, the end"
+    );
+    assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A stream whose client left and that does not end within `drain_timeout` is dropped
+/// (the handler's stream sees it), and recorded "not stored": the retry gets 410, never
+/// the part that was read as if it were whole, and the handler does not run again.
+#[tokio::test]
+async fn a_stream_whose_client_left_is_dropped_after_the_drain_timeout_and_not_stored() {
+    let layer = IdempotencyLayer::new(engine())
+        .global_keys()
+        .drain_timeout(Duration::from_millis(300))
+        .wait(Duration::from_secs(10));
+    let (server, scripted, steps) = scripted(layer, false).await;
+    leave_mid_stream(&server.url, "\"dropped\"", &steps).await;
+    // The stream never ends; the layer drops it.
+    tokio::time::timeout(Duration::from_secs(10), scripted.dropped.notified())
+        .await
+        .expect("the layer dropped the stream");
+    let retry = post_stream(&server.url, "\"dropped\"").await;
+    assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
+    assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
+    drop(steps);
+}
+
+/// A handler whose stream panics after its head was sent: the client's stream ends in
+/// an error (it cannot become a 500 any more), the record says "not stored", and the
+/// retry gets 410 without running the handler again.
+#[tokio::test]
+async fn a_stream_that_panics_after_its_head_ends_the_stream_and_is_not_stored() {
+    let (server, scripted, steps) =
+        scripted(IdempotencyLayer::new(engine()).global_keys(), false).await;
+    steps.send(Step::Chunk("partial")).unwrap();
+    let mut first = post_stream(&server.url, "\"panics\"").await;
+    assert_eq!(first.status(), 201);
+    read_until(&mut first, &mut String::new(), "partial").await;
+    steps.send(Step::Panic).unwrap();
+    assert!(first.chunk().await.is_err(), "the stream ends in an error");
+    let retry = post_stream(&server.url, "\"panics\"").await;
+    assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
+    assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
 }
