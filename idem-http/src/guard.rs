@@ -223,24 +223,25 @@ where
         *recorded.headers_mut() = parts.headers.clone();
         let (copied, ended) = oneshot::channel();
         let tee = Tee::new(body, config.max_body_bytes, copied);
-        let drain = match reading {
+        let ended = match reading {
             Reading::Streamed { drain } => {
                 // A client already gone drops it: its body hands the rest back.
                 let _ = head.send(Response::from_parts(parts, tee.boxed_unsync()));
-                drain
+                // Heartbeats keep the lease for the engine's max_duration: a stream
+                // still going then is recorded as not stored (and goes on), before the
+                // lease lapses.
+                let held = config.engine.defaults().max_duration;
+                match tokio::time::timeout(held, ended).await {
+                    Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
+                    Ok(Ok(ended)) => ended,
+                    Ok(Err(_)) | Err(_) => Ended::Cut,
+                }
             }
             Reading::Whole => {
                 let _ = head.send(read_whole(parts, tee, config).await);
-                Duration::ZERO
+                // Read: the copy ended.
+                ended.await.unwrap_or(Ended::Cut)
             }
-        };
-        // Heartbeats keep the lease for the engine's max_duration: a stream still
-        // going then is recorded as not stored (and goes on), before the lease lapses.
-        let held = config.engine.defaults().max_duration;
-        let ended = match tokio::time::timeout(held, ended).await {
-            Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
-            Ok(Ok(ended)) => ended,
-            Ok(Err(_)) | Err(_) => Ended::Cut,
         };
         let status = recorded.status().as_u16();
         match ended {

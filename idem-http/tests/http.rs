@@ -1070,3 +1070,42 @@ async fn a_stream_that_panics_after_its_head_ends_the_stream_and_is_not_stored()
     assert_eq!(problem(retry).await, (410, "ResponseNotStored".to_owned()));
     assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
 }
+
+/// Without a tokio runtime (another executor), the layer reads the handler's body
+/// whole before answering, as nothing would keep the record's call going while the
+/// client reads: the request is answered, and its retry replays it.
+#[test]
+fn without_a_tokio_runtime_the_response_is_read_whole_and_replayed() {
+    use tower::{Layer as _, ServiceExt as _};
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler_runs = runs.clone();
+    let service = IdempotencyLayer::new(engine())
+        .global_keys()
+        .layer(tower::service_fn(
+            move |_: axum::http::Request<axum::body::Body>| {
+                handler_runs.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Ok::<_, std::convert::Infallible>(axum::http::Response::new(
+                        axum::body::Body::from("paid"),
+                    ))
+                }
+            },
+        ));
+    let request = || {
+        axum::http::Request::post("/payments")
+            .header("idempotency-key", "\"no-runtime\"")
+            .body(axum::body::Body::from("10 EUR"))
+            .unwrap()
+    };
+    for replayed in [false, true] {
+        let response = futures_executor::block_on(service.clone().oneshot(request())).unwrap();
+        assert_eq!(
+            response.headers().contains_key("idempotent-replayed"),
+            replayed
+        );
+        let body =
+            futures_executor::block_on(http_body_util::BodyExt::collect(response.into_body()));
+        assert_eq!(body.unwrap().to_bytes(), "paid");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
