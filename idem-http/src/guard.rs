@@ -44,11 +44,18 @@ where
         Ok(None) => return inner.call(request).await.map(pass_through),
         Err(refused) => return Ok(boxed(refused.response(config.retry_after_s))),
     };
+    // A replay's Content-Encoding must be one this request accepts.
+    let accept_encoding = request
+        .headers()
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .cloned()
+        .collect();
     let (call, request) = match prepare(&config, key, request).await {
         Ok(prepared) => prepared,
         Err(refused) => return Ok(boxed(refused.response(config.retry_after_s))),
     };
-    respond(inner, config, call, request).await
+    respond(inner, config, call, request, accept_encoding).await
 }
 
 /// The guarded call's answer, on a task of its own when there is a tokio runtime (every
@@ -69,6 +76,7 @@ async fn respond<S, ReqBody, ResBody>(
     config: Arc<Config>,
     call: Call,
     request: Request<ReqBody>,
+    accept_encoding: Vec<http::HeaderValue>,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
@@ -123,7 +131,7 @@ where
     if let Ok(response) = answered.try_recv() {
         return Ok(response);
     }
-    answer(outcome, &config).map(boxed)
+    answer(outcome, &config, &accept_encoding).map(boxed)
 }
 
 /// How the handler's response body reaches its client.
@@ -278,10 +286,11 @@ async fn read_whole(parts: http::response::Parts, tee: Tee, config: &Config) -> 
 fn answer<E>(
     outcome: Result<Report<Recorded>, Failed<E>>,
     config: &Config,
+    accept_encoding: &[http::HeaderValue],
 ) -> Result<Response<Bytes>, E> {
     let retry = config.retry_after_s;
     match outcome {
-        Ok(report) => Ok(report.value.replay(config)),
+        Ok(report) => Ok(report.value.replay(config, accept_encoding)),
         Err(Failed::Inner(error)) => Err(error),
         Err(Failed::Panicked) => {
             tracing::error!(target: "idem", "the handler panicked; the key is released");

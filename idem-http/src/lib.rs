@@ -37,6 +37,7 @@
 //! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
 //! | the store fails before the handler | 503 `store-unavailable` with `Retry-After` |
 //! | a retry of a response larger than the limit | 410 `response-not-stored` (the handler does not run again; not 409, which a client following the draft retries) |
+//! | a retry whose `Accept-Encoding` does not accept the recorded `Content-Encoding` | 406 `encoding-not-acceptable` (the handler does not run again; put compression outside the layer, see below) |
 //! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
 //! | the handler's response body fails or panics after its head was sent | the stream ends in an error; retries get 410 `response-not-stored` (the handler does not run again) |
 //!
@@ -68,6 +69,30 @@
 //! default; heartbeats stop then) is recorded "not stored" before its lease lapses, and
 //! goes on.
 //!
+//! **Compression goes outside the layer.** Put tower-http's `CompressionLayer` (or any
+//! content coding) *outside* `IdempotencyLayer`, so the layer records the plain body and
+//! each answer, first or replayed, is compressed anew for the request's own
+//! `Accept-Encoding`:
+//!
+//! ```
+//! # use axum::{routing::post, Router};
+//! # use idem_core::{Engine, MemoryStore};
+//! # use idem_http::IdempotencyLayer;
+//! # let engine = Engine::new(MemoryStore::new());
+//! let app: Router = Router::new()
+//!     .route("/payments", post(|| async { "paid" }))
+//!     .layer(IdempotencyLayer::new(engine).global_keys()) // inner: records the plain body
+//!     .layer(tower_http::compression::CompressionLayer::new()); // outer: per request
+//! # let _ = app;
+//! ```
+//!
+//! Compressed inside the layer, the record is the encoded body with its
+//! `Content-Encoding`, replayed as it was: a retry whose `Accept-Encoding` allows the
+//! coding gets it (decoding to the same bytes as the first response); one that does not
+//! gets 406 [`encoding-not-acceptable`](Problem::EncodingNotAcceptable), never bytes it
+//! cannot read (the layer does not decode records: their `ETag` belongs to the encoded
+//! bytes).
+//!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key
 //! is released, so a retry runs the handler again
@@ -91,6 +116,7 @@
 
 #[cfg(feature = "client")]
 mod client;
+mod encoding;
 mod fingerprint;
 mod guard;
 pub mod key;

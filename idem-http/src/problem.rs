@@ -32,6 +32,13 @@ pub enum Problem {
     /// says the answer is gone for good, and a client should not send the key again
     /// (look the outcome up another way, or use a new key for a new request).
     ResponseNotStored,
+    /// 406: the response to this key was recorded with a `Content-Encoding` (gzip, br...)
+    /// that this request's `Accept-Encoding` does not accept; the handler does not run
+    /// again. The layer does not decode the recorded body: its `ETag` and length belong
+    /// to the encoded bytes. A client should retry with an `Accept-Encoding` that allows
+    /// the coding (the one its first request sent); a server avoids it by putting
+    /// compression outside the layer, so the record is the plain body.
+    EncodingNotAcceptable,
     /// 503 with `Retry-After`: the idempotency store failed; the handler did not run.
     StoreUnavailable,
     /// 500: the recorded response cannot be read back (the handler did not run).
@@ -56,6 +63,7 @@ impl Problem {
             Problem::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::InProgress => StatusCode::CONFLICT,
             Problem::ResponseNotStored => StatusCode::GONE,
+            Problem::EncodingNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Problem::StoreUnavailable | Problem::HandlerStopped => StatusCode::SERVICE_UNAVAILABLE,
             Problem::RecordUnreadable | Problem::HandlerPanicked => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -76,6 +84,7 @@ impl Problem {
             Problem::Mismatch => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.Mismatch",
             Problem::InProgress => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.InProgress",
             Problem::ResponseNotStored => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.ResponseNotStored",
+            Problem::EncodingNotAcceptable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.EncodingNotAcceptable",
             Problem::StoreUnavailable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.StoreUnavailable",
             Problem::RecordUnreadable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RecordUnreadable",
             Problem::HandlerPanicked => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerPanicked",
@@ -94,6 +103,7 @@ impl Problem {
             Problem::Mismatch => "The idempotency key was used for another request",
             Problem::InProgress => "A request with this idempotency key is in progress",
             Problem::ResponseNotStored => "The response to this idempotency key was not stored",
+            Problem::EncodingNotAcceptable => "The recorded response's encoding is not acceptable",
             Problem::StoreUnavailable => "The idempotency store is unavailable",
             Problem::RecordUnreadable => "The recorded response cannot be read",
             Problem::HandlerPanicked => "The handler panicked",
@@ -304,6 +314,7 @@ mod tests {
             Problem::Mismatch,
             Problem::InProgress,
             Problem::ResponseNotStored,
+            Problem::EncodingNotAcceptable,
             Problem::StoreUnavailable,
             Problem::RecordUnreadable,
             Problem::HandlerPanicked,

@@ -8,6 +8,7 @@ use serde::de::{self, Visitor};
 use serde::ser;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::encoding;
 use crate::layer::Config;
 use crate::problem::Problem;
 
@@ -184,8 +185,15 @@ impl Recorded {
         !status.is_server_error() || config.record_server_errors
     }
 
-    /// The replayed response, with `Idempotent-Replayed: true`.
-    pub(crate) fn replay(self, config: &Config) -> Response<Bytes> {
+    /// The replayed response, with `Idempotent-Replayed: true`; 406
+    /// [`EncodingNotAcceptable`](Problem::EncodingNotAcceptable) instead if its
+    /// `Content-Encoding` is not one the request's `Accept-Encoding` field lines
+    /// (`accept_encoding`) allow.
+    pub(crate) fn replay(
+        self,
+        config: &Config,
+        accept_encoding: &[HeaderValue],
+    ) -> Response<Bytes> {
         let (status, headers, body) = match self {
             Recorded::TooLarge { status } => {
                 return Problem::ResponseNotStored.response(
@@ -216,6 +224,22 @@ impl Recorded {
             return Problem::RecordUnreadable
                 .response("the recorded response is corrupt", config.retry_after_s);
         };
+        let coding = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, value)| value.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !encoding::acceptable(accept_encoding, &coding) {
+            return Problem::EncodingNotAcceptable.response(
+                &format!(
+                    "the response to this key was recorded with Content-Encoding {coding}, \
+                     which this request's Accept-Encoding does not accept; send an \
+                     Accept-Encoding that allows it (the handler does not run again)"
+                ),
+                config.retry_after_s,
+            );
+        }
         let mut response = Response::new(body);
         *response.status_mut() = status;
         for (name, value) in headers {

@@ -684,9 +684,12 @@ async fn a_compressed_response_is_replayed_with_its_content_encoding() {
         )
         .layer(IdempotencyLayer::new(engine()).global_keys());
     let server = serve(app).await;
-    let first = pay(&server.url, Some("\"gz\""), "10 EUR").await;
+    // A client that does not decode (it sends no Accept-Encoding: any coding is
+    // acceptable), to compare the bytes as sent.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let first = pay_with(&raw, &server.url, Some("\"gz\""), "10 EUR").await;
     let first_body = first.bytes().await.unwrap();
-    let replay = pay(&server.url, Some("\"gz\""), "10 EUR").await;
+    let replay = pay_with(&raw, &server.url, Some("\"gz\""), "10 EUR").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     for (name, value) in [
         ("content-encoding", "gzip"),
@@ -1108,4 +1111,72 @@ fn without_a_tokio_runtime_the_response_is_read_whole_and_replayed() {
         assert_eq!(body.unwrap().to_bytes(), "paid");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Compression and the layer, with tower-http's `CompressionLayer` and a client that
+/// decodes gzip. Outside the layer (as the docs recommend), the record is the plain
+/// body, compressed anew for the replay, which decodes to the same bytes as the first
+/// response. Inside it, the record is the gzip body with its `Content-Encoding`,
+/// replayed to a retry that accepts gzip (decoding to the same bytes) and answered 406
+/// `encoding-not-acceptable` to one that does not (never gzip bytes it cannot read).
+#[tokio::test]
+async fn a_compressed_replay_decodes_to_the_first_bytes_and_goes_only_to_who_accepts_it() {
+    use tower_http::compression::CompressionLayer;
+    let json = serde_json::json!({ "payment": 1, "note": "x".repeat(2000) }).to_string();
+    let body = json.clone();
+    let payments = Router::new().route(
+        "/payments",
+        post(move || async move {
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                body,
+            )
+        }),
+    );
+    let gzip = reqwest::Client::new();
+    let plain = reqwest::Client::builder().no_gzip().build().unwrap();
+
+    let outside = payments
+        .clone()
+        .layer(IdempotencyLayer::new(engine()).global_keys())
+        .layer(CompressionLayer::new());
+    let server = serve(outside).await;
+    let first = pay_with(&gzip, &server.url, Some("\"outside\""), "10 EUR").await;
+    assert_eq!(first.text().await.unwrap(), json);
+    let compressed = plain
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"outside\"")
+        .header("accept-encoding", "gzip")
+        .body("10 EUR")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    assert_ne!(compressed.bytes().await.unwrap(), json.as_bytes());
+    let replay = pay_with(&gzip, &server.url, Some("\"outside\""), "10 EUR").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.unwrap(), json);
+
+    let inside = payments
+        .layer(CompressionLayer::new())
+        .layer(IdempotencyLayer::new(engine()).global_keys());
+    let server = serve(inside).await;
+    let first = pay_with(&gzip, &server.url, Some("\"inside\""), "10 EUR").await;
+    assert_eq!(first.text().await.unwrap(), json);
+    let replay = pay_with(&gzip, &server.url, Some("\"inside\""), "10 EUR").await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.text().await.unwrap(), json);
+    let identity = plain
+        .post(format!("{}/payments", server.url))
+        .header("idempotency-key", "\"inside\"")
+        .header("accept-encoding", "identity")
+        .body("10 EUR")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(identity).await,
+        (406, "EncodingNotAcceptable".to_owned())
+    );
 }
