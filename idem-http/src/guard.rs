@@ -18,6 +18,7 @@ use crate::layer::{Body, BoxError, Config};
 use crate::problem::{self, Problem, Refused};
 use crate::record::Recorded;
 use crate::stream::{self, Ended, Tee};
+use crate::transaction::{self, InTransaction};
 use crate::{fingerprint, key};
 
 /// The layer's answer to one request: a request it does not guard passes through; a
@@ -173,7 +174,7 @@ where
 }
 
 /// Why a guarded request did not end with a recorded response.
-enum Failed<E> {
+pub(crate) enum Failed<E> {
     /// idem's own error (in progress, mismatch, store...).
     Idem(Error),
     /// The handler's service failed: its error goes to the caller, the key is released.
@@ -186,6 +187,19 @@ enum Failed<E> {
     Stopped,
 }
 
+impl<E> Failed<E> {
+    /// The same failure, its service error (if it is one) replaced by `inner`'s answer.
+    fn map_inner<F>(self, inner: impl FnOnce(E) -> Failed<F>) -> Failed<F> {
+        match self {
+            Failed::Inner(error) => inner(error),
+            Failed::Idem(error) => Failed::Idem(error),
+            Failed::NotRecorded => Failed::NotRecorded,
+            Failed::Panicked => Failed::Panicked,
+            Failed::Stopped => Failed::Stopped,
+        }
+    }
+}
+
 impl<E> From<Error> for Failed<E> {
     fn from(error: Error) -> Self {
         Failed::Idem(error)
@@ -196,8 +210,12 @@ impl<E> From<Error> for Failed<E> {
 /// to `head` as soon as it answers (whole, every header), and its copy is recorded when
 /// the body ends or passes `max_body_bytes`. The key is held, its lease kept by the
 /// engine's heartbeats, until then. Gives the call's outcome.
+///
+/// In a transaction ([`in_transaction`](crate::IdempotencyLayer::in_transaction)), the
+/// response is read whole and goes to `head` only once the record has committed with
+/// the handler's writes (a server error, not recorded, at once: its writes roll back).
 async fn run<S, ReqBody, ResBody>(
-    mut inner: S,
+    inner: S,
     config: Arc<Config>,
     call: Call,
     request: Request<ReqBody>,
@@ -205,67 +223,137 @@ async fn run<S, ReqBody, ResBody>(
     reading: Reading,
 ) -> Result<Report<Recorded>, Failed<S::Error>>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
+    S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    if let Some(transactional) = config.transaction.clone() {
+        return in_transaction(&*transactional, inner, config, call, request, head).await;
+    }
     let mut sent = false;
-    let sent_ref = &mut sent;
-    let config = &config;
     // Boxed: the engine's future is large, and this one is moved whole into its box
     // (and by tower's `Oneshot`) before it first runs; a pointer moves cheaply.
-    let outcome = Box::pin(call.run_reported(|_| async move {
-        let response = inner.call(request).await.map_err(Failed::Inner)?;
-        let (parts, body) = response.into_parts();
-        let body = body.map_err(Into::into).boxed_unsync();
-        *sent_ref = true;
-        if !Recorded::records(parts.status, config) {
-            let _ = head.send(Response::from_parts(parts, body));
-            return Err(Failed::NotRecorded);
-        }
-        // What the record keeps of the head; the client gets the head itself.
-        let mut recorded = Response::new(());
-        *recorded.status_mut() = parts.status;
-        *recorded.headers_mut() = parts.headers.clone();
-        let (copied, ended) = oneshot::channel();
-        let tee = Tee::new(body, config.max_body_bytes, copied);
-        let ended = match reading {
-            Reading::Streamed { drain } => {
-                // A client already gone drops it: its body hands the rest back.
-                let _ = head.send(Response::from_parts(parts, tee.boxed_unsync()));
-                // Heartbeats keep the lease for the engine's max_duration: a stream
-                // still going then is recorded as not stored (and goes on), before the
-                // lease lapses.
-                let held = config.engine.defaults().max_duration;
-                match tokio::time::timeout(held, ended).await {
-                    Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
-                    Ok(Ok(ended)) => ended,
-                    Ok(Err(_)) | Err(_) => Ended::Cut,
-                }
-            }
-            Reading::Whole => {
-                let _ = head.send(read_whole(parts, tee, config).await);
-                // Read: the copy ended.
-                ended.await.unwrap_or(Ended::Cut)
-            }
-        };
-        let status = recorded.status().as_u16();
-        match ended {
-            Ended::Whole(body) => {
-                Recorded::of(&recorded.map(|()| body), config).ok_or(Failed::NotRecorded)
-            }
-            Ended::TooLarge => Ok(Recorded::TooLarge { status }),
-            Ended::Cut | Ended::Abandoned(_) => Ok(Recorded::BodyFailed { status }),
-        }
-    }))
-    .await;
+    let outcome =
+        Box::pin(call.run_reported(|_| handle(inner, &config, request, head, reading, &mut sent)))
+            .await;
     if let (true, Err(Failed::Idem(error))) = (sent, &outcome) {
         tracing::error!(target: "idem", %error,
             "the handler's response was given to its client, but it could not be recorded");
     }
     outcome
+}
+
+/// [`run`] in the store's transaction: the engine lends it to the handler (in the
+/// request's extensions), and the handler's response, read whole meanwhile, goes to
+/// `head` once the call has committed it with the handler's writes.
+async fn in_transaction<S, ReqBody, ResBody>(
+    transactional: &dyn InTransaction,
+    inner: S,
+    config: Arc<Config>,
+    call: Call,
+    mut request: Request<ReqBody>,
+    head: oneshot::Sender<Response<Body>>,
+) -> Result<Report<Recorded>, Failed<S::Error>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let (held, mut response) = oneshot::channel();
+    // The service's error, whose type the transactional call does not name.
+    let (failed, mut service_error) = oneshot::channel();
+    let handler: transaction::Handler = Box::new(move |lend| {
+        Box::pin(async move {
+            lend.to(request.extensions_mut());
+            let mut sent = false;
+            handle(inner, &config, request, held, Reading::Whole, &mut sent)
+                .await
+                .map_err(|error| {
+                    error.map_inner(|error| {
+                        let _ = failed.send(error);
+                        Failed::Inner(())
+                    })
+                })
+        })
+    });
+    let outcome = transactional.run(call, handler).await;
+    // The handler's response: committed with its writes (or a server error, whose
+    // writes rolled back); after a failed commit it is not given.
+    if let (Ok(_) | Err(Failed::NotRecorded), Ok(response)) = (&outcome, response.try_recv()) {
+        let _ = head.send(response);
+    }
+    outcome.map_err(|error| {
+        error.map_inner(|()| match service_error.try_recv() {
+            Ok(error) => Failed::Inner(error),
+            Err(_) => Failed::Stopped,
+        })
+    })
+}
+
+/// The handler's part of the guarded call: it runs, its response goes to `head` (as it
+/// is produced, or read whole: `reading`), and what the record keeps of it comes back
+/// once its body has ended or passed the limit. `sent` tells whether `head` got it.
+async fn handle<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: &Config,
+    request: Request<ReqBody>,
+    head: oneshot::Sender<Response<Body>>,
+    reading: Reading,
+    sent: &mut bool,
+) -> Result<Recorded, Failed<S::Error>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let response = inner.call(request).await.map_err(Failed::Inner)?;
+    let (parts, body) = response.into_parts();
+    let body = body.map_err(Into::into).boxed_unsync();
+    *sent = true;
+    if !Recorded::records(parts.status, config) {
+        let _ = head.send(Response::from_parts(parts, body));
+        return Err(Failed::NotRecorded);
+    }
+    // What the record keeps of the head; the client gets the head itself.
+    let mut recorded = Response::new(());
+    *recorded.status_mut() = parts.status;
+    *recorded.headers_mut() = parts.headers.clone();
+    let (copied, ended) = oneshot::channel();
+    let tee = Tee::new(body, config.max_body_bytes, copied);
+    let ended = match reading {
+        Reading::Streamed { drain } => {
+            // A client already gone drops it: its body hands the rest back.
+            let _ = head.send(Response::from_parts(parts, tee.boxed_unsync()));
+            // Heartbeats keep the lease for the engine's max_duration: a stream
+            // still going then is recorded as not stored (and goes on), before the
+            // lease lapses.
+            let held = config.engine.defaults().max_duration;
+            match tokio::time::timeout(held, ended).await {
+                Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
+                Ok(Ok(ended)) => ended,
+                Ok(Err(_)) | Err(_) => Ended::Cut,
+            }
+        }
+        Reading::Whole => {
+            let _ = head.send(read_whole(parts, tee, config).await);
+            // Read: the copy ended.
+            ended.await.unwrap_or(Ended::Cut)
+        }
+    };
+    let status = recorded.status().as_u16();
+    match ended {
+        Ended::Whole(body) => {
+            Recorded::of(&recorded.map(|()| body), config).ok_or(Failed::NotRecorded)
+        }
+        Ended::TooLarge => Ok(Recorded::TooLarge { status }),
+        Ended::Cut | Ended::Abandoned(_) => Ok(Recorded::BodyFailed { status }),
+    }
 }
 
 /// The handler's response read whole (its copy recorded as it is read); a body that

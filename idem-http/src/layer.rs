@@ -21,6 +21,7 @@ use tower_service::Service;
 
 use crate::fingerprint;
 use crate::guard::guard;
+use crate::transaction::{self, InTransaction};
 
 /// The error type of bodies: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,6 +91,8 @@ pub(crate) struct Config {
     pub(crate) retry_after_s: u64,
     pub(crate) detached: bool,
     pub(crate) drain_timeout: Duration,
+    /// The store transaction each guarded call runs in, if any.
+    pub(crate) transaction: Option<Arc<dyn InTransaction>>,
 }
 
 impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
@@ -109,6 +112,7 @@ impl<Keys> std::fmt::Debug for IdempotencyLayer<Keys> {
             .field("record_server_errors", &c.record_server_errors)
             .field("detached", &c.detached)
             .field("drain_timeout", &c.drain_timeout)
+            .field("in_transaction", &c.transaction.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +171,7 @@ impl IdempotencyLayer<ScopeNotChosen> {
                 retry_after_s: 1,
                 detached: true,
                 drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+                transaction: None,
             }),
             keys: std::marker::PhantomData,
         }
@@ -298,6 +303,34 @@ impl<Keys> IdempotencyLayer<Keys> {
     /// response instead of getting 409 at once.
     pub fn wait(self, wait: Duration) -> Self {
         self.with(|c| c.wait = Some(wait))
+    }
+
+    /// Runs each guarded call in a transaction of the engine's store, of type `Tx`
+    /// (`idem_postgres::PgTransaction`), lent to the handler as a
+    /// [`RequestTransaction<Tx>`](crate::RequestTransaction): the handler writes its rows
+    /// in it, and the layer records its response in it and commits both together (the
+    /// engine's [`run_in_transaction`](idem_core::Call::run_in_transaction)). One request,
+    /// one record, one transaction: the rows exist if and only if the recorded response
+    /// does, so a retry replays a response whose rows committed, or runs the handler on
+    /// a database that has none of them.
+    ///
+    /// - The client gets the response once it has committed: it is read whole first (up
+    ///   to any size; one over [`max_body_bytes`](Self::max_body_bytes) commits as "not
+    ///   stored"), not streamed.
+    /// - A server error (5xx, unless [`record_server_errors`](Self::record_server_errors)),
+    ///   a service error or a panic rolls the handler's writes back and releases the key:
+    ///   a retry runs the handler again on a database without them.
+    /// - A process that dies mid-handler leaves no rows (the database discards the open
+    ///   transaction); its key is free once its lease lapses, and a retry then runs the
+    ///   handler once.
+    /// - A commit that fails is answered 503 `store-unavailable`, its writes rolled back
+    ///   (or, were the commit's answer lost though it went through, the record replays).
+    ///
+    /// The engine must be built over `Tx`'s store; a call on another store is refused
+    /// (503, and the error logged). Requests that pass through unguarded (other methods,
+    /// no key on an [`optional`](Self::optional) route) have no transaction.
+    pub fn in_transaction<Tx: idem_core::store::Transaction>(self) -> Self {
+        self.with(|c| c.transaction = Some(Arc::new(transaction::Of::<Tx>::new())))
     }
 
     /// Records server errors (5xx) too. By default they are not recorded: the key is

@@ -93,6 +93,16 @@
 //! cannot read (the layer does not decode records: their `ETag` belongs to the encoded
 //! bytes).
 //!
+//! **The handler's rows and the record in one transaction.**
+//! [`in_transaction`](IdempotencyLayer::in_transaction) runs each guarded call in a
+//! transaction of the engine's store (`idem_postgres::PgTransaction`), lent to the
+//! handler as a [`RequestTransaction`] (an axum extractor): the rows the handler
+//! writes in it and the response the layer records commit together, after the response
+//! has ended, or not at all. A server killed mid-handler leaves no rows; a retry runs
+//! the handler once (after the lease lapses) or replays the committed response. The
+//! glue is generic over idem's store `Transaction` trait, so this crate does not depend
+//! on sqlx, nor idem-postgres on HTTP.
+//!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key
 //! is released, so a retry runs the handler again
@@ -124,6 +134,7 @@ mod layer;
 mod problem;
 mod record;
 mod stream;
+mod transaction;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
@@ -134,3 +145,4 @@ pub use layer::{
 };
 pub use problem::{error_response, Problem};
 pub use record::REPLAYED;
+pub use transaction::{RequestTransaction, TransactionMissing};
