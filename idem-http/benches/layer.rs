@@ -1,17 +1,21 @@
 //! The layer's overhead per request, in process (no network), on the in-memory store:
 //! the same handler called bare and through `IdempotencyLayer`, for a first request (a
-//! new key each time) and a replay (one key). The overhead is the difference.
+//! new key each time) and a replay (one key), and the time to the first byte of a
+//! streamed response (a first request). The overhead is the difference.
 //!
 //! ```sh
 //! cargo bench -p idem-http --bench layer
 //! ```
 
 use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{header, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
 use idem_core::testkit::floor::batched;
 use idem_core::{Engine, MemoryStore};
 use idem_http::IdempotencyLayer;
@@ -25,6 +29,61 @@ async fn handler(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infal
         .header(header::LOCATION, "/payments/1")
         .body(Full::from(r#"{"payment":1,"amount":"10 EUR"}"#))
         .unwrap())
+}
+
+/// A handler that answers 200 with a body streamed in three chunks.
+async fn streaming(
+    _: Request<Full<Bytes>>,
+) -> Result<
+    Response<StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>>>,
+    Infallible,
+> {
+    let chunks = ["data: one\n\n", "data: two\n\n", "data: three\n\n"]
+        .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk.as_bytes()))));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap())
+}
+
+/// Times the first frame of `iterations` responses of `service` (a fresh one every
+/// 10,000, made outside the timing), each to a request with a new key; the rest of each
+/// body is read, and the runtime left to finish the request's work, outside it. Each
+/// request's time is also kept in `each`, for its percentiles.
+async fn first_bytes<S, B>(
+    iterations: u64,
+    fresh: impl Fn() -> S,
+    each: &Mutex<Vec<Duration>>,
+) -> Duration
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut elapsed = Duration::ZERO;
+    let mut service = fresh();
+    for n in 0..iterations {
+        if n % 10_000 == 0 {
+            service = fresh();
+        }
+        let started = Instant::now();
+        let response = service
+            .clone()
+            .oneshot(request(&format!("key-{n}")))
+            .await
+            .unwrap();
+        let mut body = std::pin::pin!(response.into_body());
+        let first = body.frame().await;
+        let took = started.elapsed();
+        elapsed += took;
+        each.lock().unwrap().push(took);
+        std::hint::black_box(first);
+        while body.frame().await.is_some() {}
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    elapsed
 }
 
 fn request(key: &str) -> Request<Full<Bytes>> {
@@ -88,6 +147,40 @@ fn layer(c: &mut Criterion) {
         b.to_async(&runtime)
             .iter(|| guarded.clone().oneshot(request("replayed")))
     });
+    // A streamed response's first byte, bare and through the layer (a new key each),
+    // and each request's time to it, for the p50 (criterion's estimates are of means).
+    let (bare_each, layer_each) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+    group.bench_function("first_byte_bare", |b| {
+        b.to_async(&runtime)
+            .iter_custom(|iterations| first_bytes(iterations, || service_fn(streaming), &bare_each))
+    });
+    group.bench_function("first_byte_through_layer", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            first_bytes(
+                iterations,
+                || {
+                    IdempotencyLayer::new(Engine::new(MemoryStore::new()))
+                        .global_keys()
+                        .layer(service_fn(streaming))
+                },
+                &layer_each,
+            )
+        })
+    });
+    let percentiles = |each: Mutex<Vec<Duration>>| {
+        let mut each = each.into_inner().unwrap();
+        each.sort_unstable();
+        let at = |q: f64| each.get((each.len() as f64 * q) as usize).copied();
+        (at(0.5), at(0.9), each.len())
+    };
+    let (bare, through) = (percentiles(bare_each), percentiles(layer_each));
+    println!("time to first byte, per request (p50, p90, requests): bare {bare:?}, through the layer {through:?}");
+    if let ((Some(bare), ..), (Some(through), ..)) = (bare, through) {
+        println!(
+            "time to first byte, p50 over bare: {:?} (target: at most 5 us)",
+            through.saturating_sub(bare)
+        );
+    }
     // The engine's share: the same calls without HTTP (a key, a fingerprint, a value of
     // about the recorded response's size).
     let value = "x".repeat(160);
