@@ -22,8 +22,9 @@ use idem_http::{IdempotencyLayer, RequestTransaction};
 use idem_postgres::{PgStore, PgTransaction};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The lease of the engines here: short, so the killed server's key frees soon.
-const LEASE: Duration = Duration::from_secs(2);
+/// The lease of the engines here: short, so the killed server's key frees soon, and
+/// long enough that it is still held when the test asks, on a loaded machine.
+const LEASE: Duration = Duration::from_secs(5);
 
 /// What the ledger handler does on its `n`-th run (from 1).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -329,6 +330,15 @@ async fn a_server_killed_mid_handler_leaves_no_row_and_the_retry_runs_once() {
     let (url, _server) = serve(app(store.store.clone(), ledger)).await;
     let early = post_payment(&url, "\"killed\"").await;
     assert_eq!(early.status(), 409, "in progress until the lease lapses");
+    let retry_after: u64 = early.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=LEASE.as_secs()).contains(&retry_after),
+        "the seconds left on the killed server's lease: {retry_after}"
+    );
     let record = store
         .store
         .read(&record_id(&store.store, "killed"))
