@@ -367,3 +367,44 @@ fn record_id(store: &PgStore, key: &str) -> String {
         .record_id("http", key)
         .expect("a valid key")
 }
+
+/// The misconfigurations, without a database: a layer whose engine is over another
+/// store than the transaction's refuses the guarded request before its handler runs
+/// (503 `store-unavailable`, the error logged), and a handler that asks for the request's
+/// transaction on a request the layer did not guard gets 500 naming what to fix, never
+/// a transaction it does not have. (Mutation tried: the extractor's rejection answered
+/// 200: the unguarded request's check fails.)
+#[tokio::test]
+async fn a_transaction_of_another_store_or_of_an_unguarded_request_is_refused() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let app = Router::new()
+        .route(
+            "/payments",
+            post(move |_: RequestTransaction<PgTransaction>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::CREATED }
+            })
+            .get(|_: RequestTransaction<PgTransaction>| async { StatusCode::OK }),
+        )
+        .layer(
+            IdempotencyLayer::new(Engine::new(idem_core::MemoryStore::new()))
+                .global_keys()
+                .in_transaction::<PgTransaction>(),
+        );
+    let (url, _server) = serve(app).await;
+    let guarded = post_payment(&url, "\"k4\"").await;
+    assert_eq!(guarded.status(), 503);
+    assert_eq!(
+        guarded.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler did not run");
+    let unguarded = reqwest::get(format!("{url}/payments")).await.unwrap();
+    assert_eq!(unguarded.status(), 500);
+    assert!(unguarded
+        .text()
+        .await
+        .unwrap()
+        .contains("in_transaction::<Tx>()"));
+}
