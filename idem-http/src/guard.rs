@@ -52,11 +52,22 @@ where
         .iter()
         .cloned()
         .collect();
+    // The engine's timers (heartbeats, deadlines) are tokio's: outside a tokio runtime
+    // a guarded call would panic at its first wait, after taking the key. Refused
+    // before the key is taken: the handler does not run, the key stays free.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::error!(target: "idem", "idem-http guarded a request outside a tokio runtime; it needs one");
+        return Ok(boxed(Problem::RuntimeMissing.response(
+            "the server runs the idempotency layer outside a tokio runtime, which it needs; \
+             the handler did not run and the key is free",
+            config.retry_after_s,
+        )));
+    };
     let (call, request) = match prepare(&config, key, request).await {
         Ok(prepared) => prepared,
         Err(refused) => return Ok(boxed(refused.response(config.retry_after_s))),
     };
-    respond(inner, config, call, request, accept_encoding).await
+    respond(inner, config, runtime, call, request, accept_encoding).await
 }
 
 /// The guarded call's answer, on a task of its own when there is a tokio runtime (every
@@ -71,10 +82,11 @@ where
 /// The handler's response is given as soon as it answers, its body streamed to the
 /// client as the handler produces it (a [`Tee`] copies it for the record), while the call
 /// still holds the key, its lease kept by heartbeats, until the copy of the body is
-/// recorded. Without a runtime the body is read whole first.
+/// recorded.
 async fn respond<S, ReqBody, ResBody>(
     inner: S,
     config: Arc<Config>,
+    runtime: tokio::runtime::Handle,
     call: Call,
     request: Request<ReqBody>,
     accept_encoding: Vec<http::HeaderValue>,
@@ -88,19 +100,16 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let (head, mut answered) = oneshot::channel();
-    let runtime = tokio::runtime::Handle::try_current().ok();
-    let reading = match &runtime {
-        None => Reading::Whole,
-        Some(_) if config.detached => Reading::Streamed {
-            drain: config.drain_timeout,
-        },
-        Some(_) => Reading::Streamed {
-            drain: Duration::ZERO,
+    let reading = Reading::Streamed {
+        drain: if config.detached {
+            config.drain_timeout
+        } else {
+            Duration::ZERO
         },
     };
-    let engine = run(inner, config.clone(), call, request, head, reading);
+    let engine = caught(run(inner, config.clone(), call, request, head, reading));
     let outcome = match runtime {
-        Some(runtime) if config.detached => {
+        runtime if config.detached => {
             // The request's span goes with the handler's task, so its events keep their
             // context.
             let task = runtime.spawn(engine.in_current_span());
@@ -113,7 +122,7 @@ where
                 Err(_) => Err(Failed::Stopped),
             }
         }
-        Some(runtime) => {
+        runtime => {
             // Boxed: the engine's future is large, and moved to a task of its own once
             // the handler answered (only its recording is left then).
             let mut engine = Box::pin(engine);
@@ -126,7 +135,6 @@ where
                 outcome = &mut engine => outcome,
             }
         }
-        None => engine.await,
     };
     // The handler answered in the poll that ended the call (a server error, released).
     if let Ok(response) = answered.try_recv() {
@@ -141,7 +149,8 @@ enum Reading {
     /// Streamed as it is produced; once its client is gone, read on for the record for
     /// at most `drain`.
     Streamed { drain: Duration },
-    /// Read whole, then given (no runtime to keep the record's call going meanwhile).
+    /// Read whole, then given (in a transaction: the response goes out only once it has
+    /// committed with the handler's writes).
     Whole,
 }
 
@@ -312,6 +321,7 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
+    let deadline = tokio::time::Instant::now() + config.engine.defaults().max_duration;
     let response = inner.call(request).await.map_err(Failed::Inner)?;
     let (parts, body) = response.into_parts();
     let body = body.map_err(Into::into).boxed_unsync();
@@ -325,7 +335,11 @@ where
     *recorded.status_mut() = parts.status;
     *recorded.headers_mut() = parts.headers.clone();
     let (copied, ended) = oneshot::channel();
-    let tee = Tee::new(body, config.max_body_bytes, copied);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse().ok());
+    let tee = Tee::new(body, config.max_body_bytes, declared, copied);
     let ended = match reading {
         Reading::Streamed { drain } => {
             // A client already gone drops it: its body hands the rest back.
@@ -333,9 +347,11 @@ where
             // Heartbeats keep the lease for the engine's max_duration: a stream
             // still going then is recorded as not stored (and goes on), before the
             // lease lapses.
-            let held = config.engine.defaults().max_duration;
-            match tokio::time::timeout(held, ended).await {
-                Ok(Ok(Ended::Abandoned(rest))) => stream::drain(rest, drain).await,
+            match tokio::time::timeout_at(deadline, ended).await {
+                Ok(Ok(Ended::Abandoned(rest))) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    stream::drain(rest, drain.min(left)).await
+                }
                 Ok(Ok(ended)) => ended,
                 Ok(Err(_)) | Err(_) => Ended::Cut,
             }
@@ -361,7 +377,9 @@ where
 async fn read_whole(parts: http::response::Parts, tee: Tee, config: &Config) -> Response<Body> {
     match tee.collect().await {
         Ok(body) => boxed(Response::from_parts(parts, body.to_bytes())),
-        Err(_) => boxed(Problem::RecordUnreadable.response(
+        // The handler ran (in a transaction, its rows committed with the record, which
+        // says "not stored"): the answer a retry gets too, never "did not run".
+        Err(_) => boxed(Problem::ResponseNotStored.response(
             "the handler ran, but its response body failed before it was read whole; \
              it will not run again for this key",
             config.retry_after_s,
@@ -418,4 +436,19 @@ where
     ResBody::Error: Into<BoxError>,
 {
     response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// `call`, a panic in it answered as [`Failed::Panicked`] instead of unwinding into the
+/// server (which closes the connection without an answer).
+async fn caught<T, E>(
+    call: impl std::future::Future<Output = Result<T, Failed<E>>>,
+) -> Result<T, Failed<E>> {
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(polled) => polled,
+            Err(_) => std::task::Poll::Ready(Err(Failed::Panicked)),
+        }
+    })
+    .await
 }

@@ -48,6 +48,10 @@ pub enum Problem {
     /// 503 with `Retry-After`: the server stopped the handler's task before it answered
     /// (its runtime shutting down).
     HandlerStopped,
+    /// 500: the server runs the layer outside a tokio runtime, which the engine's timers
+    /// (heartbeats, deadlines) need; the handler did not run and the key is free. A
+    /// server misconfiguration: a client cannot fix it by retrying.
+    RuntimeMissing,
 }
 
 impl Problem {
@@ -65,7 +69,7 @@ impl Problem {
             Problem::ResponseNotStored => StatusCode::GONE,
             Problem::EncodingNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Problem::StoreUnavailable | Problem::HandlerStopped => StatusCode::SERVICE_UNAVAILABLE,
-            Problem::RecordUnreadable | Problem::HandlerPanicked => {
+            Problem::RecordUnreadable | Problem::HandlerPanicked | Problem::RuntimeMissing => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -89,6 +93,7 @@ impl Problem {
             Problem::RecordUnreadable => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RecordUnreadable",
             Problem::HandlerPanicked => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerPanicked",
             Problem::HandlerStopped => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerStopped",
+            Problem::RuntimeMissing => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RuntimeMissing",
         }
     }
 
@@ -108,6 +113,9 @@ impl Problem {
             Problem::RecordUnreadable => "The recorded response cannot be read",
             Problem::HandlerPanicked => "The handler panicked",
             Problem::HandlerStopped => "The handler was stopped before it answered",
+            Problem::RuntimeMissing => {
+                "The server runs the idempotency layer without a tokio runtime"
+            }
         }
     }
 
@@ -319,6 +327,7 @@ mod tests {
             Problem::RecordUnreadable,
             Problem::HandlerPanicked,
             Problem::HandlerStopped,
+            Problem::RuntimeMissing,
         ];
         for problem in all {
             assert_eq!(

@@ -35,17 +35,25 @@ pub(crate) struct Tee {
     body: Option<Body>,
     copy: BytesMut,
     limit: usize,
+    /// The response's declared Content-Length: the message is whole once copied.
+    declared: Option<usize>,
     /// Told how the copy ended, once; `None` after.
     ended: Option<oneshot::Sender<Ended>>,
 }
 
 impl Tee {
     /// `body`, copied up to `limit` bytes; `ended` is told how the copy ends.
-    pub(crate) fn new(body: Body, limit: usize, ended: oneshot::Sender<Ended>) -> Tee {
+    pub(crate) fn new(
+        body: Body,
+        limit: usize,
+        declared: Option<usize>,
+        ended: oneshot::Sender<Ended>,
+    ) -> Tee {
         Tee {
             body: Some(body),
             copy: BytesMut::new(),
             limit,
+            declared,
             ended: Some(ended),
         }
     }
@@ -100,6 +108,10 @@ impl HttpBody for Tee {
                             this.end(Ended::TooLarge);
                         } else {
                             this.copy.extend_from_slice(data);
+                            if this.declared == Some(this.copy.len()) {
+                                let whole = std::mem::take(&mut this.copy).freeze();
+                                this.end(Ended::Whole(whole));
+                            }
                         }
                     }
                 }
@@ -127,6 +139,7 @@ impl Drop for Tee {
                 body: self.body.take(),
                 copy: std::mem::take(&mut self.copy),
                 limit: self.limit,
+                declared: self.declared,
                 ended: None,
             };
             let _ = sender.send(Ended::Abandoned(rest));

@@ -1074,11 +1074,12 @@ async fn a_stream_that_panics_after_its_head_ends_the_stream_and_is_not_stored()
     assert_eq!(scripted.runs.load(Ordering::SeqCst), 1);
 }
 
-/// Without a tokio runtime (another executor), the layer reads the handler's body
-/// whole before answering, as nothing would keep the record's call going while the
-/// client reads: the request is answered, and its retry replays it.
+/// Without a tokio runtime (another executor), whose timers the engine's heartbeats
+/// need, the layer refuses a guarded request before taking its key: a 500 problem, the
+/// handler not run, the key free for a server that has a runtime. (It used to run the
+/// handler and panic at its first wait, the key held and no answer given.)
 #[test]
-fn without_a_tokio_runtime_the_response_is_read_whole_and_replayed() {
+fn without_a_tokio_runtime_a_guarded_request_is_refused_before_its_key_is_taken() {
     use tower::{Layer as _, ServiceExt as _};
     let runs = Arc::new(AtomicUsize::new(0));
     let handler_runs = runs.clone();
@@ -1088,6 +1089,8 @@ fn without_a_tokio_runtime_the_response_is_read_whole_and_replayed() {
             move |_: axum::http::Request<axum::body::Body>| {
                 handler_runs.fetch_add(1, Ordering::SeqCst);
                 async {
+                    // One wait: the engine's heartbeat timer is armed.
+                    tokio::task::yield_now().await;
                     Ok::<_, std::convert::Infallible>(axum::http::Response::new(
                         axum::body::Body::from("paid"),
                     ))
@@ -1100,16 +1103,20 @@ fn without_a_tokio_runtime_the_response_is_read_whole_and_replayed() {
             .body(axum::body::Body::from("10 EUR"))
             .unwrap()
     };
-    for replayed in [false, true] {
-        let response = futures_executor::block_on(service.clone().oneshot(request())).unwrap();
-        assert_eq!(
-            response.headers().contains_key("idempotent-replayed"),
-            replayed
-        );
-        let body =
-            futures_executor::block_on(http_body_util::BodyExt::collect(response.into_body()));
-        assert_eq!(body.unwrap().to_bytes(), "paid");
-    }
+    let response = futures_executor::block_on(service.clone().oneshot(request())).unwrap();
+    assert_eq!(response.status(), 500);
+    let body = futures_executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("variant.RuntimeMissing"),
+        "{body:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler did not run");
+    // On a runtime, the same key is free: its handler runs, once.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(service.oneshot(request())).unwrap();
+    assert_eq!(response.status(), 200);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -1178,5 +1185,194 @@ async fn a_compressed_replay_decodes_to_the_first_bytes_and_goes_only_to_who_acc
     assert_eq!(
         problem(identity).await,
         (406, "EncodingNotAcceptable".to_owned())
+    );
+}
+
+/// A 300 ms lease, heartbeats for 600 ms (the engine's max_duration).
+fn short_engine() -> Engine {
+    Engine::builder(MemoryStore::new())
+        .lease(Duration::from_millis(300))
+        .max_duration(Duration::from_millis(600))
+        .store_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}
+
+/// A handler that counts its runs, answers after `head_after`, then streams a chunk
+/// every 50 ms, forever.
+fn endless(runs: Arc<AtomicUsize>, head_after: Duration) -> Router {
+    Router::new().route(
+        "/stream",
+        post(move || {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(head_after).await;
+                let chunks = futures_util::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((Ok::<_, std::convert::Infallible>("tick\n"), ()))
+                });
+                (StatusCode::CREATED, axum::body::Body::from_stream(chunks)).into_response()
+            }
+        }),
+    )
+}
+
+/// A stream still going at the engine's `max_duration` (heartbeats stop then) is
+/// recorded "not stored" before its lease lapses, counted from the call's start: a
+/// handler that takes 500 ms to answer, then streams on, is recorded at 0.6 s, and a
+/// duplicate at 1.0 s meets the record, not a lapsed lease. (Review of #24: the
+/// layer's deadline counted from the head, 1.1 s, after the lease lapsed by 0.9 s,
+/// and the duplicate ran the handler again.)
+#[tokio::test]
+async fn a_slow_head_then_a_long_stream_is_recorded_before_the_lease_lapses() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::new(short_engine()).global_keys();
+    let server = serve(endless(runs.clone(), Duration::from_millis(500)).layer(layer)).await;
+    let started = tokio::time::Instant::now();
+    let mut first = post_stream(&server.url, "\"slow-head\"").await;
+    assert_eq!(first.status(), 201);
+    // Keep reading the first stream, as its client does.
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = first.chunk().await {} });
+    tokio::time::sleep_until(started + Duration::from_millis(1000)).await;
+    let duplicate = post_stream(&server.url, "\"slow-head\"").await;
+    let status = duplicate.status();
+    reader.abort();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the handler ran twice for one key (the duplicate got {status})"
+    );
+}
+
+/// The same deadline through the drain: a client that leaves shortly before
+/// max_duration leaves the rest to be drained for `drain_timeout` (5 s here), but never
+/// past max_duration, when the heartbeats stop. (Review of #24: the drain ran its whole
+/// timeout, the lease lapsed mid-drain and a duplicate ran the handler again.)
+#[tokio::test]
+async fn a_drain_ends_at_max_duration_before_the_lease_lapses() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::new(short_engine())
+        .global_keys()
+        .drain_timeout(Duration::from_secs(5));
+    let server = serve(endless(runs.clone(), Duration::ZERO).layer(layer)).await;
+    let started = tokio::time::Instant::now();
+    let mut first = post_stream(&server.url, "\"drained\"").await;
+    assert_eq!(first.status(), 201);
+    first.chunk().await.unwrap().expect("a first chunk");
+    // The client leaves at 0.4 s; the layer drains the endless stream for 5 s.
+    tokio::time::sleep_until(started + Duration::from_millis(400)).await;
+    drop(first);
+    tokio::time::sleep_until(started + Duration::from_millis(1200)).await;
+    let duplicate = post_stream(&server.url, "\"drained\"").await;
+    let status = duplicate.status();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the handler ran twice for one key (the duplicate got {status})"
+    );
+}
+
+/// With `cancel_with_client`, a body that declares its `Content-Length` and whose
+/// stream ends one poll after its last byte: hyper stops polling the body once it wrote
+/// `Content-Length` bytes and drops it without reading its end. The copy is whole once
+/// it holds the declared length, so the retry replays it. (Review of #24: the record
+/// said "not stored", the rest handed to a zero-timeout drain that gave up at the first
+/// `Pending`, and the retry got 410.)
+#[tokio::test]
+async fn with_cancel_with_client_a_sized_stream_read_whole_is_replayed() {
+    sized_stream_read_whole_is_replayed(
+        IdempotencyLayer::new(Engine::new(MemoryStore::new()))
+            .global_keys()
+            .cancel_with_client(),
+    )
+    .await;
+}
+
+/// The same, detached (the default).
+#[tokio::test]
+async fn detached_a_sized_stream_read_whole_is_replayed() {
+    sized_stream_read_whole_is_replayed(
+        IdempotencyLayer::new(Engine::new(MemoryStore::new())).global_keys(),
+    )
+    .await;
+}
+
+async fn sized_stream_read_whole_is_replayed(layer: IdempotencyLayer) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let app = Router::new()
+        .route(
+            "/stream",
+            post(move || {
+                let runs = counted.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let chunks = futures_util::stream::unfold(0, |sent| async move {
+                        // The end comes a moment after the last byte (a file's EOF
+                        // read, a channel closed by another task).
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        (sent == 0).then_some((Ok::<_, std::convert::Infallible>("hello"), 1))
+                    });
+                    (
+                        StatusCode::CREATED,
+                        [("content-length", "5")],
+                        axum::body::Body::from_stream(chunks),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .layer(layer);
+    let server = serve(app).await;
+    let first = post_stream(&server.url, "\"sized\"").await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.text().await.unwrap(),
+        "hello",
+        "the client read it whole"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let retry = post_stream(&server.url, "\"sized\"").await;
+    let status = retry.status();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (status.as_u16(), retry.text().await.unwrap()),
+        (201, "hello".to_owned()),
+        "a response its client read whole is replayed"
+    );
+}
+
+/// A panicking handler gets a 500 problem, never a closed connection, with
+/// `cancel_with_client` too, where the guarded call runs in the request's future and
+/// the engine re-raises the panic after releasing the key. (Review of #24: it unwound
+/// into the server, which closed the connection without an answer.)
+#[tokio::test]
+async fn with_cancel_with_client_a_panicking_handler_still_gets_an_answer() {
+    let app = Router::new()
+        .route(
+            "/stream",
+            post(|| async {
+                if true {
+                    panic!("the handler panics");
+                }
+                "never"
+            }),
+        )
+        .layer(
+            IdempotencyLayer::new(Engine::new(MemoryStore::new()))
+                .global_keys()
+                .cancel_with_client(),
+        );
+    let server = serve(app).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/stream", server.url))
+        .header("idempotency-key", "\"panics\"")
+        .send()
+        .await;
+    assert_eq!(
+        answer.map(|response| response.status().as_u16()).ok(),
+        Some(500),
+        "an HTTP answer, not a closed connection"
     );
 }
