@@ -31,7 +31,7 @@
 //! |---|---|
 //! | first with this key | the handler runs; its status, `Location`, representation headers (`Content-Type`, `Content-Encoding`, `ETag`, ...) and body (up to 1 MiB) are recorded, and replayed for 24 hours ([`retention`](IdempotencyLayer::retention)) |
 //! | a retry | the recorded status, headers and body, plus `Idempotent-Replayed: true`; the handler does not run |
-//! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` the time left on the first's lease (or, with [`wait`](IdempotencyLayer::wait), the first's response) |
+//! | a retry while the first is in progress | 409 `in-progress` with `Retry-After` the time left on the first's lease (or, with [`wait`](IdempotencyLayer::wait), the first's response, marked `Idempotent-Replayed: true`) |
 //! | the same key with another method, path, query or body | 422 `mismatch` |
 //! | no key (required route) / a key too long or malformed, a list of keys or two `Idempotency-Key` fields | 400 `missing-key` / `key-too-long` / `invalid-key` |
 //! | a body over [`max_request_bytes`](IdempotencyLayer::max_request_bytes) (1 MiB) | 413 `request-too-large` |
@@ -40,6 +40,13 @@
 //! | a retry whose `Accept-Encoding` does not accept the recorded `Content-Encoding` | 406 `encoding-not-acceptable` (the handler does not run again; put compression outside the layer, see below) |
 //! | the handler panics | 500 `handler-panicked`; the key is released, so a retry runs it again |
 //! | the handler's response body fails or panics after its head was sent | the stream ends in an error; retries get 410 `response-not-stored` (the handler does not run again) |
+//! | the server runs the layer outside a tokio runtime | 500 `runtime-missing`; the handler does not run, the key is not taken |
+//!
+//! **`Retry-After` on a 409 is an upper bound**, not an estimate: the engine's heartbeats
+//! renew a running handler's lease, so the time left on it is nearly always the whole
+//! lease (30 s by default) however soon the handler ends. A client that obeys it waits
+//! that long; for short handlers, [`wait`](IdempotencyLayer::wait) holds the retry until
+//! the first's response instead.
 //!
 //! **The handler outlives its client.** On a tokio runtime (every axum server), the
 //! guarded call runs on a task of its own: a client that times out or disconnects drops
@@ -65,9 +72,13 @@
 //! an error, and is recorded "not stored", never as a truncated body. A client that
 //! leaves mid-stream leaves the rest to the layer, which reads it for the record for up
 //! to [`drain_timeout`](IdempotencyLayer::drain_timeout) (30 s), then drops it
-//! ("not stored"). A stream still going after the engine's `max_duration` (15 min by
-//! default; heartbeats stop then) is recorded "not stored" before its lease lapses, and
-//! goes on.
+//! ("not stored"), never past the engine's `max_duration` (15 min by default, counted
+//! from the call's start; heartbeats stop then): a stream still going then is recorded
+//! "not stored" before its lease lapses, and goes on. A body that declares its
+//! `Content-Length` is whole once that many bytes are copied. Trailers (gRPC's
+//! `grpc-status`, a checksum after the body) reach the first client but are **not
+//! recorded**: a replay has none, so do not guard a service whose answer is in its
+//! trailers.
 //!
 //! **Compression goes outside the layer.** Put tower-http's `CompressionLayer` (or any
 //! content coding) *outside* `IdempotencyLayer`, so the layer records the plain body and
@@ -86,6 +97,10 @@
 //! # let _ = app;
 //! ```
 //!
+//! In axum, `Router::layer` wraps what came before, so the layer added last is the
+//! outer one; in a `tower::ServiceBuilder` the order is the other way round: the first
+//! `.layer(..)` is the outer one, so write `ServiceBuilder::new().layer(CompressionLayer::new()).layer(idempotency)`.
+//!
 //! Compressed inside the layer, the record is the encoded body with its
 //! `Content-Encoding`, replayed as it was: a retry whose `Accept-Encoding` allows the
 //! coding gets it (decoding to the same bytes as the first response); one that does not
@@ -100,8 +115,16 @@
 //! writes in it and the response the layer records commit together, after the response
 //! has ended, or not at all. A server killed mid-handler leaves no rows; a retry runs
 //! the handler once (after the lease lapses) or replays the committed response. The
-//! glue is generic over idem's store `Transaction` trait, so this crate does not depend
-//! on sqlx, nor idem-postgres on HTTP.
+//! response is read whole before it goes out (it may not be sent before its commit), so
+//! it does not stream. A 4xx is recorded like a success, so its rows commit (undo them
+//! in a savepoint if they must not); a 5xx, a service error or a panic rolls them back
+//! and releases the key. Each request in progress holds one pooled connection for its
+//! whole handler, and the heartbeats need another now and then: size the store's pool
+//! for the concurrent guarded requests plus headroom, or duplicates and other keys wait
+//! for a connection and get 503 `store-unavailable`. The store's table must exist
+//! (`PgStore::migrate`, as for any use of the store). The glue is generic over idem's
+//! store `Transaction` trait, so this crate does not depend on sqlx, nor idem-postgres
+//! on HTTP.
 //!
 //! Every error is an RFC 9457 problem (`application/problem+json`) whose `type` names
 //! the case ([`Problem`]). **Server errors (5xx) are not recorded** by default: the key

@@ -58,7 +58,13 @@ use crate::record::Recorded;
 /// }
 ///
 /// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = PgStore::new(sqlx::PgPool::connect("postgres://app@127.0.0.1/app").await?);
+/// // The pool holds one connection per guarded request in progress, plus headroom.
+/// let pool = sqlx::postgres::PgPoolOptions::new()
+///     .max_connections(20)
+///     .connect("postgres://app@127.0.0.1/app")
+///     .await?;
+/// let store = PgStore::new(pool);
+/// store.migrate().await?; // idem's table (once, at start-up or in your migrations)
 /// let app: Router = Router::new().route("/payments", post(pay)).layer(
 ///     IdempotencyLayer::new(Engine::new(store))
 ///         .scope(|request| Some(request.headers.get("x-tenant")?.to_str().ok()?.to_owned()))
