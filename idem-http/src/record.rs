@@ -167,8 +167,18 @@ impl Recorded {
                 .record_headers
                 .iter()
                 .flat_map(|name| {
-                    response.headers().get_all(name).iter().filter_map(|value| {
-                        Some((name.to_string(), value.to_str().ok()?.to_owned()))
+                    // A value is opaque bytes: UTF-8 beyond ASCII (a `Location` with
+                    // a non-ASCII path) is kept too; only a value that is not UTF-8,
+                    // which the JSON head cannot hold, is left out (logged).
+                    response.headers().get_all(name).iter().filter_map(move |value| {
+                        match std::str::from_utf8(value.as_bytes()) {
+                            Ok(text) => Some((name.to_string(), text.to_owned())),
+                            Err(_) => {
+                                tracing::warn!(target: "idem", header = %name,
+                                    "a recorded header's value is not UTF-8: left out of the record");
+                                None
+                            }
+                        }
                     })
                 })
                 .collect();

@@ -1376,3 +1376,30 @@ async fn with_cancel_with_client_a_panicking_handler_still_gets_an_answer() {
         "an HTTP answer, not a closed connection"
     );
 }
+
+/// A header value beyond ASCII (a `Location` whose path is UTF-8) is recorded and
+/// replayed byte for byte. (Review of #24: only visible ASCII was kept, and the replay
+/// had no `Location`.)
+#[tokio::test]
+async fn a_utf8_header_value_is_replayed_byte_for_byte() {
+    let location = "/zahlungen/\u{e4}\u{f6}\u{fc}".as_bytes();
+    let app = Router::new()
+        .route(
+            "/stream",
+            post(move || async move {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    "location",
+                    axum::http::HeaderValue::from_bytes(location).unwrap(),
+                );
+                (StatusCode::CREATED, headers, "paid")
+            }),
+        )
+        .layer(IdempotencyLayer::new(engine()).global_keys());
+    let server = serve(app).await;
+    let first = post_stream(&server.url, "\"utf8\"").await;
+    assert_eq!(first.headers()["location"].as_bytes(), location);
+    let retry = post_stream(&server.url, "\"utf8\"").await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"].as_bytes(), location);
+}
