@@ -134,18 +134,31 @@ fn batch_bench(c: &mut Criterion) {
 
     let engine = Engine::new(store.clone());
     idem_core::batch_throughput!(c, "redis", &runtime, &engine, floor);
+    // This run's keys (hundreds of thousands), a slice at a time: one KEYS would
+    // outlast the connection's response timeout.
     runtime.block_on(async {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        for chunk in keys.chunks(1000) {
-            let _: () = redis::cmd("DEL")
-                .arg(chunk)
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(5000)
                 .query_async(&mut admin)
                 .await
                 .unwrap();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
     });
 }
