@@ -2,6 +2,8 @@
 //! fingerprinted, the handler run once per key by the guarded call, and the answer
 //! (the handler's response, a replayed one, or a problem).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,6 +184,10 @@ where
     Ok((call, Request::from_parts(parts, B::from(body))))
 }
 
+/// How a guarded call ended: its recorded response (the handler's or a replay), or why
+/// there is none.
+type Outcome<E> = Result<Report<Recorded>, Failed<E>>;
+
 /// Why a guarded request did not end with a recorded response.
 pub(crate) enum Failed<E> {
     /// idem's own error (in progress, mismatch, store...).
@@ -243,16 +249,35 @@ where
         return in_transaction(&*transactional, inner, config, call, request, head).await;
     }
     let mut sent = false;
-    // Boxed: the engine's future is large, and this one is moved whole into its box
-    // (and by tower's `Oneshot`) before it first runs; a pointer moves cheaply.
-    let outcome =
-        Box::pin(call.run_reported(|_| handle(inner, &config, request, head, reading, &mut sent)))
-            .await;
+    let outcome = in_store(call, inner, &config, request, head, reading, &mut sent).await;
     if let (true, Err(Failed::Idem(error))) = (sent, &outcome) {
         tracing::error!(target: "idem", %error,
             "the handler's response was given to its client, but it could not be recorded");
     }
     outcome
+}
+
+/// The engine's call of [`run`], boxed: the engine's future is large (about 10 KB),
+/// and this one is moved whole by the task and tower's `Oneshot` before it first runs;
+/// a pointer moves cheaply. Boxed in a plain function, not in `run`: an async fn keeps
+/// room in its own state for a temporary of the statement that awaits it, which would
+/// make `run`, and every future that holds it, as large as the engine's.
+fn in_store<'a, S, ReqBody, ResBody>(
+    call: Call,
+    inner: S,
+    config: &'a Config,
+    request: Request<ReqBody>,
+    head: oneshot::Sender<Response<Body>>,
+    reading: Reading,
+    sent: &'a mut bool,
+) -> Pin<Box<impl Future<Output = Outcome<S::Error>> + 'a>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + 'a,
+    ReqBody: 'a,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    Box::pin(call.run_reported(move |_| handle(inner, config, request, head, reading, sent)))
 }
 
 /// [`run`] in the store's transaction: the engine lends it to the handler (in the
