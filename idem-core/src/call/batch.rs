@@ -50,9 +50,16 @@ pub const DEFAULT_BATCH_CONCURRENCY: usize = 10;
 ///
 /// Items added with a group ([`item_in_group`](Batch::item_in_group): a FIFO queue's
 /// message group, a Kafka partition) run one after another in the order they were
-/// added, and a group stops at its first item that is not processed
-/// ([`BatchOutcome::is_processed`]): the rest of that group is
-/// [`Skipped`](BatchOutcome::Skipped), their keys released untouched.
+/// added. An item's turn passes to the next once its body has returned `Ok` (its
+/// effect is done) or it is replayed; its completion travels with the batch's
+/// completions and is not waited for, so it may still fail (a lease lost to another
+/// attempt: that item is then [`Failed`](BatchOutcome::Failed) though the next one
+/// ran, after it). A group stops at its first item whose body failed or panicked, or
+/// that did not run here (in progress elsewhere, a store error before its body, an
+/// invalid key): the rest of that group is [`Skipped`](BatchOutcome::Skipped), their
+/// keys released untouched. Effects within a group therefore happen in order; a queue
+/// helper that reports a failed item and the items after it keeps the redelivery in
+/// order too.
 ///
 /// ```
 /// use idem_core::{Batch, BatchOutcome, Engine, Error, MemoryStore};
@@ -110,7 +117,7 @@ pub enum BatchOutcome<T, E> {
     /// not be guarded (a store error, a lost lease): the error, as a call would return
     /// it.
     Failed(E),
-    /// Not run: an earlier item of its group was not processed, so this one may not run
+    /// Not run: an earlier item of its group failed or did not run, so this one may not run
     /// out of order. Its key was taken and released untouched.
     Skipped,
     /// The key cannot be encoded (a float, an empty value, a record id too long for
@@ -199,7 +206,7 @@ impl<I, P> Batch<I, P> {
 
     /// Adds an item as [`item`](Batch::item) does, in `group`: the group's items run one
     /// after another in the order they were added, and the group stops at its first item
-    /// that is not processed.
+    /// whose body failed or that did not run here (see [`Batch`] for the exact rule).
     pub fn item_in_group<K: Serialize + ?Sized>(
         mut self,
         key: &K,
@@ -407,18 +414,42 @@ where
         answers(engine.store().begin_batch(&requests).await, count)
     })
     .await;
-    let mut answers = spread(answers, count).into_iter();
+    // A batch that failed as a whole for a passing reason (its timeout, a lost
+    // connection: one slow item delays them all) may have been applied in part, and
+    // its items' keys held by these very attempts: each item's begin is sent again on
+    // its own, as the same attempt, so one already applied reads back as held (and its
+    // body runs) instead of leaving the key held by nobody until its lease lapses.
+    let resend = matches!(&answers, Err(error) if error.is_transient());
+    let answers = spread(answers, count);
+    let found = futures_util::future::join_all(
+        slots
+            .iter_mut()
+            .filter_map(|slot| match slot {
+                Slot::Begin { guard, .. } => Some(guard),
+                _ => None,
+            })
+            .zip(answers)
+            .map(|(guard, answer)| async move {
+                if resend {
+                    guard.acquire().await
+                } else {
+                    begun(guard, answer).await
+                }
+            }),
+    )
+    .await;
+    let mut found = found.into_iter();
     for slot in slots.iter_mut() {
         if !matches!(slot, Slot::Begin { .. }) {
             continue;
         }
-        let answer = answers.next().expect("one answer per request");
-        let Slot::Begin { mut guard, input } =
+        let found = found.next().expect("one answer per request");
+        let Slot::Begin { guard, input } =
             std::mem::replace(slot, Slot::Done(BatchOutcome::Skipped))
         else {
             unreachable!("matched above")
         };
-        *slot = match begun(&mut guard, answer).await {
+        *slot = match found {
             Ok(found) => match guard.taken(found, errors).await {
                 Ok(Taken::Held(held)) => Slot::Held { guard, held, input },
                 Ok(Taken::Replayed(report)) => Slot::Done(BatchOutcome::Replayed(report)),
@@ -511,7 +542,26 @@ async fn complete_all(
             answers(engine.store().complete_batch(&completions).await, count)
         })
         .await;
-        for (sender, answer) in senders.into_iter().zip(spread(answers, count)) {
+        // As for begins: a batch that failed as a whole for a passing reason may have
+        // been applied in part; each completion is sent again on its own (the same
+        // attempt's: one already applied reads back as this attempt's), each under a
+        // store timeout of its own, so one slow item does not leave every other item
+        // "ran, not recorded".
+        let answers = match answers {
+            Err(error) if error.is_transient() => {
+                futures_util::future::join_all(completions.iter().map(|(attempt, completion)| {
+                    store_call(
+                        engine,
+                        namespace,
+                        "complete",
+                        engine.store().complete(attempt, completion),
+                    )
+                }))
+                .await
+            }
+            answers => spread(answers, count),
+        };
+        for (sender, answer) in senders.into_iter().zip(answers) {
             // An item that is gone (a panic unwinding) needs no answer.
             let _ = sender.send(answer);
         }
@@ -530,7 +580,7 @@ struct Shared<'a, B, P, I, T, E, Fut> {
 
 /// How a held item's turn went.
 enum Turned<T, E> {
-    /// Its group's previous item was not processed.
+    /// Its group's previous item failed or did not run here.
     Skipped,
     /// Its lease was lost while it waited: it must not run.
     LeaseLost,
