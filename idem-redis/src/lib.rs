@@ -118,7 +118,8 @@
 //! round trips instead of 2N, each script still on its one key and answered alone
 //! (a script that meets `NOSCRIPT` is sent again with its text, one that meets `-OOM`
 //! is answered from a read, as for a single call), then one `WAIT` for the batch if
-//! the store waits. One script over many keys would be one round trip too, but fails
+//! the store waits (on a cluster, one on the master of each slot the batch completed
+//! on, since each master counts only its own replicas). One script over many keys would be one round trip too, but fails
 //! with `CROSSSLOT` on a cluster; on a cluster a pipeline must stay within one slot,
 //! so there each script is sent alone, all at once, over the cluster connection's one
 //! connection per node.
@@ -156,7 +157,8 @@
 //! [`wait_for_aof`](RedisStoreBuilder::wait_for_aof) every master must be Redis 7.2 or
 //! newer. Replicas are not read: give them the masters' settings, since one may be
 //! promoted. [`wait_for_replicas`](RedisStoreBuilder::wait_for_replicas) sends `WAIT` to
-//! the master that holds the completed record.
+//! the master that holds the completed record (after a batch, to each master that
+//! holds one of its completed records).
 //!
 //! Durability is that of each master and its replicas, as under "Durability" above: a
 //! manual `CLUSTER FAILOVER` (without `FORCE`) waits until the replica has every write

@@ -645,15 +645,24 @@ impl Store for RedisStore {
             .zip(answers)
             .map(|((attempt, _), answer)| self.held_answer("complete", attempt, answer))
             .collect();
-        let applied = completions
-            .iter()
-            .zip(&written)
-            .find(|((attempt, _), written)| Self::completion_applied(attempt, written));
-        if let (Some(((attempt, _), _)), Some(durability)) = (applied, self.durability) {
-            // One server: every completion went on the connection this `WAIT` counts.
-            // A cluster: each master holds its own; the first is waited for, as one
-            // completion's would be (see the crate documentation).
-            self.wait_for(durability, attempt).await;
+        if let Some(durability) = self.durability {
+            // One server: every completion went on the connection one `WAIT` counts.
+            // A cluster: each master holds its own completions and counts its own
+            // replicas, so each slot written is waited for on its master (one `WAIT` per
+            // slot, one at a time: at least one per master involved).
+            let mut waited = std::collections::HashSet::new();
+            for ((attempt, _), written) in completions.iter().zip(&written) {
+                if !Self::completion_applied(attempt, written) {
+                    continue;
+                }
+                let slot = redis::cluster_routing::Slot::for_key(self.key(&attempt.id));
+                if !self.connection.is_cluster() && !waited.is_empty() {
+                    break;
+                }
+                if waited.insert(slot) {
+                    self.wait_for(durability, attempt).await;
+                }
+            }
         }
         written
     }

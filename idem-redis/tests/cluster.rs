@@ -459,3 +459,60 @@ fn a_redirect_that_reaches_the_store_is_transient() {
         assert!(matches!(store.begin(&begin).await, Ok(Written::Applied(1))));
     });
 }
+
+/// A batch's completions on a cluster land on several masters, each of which counts only
+/// its own replicas: with `wait_for_replicas`, every master the batch completed on gets
+/// its `WAIT` (counted in `INFO commandstats`). (Review of #28: only the first applied
+/// completion's master was waited for. Mutation tried: waiting once per batch: this test
+/// fails.)
+#[test]
+#[ignore = "starts its own Redis Cluster (scripts/test runs it)"]
+fn a_batch_waits_on_every_master_it_completed_on() {
+    let cluster = exclusive();
+    let waits = |port: u16| -> u64 {
+        let stats: String = on(port, redis::cmd("INFO").arg("commandstats"));
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_wait:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    runtime().block_on(async {
+        let masters = cluster.masters();
+        let before: Vec<u64> = masters.iter().map(|m| waits(m.port)).collect();
+        let prefix = common::unique_prefix("batch-wait");
+        let store = RedisStore::builder(cluster.connection().await)
+            .prefix(&prefix)
+            .wait_for_replicas(1, Duration::from_secs(2))
+            .build()
+            .await
+            .expect("the test's own cluster");
+        let engine = idem_core::Engine::new(store.clone());
+        let keys: Vec<String> = (0..24).map(|k| format!("w-{k}")).collect();
+        let owners = common::own_cluster::slot_owners(&masters);
+        let spread: std::collections::HashSet<u16> = keys
+            .iter()
+            .map(|key| {
+                let id = engine.record_id("cluster::wait", key).unwrap();
+                owners[&cluster.slot_of(&store.key(&id))]
+            })
+            .collect();
+        assert_eq!(spread.len(), masters.len(), "the keys are on every master");
+        let outcomes = keys
+            .iter()
+            .fold(
+                idem_core::Batch::new("cluster::wait").engine(&engine),
+                |batch, key| batch.item(key, ()),
+            )
+            .run(|_, ()| async { Ok::<_, idem_core::Error>(1u8) })
+            .await;
+        assert!(outcomes.iter().all(|o| o.is_processed()));
+        for (master, before) in masters.iter().zip(before) {
+            assert!(
+                waits(master.port) > before,
+                "master {} holds completions of the batch but got no WAIT",
+                master.port
+            );
+        }
+    });
+}
