@@ -385,3 +385,26 @@ async fn a_batch_completion_that_timed_out_is_sent_again_item_by_item() {
         );
     }
 }
+
+/// A group's item that repeats an earlier item's key (here outside the group) passes
+/// the group's turn on as that item ended: after a first item that failed the rest of
+/// the group is skipped; after one that ran, the group goes on.
+#[tokio::test]
+async fn a_repeat_in_a_group_passes_the_turn_on_as_its_first_item_ended() {
+    let (_, engine) = setup();
+    let run = |fail: &'static str| {
+        Batch::new(NS)
+            .engine(&engine)
+            .item("r1", "r1")
+            .item_in_group("r1", "G", "r1 again")
+            .item_in_group("r2", "G", "r2")
+            .run(move |_, name: &'static str| async move {
+                match name == fail {
+                    true => Err(Error::Config("failed on purpose".into())),
+                    false => Ok(()),
+                }
+            })
+    };
+    assert_eq!(kinds(&run("r1").await), ["failed", "repeated", "skipped"]);
+    assert_eq!(kinds(&run("none").await), ["ran", "repeated", "ran"]);
+}

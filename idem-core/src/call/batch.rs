@@ -57,7 +57,9 @@ pub const DEFAULT_BATCH_CONCURRENCY: usize = 10;
 /// ran, after it). A group stops at its first item whose body failed or panicked, or
 /// that did not run here (in progress elsewhere, a store error before its body, an
 /// invalid key): the rest of that group is [`Skipped`](BatchOutcome::Skipped), their
-/// keys released untouched. Effects within a group therefore happen in order; a queue
+/// keys released untouched. An item that repeats an earlier item's key
+/// ([`Repeated`](BatchOutcome::Repeated)) passes the turn on once that item has its
+/// outcome, as that item ended: a producer's duplicate does not stop its group. Effects within a group therefore happen in order; a queue
 /// helper that reports a failed item and the items after it keeps the redelivery in
 /// order too.
 ///
@@ -124,7 +126,8 @@ pub enum BatchOutcome<T, E> {
     /// the store): [`Error::InvalidKey`]. Nothing was written; no delivery can succeed.
     InvalidKey(Error),
     /// The same key as the item at index `first` of this batch: not run, and nothing
-    /// written for it. Its effect is the first item's.
+    /// written for it. Its effect is the first item's; in a group, its turn ends as
+    /// the first item ended (processed or not).
     Repeated {
         /// The index of the first item with this key.
         first: usize,
@@ -134,8 +137,9 @@ pub enum BatchOutcome<T, E> {
 impl<T, E> BatchOutcome<T, E> {
     /// Whether the item's effect is done and recorded or replayed ([`Ran`](Self::Ran),
     /// [`Replayed`](Self::Replayed)): an item that is not should be delivered again (a
-    /// queue's partial-failure report). A [`Repeated`](Self::Repeated) item is not:
-    /// delivered again, it replays its first item's record.
+    /// queue's partial-failure report). A [`Repeated`](Self::Repeated) item is not by
+    /// itself: it is processed when its first item is (delivered again, it replays that
+    /// item's record).
     pub fn is_processed(&self) -> bool {
         matches!(self, BatchOutcome::Ran(_) | BatchOutcome::Replayed(_))
     }
@@ -266,8 +270,13 @@ impl<I, P> Batch<I, P> {
             items,
             errors,
         } = self;
+        // A repeated key's item hears how its first item ended (`repeats`), which the
+        // first tells each of its repeats (`tells`) once it has its outcome.
+        let mut tells: Vec<Vec<oneshot::Sender<bool>>> = items.iter().map(|_| Vec::new()).collect();
+        let mut repeats: Vec<Option<oneshot::Receiver<bool>>> =
+            items.iter().map(|_| None).collect();
         let mut groups = Vec::with_capacity(items.len());
-        let mut seen = HashMap::with_capacity(items.len());
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
         for (index, Item { key, group, input }) in items.into_iter().enumerate() {
             groups.push(group);
@@ -288,6 +297,9 @@ impl<I, P> Batch<I, P> {
                     guard.wait = None;
                     match seen.entry(guard.request.id.clone()) {
                         std::collections::hash_map::Entry::Occupied(first) => {
+                            let (tell, hear) = oneshot::channel();
+                            tells[*first.get()].push(tell);
+                            repeats[index] = Some(hear);
                             Slot::Done(BatchOutcome::Repeated {
                                 first: *first.get(),
                             })
@@ -322,10 +334,24 @@ impl<I, P> Batch<I, P> {
             errors: &errors,
             _items: PhantomData,
         };
-        let outcomes =
-            futures_util::future::join_all(slots.into_iter().zip(turns).map(
-                |(slot, (turn, next))| shared.run_item(slot, turn, next, completions.clone()),
-            ));
+        let outcomes = futures_util::future::join_all(
+            slots.into_iter().zip(turns).zip(repeats).zip(tells).map(
+                |(((slot, (turn, next)), repeat), tell)| {
+                    let completions = completions.clone();
+                    let shared = &shared;
+                    async move {
+                        let outcome = shared.run_item(slot, turn, next, repeat, completions).await;
+                        // A panic drops the senders: its repeats hear "not processed".
+                        if let Ok(outcome) = &outcome {
+                            for tell in tell {
+                                let _ = tell.send(outcome.is_processed());
+                            }
+                        }
+                        outcome
+                    }
+                },
+            ),
+        );
         // The channel closes once every item is done with its sender.
         drop(completions);
         let completing = complete_all(completer, pending);
@@ -605,15 +631,21 @@ where
         slot: Slot<I, T, E>,
         turn: Option<oneshot::Receiver<bool>>,
         next: Option<oneshot::Sender<bool>>,
+        repeat: Option<oneshot::Receiver<bool>>,
         completions: mpsc::UnboundedSender<Pending>,
     ) -> Result<BatchOutcome<T, E>, Caught> {
         match slot {
             Slot::Done(outcome) => {
-                let outcome = match my_turn(turn).await {
-                    true => outcome,
-                    false => BatchOutcome::Skipped,
+                if !my_turn(turn).await {
+                    hand_on(next, false);
+                    return Ok(BatchOutcome::Skipped);
+                }
+                // A repeat hands its group on as its first item ended.
+                let processed = match repeat {
+                    Some(first) => first.await.unwrap_or(false),
+                    None => outcome.is_processed(),
                 };
-                hand_on(next, outcome.is_processed());
+                hand_on(next, processed);
                 Ok(outcome)
             }
             Slot::Begin { .. } => unreachable!("every key was begun"),
