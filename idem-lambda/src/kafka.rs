@@ -5,7 +5,10 @@
 //! items of one group, in offset order: they run one after another, and the partition
 //! stops at its first record that is not processed. Lambda's partial batch response for
 //! Kafka event sources (provisioned mode, `ReportBatchItemFailures`) names each failed
-//! record as `<topic>-<partition>-<offset>`.
+//! record as `<topic>-<partition>-<offset>`: the identifier Middy's
+//! `event-batch-response` documents for Amazon MSK and self-managed Kafka; AWS's own
+//! Kafka pages describe the setting but show no response, so check it against your
+//! event source mapping before relying on it.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use idem_core::{Batch, BatchOutcome, Namespace};
