@@ -129,4 +129,4 @@ pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};
 pub use error::Error;
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
-pub use store::Store;
+pub use store::{Isolation, Store};

@@ -18,9 +18,12 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use idem_core::store::{Attempt, Completion, StoreError, Transaction, Written};
+use idem_core::store::{
+    Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction, Written,
+};
 use idem_core::{Call, Report};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
@@ -187,10 +190,23 @@ impl<Tx> Shared<Tx> {
 impl<Tx: Transaction> Transaction for Shared<Tx> {
     type Store = Tx::Store;
 
-    async fn open(store: &Tx::Store) -> Result<Self, StoreError> {
+    async fn open(store: &Tx::Store, isolation: Option<Isolation>) -> Result<Self, StoreError> {
         Ok(Shared {
-            lent: Arc::new(Mutex::new(Some(Tx::open(store).await?))),
+            lent: Arc::new(Mutex::new(Some(Tx::open(store, isolation).await?))),
         })
+    }
+
+    fn holds_key(store: &Tx::Store) -> bool {
+        Tx::holds_key(store)
+    }
+
+    /// Before the handler runs: the engine has it alone.
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
+        let mut held = self.given_back()?;
+        let transaction = held
+            .as_mut()
+            .ok_or_else(|| StoreError::permanent("the transaction has ended"))?;
+        transaction.hold(request, wait).await
     }
 
     async fn complete(

@@ -10,13 +10,19 @@
 //! Settings, from the environment: `LEDGER_URL`, `LEDGER_SCHEMA`, `LEDGER_KEYS`
 //! (comma-separated), `LEDGER_MODE` (`storm`: each key once, in a random order, 6 at a
 //! time, some bodies stalling past their lease; `stall`: every body stalls; `sweep`:
-//! each key until it has a value, waiting for attempts in progress).
+//! each key until it has a value, waiting for attempts in progress; `hang`: every body
+//! writes its ledger row, then never ends, for a test to kill the process mid-body),
+//! `LEDGER_FORM` (`lock`, the default: the key held by the body's transaction, its row
+//! lock the lease; `lease`: a clock lease renewed by heartbeats,
+//! `PgStoreBuilder::lock_held(false)`).
 //! Exits 0 when every delivery ended in one of the expected ways, 2 otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_core::store::{Attempt, Completion, StoreError, Transaction, Written};
+use idem_core::store::{
+    Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction, Written,
+};
 use idem_core::{Call, Engine, EngineBuilder, Error};
 use idem_postgres::{PgStore, PgTransaction};
 use sqlx::postgres::PgPoolOptions;
@@ -37,8 +43,16 @@ struct Announced(PgTransaction);
 impl Transaction for Announced {
     type Store = PgStore;
 
-    async fn open(store: &PgStore) -> Result<Self, StoreError> {
-        PgTransaction::open(store).await.map(Announced)
+    async fn open(store: &PgStore, isolation: Option<Isolation>) -> Result<Self, StoreError> {
+        PgTransaction::open(store, isolation).await.map(Announced)
+    }
+
+    fn holds_key(store: &PgStore) -> bool {
+        PgTransaction::holds_key(store)
+    }
+
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
+        self.0.hold(request, wait).await
     }
 
     async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
@@ -64,7 +78,14 @@ fn setting(name: &str) -> String {
 }
 
 /// One delivery of `key`: the payment, written to the ledger in idem's transaction.
-async fn pay(engine: &Engine, schema: &str, key: &str, stall: bool, wait: bool) -> &'static str {
+async fn pay(
+    engine: &Engine,
+    schema: &str,
+    key: &str,
+    stall: bool,
+    wait: bool,
+    hang: bool,
+) -> &'static str {
     let insert = format!("INSERT INTO \"{schema}\".ledger (key, fence, pid) VALUES ($1, $2, $3)");
     let mut call = Call::new(NAMESPACE, key).engine(engine);
     if wait {
@@ -88,6 +109,10 @@ async fn pay(engine: &Engine, schema: &str, key: &str, stall: bool, wait: bool) 
                 .execute(&mut *tx.0)
                 .await
                 .map_err(|e| Error::Config(format!("the ledger insert failed: {e}")))?;
+            if hang {
+                println!("WROTE {key} {}", ctx.fence());
+                std::future::pending::<()>().await;
+            }
             Ok::<_, Error>(ctx.fence())
         })
         .await;
@@ -117,8 +142,14 @@ async fn main() {
         .connect(&setting("LEDGER_URL"))
         .await
         .expect("the PostgreSQL server answers");
+    let lock_held = match std::env::var("LEDGER_FORM").as_deref() {
+        Ok("lock") | Err(_) => true,
+        Ok("lease") => false,
+        Ok(other) => panic!("unknown LEDGER_FORM {other}"),
+    };
     let store = PgStore::builder(pool)
         .schema(schema.clone())
+        .lock_held(lock_held)
         .build()
         .unwrap();
     let engine = EngineBuilder::from_arc(Arc::new(store))
@@ -138,12 +169,16 @@ async fn main() {
         deliveries.push(tokio::spawn(async move {
             let _slot = parallel.acquire().await.unwrap();
             let outcome = match mode.as_str() {
-                "storm" => pay(&engine, &schema, &key, fastrand::u8(0..10) == 0, false).await,
-                "stall" => pay(&engine, &schema, &key, true, false).await,
+                "storm" => {
+                    let stall = fastrand::u8(0..10) == 0;
+                    pay(&engine, &schema, &key, stall, false, false).await
+                }
+                "stall" => pay(&engine, &schema, &key, true, false, false).await,
+                "hang" => pay(&engine, &schema, &key, false, false, true).await,
                 "sweep" => {
                     let mut outcome = "unexpected";
                     for _ in 0..20 {
-                        outcome = pay(&engine, &schema, &key, false, true).await;
+                        outcome = pay(&engine, &schema, &key, false, true, false).await;
                         if matches!(outcome, "ran" | "replayed") {
                             break;
                         }

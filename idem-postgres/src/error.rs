@@ -15,6 +15,22 @@ fn transient_code(code: &str) -> bool {
         )
 }
 
+/// Whether `error` is the database's answer to a lock it waited for past
+/// `lock_timeout` (`55P03`): another transaction holds the row.
+pub(crate) fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    has_code(error, |code| code == "55P03")
+}
+
+/// Whether `error` is a serialization failure or a deadlock (`40001`, `40P01`): a
+/// fresh transaction may succeed.
+pub(crate) fn is_conflict(error: &sqlx::Error) -> bool {
+    has_code(error, |code| code == "40001" || code == "40P01")
+}
+
+fn has_code(error: &sqlx::Error, code: impl Fn(&str) -> bool) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.code().is_some_and(|c| code(&c)))
+}
+
 /// Classes a sqlx error met by `operation` on `table`: the lost connections, pool
 /// timeouts and the server's "not now" answers are transient; a row that cannot be
 /// decoded is malformed; the rest (a missing table or permission, a constraint) is

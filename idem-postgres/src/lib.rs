@@ -75,7 +75,15 @@
 //! );
 //! ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS data_bytes bytea;
 //! CREATE INDEX IF NOT EXISTS "idem_records_expires_at_s" ON "idem_records" (expires_at_s);
+//! CREATE SEQUENCE IF NOT EXISTS "idem_records_fence";  -- the lock-held form's fences
 //! ```
+//!
+//! ## Upgrading a table made before the lock-held form
+//! The transactional form takes its fences from the sequence `"{table}_fence"`, which
+//! earlier builds did not create: run the new version's [`PgStore::migrate`] (or its
+//! `CREATE SEQUENCE IF NOT EXISTS`) before the deploy. Without it every
+//! `run_in_transaction` fails with a permanent store error naming the sequence, and no
+//! body runs; plain calls are not affected.
 //!
 //! ## Upgrading a table made before the bytes codec
 //! A value that serializes as bytes (`bytes::Bytes`, `Vec<u8>`, an `idem-http`
@@ -122,11 +130,62 @@
 //! would be.
 //!
 //! # Exactly once, in one transaction
-//! With [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) the key is
-//! taken as usual (the lease is committed at once, so duplicates see the call in
-//! progress), then a transaction is opened on the pool and handed to the body as a
-//! [`PgTransaction`]. The completion is written in that transaction, conditional on the
-//! attempt still holding the key, and committed with the body's writes:
+//! With [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) the body gets
+//! a transaction on the pool as a [`PgTransaction`]; the completion is written in it and
+//! committed with the body's writes, so the two commit together or not at all.
+//!
+//! ## The lease is the transaction
+//! By default the transaction also holds the key (`docs/protocol.md` §3.6): it is
+//! opened first, at the call's [isolation level](idem_core::Call::isolation), and one
+//! statement inserts the record's row in progress, or updates it if it is free, leaving
+//! it locked until the transaction ends. That row lock is the lease: nothing renews it
+//! and no clock ends it.
+//! - A duplicate meets the locked row and answers
+//!   [`Error::InProgress`](idem_core::Error::InProgress) after 1 ms (the statement sets
+//!   its own `lock_timeout`), or with [`wait`](idem_core::Call::wait) waits for the
+//!   commit (then replays) or the rollback (then takes the key), holding a pooled
+//!   connection no longer than its wait.
+//! - A body error, a panic or a dropped future rolls back, and the key is free at once.
+//! - A process that dies mid-body frees the key when PostgreSQL ends its session: at
+//!   once when the process's socket is closed by its kernel (a crash, a SIGKILL; the
+//!   `idem-ledger` test measures it), after the server's TCP keepalives
+//!   (`tcp_keepalives_idle`, `tcp_keepalives_interval`, `tcp_keepalives_count`) when the
+//!   client's host vanishes. A process that is paused keeps its session, and so the key,
+//!   until it resumes, or until the server's `idle_in_transaction_session_timeout` (or
+//!   `statement_timeout`, for a body stuck in a statement) ends the session. Set them
+//!   for the role that runs your bodies if you need a bound, and above your slowest
+//!   body: they end a legitimately slow body the same way. The store sets none of them
+//!   itself (they would bound your bodies behind your back); it sets only its own
+//!   statements' `lock_timeout`.
+//! - The fence comes from a sequence (`"{table}_fence"`, made by the migration) added to
+//!   the row's: a rolled-back or crashed attempt's fence is never handed out again.
+//! - Serialization failures and deadlocks roll everything back; in the completion or the
+//!   commit they are a transient store error with the database's error as its source,
+//!   and in the body the body's own error. Under REPEATABLE READ and SERIALIZABLE a
+//!   duplicate that waited meets one when the holder commits, and begins again in a
+//!   fresh transaction that replays.
+//!
+//! It is the default because the transactional form already holds a pooled connection
+//! for the whole body, and with it the clock lease adds only what can go wrong: a
+//! heartbeat that needs a second connection (and lapses when the pool has none), a row
+//! update during the body (which makes every REPEATABLE READ or SERIALIZABLE completion
+//! after the first heartbeat fail with a serialization error), a crash that blocks the
+//! key for the whole lease, and a committed begin before the body (one more round trip
+//! and commit). What it gives up: the attempt is invisible while it runs (its row is
+//! uncommitted: [`PgStore::read`](idem_core::Store::read) and `idem list` show the
+//! record as it was before it; the lock shows in `pg_locks`), a plain
+//! [`run`](idem_core::Call::run) on the same key waits on the lock for the commit (or
+//! fails with a transient store error after the engine's store timeout), the transaction holds back the vacuum horizon while the body
+//! runs, and `max_duration` and [`Context::lease_lost`](idem_core::Context::lease_lost)
+//! mean nothing (a paused holder keeps the key, as said above).
+//! [`PgStoreBuilder::lock_held(false)`](PgStoreBuilder::lock_held) restores the clock
+//! lease, described next.
+//!
+//! ## Under a clock lease
+//! With `lock_held(false)` the key is taken as a plain call's (the lease is committed
+//! at once, so duplicates see the call in progress), then the transaction is opened and
+//! handed to the body. The completion is written in it, conditional on the attempt
+//! still holding the key, and committed with the body's writes:
 //! - a duplicate that arrives meanwhile waits on the completion's row lock, then sees
 //!   the completed record;
 //! - a lost lease (another attempt took over) refuses the completion: everything the
@@ -138,7 +197,9 @@
 //!   lock, so the release waits for it and is refused with the completion).
 //!
 //! Heartbeats and releases use other connections of the pool: size it for the body's
-//! transaction plus one.
+//! transaction plus one. The isolation level applies here too, but a body that runs
+//! past a third of the lease has its row renewed by a heartbeat, and under REPEATABLE
+//! READ or SERIALIZABLE its completion then fails with a serialization error.
 //!
 //! # Expiry
 //! Expired rows are free by the predicates above, so nothing needs to delete them for

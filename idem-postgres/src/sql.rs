@@ -11,6 +11,7 @@ const COLUMNS: &str = "state, owner, fence, lease_until_ms, expires_at_s, finger
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) begin: Arc<str>,
+    pub(crate) hold: Arc<str>,
     pub(crate) complete: Arc<str>,
     pub(crate) extend: Arc<str>,
     pub(crate) release: Arc<str>,
@@ -29,11 +30,19 @@ pub(crate) fn qualified(schema: Option<&str>, table: &str) -> String {
     }
 }
 
+/// The sequence the lock-held form takes its fences from: `"{table}_fence"`, beside
+/// the table. A sequence is not rolled back with the transaction that drew from it, so
+/// a rolled-back attempt's fence is never handed out again.
+pub(crate) fn fences(schema: Option<&str>, table: &str) -> String {
+    qualified(schema, &format!("{table}_fence"))
+}
+
 /// The migration: the table, with the record's fields as columns, and the index that
 /// serves the cleanup. Idempotent (`IF NOT EXISTS`); on a table made by an earlier
 /// version it adds the `data_bytes` column (a metadata change, no rewrite).
 pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
     let t = qualified(schema, table);
+    let fences = fences(schema, table);
     let create_schema = match schema {
         Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"),
         None => String::new(),
@@ -55,6 +64,7 @@ pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS data_bytes bytea;
 CREATE INDEX IF NOT EXISTS \"{table}_expires_at_s\" ON {t} (expires_at_s);
+CREATE SEQUENCE IF NOT EXISTS {fences};
 "
     )
 }
@@ -66,20 +76,24 @@ CREATE INDEX IF NOT EXISTS \"{table}_expires_at_s\" ON {t} (expires_at_s);
 /// The current row is read `FOR UPDATE`: under READ COMMITTED that is the newest
 /// committed version of the row (the one whose lock the write waited for), not the
 /// statement's snapshot.
-fn write_then_current(t: &str, write: &str) -> String {
+///
+/// `before` is what the write reads first (common table expressions, each followed by
+/// a comma), and `then` a text expression computed once the write applied, in its
+/// answer's `after_write` column (after the write, as the row is returned).
+fn write_then_current(t: &str, before: &str, write: &str, then: &str) -> String {
     format!(
-        "WITH written AS ({write} RETURNING fence),
+        "WITH {before}written AS ({write} RETURNING fence),
 current AS (
     SELECT {COLUMNS} FROM {t} WHERE id = $1 AND NOT EXISTS (SELECT FROM written) FOR UPDATE
 )
 SELECT true AS applied, fence, NULL::text AS state, NULL::text AS owner,
        NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
        NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
-       NULL::integer AS format, NULL::text AS codec
+       NULL::integer AS format, NULL::text AS codec, {then} AS after_write
   FROM written
 UNION ALL
 SELECT false, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
-       data_bytes, format, codec
+       data_bytes, format, codec, NULL
   FROM current"
     )
 }
@@ -123,49 +137,91 @@ SELECT false, id, fence, state, owner, lease_until_ms, expires_at_s, fingerprint
     )
 }
 
+/// The key's row locks are waited for at most `$9` (a `lock_timeout`, text: `'1ms'`),
+/// in the statement's own transaction: `lock_timeout` as it was is kept in `saved`,
+/// and set for this transaction in `bounded`, which the write reads first.
+const BOUNDED: &str =
+    "saved AS MATERIALIZED (SELECT current_setting('lock_timeout') AS lock_timeout),
+bounded AS MATERIALIZED (SELECT set_config('lock_timeout', $9, true) FROM saved),
+";
+
+/// `lock_timeout` as it was before [`BOUNDED`], set back once the key is taken, for the
+/// statements that follow in the same transaction (the body's).
+const RESTORED: &str = "set_config('lock_timeout', (SELECT lock_timeout FROM saved), true)";
+
+/// Not computed: the statement leaves nothing to undo.
+const NOTHING: &str = "NULL::text";
+
+/// The record is free at `$3`: completed and expired, or in progress past its lease.
+const FREE: &str = "CASE r.state WHEN 'COMPLETED' THEN $3 >= r.expires_at_s * 1000
+                       ELSE $3 >= r.lease_until_ms END";
+
 /// The attempt holds the record: in progress, its owner ($2) and fence ($3).
 const HELD: &str = "id = $1 AND state = 'INPROGRESS' AND owner = $2 AND fence = $3";
+
+/// The write that takes a key: the row inserted with the fence `new_fence`, or, if the
+/// record is free at `$3`, updated with `fence` (over the row `r`, and `excluded`, the
+/// row that was to be inserted); in progress, owned by `$2`, its lease until `lease`.
+/// `from` is what the inserted row is selected from first (nothing, or [`BOUNDED`]'s
+/// `FROM bounded`).
+fn take(t: &str, from: &str, new_fence: &str, fence: &str, lease: &str) -> String {
+    format!(
+        "INSERT INTO {t} AS r (id, state, owner, fence, lease_until_ms, expires_at_s,
+                        fingerprint, outcome, data, data_bytes, format, codec)
+    SELECT $1, 'INPROGRESS', $2, {new_fence}, {lease}, $5, $6, NULL, NULL, NULL, $7, $8
+      {from}
+    ON CONFLICT (id) DO UPDATE SET state = 'INPROGRESS', owner = excluded.owner,
+        fence = {fence}, lease_until_ms = excluded.lease_until_ms,
+        expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
+        outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
+        codec = excluded.codec
+    WHERE {FREE}"
+    )
+}
 
 impl Statements {
     pub(crate) fn new(schema: Option<&str>, table: &str) -> Statements {
         let t = qualified(schema, table);
         // The recorded value is in `data` (text) for the JSON codec, as every version
         // wrote it, and in `data_bytes` (bytea) for the bytes codec.
-        // Begin: applied iff there is no row or the row is free at $3 (completed and
-        // expired, or in progress past its lease); the fence is incremented in place.
-        let begin = write_then_current(
+        // Begin: applied iff there is no row or the row is free at $3; the fence is
+        // incremented in place.
+        let begin = write_then_current(&t, "", &take(&t, "", "1", "r.fence + 1", "$4"), NOTHING);
+        // Hold (the lock-held form, in the body's transaction): begin's condition, but
+        // the fence is the sequence's next value (added to the row's, so it passes any
+        // fence the row had) and the lease is released (0): the row lock of the open
+        // transaction is the lease. `lock_timeout` is set back once the key is taken.
+        let next = format!("nextval('{}')", fences(schema, table));
+        let hold = write_then_current(
             &t,
-            &format!(
-                "INSERT INTO {t} AS r (id, state, owner, fence, lease_until_ms, expires_at_s,
-                        fingerprint, outcome, data, data_bytes, format, codec)
-    VALUES ($1, 'INPROGRESS', $2, 1, $4, $5, $6, NULL, NULL, NULL, $7, $8)
-    ON CONFLICT (id) DO UPDATE SET state = 'INPROGRESS', owner = excluded.owner,
-        fence = r.fence + 1, lease_until_ms = excluded.lease_until_ms,
-        expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
-        outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
-        codec = excluded.codec
-    WHERE CASE r.state WHEN 'COMPLETED' THEN $3 >= r.expires_at_s * 1000
-                       ELSE $3 >= r.lease_until_ms END"
-            ),
+            BOUNDED,
+            &take(&t, "FROM bounded", &next, "r.fence + excluded.fence", "0"),
+            RESTORED,
         );
         let complete = write_then_current(
             &t,
+            "",
             &format!(
                 "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, data_bytes = $7,
         codec = $8, expires_at_s = $6
     WHERE {HELD}"
             ),
+            NOTHING,
         );
         let extend = write_then_current(
             &t,
+            "",
             &format!(
                 "UPDATE {t} SET lease_until_ms = $4, expires_at_s = $5
     WHERE {HELD} AND lease_until_ms > 0"
             ),
+            NOTHING,
         );
         let release = write_then_current(
             &t,
+            "",
             &format!("UPDATE {t} SET lease_until_ms = 0 WHERE {HELD}"),
+            NOTHING,
         );
         // Begin for many keys: the single begin's insert over `unnest` ($1 ids, $2 owners,
         // $3 clocks, $4 leases, $5 expiries, $6 fingerprints; $7 format, $8 codec),
@@ -215,6 +271,7 @@ impl Statements {
             begin_batch: begin_batch.into(),
             complete_batch: complete_batch.into(),
             begin: begin.into(),
+            hold: hold.into(),
             complete: complete.into(),
             extend: extend.into(),
             release: release.into(),

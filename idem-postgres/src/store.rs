@@ -45,6 +45,8 @@ pub(crate) struct Table {
     /// `"schema"."name"`, quoted: what the statements and messages use.
     pub(crate) table: String,
     pub(crate) max_data_bytes: usize,
+    /// Whether transactions hold their keys themselves: [`PgStoreBuilder::lock_held`].
+    pub(crate) lock_held: bool,
     pub(crate) statements: Statements,
 }
 
@@ -76,9 +78,21 @@ pub struct PgStoreBuilder {
     schema: Option<String>,
     table: String,
     max_data_bytes: usize,
+    lock_held: bool,
 }
 
 impl PgStoreBuilder {
+    /// How [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) holds the
+    /// key: `true` (the default) by the body's own transaction, opened first, whose lock
+    /// on the record's row is the lease (no clock, no heartbeat, and a crash frees the
+    /// key as soon as PostgreSQL ends the session); `false` by a clock lease committed
+    /// before the transaction opens and renewed by heartbeats, as a plain call's. See
+    /// the [crate documentation](crate#the-lease-is-the-transaction).
+    pub fn lock_held(mut self, lock_held: bool) -> Self {
+        self.lock_held = lock_held;
+        self
+    }
+
     /// The table's schema; by default the first schema of the connections' search path.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
@@ -128,6 +142,7 @@ impl PgStoreBuilder {
                 schema: self.schema,
                 name: self.table,
                 max_data_bytes: self.max_data_bytes,
+                lock_held: self.lock_held,
                 statements,
             }),
         })
@@ -149,6 +164,7 @@ impl PgStore {
             schema: None,
             table: DEFAULT_TABLE.to_owned(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            lock_held: true,
         }
     }
 
@@ -220,6 +236,23 @@ impl PgStore {
 
     pub(crate) fn error(&self, operation: &'static str, error: sqlx::Error) -> StoreError {
         store_error(operation, &self.inner.table, error)
+    }
+
+    /// A statement that takes the key (begin, or hold) with `request` bound.
+    pub(crate) fn begin_query<'q>(
+        &self,
+        sql: &Arc<str>,
+        request: &'q Begin,
+    ) -> Query<'q, Postgres, PgArguments> {
+        self.query(sql)
+            .bind(request.id.as_str())
+            .bind(request.owner.as_str())
+            .bind(to_i64(request.now_ms))
+            .bind(to_i64(request.lease_until_ms))
+            .bind(to_i64(request.expires_at_s))
+            .bind(request.fingerprint.as_deref())
+            .bind(FORMAT as i32)
+            .bind(Codec::Json.as_str())
     }
 
     /// The complete statement with its arguments bound.
@@ -395,15 +428,7 @@ impl Store for PgStore {
 
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
         let row = self
-            .query(&self.inner.statements.begin)
-            .bind(request.id.as_str())
-            .bind(request.owner.as_str())
-            .bind(to_i64(request.now_ms))
-            .bind(to_i64(request.lease_until_ms))
-            .bind(to_i64(request.expires_at_s))
-            .bind(request.fingerprint.as_deref())
-            .bind(FORMAT as i32)
-            .bind(Codec::Json.as_str())
+            .begin_query(&self.inner.statements.begin, request)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("begin", e))?;

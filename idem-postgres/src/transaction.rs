@@ -1,12 +1,27 @@
 //! The body's transaction, in which the completion commits with the body's writes.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use idem_core::store::{Attempt, Completion, StoreError, Transaction, Written};
+use idem_core::store::{
+    Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction, Written,
+};
 use sqlx::{PgConnection, Postgres};
 
+use crate::error::{is_conflict, is_lock_timeout};
 use crate::store::PgStore;
+
+/// The `BEGIN` of a transaction at `isolation`.
+fn begin_statement(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
+        Isolation::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        // A new level idem-core may add is not weaker than serializable's promise to
+        // the body; the database's strongest is asked for.
+        Isolation::Serializable | _ => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+    }
+}
 
 /// A transaction on the store's pool, handed to a body run with
 /// [`Call::run_in_transaction`](idem_core::Call::run_in_transaction): the body writes in
@@ -53,15 +68,45 @@ impl DerefMut for PgTransaction {
 impl Transaction for PgTransaction {
     type Store = PgStore;
 
-    async fn open(store: &PgStore) -> Result<Self, StoreError> {
-        let transaction = store
-            .pool
-            .begin()
-            .await
-            .map_err(|e| store.error("open", e))?;
+    async fn open(store: &PgStore, isolation: Option<Isolation>) -> Result<Self, StoreError> {
+        let transaction = match isolation {
+            Some(isolation) => store.pool.begin_with(begin_statement(isolation)).await,
+            None => store.pool.begin().await,
+        }
+        .map_err(|e| store.error("open", e))?;
         Ok(PgTransaction {
             transaction,
             store: store.clone(),
+        })
+    }
+
+    fn holds_key(store: &PgStore) -> bool {
+        store.inner.lock_held
+    }
+
+    /// One statement: the record's row inserted, or updated if it is free, and locked
+    /// until this transaction ends; refused with the row as it is now if it is live. A
+    /// row another transaction holds locked is waited for up to `wait` (1 ms without
+    /// one: `lock_timeout` 0 would wait forever), then the key is busy (`55P03`). A
+    /// serialization failure or a deadlock is a conflict: a fresh transaction sees
+    /// what the one waited for committed.
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
+        let lock_wait = format!("{}ms", wait.map_or(1, |wait| wait.as_millis().max(1)));
+        let answer = self
+            .store
+            .begin_query(&self.store.inner.statements.hold, request)
+            .bind(lock_wait.as_str())
+            .fetch_optional(&mut *self.transaction)
+            .await;
+        let row = match answer {
+            Ok(row) => row,
+            Err(error) if is_lock_timeout(&error) => return Ok(Hold::Busy),
+            Err(error) if is_conflict(&error) => return Ok(Hold::Conflict),
+            Err(error) => return Err(self.store.error("begin", error)),
+        };
+        Ok(match self.store.answer(&request.id, row)? {
+            Written::Applied(fence) => Hold::Taken(fence),
+            Written::Refused(record) => Hold::Refused(record),
         })
     }
 

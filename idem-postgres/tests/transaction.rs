@@ -1,5 +1,6 @@
-//! The transactional form against the machine's PostgreSQL: the body's ledger row and
-//! the completion commit together, or neither persists.
+//! The transactional form under a clock lease (`PgStoreBuilder::lock_held(false)`)
+//! against the machine's PostgreSQL: the body's ledger row and the completion commit
+//! together, or neither persists. The lock-held form, the default, is in `lock_held.rs`.
 
 mod common;
 
@@ -7,8 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{store, TestStore};
-use idem_core::store::{Attempt, Completion, Outcome, State, StoreError, Transaction, Written};
+use common::{clock_lease_store, insert_ledger_row, ledger_rows, store, with_ledger, TestStore};
+use idem_core::store::{
+    Attempt, Completion, Isolation, Outcome, State, StoreError, Transaction, Written,
+};
 use idem_core::testkit::{attempt, begin_at, completion_at};
 use idem_core::{
     Call, Clock, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Source, Store,
@@ -20,16 +23,7 @@ const IGNORE: &str = "needs the PostgreSQL server that scripts/test checks";
 
 /// A store with a ledger table beside its records.
 async fn ledger_store(label: &str) -> TestStore {
-    let store = store(label).await;
-    let ledger = format!(
-        "CREATE TABLE \"{}\".ledger (key text NOT NULL, fence bigint NOT NULL)",
-        store.cleanup.0
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ledger))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store
+    with_ledger(clock_lease_store(label).await).await
 }
 
 fn engine(store: &TestStore) -> Engine {
@@ -38,26 +32,10 @@ fn engine(store: &TestStore) -> Engine {
 
 /// The body of every test: one ledger row, in the given transaction.
 async fn insert(schema: &str, key: &str, tx: &mut PgTransaction, fence: u64) -> Result<(), Error> {
-    let statement = format!("INSERT INTO \"{schema}\".ledger (key, fence) VALUES ($1, $2)");
-    sqlx::query(sqlx::AssertSqlSafe(statement))
-        .bind(key)
-        .bind(fence as i64)
-        .execute(&mut **tx)
+    insert_ledger_row(schema, key, tx, fence)
         .await
         .expect("the ledger row is written");
     Ok(())
-}
-
-async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
-    let statement = format!(
-        "SELECT count(*) FROM \"{}\".ledger WHERE key = $1",
-        store.cleanup.0
-    );
-    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
-        .bind(key)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -215,7 +193,7 @@ async fn begin_during_completion(commit: bool) -> (Written<u64>, Duration) {
             .unwrap(),
         Written::Applied(1)
     );
-    let mut tx = PgTransaction::open(&store).await.unwrap();
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
     let done = completion_at(t0 + 1_000, Outcome::Ok, Some("1"));
     let written = tx.complete(&attempt(&id, "first", 1), &done).await.unwrap();
     assert_eq!(written, Written::Applied(()));
@@ -287,8 +265,8 @@ struct Flaky<const MODE: u8>(PgTransaction);
 #[idem_core::store::async_trait]
 impl<const MODE: u8> Transaction for Flaky<MODE> {
     type Store = PgStore;
-    async fn open(store: &PgStore) -> Result<Self, StoreError> {
-        PgTransaction::open(store).await.map(Flaky)
+    async fn open(store: &PgStore, isolation: Option<Isolation>) -> Result<Self, StoreError> {
+        PgTransaction::open(store, isolation).await.map(Flaky)
     }
     async fn complete(&mut self, a: &Attempt, c: &Completion) -> Result<Written<()>, StoreError> {
         self.0.complete(a, c).await

@@ -36,7 +36,10 @@ impl Guard {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        let held = match self.take(errors).await? {
+        self.holds_key = D::holds_key(&self.engine);
+        // The lock-held form opens the destination to take the key in it.
+        let mut holding: Option<D> = None;
+        let held = match self.take(errors, &mut holding).await? {
             Taken::Held(held) => held,
             Taken::Replayed(report) => return Ok(report),
         };
@@ -46,7 +49,11 @@ impl Guard {
             lease_until_ms,
         } = &held;
         async {
-            let mut destination = match D::open(&self.engine, &self.namespace).await {
+            let opened = match holding {
+                Some(destination) => Ok(destination),
+                None => D::open(&self.engine, &self.namespace, self.isolation).await,
+            };
+            let mut destination = match opened {
                 Ok(destination) => destination,
                 Err(error) => {
                     self.release(attempt).await;
@@ -62,7 +69,14 @@ impl Guard {
                 AssertUnwindSafe(async move { body(for_body, destination_ref).await })
                     .catch_unwind(),
             );
-            let failure = match self.drive(attempt, context, *lease_until_ms, body).await {
+            // A key the destination holds needs no heartbeat: its lease is the open
+            // transaction, which no clock ends.
+            let ended = if self.holds_key {
+                body.await
+            } else {
+                self.drive(attempt, context, *lease_until_ms, body).await
+            };
+            let failure = match ended {
                 Ok(Ok(value)) => return destination.complete_value(self, attempt, value).await,
                 Ok(Err(error)) => Failure::Returned(error),
                 Err(panic) => Failure::Panicked(panic),
@@ -82,6 +96,7 @@ pub(super) async fn unguarded<D, T, E, B>(
     engine: &Engine,
     namespace: &Namespace,
     context: Context,
+    isolation: Option<crate::store::Isolation>,
     body: B,
 ) -> Result<Report<T>, E>
 where
@@ -94,7 +109,7 @@ where
         operation,
         source,
     };
-    let mut destination = D::open(engine, namespace)
+    let mut destination = D::open(engine, namespace, isolation)
         .await
         .map_err(|e| store_error("open", e))?;
     let value = context.clone().scope(body(context, &mut destination)).await;

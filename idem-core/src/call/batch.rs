@@ -290,6 +290,7 @@ impl<I, P> Batch<I, P> {
                 max_duration,
                 wait: None,
                 optional_key: false,
+                isolation: None,
             };
             slots.push(match settings.resolve() {
                 Ok(Resolved::Guarded(mut guard)) => {

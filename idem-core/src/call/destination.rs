@@ -6,6 +6,8 @@
 
 use crate::call::Namespace;
 
+use std::time::Duration;
+
 use super::Recordable;
 
 use super::finish::Completed;
@@ -14,15 +16,28 @@ use super::report::Report;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::store::{Attempt, StoreError, Transaction};
+use crate::store::{Attempt, Begin, Hold, Isolation, StoreError, Transaction};
 
 /// Where an attempt's completion is written, and what becomes of the body's own writes.
 pub(super) trait Destination: Sized {
     /// Checks, before anything is written, that the engine's store can take it.
     fn check(engine: &Engine, namespace: &str) -> Result<(), Error>;
 
-    /// Opened once the key is held (or for an unguarded body), before the body runs.
-    async fn open(engine: &Engine, namespace: &Namespace) -> Result<Self, StoreError>;
+    /// Opened once the key is held (or for an unguarded body), before the body runs;
+    /// when it [holds the key](Destination::holds_key) itself, before the key is taken.
+    async fn open(
+        engine: &Engine,
+        namespace: &Namespace,
+        isolation: Option<Isolation>,
+    ) -> Result<Self, StoreError>;
+
+    /// Whether the key is taken inside the destination, opened first, and held by it
+    /// until it ends (the lock-held form), rather than by a clock lease in the store.
+    fn holds_key(engine: &Engine) -> bool;
+
+    /// Takes the key inside the destination: called only when it
+    /// [holds the key](Destination::holds_key).
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError>;
 
     /// Records the value the body returned, durably, and tells the caller.
     async fn complete_value<T: Recordable, E: From<Error>>(
@@ -53,8 +68,16 @@ impl Destination for InStore {
         Ok(())
     }
 
-    async fn open(_: &Engine, _: &Namespace) -> Result<Self, StoreError> {
+    async fn open(_: &Engine, _: &Namespace, _: Option<Isolation>) -> Result<Self, StoreError> {
         Ok(InStore)
+    }
+
+    fn holds_key(_: &Engine) -> bool {
+        false
+    }
+
+    async fn hold(&mut self, _: &Begin, _: Option<Duration>) -> Result<Hold, StoreError> {
+        Err(StoreError::permanent("the store's own begin takes the key"))
     }
 
     async fn complete_value<T: Recordable, E: From<Error>>(
@@ -89,11 +112,23 @@ impl<Tx: Transaction> Destination for Tx {
         }
     }
 
-    async fn open(engine: &Engine, namespace: &Namespace) -> Result<Self, StoreError> {
+    async fn open(
+        engine: &Engine,
+        namespace: &Namespace,
+        isolation: Option<Isolation>,
+    ) -> Result<Self, StoreError> {
         let store = engine.store_as::<Tx::Store>().ok_or_else(|| {
             StoreError::permanent("the engine's store is not the transaction's (checked before)")
         })?;
-        store_call(engine, namespace, "open", Tx::open(store)).await
+        store_call(engine, namespace, "open", Tx::open(store, isolation)).await
+    }
+
+    fn holds_key(engine: &Engine) -> bool {
+        engine.store_as::<Tx::Store>().is_some_and(Tx::holds_key)
+    }
+
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
+        Transaction::hold(self, request, wait).await
     }
 
     async fn complete_value<T: Recordable, E: From<Error>>(
@@ -119,7 +154,7 @@ impl<Tx: Transaction> Destination for Tx {
             // Refused or failed: nothing of the body may persist.
             not_recorded => {
                 self.discard(guard).await;
-                if let Completed::NotRecorded = not_recorded {
+                if let Completed::NotRecorded(error) = not_recorded {
                     guard.release(attempt).await;
                     observe::call(&guard.namespace, CallOutcome::StoreError);
                     return Err(guard
@@ -128,7 +163,8 @@ impl<Tx: Transaction> Destination for Tx {
                             StoreError::transient(
                                 "the completion could not be written in the body's transaction; \
                                  the body's writes were rolled back and the key released",
-                            ),
+                            )
+                            .with_source(error),
                         )
                         .into());
                 }

@@ -16,7 +16,7 @@ use super::report::{Report, Source};
 use crate::codec::{self, Encoded};
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::protocol::{self, CompleteAnswer, ReleaseAnswer};
+use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer};
 use crate::store::{Attempt, Completion, Outcome, StoreError, StoreErrorKind, Written};
 
 /// The first pause before a completion or a release is sent again, and the longest.
@@ -42,8 +42,8 @@ pub(super) enum Failure<E> {
 pub(super) enum Completed {
     /// Recorded, replayed until `expires_at_s`.
     Recorded { expires_at_s: u64 },
-    /// The store failed: executed, not recorded.
-    NotRecorded,
+    /// The store failed (its error): executed, not recorded.
+    NotRecorded(StoreError),
     /// Refused: another attempt holds the key, or the record is gone.
     LeaseLost,
 }
@@ -116,8 +116,12 @@ impl Guard {
                 let limit = self.engine.store().limits().max_data_bytes;
                 match errors.record(&error) {
                     Some(Ok(data)) if data.len() <= limit => {
-                        let data = codec::encode_json(data);
-                        self.complete(attempt, Outcome::Err, Some(data)).await;
+                        let data = Some(codec::encode_json(data));
+                        if self.holds_key {
+                            self.record_after_rollback(Outcome::Err, data).await;
+                        } else {
+                            self.complete(attempt, Outcome::Err, data).await;
+                        }
                     }
                     Some(Ok(data)) => {
                         tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
@@ -227,7 +231,7 @@ impl Guard {
                 self.outcome(CallOutcome::Ran, "ran and recorded");
                 Ok(report(Source::Ran, Some(expires_at_s.saturating_mul(1000))))
             }
-            Completed::NotRecorded => {
+            Completed::NotRecorded(_) => {
                 observe::call(&self.namespace, CallOutcome::RanNotRecorded);
                 Ok(report(Source::RanNotRecorded, None))
             }
@@ -278,7 +282,7 @@ impl Guard {
                 tracing::error!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     fence = attempt.fence, %error,
                     "executed but not recorded: the store failed at completion; the lease will lapse");
-                Completed::NotRecorded
+                Completed::NotRecorded(error)
             }
         }
     }
@@ -295,8 +299,42 @@ impl Guard {
         }
     }
 
+    /// Releases the key; in the lock-held form the rollback that came before freed it
+    /// already, and nothing of the attempt is left in the store to release.
     pub(super) async fn release(&self, attempt: &Attempt) {
-        let _ = self.send_release(attempt).await;
+        if !self.holds_key {
+            let _ = self.send_release(attempt).await;
+        }
+    }
+
+    /// Records an outcome for a lock-held attempt whose transaction was rolled back
+    /// (the body's writes must not persist, its error must): the key, free again, is
+    /// taken by the store's own begin and completed at once. If another attempt took
+    /// the key in between, nothing is recorded: that attempt decides what the record
+    /// holds.
+    async fn record_after_rollback(&self, outcome: Outcome, data: Option<Encoded>) {
+        let mut request = self.request.clone();
+        self.terms().stamp(&mut request, self.clock_now());
+        let store = self.engine.store();
+        let answer = self.store_call("begin", store.begin(&request)).await;
+        match answer.map(|written| protocol::after_begin(written, &request)) {
+            Ok(BeginAnswer::Held { fence, .. }) => {
+                let attempt = Attempt {
+                    id: request.id.clone(),
+                    owner: request.owner.clone(),
+                    fence,
+                };
+                self.complete(&attempt, outcome, data).await;
+            }
+            Ok(_) => {
+                tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    "the error was not recorded: another attempt took the key after the rollback");
+            }
+            Err(error) => {
+                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                    %error, "the error was not recorded: the begin that would record it failed");
+            }
+        }
     }
 
     /// Releases the key, logs how it went, and hands back the store's answer.

@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::Terms;
-use crate::store::{Attempt, Begin, StoreError, StoreErrorKind};
+use crate::store::{Attempt, Begin, Isolation, StoreError, StoreErrorKind};
 
 /// One attempt of one call: everything the rules need, resolved.
 pub(super) struct Guard {
@@ -32,6 +32,12 @@ pub(super) struct Guard {
     pub(super) lease: Duration,
     pub(super) max_duration: Duration,
     pub(super) wait: Option<Duration>,
+    /// The isolation level of the body's transaction, if it has one.
+    pub(super) isolation: Option<Isolation>,
+    /// The key is held by the body's open transaction (the lock-held form), not by a
+    /// clock lease: there is nothing to renew, and nothing to release once it is rolled
+    /// back.
+    pub(super) holds_key: bool,
 }
 
 /// A key this attempt holds, with the context its body runs under.

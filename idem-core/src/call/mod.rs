@@ -34,7 +34,7 @@ use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::key;
-use crate::store::Transaction;
+use crate::store::{Isolation, Transaction};
 use destination::{Destination, InStore};
 use settings::{Resolved, Settings};
 
@@ -127,6 +127,7 @@ impl Call {
                 max_duration: None,
                 wait: None,
                 optional_key: false,
+                isolation: None,
             },
             errors: NoErrorReplay,
         }
@@ -166,6 +167,15 @@ impl<P> Call<P> {
     /// moves the clock.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.settings.wait = Some(wait);
+        self
+    }
+
+    /// The isolation level of the body's transaction
+    /// ([`run_in_transaction`](Call::run_in_transaction)), set when it is opened, before
+    /// its first statement; the database's default when not given. A plain
+    /// [`run`](Call::run) has no transaction and ignores it.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.settings.isolation = Some(isolation);
         self
     }
 
@@ -292,9 +302,20 @@ impl<P> Call<P> {
     /// key.
     ///
     /// The engine's store must support it (its [`Transaction`] type, for example
-    /// `idem_postgres::PgTransaction`): the key is taken as usual and its lease
-    /// committed at once, so duplicates see the call in progress; then a transaction is
-    /// opened and handed to the body, which writes in it; the completion is written in
+    /// `idem_postgres::PgTransaction`). The key is held in one of two ways, as the
+    /// transaction type says ([`Transaction::holds_key`]):
+    /// - **by the transaction itself** (`PgTransaction` by default): the transaction is
+    ///   opened first, at the call's [`isolation`](Call::isolation) level, and takes the
+    ///   key inside it; its lock on the record is the lease, with no clock and no
+    ///   heartbeat, and it ends with the commit, the rollback or the session (a process
+    ///   that dies frees the key as soon as the database ends its session). A duplicate
+    ///   is [`Error::InProgress`] at once, or with [`wait`](Call::wait) waits for the
+    ///   commit or the rollback. `docs/protocol.md` §3.6 has the rules;
+    /// - **by a clock lease**, as [`run`](Call::run)'s: the key is taken and its lease
+    ///   committed at once, so duplicates see the call in progress; then the
+    ///   transaction is opened and handed to the body while heartbeats renew the lease.
+    ///
+    /// Either way the body writes in the transaction, and the completion is written in
     /// it, conditional on the attempt still holding the key, and committed with the
     /// body's writes.
     ///
@@ -303,7 +324,8 @@ impl<P> Call<P> {
     /// - The body fails or panics: its writes are rolled back, then the key is released
     ///   (or the error recorded, as [`replay_errors`](Call::replay_errors) says).
     /// - The process dies before the commit: the database discards the transaction; the
-    ///   lease lapses and a redelivery runs the body again.
+    ///   key is free once the database ends the session (held by the transaction) or
+    ///   the lease lapses (by a clock lease), and a redelivery runs the body again.
     /// - The commit's answer is lost: the record is read, and the key released if the
     ///   read does not show the completion. The completion, in the read or in the
     ///   release's refusal (a commit still in flight when the record was read), means the
@@ -361,9 +383,10 @@ impl<P> Call<P> {
                 namespace,
                 context,
                 engine,
+                isolation,
             } => {
                 D::check(&engine, &namespace)?;
-                attempt::unguarded(&engine, &namespace, context, body).await
+                attempt::unguarded(&engine, &namespace, context, isolation, body).await
             }
         }
     }

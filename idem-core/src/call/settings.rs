@@ -10,7 +10,7 @@ use crate::engine::{check_timing, Engine};
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
-use crate::store::Begin;
+use crate::store::{Begin, Isolation};
 
 /// What a call was given, before the engine's defaults fill the gaps.
 pub(super) struct Settings {
@@ -23,6 +23,7 @@ pub(super) struct Settings {
     pub(super) max_duration: Option<Duration>,
     pub(super) wait: Option<Duration>,
     pub(super) optional_key: bool,
+    pub(super) isolation: Option<Isolation>,
 }
 
 /// A fresh attempt's owner: a random UUID as 32 lowercase hex digits.
@@ -47,6 +48,8 @@ pub(super) enum Resolved {
         context: Context,
         /// The engine the call resolved to (for a transaction's store).
         engine: Engine,
+        /// The isolation level of the body's transaction, if it has one.
+        isolation: Option<Isolation>,
     },
 }
 
@@ -64,6 +67,7 @@ impl Settings {
             max_duration,
             wait,
             optional_key,
+            isolation,
         } = self;
         let engine = match engine {
             Some(engine) => engine,
@@ -83,6 +87,7 @@ impl Settings {
                 namespace,
                 context,
                 engine,
+                isolation,
             });
         }
         let defaults = *engine.defaults();
@@ -107,6 +112,7 @@ impl Settings {
                     namespace,
                     context,
                     engine,
+                    isolation,
                 });
             }
             Err(error) => return Err(invalid(error)),
@@ -143,6 +149,8 @@ impl Settings {
             lease,
             max_duration: max_duration.unwrap_or(defaults.max_duration),
             wait: wait.or(defaults.wait),
+            isolation,
+            holds_key: false,
         }))
     }
 }

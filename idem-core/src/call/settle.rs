@@ -59,7 +59,8 @@ impl Guard {
         Err(self
             .store_error(
                 "commit",
-                StoreError::transient(format!("the commit failed ({error}); {settled}")),
+                StoreError::transient(format!("the commit failed ({error}); {settled}"))
+                    .with_source(error),
             )
             .into())
     }

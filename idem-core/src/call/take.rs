@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::guard::{Guard, Held};
+use super::destination::{Destination, InStore};
+use super::guard::{store_call_within, Guard, Held};
 use super::policy::ErrorPolicy;
 use super::report::Report;
 use crate::context::Context;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, BEGIN_TRIES};
-use crate::store::{Attempt, Record, State, StoreError, Written};
+use crate::store::{Attempt, Hold, Record, State, StoreError, Written};
 use std::sync::Arc;
 
 /// The first and the longest pause between two polls of `wait`.
@@ -25,6 +26,9 @@ pub(super) enum Found {
     Held { fence: u64, lease_until_ms: u64 },
     /// A live record of another attempt.
     Live(Arc<Record>),
+    /// Another transaction holds the key (the lock-held form) and did not end within
+    /// the wait.
+    Busy,
 }
 
 /// What taking the key led to: the body may run, or the value is already there.
@@ -34,17 +38,24 @@ pub(super) enum Taken<T> {
 }
 
 impl Guard {
-    /// Takes the key, or replays its live record. Nothing of the body has run.
-    pub(super) async fn take<T, E, P>(&mut self, errors: &P) -> Result<Taken<T>, E>
+    /// Takes the key, or replays its live record. Nothing of the body has run. When the
+    /// destination holds the key itself (the lock-held form), it is opened to take the
+    /// key in it, and left in `holding` once it does.
+    pub(super) async fn take<T, E, P, D>(
+        &mut self,
+        errors: &P,
+        holding: &mut Option<D>,
+    ) -> Result<Taken<T>, E>
     where
         T: DeserializeOwned,
         E: From<Error>,
         P: ErrorPolicy<E>,
+        D: Destination,
     {
         if let Some(replayed) = self.cached(errors) {
             return replayed.map(Taken::Replayed);
         }
-        let found = self.acquire().await.inspect_err(|error| {
+        let found = self.acquire_in(holding).await.inspect_err(|error| {
             if matches!(error, Error::Store { .. }) {
                 observe::call(&self.namespace, CallOutcome::StoreError);
             }
@@ -66,11 +77,18 @@ impl Guard {
                 lease_until_ms,
             } => (fence, lease_until_ms),
             Found::Live(record) => return self.replay(&record, errors).map(Taken::Replayed),
+            Found::Busy => unreachable!("acquire answers a busy key as in progress"),
         };
         let attempt = Attempt {
             id: self.request.id.clone(),
             owner: self.request.owner.clone(),
             fence,
+        };
+        // The lock-held form's lease is its open transaction, which no clock ends.
+        let lease_until_ms = if self.holds_key {
+            u64::MAX
+        } else {
+            lease_until_ms
         };
         if !protocol::lease_is_live(self.clock_now(), lease_until_ms) {
             // Begin answered after the lease it took had already lapsed: another caller
@@ -136,14 +154,29 @@ impl Guard {
     /// Begins, or finds the live record of another attempt; with `wait`, polls an
     /// in-progress record until it completes or lapses.
     pub(super) async fn acquire(&mut self) -> Result<Found, Error> {
+        self.acquire_in(&mut None::<InStore>).await
+    }
+
+    /// [`acquire`](Guard::acquire), the key taken in the destination when it holds the
+    /// key itself (the lock-held form), and left in `holding` once it does.
+    async fn acquire_in<D: Destination>(
+        &mut self,
+        holding: &mut Option<D>,
+    ) -> Result<Found, Error> {
         let wait_until = self
             .wait
             .map(|wait| self.clock_now().saturating_add(wait.as_millis() as u64));
         let mut pause = WAIT_FIRST;
         let mut waiting: Option<Instant> = None;
         loop {
-            let record = match self.begin().await? {
-                Found::Live(record) => record,
+            let wait_left = wait_until
+                .map(|until| Duration::from_millis(until.saturating_sub(self.clock_now())))
+                .filter(|left| !left.is_zero());
+            // `None`: another transaction holds the key's row locked (the lock-held
+            // form), a holder with no lease clock.
+            let record = match self.begin(wait_left, holding).await? {
+                Found::Live(record) => Some(record),
+                Found::Busy => None,
                 held => {
                     if let Some(started) = waiting {
                         observe::waited(&self.namespace, started.elapsed());
@@ -151,7 +184,11 @@ impl Guard {
                     return Ok(held);
                 }
             };
-            if let Some(completed) = self.completed_record(record.clone())? {
+            let completed = match &record {
+                Some(record) => self.completed_record(record.clone())?,
+                None => None,
+            };
+            if let Some(completed) = completed {
                 if let Some(started) = waiting {
                     observe::waited(&self.namespace, started.elapsed());
                 }
@@ -162,7 +199,7 @@ impl Guard {
                 Some(until) if now < until => {
                     if waiting.is_none() {
                         tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
-                            fence = record.fence, "waiting for the attempt in progress");
+                            fence = record.as_ref().map(|r| r.fence), "waiting for the attempt in progress");
                         waiting = Some(Instant::now());
                     }
                     let jittered =
@@ -177,7 +214,7 @@ impl Guard {
                     if let Some(started) = waiting {
                         observe::waited(&self.namespace, started.elapsed());
                     }
-                    return Err(self.in_progress(&record));
+                    return Err(self.in_progress_until(record.map(|r| r.lease_until_ms)));
                 }
             }
         }
@@ -222,24 +259,42 @@ impl Guard {
     /// The error of a call that found another attempt's `record` in progress (and
     /// waits no longer), with its event.
     pub(super) fn in_progress(&self, record: &Record) -> Error {
+        self.in_progress_until(Some(record.lease_until_ms))
+    }
+
+    /// [`in_progress`](Guard::in_progress) of a holder whose lease ends at
+    /// `lease_until_ms`, or that has no lease end (`None`: a transaction that holds the
+    /// key, the lock-held form).
+    fn in_progress_until(&self, lease_until_ms: Option<u64>) -> Error {
         self.outcome(CallOutcome::InProgress, "another attempt holds the key");
         Error::InProgress {
             namespace: self.namespace.to_string(),
             digest: self.digest().to_owned(),
-            lease_until_ms: Some(record.lease_until_ms),
+            lease_until_ms,
         }
     }
 
     /// One begin, tried again (a bounded number of times) only when the refusal showed a
-    /// free record.
-    async fn begin(&mut self) -> Result<Found, Error> {
+    /// free record (or, in the lock-held form, the database met a serialization
+    /// conflict: a fresh transaction sees what the one it waited for committed).
+    async fn begin<D: Destination>(
+        &mut self,
+        wait: Option<Duration>,
+        holding: &mut Option<D>,
+    ) -> Result<Found, Error> {
         for _ in 0..BEGIN_TRIES {
             let now = self.clock_now();
             self.terms().stamp(&mut self.request, now);
-            let written = self
-                .store_call("begin", self.engine.store().begin(&self.request))
-                .await
-                .map_err(|e| self.store_error("begin", e))?;
+            let written = if self.holds_key {
+                match self.hold_once(wait, holding).await? {
+                    Some(written) => written,
+                    None => return Ok(Found::Busy),
+                }
+            } else {
+                self.store_call("begin", self.engine.store().begin(&self.request))
+                    .await
+                    .map_err(|e| self.store_error("begin", e))?
+            };
             // Free or gone by the time the store read it (`None`): try again.
             if let Some(found) = self.found(written) {
                 return Ok(found);
@@ -252,5 +307,38 @@ impl Guard {
                  the store's condition and its read disagree"
             )),
         ))
+    }
+
+    /// One try of the lock-held form: a fresh destination opened and the key taken in
+    /// it, waiting up to `wait` for a transaction that holds it. The destination is
+    /// kept in `holding` only when it took the key; otherwise it is rolled back at once,
+    /// so no connection is held while the call waits between tries. `None`: another
+    /// transaction holds the key.
+    async fn hold_once<D: Destination>(
+        &self,
+        wait: Option<Duration>,
+        holding: &mut Option<D>,
+    ) -> Result<Option<Written<u64>>, Error> {
+        let mut destination = D::open(&self.engine, &self.namespace, self.isolation)
+            .await
+            .map_err(|e| self.store_error("open", e))?;
+        // The statement may wait on the holder's row lock for `wait` on top of its own
+        // time.
+        let timeout = self.engine.defaults().store_timeout + wait.unwrap_or_default();
+        let hold = destination.hold(&self.request, wait);
+        let written = match store_call_within(&self.namespace, "begin", hold, timeout).await {
+            Ok(Hold::Taken(fence)) => {
+                *holding = Some(destination);
+                return Ok(Some(Written::Applied(fence)));
+            }
+            Ok(Hold::Refused(record)) => Ok(Some(Written::Refused(record))),
+            // Read as a refusal that showed no record: begin again, in a fresh
+            // transaction.
+            Ok(Hold::Conflict) => Ok(Some(Written::Refused(None))),
+            Ok(Hold::Busy) => Ok(None),
+            Err(error) => Err(self.store_error("begin", error)),
+        };
+        destination.discard(self).await;
+        written
     }
 }

@@ -29,6 +29,7 @@ mod record;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -59,6 +60,37 @@ impl<T> Written<T> {
             Written::Refused(current) => Written::Refused(current),
         }
     }
+}
+
+/// The isolation level a [`Transaction`] is opened with, before its first statement:
+/// see [`Call::isolation`](crate::Call::isolation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Each statement sees what was committed before it began.
+    ReadCommitted,
+    /// Every statement sees one snapshot, taken at the transaction's first statement.
+    RepeatableRead,
+    /// As if the transactions had run one after another; the database aborts one of
+    /// two that could not (a serialization failure, which a retry may cure).
+    Serializable,
+}
+
+/// What taking a key inside a transaction found: the answer of [`Transaction::hold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The transaction holds the key, under this fence, until it ends.
+    Taken(u64),
+    /// A live record refused it (completed, or held by another attempt's clock lease),
+    /// or `None` when the record could not be read in the same statement: carries the
+    /// record as it is now, as [`Written::Refused`] does.
+    Refused(Option<Arc<Record>>),
+    /// Another transaction holds the key and did not end within the wait.
+    Busy,
+    /// The database refused the statement on a serialization failure or a deadlock
+    /// (what a waiting transaction meets when the one it waited for commits): a fresh
+    /// transaction may take the key or replay its record.
+    Conflict,
 }
 
 /// A request to take a key: see [`Store::begin`].
@@ -257,11 +289,19 @@ pub trait Store: Any + Send + Sync + 'static {
 /// completion, so that both commit or neither does: what
 /// [`Call::run_in_transaction`](crate::Call::run_in_transaction) hands the body.
 ///
-/// The engine opens it after taking the key (the lease is committed first, so
-/// duplicates see the call in progress), lets the body write in it, then writes the
-/// completion in it with [`complete`](Transaction::complete) and commits. A refused
-/// completion, a failed body and a panic roll it back. Heartbeats and releases go
-/// through the [`Store`] on other connections.
+/// It holds the key in one of two ways:
+/// - **by a clock lease** (the default of the trait): the engine takes the key with
+///   [`Store::begin`] (the lease is committed first, so duplicates see the call in
+///   progress), opens the transaction, keeps the lease alive with heartbeats through the
+///   [`Store`] on other connections while the body writes in it, then writes the
+///   completion in it with [`complete`](Transaction::complete) and commits;
+/// - **by the transaction itself** (when [`holds_key`](Transaction::holds_key) says
+///   so): the engine opens the transaction first and takes the key inside it with
+///   [`hold`](Transaction::hold); the record's row stays locked by the open transaction,
+///   which is the lease: no clock, no heartbeat, and it ends when the transaction
+///   commits, rolls back, or its session ends.
+///
+/// A refused completion, a failed body and a panic roll it back.
 #[async_trait]
 pub trait Transaction: Send + Sized + 'static {
     /// The store whose records the completion is written to: the engine's store must be
@@ -269,8 +309,30 @@ pub trait Transaction: Send + Sized + 'static {
     type Store: Store;
 
     /// Opens a transaction on `store`'s database, on a connection that the store's own
-    /// calls do not use.
-    async fn open(store: &Self::Store) -> Result<Self, StoreError>;
+    /// calls do not use, at `isolation` (the database's default when `None`).
+    async fn open(store: &Self::Store, isolation: Option<Isolation>) -> Result<Self, StoreError>;
+
+    /// Whether this transaction holds the key itself ([`hold`](Transaction::hold)),
+    /// instead of a clock lease taken before it is opened. `false` unless the store
+    /// implements it.
+    fn holds_key(store: &Self::Store) -> bool {
+        let _ = store;
+        false
+    }
+
+    /// Takes the key inside this transaction, before the body writes in it, in one
+    /// statement: succeeds iff [`Store::begin`] would (no record, or a free one), with a
+    /// fence higher than any attempt's before, rolled back or not; the written record
+    /// is in progress and released (`lease_until_ms = 0`: should the transaction ever
+    /// commit it unfinished, it is free). A row locked by another transaction is waited
+    /// for up to `wait` (`None`: not at all), then [`Hold::Busy`]. Called only when
+    /// [`holds_key`](Transaction::holds_key) is `true`.
+    async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
+        let _ = (request, wait);
+        Err(StoreError::permanent(
+            "this transaction does not hold keys itself (holds_key is false)",
+        ))
+    }
 
     /// [`Store::complete`] inside this transaction: the same condition and writes, seen
     /// by others only once committed. Every other write that meets the record meanwhile

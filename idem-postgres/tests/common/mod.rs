@@ -71,9 +71,20 @@ pub async fn store(label: &str) -> TestStore {
 }
 
 pub async fn store_on(pool: PgPool, label: &str) -> TestStore {
+    build(pool, label, true).await
+}
+
+/// A migrated store whose transactions hold their keys by a clock lease, renewed by
+/// heartbeats (`lock_held(false)`), in a fresh schema.
+pub async fn clock_lease_store(label: &str) -> TestStore {
+    build(pool(16).await, label, false).await
+}
+
+async fn build(pool: PgPool, label: &str, lock_held: bool) -> TestStore {
     let schema = Schema::new(label);
     let store = PgStore::builder(pool)
         .schema(schema.0.clone())
+        .lock_held(lock_held)
         .build()
         .expect("a valid schema name");
     store.migrate().await.expect("the migration runs");
@@ -81,4 +92,48 @@ pub async fn store_on(pool: PgPool, label: &str) -> TestStore {
         store,
         cleanup: schema,
     }
+}
+
+/// `store` with a ledger table (`key`, `fence`) beside its records, in its schema: what
+/// the transactional tests' bodies write.
+pub async fn with_ledger(store: TestStore) -> TestStore {
+    let ledger = format!(
+        "CREATE TABLE \"{}\".ledger (key text NOT NULL, fence bigint NOT NULL)",
+        store.cleanup.0
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ledger))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+}
+
+/// A body's one ledger row for `key`, written under `fence` on `connection` (the
+/// body's transaction).
+pub async fn insert_ledger_row(
+    schema: &str,
+    key: &str,
+    connection: &mut PgConnection,
+    fence: u64,
+) -> Result<(), sqlx::Error> {
+    let statement = format!("INSERT INTO \"{schema}\".ledger (key, fence) VALUES ($1, $2)");
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(key)
+        .bind(fence as i64)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+/// How many ledger rows `key` has, committed.
+pub async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
+    let statement = format!(
+        "SELECT count(*) FROM \"{}\".ledger WHERE key = $1",
+        store.cleanup.0
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+        .bind(key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
 }

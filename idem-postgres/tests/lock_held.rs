@@ -1,0 +1,402 @@
+//! The lock-held transactional form against a real PostgreSQL: the body's open
+//! transaction holds the key (its lock on the record's row), with no clock lease and no
+//! heartbeat. A duplicate is in progress at once or waits for the commit under every
+//! isolation level; a rolled-back attempt frees the key and its fence is never handed
+//! out again; a serialization failure is retryable with the database's error kept.
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{insert_ledger_row, ledger_rows, store, with_ledger, TestStore};
+use idem_core::store::Isolation;
+use idem_core::{Call, Engine, Error, Source};
+use idem_postgres::PgTransaction;
+use tokio::sync::oneshot;
+
+const NS: &str = "tests::held";
+
+/// A store with a ledger table beside its records.
+async fn ledger_store(label: &str) -> TestStore {
+    with_ledger(store(label).await).await
+}
+
+/// An engine whose lease is short: a body of 700 ms runs past it, and would have needed
+/// heartbeats (every lease / 3) under the clock-lease form.
+fn engine(store: &TestStore) -> Engine {
+    Engine::builder(store.store.clone())
+        .lease(Duration::from_millis(900))
+        .store_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+/// A body's error: idem's, or the database's as the body met it.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error(transparent)]
+    Idem(#[from] Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An error the body records (`Declined`), or any other.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Refusal {
+    Declined,
+    Other(String),
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal::Other(error.to_string())
+    }
+}
+
+async fn insert(
+    schema: &str,
+    key: &str,
+    tx: &mut PgTransaction,
+    fence: u64,
+) -> Result<(), BodyError> {
+    Ok(insert_ledger_row(schema, key, tx, fence).await?)
+}
+
+/// The SQLSTATE somewhere in `error`'s chain of sources, if a database error is there.
+fn sqlstate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(sqlx::Error::Database(database)) = error.downcast_ref::<sqlx::Error>() {
+            return database.code().map(|code| code.into_owned());
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// A call on `key` whose body writes its ledger row, then holds the key (its
+/// transaction open) until the sender is used; returned once the body has started.
+async fn held_until_released(
+    store: &TestStore,
+    key: &'static str,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<idem_core::Report<u64>, BodyError>>,
+) {
+    let engine = engine(store);
+    let schema = store.cleanup.0.clone();
+    let (started, body_started) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    let first = tokio::spawn(async move {
+        Call::new(NS, key)
+            .engine(&engine)
+            .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
+                insert(&schema, key, tx, ctx.fence()).await?;
+                started.send(()).unwrap();
+                released.await.unwrap();
+                Ok::<_, BodyError>(ctx.fence())
+            })
+            .await
+    });
+    body_started.await.unwrap();
+    (release, first)
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_duplicate_meets_a_running_transaction_in_progress_at_once() {
+    let store = ledger_store("busy").await;
+    let engine = engine(&store);
+    let (release, first) = held_until_released(&store, "k1").await;
+    let asked = Instant::now();
+    let duplicate = tokio::time::timeout(
+        Duration::from_secs(5),
+        Call::new(NS, "k1")
+            .engine(&engine)
+            .run_in_transaction(async |_, _: &mut PgTransaction| Ok::<_, BodyError>(0)),
+    )
+    .await
+    .expect("the duplicate does not wait for the running transaction");
+    let took = asked.elapsed();
+    match duplicate {
+        Err(BodyError::Idem(Error::InProgress { lease_until_ms, .. })) => {
+            assert_eq!(
+                lease_until_ms, None,
+                "a transaction's hold has no lease end"
+            )
+        }
+        other => panic!("expected in progress, got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(1),
+        "in progress at once, took {took:?}"
+    );
+    release.send(()).unwrap();
+    let report = first.await.unwrap().unwrap();
+    assert_eq!(report.source, Source::Ran);
+    assert_eq!(ledger_rows(&store, "k1").await, 1);
+}
+
+/// Under each isolation level: the body runs past the lease (3 heartbeat intervals of
+/// the clock-lease form), a duplicate that waits gets the value replayed once the
+/// transaction commits (under REPEATABLE READ and SERIALIZABLE it meets a
+/// serialization failure first, and begins again in a fresh transaction), and the
+/// ledger has one row.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_waiting_duplicate_replays_under_every_isolation_level() {
+    for (label, isolation) in [
+        ("rc", Isolation::ReadCommitted),
+        ("rr", Isolation::RepeatableRead),
+        ("ser", Isolation::Serializable),
+    ] {
+        let store = ledger_store(&format!("wait_{label}")).await;
+        let engine = engine(&store);
+        let schema = store.cleanup.0.clone();
+        let runs = AtomicUsize::new(0);
+        let call = |wait: Option<Duration>| {
+            let call = Call::new(NS, "k2").engine(&engine).isolation(isolation);
+            match wait {
+                Some(wait) => call.wait(wait),
+                None => call,
+            }
+        };
+        let body = async |ctx: idem_core::Context, tx: &mut PgTransaction| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            insert(&schema, "k2", tx, ctx.fence()).await?;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            Ok::<_, BodyError>(ctx.fence())
+        };
+        let first = call(None).run_in_transaction_reported(body);
+        let duplicate = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            call(Some(Duration::from_secs(5)))
+                .run_in_transaction_reported(body)
+                .await
+        };
+        let (first, duplicate) = tokio::join!(first, duplicate);
+        let (first, duplicate) = (first.unwrap(), duplicate.unwrap());
+        assert_eq!(first.source, Source::Ran, "{label}");
+        assert_eq!(duplicate.source, Source::Replayed, "{label}");
+        assert_eq!(duplicate.value, first.value, "{label}");
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{label}");
+        assert_eq!(ledger_rows(&store, "k2").await, 1, "{label}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_rolled_back_attempt_frees_the_key_and_its_fence_is_never_reused() {
+    let store = ledger_store("rollback").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    // A plain call that fails leaves the record released (fence 1), so the attempts
+    // below update that row rather than insert one: a rolled-back update of its fence
+    // alone would hand the next attempt the same fence again.
+    let released = Call::new(NS, "k3")
+        .engine(&engine)
+        .run(|_| async { Err::<u64, _>(Error::Config("the plain body fails".into())) })
+        .await;
+    assert!(matches!(released, Err(Error::Config(_))));
+    let mut fences = vec![1];
+    for _ in 0..2 {
+        let failed = Call::new(NS, "k3")
+            .engine(&engine)
+            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                fences.push(ctx.fence());
+                insert(&schema, "k3", tx, ctx.fence()).await?;
+                Err::<u64, _>(BodyError::Idem(Error::Config("the body fails".into())))
+            })
+            .await;
+        assert!(matches!(failed, Err(BodyError::Idem(Error::Config(_)))));
+    }
+    // A body that panics rolls back too.
+    let panicking_fence = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let panicked = tokio::spawn({
+        let (engine, schema) = (engine.clone(), schema.clone());
+        let panicking_fence = panicking_fence.clone();
+        async move {
+            Call::new(NS, "k3")
+                .engine(&engine)
+                .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                    panicking_fence.store(ctx.fence(), Ordering::SeqCst);
+                    insert(&schema, "k3", tx, ctx.fence()).await?;
+                    if ctx.fence() > 0 {
+                        panic!("the body panics after its write");
+                    }
+                    Ok::<_, BodyError>(ctx.fence())
+                })
+                .await
+        }
+    })
+    .await;
+    assert!(panicked.unwrap_err().is_panic());
+    fences.push(panicking_fence.load(Ordering::SeqCst));
+    // A call cancelled mid-body (its future dropped) rolls back as well.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        Call::new(NS, "k3").engine(&engine).run_in_transaction(
+            async |ctx, tx: &mut PgTransaction| {
+                fences.push(ctx.fence());
+                insert(&schema, "k3", tx, ctx.fence()).await?;
+                std::future::pending::<()>().await;
+                Ok::<_, BodyError>(0)
+            },
+        ),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the body never ends: cancelled");
+    let report = Call::new(NS, "k3")
+        .engine(&engine)
+        .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
+            insert(&schema, "k3", tx, ctx.fence()).await?;
+            Ok::<_, BodyError>(ctx.fence())
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.source, Source::Ran, "the key was free");
+    fences.push(report.fence);
+    assert!(
+        fences.windows(2).all(|pair| pair[0] < pair[1]),
+        "every attempt a higher fence: {fences:?}"
+    );
+    assert_eq!(ledger_rows(&store, "k3").await, 1);
+}
+
+/// Two SERIALIZABLE bodies (two keys) each read the ledger, then write it: a write
+/// skew. The database aborts one, in its body or at its commit; either way its writes
+/// and its record are rolled back, the error says a retry may cure it and keeps the
+/// database's 40001, and the retry runs.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_serialization_failure_rolls_back_and_is_retryable_with_its_source() {
+    let store = ledger_store("skew").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let barrier = tokio::sync::Barrier::new(2);
+    // The two first calls meet at the barrier between their read and their write; the
+    // retry does not wait for anyone.
+    let call = |key: &'static str, meet: bool| {
+        let (engine, schema, barrier) = (&engine, &schema, &barrier);
+        async move {
+            Call::new(NS, key)
+                .engine(engine)
+                .isolation(Isolation::Serializable)
+                .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                    let count = format!("SELECT count(*) FROM \"{schema}\".ledger");
+                    let _: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    if meet {
+                        barrier.wait().await;
+                    }
+                    insert(schema, key, tx, ctx.fence()).await?;
+                    Ok::<_, BodyError>(ctx.fence())
+                })
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(call("ka", true), call("kb", true));
+    let (failed_key, error) = match (a, b) {
+        (Ok(_), Err(error)) => ("kb", error),
+        (Err(error), Ok(_)) => ("ka", error),
+        other => panic!("one of the two must be aborted: {other:?}"),
+    };
+    match &error {
+        BodyError::Database(database) => {
+            assert_eq!(sqlstate(database).as_deref(), Some("40001"), "{error:?}")
+        }
+        BodyError::Idem(idem @ Error::Store { source, .. }) => {
+            assert_eq!(source.kind(), idem_core::store::StoreErrorKind::Transient);
+            assert_eq!(sqlstate(idem).as_deref(), Some("40001"), "{idem:?}");
+        }
+        other => panic!("expected a serialization failure, got {other:?}"),
+    }
+    assert_eq!(ledger_rows(&store, failed_key).await, 0, "rolled back");
+    let retried = call(failed_key, false).await;
+    assert!(retried.is_ok(), "the retry runs: {retried:?}");
+    assert_eq!(ledger_rows(&store, failed_key).await, 1);
+}
+
+/// The plain form's begin meets a key a lock-held transaction holds (its row locked,
+/// not yet committed): it waits on the row lock, as it waits behind any completion
+/// before its commit, bounded by the engine's store timeout (500 ms here). A body that
+/// commits within it is replayed; one that runs longer makes the plain call a
+/// transient store error, and no body of its own runs.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_plain_call_meeting_a_held_key_waits_for_its_commit_within_the_store_timeout() {
+    let store = ledger_store("mixed").await;
+    let engine = engine(&store);
+    let plain = |key: &'static str| {
+        Call::new(NS, key)
+            .engine(&engine)
+            .run_reported(|_| async { Ok::<_, Error>(0) })
+    };
+
+    let (release, first) = held_until_released(&store, "k4").await;
+    let committing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap()
+    });
+    let asked = Instant::now();
+    let replayed = plain("k4")
+        .await
+        .expect("the plain call waits, then replays");
+    let first = committing.await.unwrap();
+    assert_eq!(replayed.source, Source::Replayed);
+    assert_eq!(replayed.value, first.value);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    let (release, first) = held_until_released(&store, "k5").await;
+    let timed_out = plain("k5")
+        .await
+        .expect_err("the body outlives the store timeout");
+    assert!(
+        matches!(
+            &timed_out,
+            Error::Store {
+                operation: "begin",
+                ..
+            }
+        ) && timed_out.is_retryable(),
+        "{timed_out:?}"
+    );
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().source, Source::Ran);
+    assert_eq!(plain("k5").await.unwrap().source, Source::Replayed);
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_recorded_error_is_replayed_and_the_body_s_writes_are_not_kept() {
+    let store = ledger_store("recorded").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let runs = AtomicUsize::new(0);
+    for _ in 0..2 {
+        let answer = Call::new(NS, "k5")
+            .engine(&engine)
+            .replay_errors(|e: &Refusal| *e == Refusal::Declined)
+            .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                insert(&schema, "k5", tx, ctx.fence())
+                    .await
+                    .map_err(|e| Refusal::Other(e.to_string()))?;
+                Err::<u64, Refusal>(Refusal::Declined)
+            })
+            .await;
+        assert_eq!(answer, Err(Refusal::Declined));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the error was recorded and replayed"
+    );
+    assert_eq!(ledger_rows(&store, "k5").await, 0);
+}
