@@ -216,10 +216,15 @@
 //!
 //! # What was tested
 //! Against PostgreSQL 15 on one node: idem's conformance kit (every rule, the model,
-//! the engine race and a duplicate storm), the transactional form (commit, rollback,
-//! lost lease, a begin waiting on an uncommitted completion, a lost commit answer),
-//! worker processes killed mid-body and between completion and commit (exactly one
-//! ledger row per key), the cleanup, and the errors above.
+//! the engine race and a duplicate storm); the lock-held form (a duplicate in progress
+//! at once, a waiting duplicate replaying under each isolation level with a body past
+//! the old heartbeat interval, rolled-back, panicking and cancelled attempts freeing
+//! the key under ever higher fences, a serialization failure retryable with its source,
+//! a plain call waiting for a held key's commit, a recorded error); the clock-lease
+//! form (commit, rollback, lost lease, a begin waiting on an uncommitted completion, a
+//! lost commit answer); worker processes killed mid-body and between completion and
+//! commit, on both forms (exactly one ledger row per key), and a key free within
+//! milliseconds of its holder's SIGKILL; the cleanup, and the errors above.
 #![warn(missing_docs)]
 
 mod error;
