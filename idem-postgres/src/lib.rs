@@ -214,6 +214,12 @@
 //! Values larger than [`PgStoreBuilder::max_data_bytes`] (1 MiB by default) are
 //! completed as not stored, before the commit.
 //!
+//! # Testing your handlers
+//! [`testing::TestSchema`] gives a test a schema of its own (the pool's `search_path`,
+//! so your body's unqualified tables are the test's), a migrated store and an engine,
+//! and drops the schema at the end: a transactional handler is tested with its
+//! production body in a few lines.
+//!
 //! # What was tested
 //! Against PostgreSQL 15 on one node: idem's conformance kit (every rule, the model,
 //! the engine race and a duplicate storm); the lock-held form (a duplicate in progress
@@ -230,6 +236,7 @@
 mod error;
 mod sql;
 mod store;
+pub mod testing;
 mod transaction;
 
 pub use store::{NameError, PgStore, PgStoreBuilder, DEFAULT_MAX_DATA_BYTES, DEFAULT_TABLE};
