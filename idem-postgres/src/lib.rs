@@ -176,8 +176,13 @@
 //! record as it was before it; the lock shows in `pg_locks`), a plain
 //! [`run`](idem_core::Call::run) on the same key waits on the lock for the commit (or
 //! fails with a transient store error after the engine's store timeout), the transaction holds back the vacuum horizon while the body
-//! runs, and `max_duration` and [`Context::lease_lost`](idem_core::Context::lease_lost)
-//! mean nothing (a paused holder keeps the key, as said above).
+//! runs, `max_duration` and [`Context::lease_lost`](idem_core::Context::lease_lost)
+//! mean nothing (a paused holder keeps the key, as said above), and a duplicate of a
+//! completed call costs three round trips (`BEGIN`, the hold refused with the record,
+//! `ROLLBACK`) where the clock-lease form's costs one; a first call costs four in both
+//! (`tests/lock_held.rs` counts them), but one commit fewer held by the transaction.
+//! The engine's [local cache](idem_core::EngineBuilder::local_cache) answers repeated
+//! duplicates with none.
 //! [`PgStoreBuilder::lock_held(false)`](PgStoreBuilder::lock_held) restores the clock
 //! lease, described next.
 //!

@@ -400,3 +400,54 @@ async fn a_recorded_error_is_replayed_and_the_body_s_writes_are_not_kept() {
     );
     assert_eq!(ledger_rows(&store, "k5").await, 0);
 }
+
+#[allow(dead_code)]
+#[path = "../benches/common/mod.rs"]
+mod bench_common;
+
+/// Statements (round trips) a first call and a duplicate send, counted from sqlx's own
+/// per-statement events, in both forms: held by the transaction, `BEGIN`, the hold, the
+/// completion and `COMMIT` for a first call, and `BEGIN`, the hold refused with the
+/// completed record and `ROLLBACK` for a duplicate; under a clock lease, the begin,
+/// `BEGIN`, the completion and `COMMIT`, and one begin for a duplicate. sqlx sends its
+/// `BEGIN` as a queued simple query without an event: one round trip more than counted
+/// for each transaction (4 and 3 held, 4 and 1 under a lease).
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn statements_per_first_call_and_per_duplicate() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    async fn count(store: &TestStore, key: &str) -> (u64, u64) {
+        let engine = Engine::new(store.store.clone());
+        let call = |key: String| {
+            let engine = engine.clone();
+            async move {
+                Call::new(NS, key.as_str())
+                    .engine(&engine)
+                    .run_in_transaction(async |_, _: &mut PgTransaction| Ok::<_, Error>(7))
+                    .await
+                    .unwrap()
+            }
+        };
+        // Every statement prepared on the connection first.
+        call(format!("{key}-warm")).await;
+        call(format!("{key}-warm")).await;
+        let counted = Arc::new(AtomicU64::new(0));
+        let _counting =
+            tracing::subscriber::set_default(bench_common::CountStatements(counted.clone()));
+        call(key.to_owned()).await;
+        let first = counted.swap(0, Ordering::SeqCst);
+        call(key.to_owned()).await;
+        (first, counted.load(Ordering::SeqCst))
+    }
+    let held = count(&store("count_held").await, "held").await;
+    let leased = count(&common::clock_lease_store("count_leased").await, "leased").await;
+    eprintln!(
+        "statements with an event (and one BEGIN each): held by the transaction, first \
+         call {}, duplicate {}; under a clock lease, first call {}, duplicate {}",
+        held.0, held.1, leased.0, leased.1
+    );
+    assert_eq!(held, (3, 2), "BEGIN not counted");
+    assert_eq!(leased, (3, 1), "BEGIN not counted");
+}
