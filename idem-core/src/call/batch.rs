@@ -120,7 +120,9 @@ pub enum BatchOutcome<T, E> {
     /// it.
     Failed(E),
     /// Not run: an earlier item of its group failed or did not run, so this one may not run
-    /// out of order. Its key was taken and released untouched.
+    /// out of order. A key this batch had taken for it was released untouched; an item
+    /// that would have replayed, or whose key is in progress elsewhere, is skipped too
+    /// (its record untouched), so that a queue delivers the group again in order.
     Skipped,
     /// The key cannot be encoded (a float, an empty value, a record id too long for
     /// the store): [`Error::InvalidKey`]. Nothing was written; no delivery can succeed.
