@@ -14,7 +14,7 @@
 //! - **Store authors** use [`store`] (the [`Store`] trait, its requests and answers,
 //!   the [`Record`](store::Record) and its predicates, the error kinds), [`key`] (the
 //!   frozen key and token formats) and, with the feature `testkit`, the conformance kit
-//!   [`testkit`], whose [`store_conformance!`] is a store's definition of done. That
+//!   `testkit`, whose `store_conformance!` is a store's definition of done. That
 //!   surface follows the engine and may change in a minor release: a store crate
 //!   depends on this one at an exact version (`idem-core = "=0.1.0"`), as sqlx's
 //!   drivers pin `sqlx-core`.

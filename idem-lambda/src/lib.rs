@@ -11,15 +11,33 @@
 //!
 //! | Event | Key the closure reads | Ordered group | Response |
 //! |---|---|---|---|
-//! | [`sqs`] | the message | FIFO `MessageGroupId` | `SqsBatchResponse` |
-//! | [`kinesis`] | the record | partition key | `KinesisEventResponse` |
+//! | [`sqs`] | the message | FIFO `MessageGroupId` | [`SqsBatchResponse`](aws_lambda_events::event::sqs::SqsBatchResponse) |
+//! | [`kinesis`] | the record | partition key | [`KinesisEventResponse`](aws_lambda_events::event::streams::KinesisEventResponse) |
 //! | [`kafka`] | the record | topic partition | [`kafka::KafkaEventResponse`] |
 //!
 //! ```no_run
 //! use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 //! use lambda_runtime::{service_fn, Error, LambdaEvent};
 //!
-//! async fn ship(message: &SqsMessage) -> Result<(), idem::Error> { Ok(()) }
+//! /// The body's own error; idem's errors (a store failure, a lost lease) convert into it.
+//! #[derive(Debug)]
+//! enum ShipError {
+//!     Carrier(String),
+//!     Idem(idem::Error),
+//! }
+//!
+//! impl From<idem::Error> for ShipError {
+//!     fn from(error: idem::Error) -> Self {
+//!         ShipError::Idem(error)
+//!     }
+//! }
+//!
+//! async fn ship(message: &SqsMessage) -> Result<(), ShipError> {
+//!     match message.body.as_deref() {
+//!         Some(_order) => Ok(()), // call the carrier
+//!         None => Err(ShipError::Carrier("an empty message".into())), // delivered again
+//!     }
+//! }
 //!
 //! async fn handler(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
 //!     let event = event.payload;
@@ -46,7 +64,10 @@
 //! stopped before it, its key cannot be encoded) is reported failed, and Lambda
 //! delivers it again; a processed one (ran and recorded, or replayed) is not. A message
 //! whose key repeats an earlier message of the same batch is reported as that message
-//! is. A message that must be reported but has no identifier (no `messageId`, no
+//! is; an identifier is reported once, however often it appears in the event. A
+//! message whose key cannot be encoded is reported failed every time: give the queue a
+//! dead-letter queue (`maxReceiveCount`), or it comes back until its retention ends. A
+//! message that must be reported but has no identifier (no `messageId`, no
 //! sequence number) is reported with an empty one, which Lambda takes as the whole
 //! batch failed: every message is delivered again, and those processed replay.
 //!
@@ -80,10 +101,13 @@ fn failed_identifiers<'a, T, E>(
         Some(outcome) => outcome.is_processed(),
         None => false,
     };
-    identifiers
-        .into_iter()
-        .enumerate()
-        .filter(|(index, _)| !processed(*index))
-        .map(|(_, identifier)| identifier.unwrap_or_default().to_owned())
-        .collect()
+    let mut failed: Vec<String> = Vec::new();
+    for (index, identifier) in identifiers.into_iter().enumerate() {
+        let identifier = identifier.unwrap_or_default();
+        // Once each: the same message delivered twice in one event is one failure.
+        if !processed(index) && !failed.iter().any(|known| known == identifier) {
+            failed.push(identifier.to_owned());
+        }
+    }
+    failed
 }

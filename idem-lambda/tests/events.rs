@@ -95,6 +95,36 @@ async fn sqs_reports_the_repeat_of_a_failed_message() {
     );
 }
 
+/// The same message twice in one event (a standard queue may deliver it so), its body
+/// failing: it runs once and is reported once. (Review of #28: the identifier was listed
+/// twice. Mutation tried: no deduplication: this test fails.)
+#[tokio::test]
+async fn sqs_reports_a_message_delivered_twice_in_one_event_once() {
+    let engine = Engine::new(MemoryStore::new());
+    let mut event: SqsEvent = fixture("sqs.json");
+    let twice = event.records[0].clone();
+    event.records.push(twice);
+    let runs = Mutex::new(0);
+    let outcomes = idem_lambda::sqs::batch("orders::ship", &event, |m| m.message_id.clone())
+        .engine(&engine)
+        .run(|_, message| {
+            *runs.lock().unwrap() += 1;
+            let fail = message.message_id == event.records[0].message_id;
+            async move {
+                match fail {
+                    true => Err(Error::Config("refused".into())),
+                    false => Ok(()),
+                }
+            }
+        })
+        .await;
+    assert_eq!(*runs.lock().unwrap(), event.records.len() - 1);
+    assert_eq!(
+        failures(idem_lambda::sqs::response(&event, &outcomes)),
+        [format!("{SQS_ID}1")]
+    );
+}
+
 /// A FIFO queue: a group runs in delivery order and stops at its first failure, the
 /// rest of the group is reported without running; the other group goes on. Delivered
 /// again, the group resumes where it stopped.

@@ -125,11 +125,16 @@ pub enum BatchOutcome<T, E> {
     /// (its record untouched), so that a queue delivers the group again in order.
     Skipped,
     /// The key cannot be encoded (a float, an empty value, a record id too long for
-    /// the store): [`Error::InvalidKey`]. Nothing was written; no delivery can succeed.
+    /// the store): [`Error::InvalidKey`]. Nothing was written; no delivery can succeed,
+    /// so a queue should move it aside (a dead-letter queue, after its
+    /// `maxReceiveCount`) rather than deliver it again forever.
     InvalidKey(Error),
     /// The same key as the item at index `first` of this batch: not run, and nothing
-    /// written for it. Its effect is the first item's; in a group, its turn ends as
-    /// the first item ended (processed or not).
+    /// written for it. Its effect is the first item's: whether it is done is
+    /// `outcomes[first]`'s [`is_processed`](BatchOutcome::is_processed) (this one's own
+    /// is `false`). In a group, its turn ends as the first item ended (processed or
+    /// not); in a group already stopped, it is [`Skipped`](BatchOutcome::Skipped) like
+    /// the rest of the group.
     Repeated {
         /// The index of the first item with this key.
         first: usize,
