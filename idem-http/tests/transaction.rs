@@ -274,6 +274,7 @@ async fn server_process() {
     };
     let store = PgStore::builder(common::pool(4).await)
         .schema(schema.clone())
+        .lock_held(true)
         .build()
         .unwrap();
     let table = ledger_table(&store, &schema).await;

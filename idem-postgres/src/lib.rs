@@ -79,11 +79,13 @@
 //! ```
 //!
 //! ## Upgrading a table made before the lock-held form
-//! The transactional form takes its fences from the sequence `"{table}_fence"`, which
-//! earlier builds did not create: run the new version's [`PgStore::migrate`] (or its
-//! `CREATE SEQUENCE IF NOT EXISTS`) before the deploy. Without it every
-//! `run_in_transaction` fails with a permanent store error naming the sequence, and no
-//! body runs; plain calls are not affected.
+//! The lock-held form (`lock_held(true)`) takes its fences from the sequence
+//! `"{table}_fence"`, which earlier builds did not create: run the new version's
+//! [`PgStore::migrate`] (or its `CREATE SEQUENCE IF NOT EXISTS`) before turning it on.
+//! Without it every such `run_in_transaction` fails with a permanent store error naming
+//! the sequence, and no body runs; plain calls and the default clock-lease form are not
+//! affected. Turn it on only once no process of an older build runs against the table:
+//! the two forms on one key can hand out equal fences (§3.6 of `docs/protocol.md`).
 //!
 //! ## Upgrading a table made before the bytes codec
 //! A value that serializes as bytes (`bytes::Bytes`, `Vec<u8>`, an `idem-http`
@@ -135,7 +137,22 @@
 //! committed with the body's writes, so the two commit together or not at all.
 //!
 //! ## The lease is the transaction
-//! By default the transaction also holds the key (`docs/protocol.md` §3.6): it is
+//! With [`PgStoreBuilder::lock_held(true)`](PgStoreBuilder::lock_held) the transaction
+//! also holds the key (`docs/protocol.md` §3.6). **It is opt-in for now**: a review
+//! found three open bugs, none of which runs a body twice or commits an effect without
+//! its record, but each of which a production user would meet:
+//! - concurrent duplicates of a *completed* key are told `InProgress` instead of the
+//!   replay (a refused hold still locks the row until its rollback, and the next
+//!   duplicate's 1 ms `lock_timeout` reads that as a holder): a retry storm on a hot
+//!   key gets 409s through `idem-http`;
+//! - with `replay_errors`, the error recorded after the rollback is a plain begin on the
+//!   pool, which can wait on the next holder's row lock past the store timeout and then
+//!   commit a clock lease nobody completes: the key is blocked until that lease lapses;
+//! - the fence is drawn from the sequence before the statement waits for the row, so
+//!   attempts that queue on one key (with `wait`) take fences out of their order: a
+//!   downstream system that keeps the highest fence can prefer a stale attempt's.
+//!
+//! In this form the transaction is
 //! opened first, at the call's [isolation level](idem_core::Call::isolation), and one
 //! statement inserts the record's row in progress, or updates it if it is free, leaving
 //! it locked until the transaction ends. That row lock is the lease: nothing renews it
@@ -165,8 +182,9 @@
 //!   duplicate that waited meets one when the holder commits, and begins again in a
 //!   fresh transaction that replays.
 //!
-//! It is the default because the transactional form already holds a pooled connection
-//! for the whole body, and with it the clock lease adds only what can go wrong: a
+//! It is meant to become the default once those are fixed, because the transactional
+//! form already holds a pooled connection for the whole body, and with it the clock
+//! lease adds only what can go wrong: a
 //! heartbeat that needs a second connection (and lapses when the pool has none), a row
 //! update during the body (which makes every REPEATABLE READ or SERIALIZABLE completion
 //! after the first heartbeat fail with a serialization error), a crash that blocks the
@@ -183,11 +201,10 @@
 //! (`tests/lock_held.rs` counts them), but one commit fewer held by the transaction.
 //! The engine's [local cache](idem_core::EngineBuilder::local_cache) answers repeated
 //! duplicates with none.
-//! [`PgStoreBuilder::lock_held(false)`](PgStoreBuilder::lock_held) restores the clock
-//! lease, described next.
+//! The clock lease, the default, is described next.
 //!
 //! ## Under a clock lease
-//! With `lock_held(false)` the key is taken as a plain call's (the lease is committed
+//! By default (`lock_held(false)`) the key is taken as a plain call's (the lease is committed
 //! at once, so duplicates see the call in progress), then the transaction is opened and
 //! handed to the body. The completion is written in it, conditional on the attempt
 //! still holding the key, and committed with the body's writes:
