@@ -13,6 +13,7 @@ pub(crate) struct Statements {
     pub(crate) begin: Arc<str>,
     pub(crate) hold: Arc<str>,
     pub(crate) complete: Arc<str>,
+    pub(crate) complete_held: Arc<str>,
     pub(crate) extend: Arc<str>,
     pub(crate) release: Arc<str>,
     pub(crate) read: Arc<str>,
@@ -76,25 +77,77 @@ CREATE SEQUENCE IF NOT EXISTS {fences};
 /// The current row is read `FOR UPDATE`: under READ COMMITTED that is the newest
 /// committed version of the row (the one whose lock the write waited for), not the
 /// statement's snapshot.
-///
-/// `before` is what the write reads first (common table expressions, each followed by
-/// a comma), and `then` a text expression computed once the write applied, in its
-/// answer's `after_write` column (after the write, as the row is returned).
-fn write_then_current(t: &str, before: &str, write: &str, then: &str) -> String {
+fn write_then_current(t: &str, write: &str) -> String {
     format!(
-        "WITH {before}written AS ({write} RETURNING fence),
+        "WITH written AS ({write} RETURNING fence),
 current AS (
     SELECT {COLUMNS} FROM {t} WHERE id = $1 AND NOT EXISTS (SELECT FROM written) FOR UPDATE
 )
-SELECT true AS applied, fence, NULL::text AS state, NULL::text AS owner,
+{APPLIED} fence{APPLIED_REST} FROM written
+UNION ALL
+{REFUSED} FROM current"
+    )
+}
+
+/// The first columns of an applied write's answer, up to its fence (`applied`), and,
+/// after the fence, the rest, empty: the same columns as [`REFUSED`].
+const APPLIED: &str = "SELECT true AS applied,";
+const APPLIED_REST: &str = " AS fence, NULL::text AS state, NULL::text AS owner,
        NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
        NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
-       NULL::integer AS format, NULL::text AS codec, {then} AS after_write
+       NULL::integer AS format, NULL::text AS codec";
+
+/// A refused write's answer: `applied = false` and the row's columns.
+const REFUSED: &str = "SELECT false, fence, state, owner, lease_until_ms, expires_at_s, \
+     fingerprint, outcome, data, data_bytes, format, codec";
+
+/// The hold: the lock-held form's take, in the body's transaction, in one statement.
+///
+/// 1. `seen`: the record as last committed (the statement's snapshot, read without a
+///    lock, so it never waits for one), if it is live at `$3`. Then the hold is refused
+///    with it and nothing is written or locked: however many duplicates of a completed
+///    record arrive at once, none waits for another, nor keeps the row locked for the
+///    next one to time out on.
+/// 2. Otherwise begin's write (inserted, or updated if free), waiting for a locked row
+///    at most `$9` ([`BOUNDED`]). The row keeps its fence while it is held (0 when
+///    inserted): nobody sees it before the completion writes the attempt's.
+/// 3. The attempt's fence, drawn from the sequence `fences` once the write is done,
+///    that is once this transaction holds the row (as the answer's row is produced, in
+///    the outer `SELECT`): added to the row's, it is higher than the fence of every
+///    attempt that held the key before, rolled back or crashed. A fence drawn before the
+///    statement waits would not be: two attempts queued on one key may take it in the
+///    other order than they drew (a waiting insert proceeds with its values once the
+///    insert it waited for is rolled back, and so does an update).
+/// 4. When the write was refused (the row changed after the snapshot, by a transaction
+///    the write waited for), the row as it is now, `FOR UPDATE`, as
+///    [`write_then_current`] reads it.
+///
+/// The answer has `held_fence`, the row's fence, beside the attempt's: the completion
+/// is conditioned on the former and writes the latter (`complete_held`).
+fn hold(t: &str, fences: &str) -> String {
+    let write = take(
+        t,
+        "FROM bounded WHERE NOT EXISTS (SELECT FROM seen)",
+        "0",
+        "r.fence",
+        "0",
+    );
+    format!(
+        "WITH {BOUNDED}seen AS MATERIALIZED (
+    SELECT {COLUMNS} FROM {t} AS r WHERE r.id = $1 AND NOT ({FREE})
+),
+written AS ({write} RETURNING fence),
+current AS (
+    SELECT {COLUMNS} FROM {t}
+     WHERE id = $1 AND NOT EXISTS (SELECT FROM written) AND NOT EXISTS (SELECT FROM seen)
+       FOR UPDATE
+)
+{APPLIED} fence + nextval('{fences}'){APPLIED_REST}, fence AS held_fence, {RESTORED} AS restored
   FROM written
 UNION ALL
-SELECT false, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
-       data_bytes, format, codec, NULL
-  FROM current"
+{REFUSED}, NULL, NULL FROM current
+UNION ALL
+{REFUSED}, NULL, NULL FROM seen"
     )
 }
 
@@ -146,11 +199,9 @@ bounded AS MATERIALIZED (SELECT set_config('lock_timeout', $9, true) FROM saved)
 ";
 
 /// `lock_timeout` as it was before [`BOUNDED`], set back once the key is taken, for the
-/// statements that follow in the same transaction (the body's).
+/// statements that follow in the same transaction (the body's). A refused hold leaves
+/// it bounded: its transaction is rolled back at once.
 const RESTORED: &str = "set_config('lock_timeout', (SELECT lock_timeout FROM saved), true)";
-
-/// Not computed: the statement leaves nothing to undo.
-const NOTHING: &str = "NULL::text";
 
 /// The record is free at `$3`: completed and expired, or in progress past its lease.
 const FREE: &str = "CASE r.state WHEN 'COMPLETED' THEN $3 >= r.expires_at_s * 1000
@@ -186,42 +237,28 @@ impl Statements {
         // wrote it, and in `data_bytes` (bytea) for the bytes codec.
         // Begin: applied iff there is no row or the row is free at $3; the fence is
         // incremented in place.
-        let begin = write_then_current(&t, "", &take(&t, "", "1", "r.fence + 1", "$4"), NOTHING);
-        // Hold (the lock-held form, in the body's transaction): begin's condition, but
-        // the fence is the sequence's next value (added to the row's, so it passes any
-        // fence the row had) and the lease is released (0): the row lock of the open
-        // transaction is the lease. `lock_timeout` is set back once the key is taken.
-        let next = format!("nextval('{}')", fences(schema, table));
-        let hold = write_then_current(
-            &t,
-            BOUNDED,
-            &take(&t, "FROM bounded", &next, "r.fence + excluded.fence", "0"),
-            RESTORED,
+        let begin = write_then_current(&t, &take(&t, "", "1", "r.fence + 1", "$4"));
+        // Hold (the lock-held form, in the body's transaction): see `hold`.
+        let hold = hold(&t, &fences(schema, table));
+        let completion = format!(
+            "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, data_bytes = $7,
+        codec = $8, expires_at_s = $6"
         );
-        let complete = write_then_current(
-            &t,
-            "",
-            &format!(
-                "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, data_bytes = $7,
-        codec = $8, expires_at_s = $6
-    WHERE {HELD}"
-            ),
-            NOTHING,
-        );
+        let complete = write_then_current(&t, &format!("{completion}\n    WHERE {HELD}"));
+        // The completion of a held key, in its transaction: conditioned on the fence
+        // the row kept while held ($3), it writes the attempt's ($9).
+        let complete_held =
+            write_then_current(&t, &format!("{completion}, fence = $9\n    WHERE {HELD}"));
         let extend = write_then_current(
             &t,
-            "",
             &format!(
                 "UPDATE {t} SET lease_until_ms = $4, expires_at_s = $5
     WHERE {HELD} AND lease_until_ms > 0"
             ),
-            NOTHING,
         );
         let release = write_then_current(
             &t,
-            "",
             &format!("UPDATE {t} SET lease_until_ms = 0 WHERE {HELD}"),
-            NOTHING,
         );
         // Begin for many keys: the single begin's insert over `unnest` ($1 ids, $2 owners,
         // $3 clocks, $4 leases, $5 expiries, $6 fingerprints; $7 format, $8 codec),
@@ -273,6 +310,7 @@ impl Statements {
             begin: begin.into(),
             hold: hold.into(),
             complete: complete.into(),
+            complete_held: complete_held.into(),
             extend: extend.into(),
             release: release.into(),
             read: format!("SELECT {COLUMNS} FROM {t} WHERE id = $1").into(),

@@ -85,10 +85,10 @@ impl PgStoreBuilder {
     /// How [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) holds the
     /// key: `true` by the body's own transaction, opened first, whose lock on the
     /// record's row is the lease (no clock, no heartbeat, and a crash frees the key as
-    /// soon as PostgreSQL ends the session); `false` (the default, for now) by a clock
-    /// lease committed before the transaction opens and renewed by heartbeats, as a
-    /// plain call's. The lock-held form has open bugs (the crate documentation lists
-    /// them): see the [crate documentation](crate#the-lease-is-the-transaction).
+    /// soon as PostgreSQL ends the session); `false` (the default) by a clock lease
+    /// committed before the transaction opens and renewed by heartbeats, as a plain
+    /// call's. Turn it on once the table is migrated (the fences' sequence) and no older
+    /// build runs on it: see the [crate documentation](crate#the-lease-is-the-transaction).
     pub fn lock_held(mut self, lock_held: bool) -> Self {
         self.lock_held = lock_held;
         self
@@ -256,17 +256,20 @@ impl PgStore {
             .bind(Codec::Json.as_str())
     }
 
-    /// The complete statement with its arguments bound.
+    /// A complete statement (`sql`) with its arguments bound, conditioned on the row's
+    /// `fence`.
     pub(crate) fn complete_query<'q>(
         &'q self,
+        sql: &Arc<str>,
         attempt: &'q Attempt,
+        fence: u64,
         completion: &'q Completion,
     ) -> Query<'q, Postgres, PgArguments> {
         let (text, bytes) = data_columns(completion);
-        self.query(&self.inner.statements.complete)
+        self.query(sql)
             .bind(attempt.id.as_str())
             .bind(attempt.owner.as_str())
-            .bind(to_i64(attempt.fence))
+            .bind(to_i64(fence))
             .bind(completion.outcome.as_str())
             .bind(text)
             .bind(to_i64(completion.expires_at_s))
@@ -409,11 +412,11 @@ fn data_columns(completion: &Completion) -> (Option<&str>, Option<&[u8]>) {
 
 /// A time or fence as PostgreSQL's `bigint`; idem's never reach `i64::MAX`, and one that
 /// did would be written as the largest, still in the future.
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn from_i64(id: &str, name: &str, value: i64) -> Result<u64, StoreError> {
+pub(crate) fn from_i64(id: &str, name: &str, value: i64) -> Result<u64, StoreError> {
     u64::try_from(value)
         .map_err(|_| StoreError::malformed(format!("column `{name}` of `{id}` is negative")))
 }
@@ -499,12 +502,13 @@ impl Store for PgStore {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        self.held_write(
-            "complete",
+        let query = self.complete_query(
+            &self.inner.statements.complete,
             attempt,
-            self.complete_query(attempt, completion),
-        )
-        .await
+            attempt.fence,
+            completion,
+        );
+        self.held_write("complete", attempt, query).await
     }
 
     async fn extend(

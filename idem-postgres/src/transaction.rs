@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use idem_core::store::{
     Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction, Written,
 };
-use sqlx::{PgConnection, Postgres};
+use sqlx::{PgConnection, Postgres, Row};
 
 use crate::error::{is_conflict, is_lock_timeout};
-use crate::store::PgStore;
+use crate::store::{from_i64, to_i64, PgStore};
 
 /// The `BEGIN` of a transaction at `isolation`.
 fn begin_statement(isolation: Isolation) -> &'static str {
@@ -33,6 +33,16 @@ fn begin_statement(isolation: Isolation) -> &'static str {
 pub struct PgTransaction {
     transaction: sqlx::Transaction<'static, Postgres>,
     store: PgStore,
+    /// The key this transaction holds (the lock-held form), once its hold applied.
+    held: Option<Held>,
+}
+
+/// A key held by the transaction: the attempt's fence, and the fence its row keeps
+/// until the completion writes the attempt's (see `sql::hold`).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    fence: u64,
+    row_fence: u64,
 }
 
 impl std::fmt::Debug for PgTransaction {
@@ -77,6 +87,7 @@ impl Transaction for PgTransaction {
         Ok(PgTransaction {
             transaction,
             store: store.clone(),
+            held: None,
         })
     }
 
@@ -84,12 +95,14 @@ impl Transaction for PgTransaction {
         store.inner.lock_held
     }
 
-    /// One statement: the record's row inserted, or updated if it is free, and locked
-    /// until this transaction ends; refused with the row as it is now if it is live. A
-    /// row another transaction holds locked is waited for up to `wait` (1 ms without
-    /// one: `lock_timeout` 0 would wait forever), then the key is busy (`55P03`). A
-    /// serialization failure or a deadlock is a conflict: a fresh transaction sees
-    /// what the one waited for committed.
+    /// One statement (`sql::hold`): refused at once, without a lock, by a record that
+    /// was live as last committed; otherwise the record's row inserted, or updated if it
+    /// is free, and locked until this transaction ends, under a fence drawn once the
+    /// row is held; refused with the row as it is now if it turned out live. A row
+    /// another transaction holds locked is waited for up to `wait` (1 ms without one:
+    /// `lock_timeout` 0 would wait forever), then the key is busy (`55P03`). A
+    /// serialization failure or a deadlock is a conflict: a fresh transaction sees what
+    /// the one waited for committed.
     async fn hold(&mut self, request: &Begin, wait: Option<Duration>) -> Result<Hold, StoreError> {
         let lock_wait = format!("{}ms", wait.map_or(1, |wait| wait.as_millis().max(1)));
         let answer = self
@@ -104,23 +117,58 @@ impl Transaction for PgTransaction {
             Err(error) if is_conflict(&error) => return Ok(Hold::Conflict),
             Err(error) => return Err(self.store.error("begin", error)),
         };
-        Ok(match self.store.answer(&request.id, row)? {
-            Written::Applied(fence) => Hold::Taken(fence),
-            Written::Refused(record) => Hold::Refused(record),
+        let row_fence = match &row {
+            Some(row) => row
+                .try_get::<Option<i64>, _>("held_fence")
+                .map_err(|e| self.store.error("decode", e))?,
+            None => None,
+        };
+        Ok(match (self.store.answer(&request.id, row)?, row_fence) {
+            (Written::Applied(fence), Some(row_fence)) => {
+                self.held = Some(Held {
+                    fence,
+                    row_fence: from_i64(&request.id, "fence", row_fence)?,
+                });
+                Hold::Taken(fence)
+            }
+            (Written::Applied(_), None) => {
+                return Err(StoreError::malformed(format!(
+                    "the hold of `{}` on {} applied without the row's fence",
+                    request.id,
+                    self.store.table()
+                )))
+            }
+            (Written::Refused(record), _) => Hold::Refused(record),
         })
     }
 
     /// The store's complete statement, on this transaction's connection: the row stays
     /// locked until the commit, so a competing begin waits for it and then sees the
-    /// completed record (or, after a rollback, the held one).
+    /// completed record (or, after a rollback, the held one). For the attempt this
+    /// transaction holds the key for, it is conditioned on the fence the row kept while
+    /// held and writes the attempt's.
     async fn complete(
         &mut self,
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError> {
-        let row = self
-            .store
-            .complete_query(attempt, completion)
+        let statements = &self.store.inner.statements;
+        let query = match self.held {
+            Some(held) if held.fence == attempt.fence => self
+                .store
+                .complete_query(
+                    &statements.complete_held,
+                    attempt,
+                    held.row_fence,
+                    completion,
+                )
+                .bind(to_i64(attempt.fence)),
+            _ => {
+                self.store
+                    .complete_query(&statements.complete, attempt, attempt.fence, completion)
+            }
+        };
+        let row = query
             .fetch_optional(&mut *self.transaction)
             .await
             .map_err(|e| self.store.error("complete", e))?;
@@ -128,7 +176,9 @@ impl Transaction for PgTransaction {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        let PgTransaction { transaction, store } = self;
+        let PgTransaction {
+            transaction, store, ..
+        } = self;
         transaction
             .commit()
             .await
@@ -136,7 +186,9 @@ impl Transaction for PgTransaction {
     }
 
     async fn rollback(self) -> Result<(), StoreError> {
-        let PgTransaction { transaction, store } = self;
+        let PgTransaction {
+            transaction, store, ..
+        } = self;
         transaction
             .rollback()
             .await

@@ -401,6 +401,183 @@ async fn a_recorded_error_is_replayed_and_the_body_s_writes_are_not_kept() {
     assert_eq!(ledger_rows(&store, "k5").await, 0);
 }
 
+/// Twenty duplicates of a completed key at once (a barrier), five rounds: every one
+/// replays the record, none is told `InProgress`. A hold refused by a completed record
+/// used to keep the row locked until its rollback (`INSERT ... ON CONFLICT DO UPDATE`
+/// locks the row its `WHERE` refuses), and the next duplicate's 1 ms `lock_timeout`
+/// read that lock as a holder; the hold now refuses a record live as last committed
+/// without a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn concurrent_duplicates_of_a_completed_key_all_replay() {
+    let store = ledger_store("storm").await;
+    let engine = engine(&store);
+    let call = |engine: Engine| async move {
+        Call::new(NS, "k7")
+            .engine(&engine)
+            .run_in_transaction_reported(async |ctx, _: &mut PgTransaction| {
+                Ok::<_, Error>(ctx.fence())
+            })
+            .await
+    };
+    let first = call(engine.clone()).await.unwrap();
+    assert_eq!(first.source, Source::Ran);
+    const DUPLICATES: usize = 20;
+    for round in 0..5 {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(DUPLICATES));
+        let duplicates: Vec<_> = (0..DUPLICATES)
+            .map(|_| {
+                let (engine, barrier) = (engine.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    call(engine).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for duplicate in duplicates {
+            answers.push(duplicate.await.unwrap());
+        }
+        let not_replayed: Vec<_> = answers
+            .iter()
+            .filter(|answer| !matches!(answer, Ok(report) if report.source == Source::Replayed))
+            .collect();
+        assert!(
+            not_replayed.is_empty(),
+            "round {round}: {} of {DUPLICATES} duplicates did not replay: {not_replayed:?}",
+            not_replayed.len()
+        );
+        for answer in &answers {
+            let replayed = answer.as_ref().unwrap();
+            assert_eq!(replayed.value, first.value);
+            assert_eq!(
+                replayed.fence, first.fence,
+                "the record has the attempt's fence"
+            );
+        }
+    }
+}
+
+/// Three transactions on one key, through the store's `Transaction` alone: A holds it;
+/// B, then C, wait for it (`wait`, both seen waiting on a lock in `pg_stat_activity`
+/// before the next starts); A rolls back. Whichever of B and C takes the key first gets
+/// a fence above A's, and the other, which takes it once the first rolls back, one above
+/// that: fences rise in the order the key was taken. Over a committed free row (the
+/// update path) and a new key (the insert path), 20 rounds each: B and C wake together
+/// when A ends and either may win, so a fence drawn before the statement waited (B's
+/// below C's) came out of order whenever C won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn queued_holders_get_fences_in_the_order_they_take_the_key() {
+    use idem_core::store::{Attempt, Begin, Hold, Transaction as _, Written};
+    use idem_core::Store as _;
+
+    let store = store("queued").await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let request = |id: &str, owner: &str| {
+        let now_ms = now_ms();
+        Begin {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            now_ms,
+            lease_until_ms: now_ms + 30_000,
+            expires_at_s: (now_ms + 30_000) / 1000 + 3600,
+            fingerprint: None,
+        }
+    };
+    let taken = |hold: Hold| match hold {
+        Hold::Taken(fence) => fence,
+        other => panic!("expected the key taken, got {other:?}"),
+    };
+    let open = || async { PgTransaction::open(&store.store, None).await.unwrap() };
+    // A transaction whose hold waits for the key: the task that awaits it, returned once
+    // it is seen waiting.
+    #[allow(clippy::async_yields_async)]
+    let queued = |id: String, owner: &'static str| {
+        let store = store.store.clone();
+        let request = request(&id, owner);
+        async move {
+            let mut tx = PgTransaction::open(&store, None).await.unwrap();
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            let holding = tokio::spawn(async move {
+                let hold = tx.hold(&request, Some(Duration::from_secs(10))).await;
+                (tx, taken(hold.unwrap()))
+            });
+            let started = Instant::now();
+            loop {
+                let waiting: Option<String> = sqlx::query_scalar(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                )
+                .bind(pid)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waiting.as_deref() == Some("Lock") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{owner} never waits"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            holding
+        }
+    };
+    let mut inversions_seen = Vec::new();
+    for path in ["update", "insert"] {
+        for round in 0..20 {
+            let id = format!("{NS}#{path}-{round}");
+            if path == "update" {
+                // A committed row, released: free.
+                let begin = request(&id, "plain");
+                let Ok(Written::Applied(fence)) = store.begin(&begin).await else {
+                    panic!("the plain begin applies")
+                };
+                let attempt = Attempt {
+                    id: id.clone(),
+                    owner: begin.owner.clone(),
+                    fence,
+                };
+                assert!(matches!(
+                    store.release(&attempt).await,
+                    Ok(Written::Applied(()))
+                ));
+            }
+            let mut a = open().await;
+            let a_fence = taken(a.hold(&request(&id, "a"), None).await.unwrap());
+            let mut b = queued(id.clone(), "b").await;
+            let mut c = queued(id.clone(), "c").await;
+            a.rollback().await.unwrap();
+            let (winner, (first, first_fence), later) = tokio::select! {
+                b = &mut b => ("b", b.unwrap(), c),
+                c = &mut c => ("c", c.unwrap(), b),
+            };
+            assert!(!later.is_finished(), "the other still waits for the key");
+            first.rollback().await.unwrap();
+            let (last, last_fence) = later.await.unwrap();
+            last.rollback().await.unwrap();
+            let fences = [a_fence, first_fence, last_fence];
+            if !fences.windows(2).all(|pair| pair[0] < pair[1]) {
+                inversions_seen.push(format!("{path} {round}: {winner} first, {fences:?}"));
+            }
+        }
+    }
+    assert!(
+        inversions_seen.is_empty(),
+        "fences out of the order the key was taken in (A, then the winner, then the other): \
+         {inversions_seen:#?}"
+    );
+}
+
 #[allow(dead_code)]
 #[path = "../benches/common/mod.rs"]
 mod bench_common;

@@ -322,7 +322,10 @@ pub trait Transaction: Send + Sized + 'static {
 
     /// Takes the key inside this transaction, before the body writes in it, in one
     /// statement: succeeds iff [`Store::begin`] would (no record, or a free one), with a
-    /// fence higher than any attempt's before, rolled back or not; the written record
+    /// fence higher than that of every attempt that took the key before it, rolled back
+    /// or not (drawn once the key is held, not before a wait for another holder); a
+    /// record live as last committed refuses it without being locked or waited for, so
+    /// that duplicates of a completed record never wait for one another; the written record
     /// is in progress and released (`lease_until_ms = 0`: should the transaction ever
     /// commit it unfinished, it is free). A row locked by another transaction is waited
     /// for up to `wait` (`None`: not at all), then [`Hold::Busy`]. Called only when
