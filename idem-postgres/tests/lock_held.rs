@@ -458,6 +458,75 @@ async fn concurrent_duplicates_of_a_completed_key_all_replay() {
     }
 }
 
+/// A recorded error whose completion fails (a trigger on the records table refuses
+/// it: a failure injected between taking the key and completing it) leaves nothing
+/// committed, no record in progress, and the next call runs at once (the lease is 30 s).
+/// The error used to be recorded by the store's own begin, which committed a clock
+/// lease first, then a completion: one that failed (or a crash, or a cancelled call, in
+/// between) left the key in progress until that lease lapsed. It is now taken, completed
+/// and committed in one fresh transaction, rolled back as a whole.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_recorded_error_whose_completion_fails_leaves_the_key_free() {
+    let store = ledger_store("stray").await;
+    let schema = store.cleanup.0.clone();
+    let engine = Engine::builder(store.store.clone())
+        .lease(Duration::from_secs(30))
+        .store_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let execute = |statement: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let table = store.table().to_owned();
+    execute(format!(
+        "CREATE FUNCTION \"{schema}\".refuse_errors() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected: the completion of an error fails'; END $$;
+         CREATE TRIGGER refuse_errors BEFORE UPDATE ON {table} FOR EACH ROW
+             WHEN (NEW.outcome = 'err') EXECUTE FUNCTION \"{schema}\".refuse_errors();"
+    ))
+    .await;
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        Call::new(NS, "k6")
+            .engine(&engine)
+            .replay_errors(|e: &Refusal| *e == Refusal::Declined)
+            .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                insert(&schema, "k6", tx, ctx.fence())
+                    .await
+                    .map_err(|e| Refusal::Other(e.to_string()))?;
+                match runs.load(Ordering::SeqCst) {
+                    1 => Err(Refusal::Declined),
+                    _ => Ok(ctx.fence()),
+                }
+            })
+    };
+    assert_eq!(call().await.unwrap_err(), Refusal::Declined);
+    let in_progress: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE state = 'INPROGRESS'"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(in_progress, 0, "no record in progress is committed");
+    execute(format!("DROP TRIGGER refuse_errors ON {table}")).await;
+    let next = call().await.expect("the key is free: the next call runs");
+    assert_eq!(next.source, Source::Ran);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ledger_rows(&store, "k6").await,
+        1,
+        "the failed body's row is gone"
+    );
+}
+
 /// Three transactions on one key, through the store's `Transaction` alone: A holds it;
 /// B, then C, wait for it (`wait`, both seen waiting on a lock in `pg_stat_activity`
 /// before the next starts); A rolls back. Whichever of B and C takes the key first gets

@@ -82,7 +82,7 @@ impl Guard {
                 Err(panic) => Failure::Panicked(panic),
             };
             destination.discard(self).await;
-            self.fail(attempt, failure, errors).await
+            self.fail::<D, _, _, _>(attempt, failure, errors).await
         }
         .instrument(self.span(attempt))
         .await

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+use super::destination::InStore;
 use super::finish::Failure;
 use super::guard::{store_call, Guard, Held};
 use super::policy::{ErrorPolicy, NoErrorReplay};
@@ -741,7 +742,7 @@ where
             }
             Turned::Ran(Err(Failure::Returned(error))) => Ok(
                 match guard
-                    .fail(attempt, Failure::Returned(error), self.errors)
+                    .fail::<InStore, _, _, _>(attempt, Failure::Returned(error), self.errors)
                     .await
                 {
                     Ok(report) => BatchOutcome::Ran(report),

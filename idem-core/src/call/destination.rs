@@ -16,7 +16,8 @@ use super::report::Report;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::store::{Attempt, Begin, Hold, Isolation, StoreError, Transaction};
+use crate::protocol::{self, CompleteAnswer};
+use crate::store::{Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction};
 
 /// Where an attempt's completion is written, and what becomes of the body's own writes.
 pub(super) trait Destination: Sized {
@@ -46,6 +47,13 @@ pub(super) trait Destination: Sized {
         attempt: &Attempt,
         value: T,
     ) -> Result<Report<T>, E>;
+
+    /// Writes `completion` (an outcome other than a value: a recorded error) for
+    /// `attempt`, which took the key in this destination, and keeps it: in the store,
+    /// or in the destination and committed; a completion refused or failed, or a
+    /// commit that failed, leaves nothing (the key free, or the outcome unknown to this
+    /// call: recorded or free, never in progress).
+    async fn complete_outcome(self, guard: &Guard, attempt: &Attempt, completion: &Completion);
 
     /// Discards what a failed body wrote, before its key is released or its error
     /// recorded, so no retry can see it.
@@ -87,6 +95,10 @@ impl Destination for InStore {
         value: T,
     ) -> Result<Report<T>, E> {
         guard.complete_value(attempt, value).await
+    }
+
+    async fn complete_outcome(self, guard: &Guard, attempt: &Attempt, completion: &Completion) {
+        guard.complete_outcome(attempt, completion).await
     }
 
     async fn discard(self, _: &Guard) {}
@@ -177,6 +189,29 @@ impl<Tx: Transaction> Destination for Tx {
             value,
             super::finish::encoded(completion, spilled),
         )
+    }
+
+    async fn complete_outcome(mut self, guard: &Guard, attempt: &Attempt, completion: &Completion) {
+        let answer = guard
+            .store_call("complete", self.complete(attempt, completion))
+            .await;
+        let refused = match answer.map(|written| protocol::after_complete(written, attempt)) {
+            Ok(CompleteAnswer::Recorded) => {
+                match guard.store_call("commit", self.commit()).await {
+                    Ok(()) => guard.remember(attempt, completion),
+                    Err(error) => {
+                        tracing::warn!(target: "idem", namespace = %guard.namespace, digest = %guard.digest(),
+                            %error, "the commit of the recorded error failed: the error is recorded, or the key is free");
+                    }
+                }
+                return;
+            }
+            Ok(CompleteAnswer::LeaseLost { .. }) => "the completion was refused".to_owned(),
+            Err(error) => format!("the completion failed: {error}"),
+        };
+        tracing::warn!(target: "idem", namespace = %guard.namespace, digest = %guard.digest(),
+            "the error was not recorded ({refused}); rolled back, the key is free");
+        self.discard(guard).await;
     }
 
     async fn discard(self, guard: &Guard) {

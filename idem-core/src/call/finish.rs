@@ -10,14 +10,17 @@ use tokio::time::Instant;
 
 use super::Recordable;
 
+use super::destination::Destination;
 use super::guard::{store_call_within, Guard};
 use super::policy::ErrorPolicy;
 use super::report::{Report, Source};
 use crate::codec::{self, Encoded};
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
-use crate::protocol::{self, BeginAnswer, CompleteAnswer, ReleaseAnswer};
-use crate::store::{Attempt, Completion, Outcome, StoreError, StoreErrorKind, Written};
+use crate::protocol::{self, CompleteAnswer, ReleaseAnswer};
+use crate::store::{
+    Attempt, Completion, Hold, Isolation, Outcome, StoreError, StoreErrorKind, Written,
+};
 
 /// The first pause before a completion or a release is sent again, and the longest.
 const RESEND_FIRST: Duration = Duration::from_millis(10);
@@ -100,14 +103,17 @@ impl Guard {
     }
 
     /// A failed body: its error recorded (as `errors` says) or its key released; the
-    /// error goes back to the caller, a panic goes on.
-    pub(super) async fn fail<T, E, P>(
+    /// error goes back to the caller, a panic goes on. `D` is where the attempt's
+    /// completion was to be written: when it held the key (the lock-held form), the
+    /// error is recorded in a fresh one.
+    pub(super) async fn fail<D, T, E, P>(
         &self,
         attempt: &Attempt,
         failure: Failure<E>,
         errors: &P,
     ) -> Result<Report<T>, E>
     where
+        D: Destination,
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
@@ -118,9 +124,12 @@ impl Guard {
                     Some(Ok(data)) if data.len() <= limit => {
                         let data = Some(codec::encode_json(data));
                         if self.holds_key {
-                            self.record_after_rollback(Outcome::Err, data).await;
+                            self.record_after_rollback::<D>(Outcome::Err, data).await;
                         } else {
-                            self.complete(attempt, Outcome::Err, data).await;
+                            let completion =
+                                self.terms()
+                                    .completion(self.clock_now(), Outcome::Err, data);
+                            self.complete_outcome(attempt, &completion).await;
                         }
                     }
                     Some(Ok(data)) => {
@@ -247,15 +256,15 @@ impl Guard {
         }
     }
 
-    /// Completes the attempt with an outcome other than a value (a recorded error).
-    async fn complete(&self, attempt: &Attempt, outcome: Outcome, data: Option<Encoded>) {
-        let completion = self.terms().completion(self.clock_now(), outcome, data);
+    /// Completes the attempt in the store with `completion`, an outcome other than a
+    /// value (a recorded error).
+    pub(super) async fn complete_outcome(&self, attempt: &Attempt, completion: &Completion) {
         let store = &self.engine.store();
         let answer = self
-            .resent("complete", || store.complete(attempt, &completion))
+            .resent("complete", || store.complete(attempt, completion))
             .await;
-        if let Completed::Recorded { .. } = self.completed(attempt, &completion, answer) {
-            self.remember(attempt, &completion);
+        if let Completed::Recorded { .. } = self.completed(attempt, completion, answer) {
+            self.remember(attempt, completion);
         }
     }
 
@@ -308,33 +317,58 @@ impl Guard {
     }
 
     /// Records an outcome for a lock-held attempt whose transaction was rolled back
-    /// (the body's writes must not persist, its error must): the key, free again, is
-    /// taken by the store's own begin and completed at once. If another attempt took
-    /// the key in between, nothing is recorded: that attempt decides what the record
-    /// holds.
-    async fn record_after_rollback(&self, outcome: Outcome, data: Option<Encoded>) {
+    /// (the body's writes must not persist, its error must), the lock-held way: a fresh
+    /// destination `D` takes the key (its hold, not waiting for another holder), the
+    /// completion is written in it and committed. Nothing is committed before the
+    /// completion, so a crash, a cancelled call or a failed write in between rolls it
+    /// all back and leaves the key free: never a record in progress under a lease
+    /// nobody renews. If the key is refused or busy (another attempt took it, or
+    /// recorded it, after the rollback), nothing is recorded: that attempt decides what
+    /// the record holds.
+    async fn record_after_rollback<D: Destination>(&self, outcome: Outcome, data: Option<Encoded>) {
+        let failed = |what: &str, error: &StoreError| {
+            tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
+                %error, "the error was not recorded: {what} failed");
+        };
         let mut request = self.request.clone();
         self.terms().stamp(&mut request, self.clock_now());
-        let store = self.engine.store();
-        let answer = self.store_call("begin", store.begin(&request)).await;
-        match answer.map(|written| protocol::after_begin(written, &request)) {
-            Ok(BeginAnswer::Held { fence, .. }) => {
-                let attempt = Attempt {
-                    id: request.id.clone(),
-                    owner: request.owner.clone(),
-                    fence,
-                };
-                self.complete(&attempt, outcome, data).await;
-            }
+        // The body does not run in it: the weakest level, which no serialization
+        // failure refuses.
+        let opened = D::open(
+            &self.engine,
+            &self.namespace,
+            Some(Isolation::ReadCommitted),
+        )
+        .await;
+        let mut destination = match opened {
+            Ok(destination) => destination,
+            Err(error) => return failed("opening its transaction", &error),
+        };
+        let held = self
+            .store_call("begin", destination.hold(&request, None))
+            .await;
+        let fence = match held {
+            Ok(Hold::Taken(fence)) => fence,
             Ok(_) => {
+                destination.discard(self).await;
                 tracing::debug!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
                     "the error was not recorded: another attempt took the key after the rollback");
+                return;
             }
             Err(error) => {
-                tracing::warn!(target: "idem", namespace = %self.namespace, digest = %self.digest(),
-                    %error, "the error was not recorded: the begin that would record it failed");
+                destination.discard(self).await;
+                return failed("the hold that would record it", &error);
             }
-        }
+        };
+        let attempt = Attempt {
+            id: request.id.clone(),
+            owner: request.owner.clone(),
+            fence,
+        };
+        let completion = self.terms().completion(self.clock_now(), outcome, data);
+        destination
+            .complete_outcome(self, &attempt, &completion)
+            .await;
     }
 
     /// Releases the key, logs how it went, and hands back the store's answer.
