@@ -138,26 +138,14 @@
 //!
 //! ## The lease is the transaction
 //! With [`PgStoreBuilder::lock_held(true)`](PgStoreBuilder::lock_held) the transaction
-//! also holds the key (`docs/protocol.md` §3.6). **It is opt-in for now**: a review
-//! found three open bugs, none of which runs a body twice or commits an effect without
-//! its record, but each of which a production user would meet:
-//! - concurrent duplicates of a *completed* key are told `InProgress` instead of the
-//!   replay (a refused hold still locks the row until its rollback, and the next
-//!   duplicate's 1 ms `lock_timeout` reads that as a holder): a retry storm on a hot
-//!   key gets 409s through `idem-http`;
-//! - with `replay_errors`, the error recorded after the rollback is a plain begin on the
-//!   pool, which can wait on the next holder's row lock past the store timeout and then
-//!   commit a clock lease nobody completes: the key is blocked until that lease lapses;
-//! - the fence is drawn from the sequence before the statement waits for the row, so
-//!   attempts that queue on one key (with `wait`) take fences out of their order: a
-//!   downstream system that keeps the highest fence can prefer a stale attempt's.
-//!
-//! In this form the transaction is
-//! opened first, at the call's [isolation level](idem_core::Call::isolation), and one
-//! statement inserts the record's row in progress, or updates it if it is free, leaving
-//! it locked until the transaction ends. That row lock is the lease: nothing renews it
-//! and no clock ends it.
-//! - A duplicate meets the locked row and answers
+//! also holds the key (`docs/protocol.md` §3.6): it is opened first, at the call's
+//! [isolation level](idem_core::Call::isolation), and one statement inserts the
+//! record's row in progress, or updates it if it is free, leaving it locked until the
+//! transaction ends. That row lock is the lease: nothing renews it and no clock ends it.
+//! - A duplicate of a completed record is refused by the record as last committed,
+//!   read without a lock, and replays it: duplicates, however many at once, never wait
+//!   for one another.
+//! - A duplicate of a running call meets the locked row and answers
 //!   [`Error::InProgress`](idem_core::Error::InProgress) after 1 ms (the statement sets
 //!   its own `lock_timeout`), or with [`wait`](idem_core::Call::wait) waits for the
 //!   commit (then replays) or the rollback (then takes the key), holding a pooled
@@ -174,18 +162,26 @@
 //!   body: they end a legitimately slow body the same way. The store sets none of them
 //!   itself (they would bound your bodies behind your back); it sets only its own
 //!   statements' `lock_timeout`.
-//! - The fence comes from a sequence (`"{table}_fence"`, made by the migration) added to
-//!   the row's: a rolled-back or crashed attempt's fence is never handed out again.
+//! - The fence comes from a sequence (`"{table}_fence"`, made by the migration), drawn
+//!   once the row is held and added to the row's: a rolled-back or crashed attempt's
+//!   fence is never handed out again, and attempts queued on one key get fences in the
+//!   order they take it.
+//! - An error chosen by [`replay_errors`](idem_core::Call::replay_errors) is recorded
+//!   after the rollback the same way, in a fresh transaction (hold, completion, commit):
+//!   a crash or a failure in between leaves the key free, never held by a lease.
 //! - Serialization failures and deadlocks roll everything back; in the completion or the
 //!   commit they are a transient store error with the database's error as its source,
 //!   and in the body the body's own error. Under REPEATABLE READ and SERIALIZABLE a
 //!   duplicate that waited meets one when the holder commits, and begins again in a
 //!   fresh transaction that replays.
 //!
-//! It is meant to become the default once those are fixed, because the transactional
-//! form already holds a pooled connection for the whole body, and with it the clock
-//! lease adds only what can go wrong: a
-//! heartbeat that needs a second connection (and lapses when the pool has none), a row
+//! It is not the default, for reasons of deployment: it needs the sequence the
+//! migration makes (see above), and no process of an older build on the same table
+//! (whose transactions take keys under a clock lease: the two forms on one key can hand
+//! out equal fences). Once both hold, turn it on: the transactional form already holds a
+//! pooled connection for the whole body, and with it the clock lease adds only what can
+//! go wrong: a heartbeat that needs a second connection (and lapses when the pool has
+//! none), a row
 //! update during the body (which makes every REPEATABLE READ or SERIALIZABLE completion
 //! after the first heartbeat fail with a serialization error), a crash that blocks the
 //! key for the whole lease, and a committed begin before the body (one more round trip
@@ -248,7 +244,10 @@
 //! at once, a waiting duplicate replaying under each isolation level with a body past
 //! the old heartbeat interval, rolled-back, panicking and cancelled attempts freeing
 //! the key under ever higher fences, a serialization failure retryable with its source,
-//! a plain call waiting for a held key's commit, a recorded error); the clock-lease
+//! a plain call waiting for a held key's commit, a recorded error, twenty concurrent
+//! duplicates of a completed key all replaying, a recorded error whose completion fails
+//! leaving the key free, attempts queued on one key getting fences in the order they
+//! take it); the clock-lease
 //! form (commit, rollback, lost lease, a begin waiting on an uncommitted completion, a
 //! lost commit answer); worker processes killed mid-body and between completion and
 //! commit, on both forms (exactly one ledger row per key), and a key free within

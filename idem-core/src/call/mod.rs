@@ -304,7 +304,7 @@ impl<P> Call<P> {
     /// The engine's store must support it (its [`Transaction`] type, for example
     /// `idem_postgres::PgTransaction`). The key is held in one of two ways, as the
     /// transaction type says ([`Transaction::holds_key`]):
-    /// - **by the transaction itself** (`PgTransaction` by default): the transaction is
+    /// - **by the transaction itself** (`PgTransaction` with `lock_held(true)`): the transaction is
     ///   opened first, at the call's [`isolation`](Call::isolation) level, and takes the
     ///   key inside it; its lock on the record is the lease, with no clock and no
     ///   heartbeat, and it ends with the commit, the rollback or the session (a process
