@@ -48,8 +48,10 @@
 //! }
 //! ```
 //!
-//! The store takes the application's `PgPool` and opens no connections of its own.
-//! Queries are built at run time (sqlx prepares each statement once per connection), so
+//! The store takes the application's `PgPool`; the only connections it opens itself
+//! are its heartbeats' (two at most, by default, with the pool's connect options:
+//! [`PgStoreBuilder::heartbeat_connections`]), so that a lease is never lost for want of
+//! a pooled connection while bodies hold them all. Queries are built at run time (sqlx prepares each statement once per connection), so
 //! building never needs a database. The `tls` feature turns on sqlx's rustls.
 //!
 //! # The table
@@ -214,8 +216,11 @@
 //!   the read does not show the completion (a commit still in flight holds the row's
 //!   lock, so the release waits for it and is refused with the completion).
 //!
-//! Heartbeats and releases use other connections of the pool: size it for the body's
-//! transaction plus one. The isolation level applies here too, but a body that runs
+//! Releases use other connections of the pool, and heartbeats the store's own
+//! ([`PgStoreBuilder::heartbeat_connections`]): a pool whose connections the bodies'
+//! transactions all hold makes new calls wait to begin (back-pressure, bounded by the
+//! store timeout, before any body runs), never a running call lose its lease. The
+//! isolation level applies here too, but a body that runs
 //! past a third of the lease has its row renewed by a heartbeat, and under REPEATABLE
 //! READ or SERIALIZABLE its completion then fails with a serialization error.
 //!
@@ -260,5 +265,8 @@ mod store;
 pub mod testing;
 mod transaction;
 
-pub use store::{NameError, PgStore, PgStoreBuilder, DEFAULT_MAX_DATA_BYTES, DEFAULT_TABLE};
+pub use store::{
+    NameError, PgStore, PgStoreBuilder, DEFAULT_HEARTBEAT_CONNECTIONS, DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_TABLE,
+};
 pub use transaction::PgTransaction;

@@ -12,6 +12,7 @@ use idem_core::store::{
     Written, FORMAT,
 };
 use idem_core::Store;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row};
@@ -25,6 +26,9 @@ pub const DEFAULT_TABLE: &str = "idem_records";
 /// The largest recorded value by default, in bytes.
 pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 
+/// The connections of a store's own for heartbeats, by default.
+pub const DEFAULT_HEARTBEAT_CONNECTIONS: u32 = 2;
+
 /// The longest record id the store takes, in bytes: well below the 2,704 bytes a
 /// B-tree index entry may hold.
 const MAX_ID_BYTES: usize = 1024;
@@ -33,6 +37,9 @@ const MAX_ID_BYTES: usize = 1024;
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// The connections heartbeats renew leases on: the store's own, apart from the
+    /// application's pool ([`PgStoreBuilder::heartbeat_connections`]).
+    heartbeats: PgPool,
     pub(crate) inner: Arc<Table>,
 }
 
@@ -79,9 +86,28 @@ pub struct PgStoreBuilder {
     table: String,
     max_data_bytes: usize,
     lock_held: bool,
+    heartbeat_connections: u32,
 }
 
 impl PgStoreBuilder {
+    /// How many connections of its own the store keeps for heartbeats
+    /// ([`DEFAULT_HEARTBEAT_CONNECTIONS`] by default), opened with the application
+    /// pool's connect options (not its `after_connect` hook), on first use, and kept
+    /// open. A heartbeat renews a lease while its body runs; on the application's pool it
+    /// would wait for a connection behind the bodies that hold them (every
+    /// [`run_in_transaction`](idem_core::Call::run_in_transaction) body holds one for its
+    /// whole run) and fail after the store timeout, and the lease would lapse under a
+    /// running body: a duplicate would take the key over and run beside it. These
+    /// connections are used by heartbeats only, each for one short statement, so a few
+    /// serve many calls at once; a begin waits until one is open (once, when the store
+    /// starts or after the server closed them), so no body starts without one.
+    /// `0` runs heartbeats on the application's pool, as earlier versions did: size it
+    /// for every body's transaction plus the heartbeats then.
+    pub fn heartbeat_connections(mut self, connections: u32) -> Self {
+        self.heartbeat_connections = connections;
+        self
+    }
+
     /// How [`Call::run_in_transaction`](idem_core::Call::run_in_transaction) holds the
     /// key: `true` by the body's own transaction, opened first, whose lock on the
     /// record's row is the lease (no clock, no heartbeat, and a crash frees the key as
@@ -136,7 +162,20 @@ impl PgStoreBuilder {
             check("schema", schema)?;
         }
         let statements = Statements::new(self.schema.as_deref(), &self.table);
+        // No connection is opened here, and no task spawned (no idle timeout, no
+        // lifetime, no minimum): building needs neither a database nor a runtime.
+        let heartbeats = match self.heartbeat_connections {
+            0 => self.pool.clone(),
+            connections => PgPoolOptions::new()
+                .max_connections(connections)
+                .min_connections(0)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(self.pool.options().get_acquire_timeout())
+                .connect_lazy_with((*self.pool.connect_options()).clone()),
+        };
         Ok(PgStore {
+            heartbeats,
             pool: self.pool,
             inner: Arc::new(Table {
                 table: sql::qualified(self.schema.as_deref(), &self.table),
@@ -166,6 +205,7 @@ impl PgStore {
             table: DEFAULT_TABLE.to_owned(),
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             lock_held: false,
+            heartbeat_connections: DEFAULT_HEARTBEAT_CONNECTIONS,
         }
     }
 
@@ -227,6 +267,21 @@ impl PgStore {
             .await
             .map_err(|e| self.error("purge", e))?;
         Ok(deleted.rows_affected())
+    }
+
+    /// Waits until the heartbeats' pool has a connection open, when it has none (once
+    /// when the store starts, or after the server closed them): the begin that takes a
+    /// key waits for it, bounded by the engine's store timeout, so no body starts
+    /// with a lease its heartbeats cannot reach the database to renew.
+    async fn reserve_heartbeats(&self) -> Result<(), StoreError> {
+        if self.heartbeats.size() == 0 {
+            // Returned to the pool when dropped, and kept open there.
+            self.heartbeats
+                .acquire()
+                .await
+                .map_err(|e| self.error("begin", e))?;
+        }
+        Ok(())
     }
 
     /// One of the store's statements (its text is shared, not copied), to bind.
@@ -378,15 +433,16 @@ impl PgStore {
         answers
     }
 
-    /// A write conditioned on the attempt holding the record.
+    /// A write conditioned on the attempt holding the record, on `pool`.
     async fn held_write(
         &self,
         operation: &'static str,
         attempt: &Attempt,
+        pool: &PgPool,
         query: Query<'_, Postgres, PgArguments>,
     ) -> Result<Written<()>, StoreError> {
         let row = query
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await
             .map_err(|e| self.error(operation, e))?;
         Ok(self.answer(&attempt.id, row)?.map(|_| ()))
@@ -430,7 +486,10 @@ impl Store for PgStore {
         }
     }
 
+    /// Before the first begin (and after the server closed them), waits until a
+    /// heartbeat connection is open: no body starts with its lease unrenewable.
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError> {
+        self.reserve_heartbeats().await?;
         let row = self
             .begin_query(&self.inner.statements.begin, request)
             .fetch_optional(&self.pool)
@@ -450,6 +509,9 @@ impl Store for PgStore {
     async fn begin_batch(&self, requests: &[Begin]) -> Vec<Result<Written<u64>, StoreError>> {
         if requests.is_empty() {
             return Vec::new();
+        }
+        if let Err(error) = self.reserve_heartbeats().await {
+            return error.for_each_item(requests.len());
         }
         let ids = column(requests, |r| r.id.as_str());
         let rows = self
@@ -508,7 +570,8 @@ impl Store for PgStore {
             attempt.fence,
             completion,
         );
-        self.held_write("complete", attempt, query).await
+        self.held_write("complete", attempt, &self.pool, query)
+            .await
     }
 
     async fn extend(
@@ -523,7 +586,10 @@ impl Store for PgStore {
             .bind(to_i64(attempt.fence))
             .bind(to_i64(renewal.lease_until_ms))
             .bind(to_i64(renewal.expires_at_s));
-        self.held_write("extend", attempt, query).await
+        // On the store's own connections: never behind the bodies that hold the
+        // application's.
+        self.held_write("extend", attempt, &self.heartbeats, query)
+            .await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
@@ -532,7 +598,7 @@ impl Store for PgStore {
             .bind(attempt.id.as_str())
             .bind(attempt.owner.as_str())
             .bind(to_i64(attempt.fence));
-        self.held_write("release", attempt, query).await
+        self.held_write("release", attempt, &self.pool, query).await
     }
 
     async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {

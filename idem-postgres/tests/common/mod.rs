@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use idem_core::testkit::WithCleanup;
-use idem_postgres::PgStore;
+use idem_postgres::{PgStore, PgStoreBuilder};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -81,10 +81,17 @@ pub async fn clock_lease_store(label: &str) -> TestStore {
 }
 
 async fn build(pool: PgPool, label: &str, lock_held: bool) -> TestStore {
+    build_with(pool, label, |builder| builder.lock_held(lock_held)).await
+}
+
+/// A migrated store on `pool` in a fresh schema, its builder set up by `setup`.
+async fn build_with(
+    pool: PgPool,
+    label: &str,
+    setup: impl FnOnce(PgStoreBuilder) -> PgStoreBuilder,
+) -> TestStore {
     let schema = Schema::new(label);
-    let store = PgStore::builder(pool)
-        .schema(schema.0.clone())
-        .lock_held(lock_held)
+    let store = setup(PgStore::builder(pool).schema(schema.0.clone()))
         .build()
         .expect("a valid schema name");
     store.migrate().await.expect("the migration runs");
@@ -136,4 +143,17 @@ pub async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
         .fetch_one(store.pool())
         .await
         .unwrap()
+}
+
+/// A migrated store on `pool` whose transactions hold their keys by a clock lease
+/// (`lock_held(false)`), in a fresh schema, with `heartbeat_connections` of its own.
+pub async fn clock_lease_store_on(
+    pool: PgPool,
+    label: &str,
+    heartbeat_connections: u32,
+) -> TestStore {
+    build_with(pool, label, |builder| {
+        builder.heartbeat_connections(heartbeat_connections)
+    })
+    .await
 }
