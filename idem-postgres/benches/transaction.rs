@@ -1,6 +1,6 @@
 //! `run_in_transaction` on PostgreSQL beside a hand-written floor, in one alternated run
 //! (p50 and client CPU per call, `idem_core::testkit::floor`): the key held by the
-//! transaction (the default) and under a clock lease (`lock_held(false)`), each beside
+//! transaction (`lock_held(true)`) and under a clock lease (`lock_held(false)`), each beside
 //! the floor, which sends the lock-held form's statements (its own `src/sql.rs`,
 //! compiled in here) through sqlx on the same pool: `BEGIN`, the hold, the completion,
 //! `COMMIT` for a first call; `BEGIN`, the refused hold, `ROLLBACK` for a duplicate. The
@@ -51,20 +51,24 @@ impl Floor {
             .await
             .unwrap();
         if row.get::<bool, _>("applied") {
-            let fence: i64 = row.get("fence");
+            // The held completion: conditioned on the fence the row kept while held,
+            // writing the attempt's.
+            let (fence, held_fence): (i64, i64) = (row.get("fence"), row.get("held_fence"));
             let data = serde_json::to_string(&value).unwrap();
-            let recorded = sqlx::query(sqlx::AssertSqlSafe(self.statements.complete.clone()))
+            let recorded = sqlx::query(sqlx::AssertSqlSafe(self.statements.complete_held.clone()))
                 .bind(key)
                 .bind("owner-1")
-                .bind(fence)
+                .bind(held_fence)
                 .bind("ok")
                 .bind(data)
                 .bind((now + TTL_MS + 999) / 1000)
                 .bind(None::<&[u8]>)
                 .bind("json")
+                .bind(fence)
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
+            assert!(recorded.get::<bool, _>("applied"), "the completion applies");
             black_box(recorded);
             tx.commit().await.unwrap();
             value
