@@ -304,13 +304,13 @@ impl<P> Call<P> {
     /// The engine's store must support it (its [`Transaction`] type, for example
     /// `idem_postgres::PgTransaction`). The key is held in one of two ways, as the
     /// transaction type says ([`Transaction::holds_key`]):
-    /// - **by the transaction itself** (`PgTransaction` with `lock_held(true)`): the transaction is
-    ///   opened first, at the call's [`isolation`](Call::isolation) level, and takes the
-    ///   key inside it; its lock on the record is the lease, with no clock and no
-    ///   heartbeat, and it ends with the commit, the rollback or the session (a process
-    ///   that dies frees the key as soon as the database ends its session). A duplicate
-    ///   is [`Error::InProgress`] at once, or with [`wait`](Call::wait) waits for the
-    ///   commit or the rollback. `docs/protocol.md` §3.6 has the rules;
+    /// - **by the transaction itself** (`PgTransaction` with `lock_held(true)`): the
+    ///   transaction is opened first, at the call's [`isolation`](Call::isolation) level,
+    ///   and takes the key inside it; its lock on the record is the lease, with no clock
+    ///   and no heartbeat, and it ends with the commit, the rollback or the session (a
+    ///   process that dies frees the key as soon as the database ends its session). A
+    ///   duplicate is [`Error::InProgress`] at once, or with [`wait`](Call::wait) waits
+    ///   for the commit or the rollback. `docs/protocol.md` §3.6 has the rules;
     /// - **by a clock lease**, as [`run`](Call::run)'s: the key is taken and its lease
     ///   committed at once, so duplicates see the call in progress; then the
     ///   transaction is opened and handed to the body while heartbeats renew the lease.
