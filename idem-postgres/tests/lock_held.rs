@@ -527,6 +527,82 @@ async fn a_recorded_error_whose_completion_fails_leaves_the_key_free() {
     );
 }
 
+/// An error to record after the rollback, when another attempt took the key in
+/// between: a duplicate waiting (`wait`) on the failing attempt's row takes the key as
+/// soon as that attempt rolls back, and holds it while its body runs. The failing
+/// call's fresh hold, which does not wait, finds the key busy: its error comes back at
+/// once, unrecorded, while the duplicate still holds the key, and the record is the
+/// duplicate's value.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn an_error_is_not_recorded_over_an_attempt_that_took_the_key_after_the_rollback() {
+    let store = ledger_store("busy_record").await;
+    let engine = engine(&store);
+    let schema = store.cleanup.0.clone();
+    let (failing_started, failing_running) = oneshot::channel();
+    let (fail_now, told_to_fail) = oneshot::channel::<()>();
+    let failing = {
+        let (engine, schema) = (engine.clone(), schema.clone());
+        tokio::spawn(async move {
+            Call::new(NS, "k8")
+                .engine(&engine)
+                .replay_errors(|e: &Refusal| *e == Refusal::Declined)
+                .run_in_transaction(async |ctx, tx: &mut PgTransaction| {
+                    insert(&schema, "k8", tx, ctx.fence())
+                        .await
+                        .map_err(|e| Refusal::Other(e.to_string()))?;
+                    failing_started.send(()).unwrap();
+                    told_to_fail.await.unwrap();
+                    Err::<u64, Refusal>(Refusal::Declined)
+                })
+                .await
+        })
+    };
+    failing_running.await.unwrap();
+    let (took_started, took_running) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    let took_over = {
+        let (engine, schema) = (engine.clone(), schema.clone());
+        tokio::spawn(async move {
+            Call::new(NS, "k8")
+                .engine(&engine)
+                .wait(Duration::from_secs(10))
+                .run_in_transaction_reported(async |ctx, tx: &mut PgTransaction| {
+                    insert(&schema, "k8", tx, ctx.fence()).await?;
+                    took_started.send(()).unwrap();
+                    released.await.unwrap();
+                    Ok::<_, BodyError>(ctx.fence())
+                })
+                .await
+        })
+    };
+    // The duplicate's hold waits on the failing attempt's row lock by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fail_now.send(()).unwrap();
+    let failed = tokio::time::timeout(Duration::from_secs(5), failing)
+        .await
+        .expect("the failing call answers while the other attempt holds the key")
+        .unwrap();
+    assert_eq!(failed, Err(Refusal::Declined));
+    took_running
+        .await
+        .expect("the duplicate took the key after the rollback");
+    release.send(()).unwrap();
+    let took_over = took_over.await.unwrap().unwrap();
+    assert_eq!(took_over.source, Source::Ran);
+    let replayed = Call::new(NS, "k8")
+        .engine(&engine)
+        .run_in_transaction_reported(async |_, _: &mut PgTransaction| Ok::<_, BodyError>(0))
+        .await
+        .unwrap();
+    assert_eq!(replayed.source, Source::Replayed);
+    assert_eq!(
+        replayed.value, took_over.value,
+        "the record is the duplicate's value"
+    );
+    assert_eq!(ledger_rows(&store, "k8").await, 1);
+}
+
 /// Three transactions on one key, through the store's `Transaction` alone: A holds it;
 /// B, then C, wait for it (`wait`, both seen waiting on a lock in `pg_stat_activity`
 /// before the next starts); A rolls back. Whichever of B and C takes the key first gets
