@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::codec::Encoded;
 use crate::store::{
-    ceil_secs, Attempt, Begin, Codec, Completion, Outcome, Record, Renewal, State, Written,
+    ceil_secs, Attempt, Begin, Codec, Completion, Hold, Outcome, Record, Renewal, State, Written,
 };
 
 // The store's side: one conditional write per transition, atomic in the store.
@@ -73,6 +73,36 @@ pub fn release(current: Option<&mut Arc<Record>>, attempt: &Attempt) -> Written<
     write_if(current, attempt, Record::is_held_by, |record| {
         record.lease_until_ms = 0
     })
+}
+
+/// Hold, the lock-held form's take (`docs/protocol.md` §3.6), on the key's record as
+/// last committed, by a transaction that holds the record's row lock: applied iff
+/// [`begin`] would be (no record, or a free one), with a fence that is the record's
+/// plus `drawn`, the next value of a sequence no rollback returns (`drawn` alone when
+/// there is no record). A sequence's values grow, so the fence is higher than every
+/// fence held on this record before, rolled-back attempts' included; an increment of
+/// the record's own fence would be rolled back with its attempt and handed out again.
+/// The transaction then writes [`held_record`]. Refused with the current record
+/// otherwise.
+pub fn hold(current: Option<&Arc<Record>>, request: &Begin, drawn: u64) -> Written<u64> {
+    match begin(current, request) {
+        Written::Applied(_) => Written::Applied(
+            current
+                .map_or(0, |record| record.fence)
+                .saturating_add(drawn),
+        ),
+        refused => refused,
+    }
+}
+
+/// The record a hold applied with `fence` writes in its transaction: [`Begin::record`],
+/// released (`lease_until_ms = 0`). The open transaction's row lock is its lease; were
+/// the record ever committed unfinished, it would be free at once.
+pub fn held_record(request: &Begin, fence: u64) -> Record {
+    Record {
+        lease_until_ms: 0,
+        ..request.record(fence)
+    }
 }
 
 fn write_if(
@@ -133,6 +163,25 @@ pub fn after_begin(written: Written<u64>, request: &Begin) -> BeginAnswer {
             BeginAnswer::Live(record)
         }
         Written::Refused(_) => BeginAnswer::Again,
+    }
+}
+
+/// The meaning of `hold`, the answer to a hold of `request` (the lock-held form,
+/// `docs/protocol.md` §3.6); `None` when another transaction holds the key
+/// ([`Hold::Busy`]: the call is in progress elsewhere, or waits on). Taken, the attempt
+/// holds the key with no lease end (`u64::MAX`): its lease is the open transaction,
+/// which no clock ends. Refused, the record is read as a refused begin's
+/// ([`after_begin`]); a serialization failure or deadlock ([`Hold::Conflict`]) is
+/// taken again, in a fresh transaction that sees what the one it waited for committed.
+pub fn after_hold(hold: Hold, request: &Begin) -> Option<BeginAnswer> {
+    match hold {
+        Hold::Taken(fence) => Some(BeginAnswer::Held {
+            fence,
+            lease_until_ms: u64::MAX,
+        }),
+        Hold::Refused(record) => Some(after_begin(Written::Refused(record), request)),
+        Hold::Conflict => Some(BeginAnswer::Again),
+        Hold::Busy => None,
     }
 }
 

@@ -1,11 +1,12 @@
 //! The protocol's pure rules that the engine and the model share: the settling of a
-//! lost commit, and the lease and TTL limits.
+//! lost commit, the lock-held form's hold and the meaning of its answer, and the lease
+//! and TTL limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::protocol::*;
-use idem_core::store::{Attempt, Codec, Outcome, Record, Written};
+use idem_core::store::{Attempt, Codec, Hold, Outcome, Record, Written};
 use idem_core::Encoded;
 
 fn attempt(fence: u64) -> Attempt {
@@ -97,5 +98,66 @@ fn a_lost_commit_is_settled_by_the_read_then_by_the_release() {
     assert_eq!(
         settle_by_release(Written::Refused(Some(in_progress(4, 9000))), &mine),
         CommitFate::Unknown
+    );
+}
+
+/// `owner`'s begin at 10 s, with a 1 s lease.
+fn begin_at_10s(owner: &str) -> idem_core::store::Begin {
+    Terms {
+        lease_ms: 1000,
+        ttl_ms: 1000,
+    }
+    .begin("ns#key", owner, 10_000, None)
+}
+
+#[test]
+fn a_hold_is_a_begin_whose_fence_adds_the_sequence_s_value_and_whose_lease_is_released() {
+    let request = begin_at_10s("next");
+    let free = in_progress(4, 9_000);
+    let live = in_progress(4, 11_000);
+    // No record: the sequence's value alone; a free record: its fence plus that value.
+    assert_eq!(hold(None, &request, 7), Written::Applied(7));
+    assert_eq!(hold(Some(&free), &request, 7), Written::Applied(11));
+    // A live record refuses it as it refuses a begin.
+    assert_eq!(
+        hold(Some(&live), &request, 7),
+        begin(Some(&live), &request).map(|_| 0)
+    );
+    assert!(matches!(
+        hold(Some(&live), &request, 7),
+        Written::Refused(Some(_))
+    ));
+    let held = held_record(&request, 11);
+    assert_eq!(held.lease_until_ms, 0);
+    assert_eq!(held.fence, 11);
+    assert!(
+        !held.is_live(request.now_ms),
+        "free at once, were it committed"
+    );
+}
+
+#[test]
+fn a_hold_s_answer_is_read_as_a_begin_s_with_no_lease_end() {
+    let request = begin_at_10s("me");
+    assert_eq!(
+        after_hold(Hold::Taken(9), &request),
+        Some(BeginAnswer::Held {
+            fence: 9,
+            lease_until_ms: u64::MAX
+        })
+    );
+    assert_eq!(after_hold(Hold::Busy, &request), None);
+    assert_eq!(
+        after_hold(Hold::Conflict, &request),
+        Some(BeginAnswer::Again)
+    );
+    let live = in_progress(4, 11_000);
+    assert_eq!(
+        after_hold(Hold::Refused(Some(live.clone())), &request),
+        Some(after_begin(Written::Refused(Some(live)), &request))
+    );
+    assert_eq!(
+        after_hold(Hold::Refused(None), &request),
+        Some(BeginAnswer::Again)
     );
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use idem_core::store::{Attempt, Begin, Completion, Record, Renewal, Written};
+use idem_core::store::{Attempt, Begin, Completion, Hold, Record, Renewal, Written};
 use stateright::Model;
 
 use crate::{Protocol, World, TICK_MS};
@@ -50,6 +50,8 @@ pub enum Op {
     Commit(Attempt),
     /// Read the record as committed.
     Read,
+    /// The lock-held form: open the body's transaction and take the key in it.
+    Hold(Begin),
 }
 
 /// The store's answer to a request.
@@ -63,6 +65,11 @@ pub enum Answer {
     Commit(bool),
     /// To a read.
     Read(Option<Arc<Record>>),
+    /// To a hold.
+    Hold(Hold),
+    /// A statement of a transaction that no longer exists failed (the lock-held form:
+    /// the server ended its session).
+    Failed,
 }
 
 /// One step of the world.
@@ -101,8 +108,12 @@ pub enum Action {
     Expire,
     /// The database discards a transaction whose caller no longer waits for it (it
     /// crashed, or gave up on the completion or the commit): the pending completion is
-    /// gone, its row lock released.
+    /// gone, its row lock released. In the lock-held form, also a crashed caller's
+    /// session ending: its transaction is rolled back.
     Abort,
+    /// The lock-held form: the server ends a paused holder's session
+    /// (`idle_in_transaction_session_timeout`); its transaction is rolled back.
+    Kill(usize),
 }
 
 impl Protocol {
@@ -145,6 +156,7 @@ impl Protocol {
             Action::Redeliver(i) => format!("the event is delivered to c{i} again"),
             Action::Expire => "the store deletes the expired record".to_owned(),
             Action::Abort => "the database discards an abandoned transaction".to_owned(),
+            Action::Kill(i) => format!("the server ends {}'s session", who(*i)),
         };
         let after = self.next_state(world, action.clone());
         let record = match after.as_ref().and_then(|w| w.record.as_ref()) {
@@ -170,6 +182,7 @@ fn describe_op(op: &Op) -> String {
         Op::CompleteInTransaction(..) => "complete in the body's transaction".to_owned(),
         Op::Commit(_) => "commit".to_owned(),
         Op::Read => "read".to_owned(),
+        Op::Hold(_) => "hold (in a new transaction)".to_owned(),
     }
 }
 
@@ -183,7 +196,7 @@ impl Op {
     pub(crate) fn is_transactional(&self) -> bool {
         matches!(
             self,
-            Op::CompleteInTransaction(..) | Op::Commit(_) | Op::Read
+            Op::CompleteInTransaction(..) | Op::Commit(_) | Op::Read | Op::Hold(_)
         )
     }
 }

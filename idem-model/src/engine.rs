@@ -39,7 +39,13 @@ impl Protocol {
             self.bounds
                 .terms()
                 .begin(ID, &caller.owner(index), caller.now_ms(world.now), None);
-        let (seq, sent_at) = self.send(world, index, Op::Begin(request.clone()));
+        // The lock-held form opens the body's transaction and takes the key in it.
+        let op = if self.bounds.lock_held {
+            Op::Hold(request.clone())
+        } else {
+            Op::Begin(request.clone())
+        };
+        let (seq, sent_at) = self.send(world, index, op);
         world.callers[index].phase = Phase::Beginning {
             request,
             tries,
@@ -60,6 +66,11 @@ impl Protocol {
 
     /// The body ended and no heartbeat is in flight: complete or release.
     pub(crate) fn finish(&self, world: &mut World, index: usize, fence: u64, ok: bool) {
+        if !ok && self.bounds.lock_held {
+            // Rolled back: that frees the key, nothing is left to release. The row lock
+            // goes when the rollback lands (the database's `Abort` in the model).
+            return self.end(world, index, End::Failed);
+        }
         if !ok {
             return self.send_release(world, index, fence);
         }
@@ -144,18 +155,33 @@ impl Protocol {
         let now_ms = caller.now_ms(now);
         let terms = self.bounds.terms();
         match (caller.phase.clone(), answer) {
-            (Phase::Beginning { request, tries, .. }, Answer::Begin(written)) => {
-                if matches!(&written, Written::Refused(Some(r)) if r.shows_begin_by(&request.owner))
-                {
-                    world.seen.reconciled = true;
-                }
-                match protocol::after_begin(written, &request) {
+            (Phase::Beginning { request, tries, .. }, answer) => {
+                let meaning = match answer {
+                    Answer::Begin(written) => {
+                        if matches!(&written, Written::Refused(Some(r)) if r.shows_begin_by(&request.owner))
+                        {
+                            world.seen.reconciled = true;
+                        }
+                        protocol::after_begin(written, &request)
+                    }
+                    Answer::Hold(hold) => match protocol::after_hold(hold, &request) {
+                        Some(meaning) => meaning,
+                        // Another transaction holds the key.
+                        None => return self.end(world, index, End::InProgress),
+                    },
+                    answer => unreachable!("answer {answer:?} to begin"),
+                };
+                match meaning {
                     BeginAnswer::Held {
                         fence,
                         lease_until_ms,
                     } if protocol::lease_is_live(now_ms, lease_until_ms) => {
-                        let next_beat_ms =
-                            self.variant.first_beat_ms(&terms, lease_until_ms, now_ms);
+                        // A key the transaction holds has no heartbeat.
+                        let next_beat_ms = if self.bounds.lock_held {
+                            u64::MAX
+                        } else {
+                            self.variant.first_beat_ms(&terms, lease_until_ms, now_ms)
+                        };
                         let generation = world.callers[index].generation;
                         world.seen.runs.push((index, generation));
                         let caller = &mut world.callers[index];
@@ -220,6 +246,9 @@ impl Protocol {
                 };
                 self.end(world, index, end);
             }
+            // The lock-held form: the transaction is gone (its session ended), and with it
+            // the body's writes: the engine reports a store error, nothing persisted.
+            (Phase::Completing { .. }, Answer::Failed) => self.end(world, index, End::Failed),
             (Phase::Committing { .. }, Answer::Commit(true)) => self.end(world, index, End::Ran),
             (Phase::Committing { fence, .. }, Answer::Commit(false)) => {
                 self.settle(world, index, fence)
@@ -315,6 +344,10 @@ impl Protocol {
         match world.callers[index].phase.clone() {
             Phase::Beginning { .. } => self.end(world, index, End::StoreError),
             Phase::Running { .. } => self.settled(world, index, None),
+            // Held by the transaction: rolled back, which frees the key.
+            Phase::Completing { .. } if self.bounds.lock_held => {
+                self.end(world, index, End::Failed)
+            }
             // In a transaction: rolled back (the database discards it), then released.
             Phase::Completing { fence, .. } if self.bounds.transactional => {
                 self.send_release(world, index, fence)

@@ -23,6 +23,14 @@
 //! row lock and committed with the body's effect, and a lost commit answer is settled
 //! by the record as the engine does (read, then release).
 //!
+//! With [`Bounds::lock_held`] (PostgreSQL's lock-held form), the transaction holds the
+//! key itself: it is opened first and takes the key with a hold
+//! ([`protocol::hold`] on the committed record, its fence the record's plus a sequence's
+//! value that no rollback returns, read back with [`protocol::after_hold`]), and its row
+//! lock is the lease until it commits, rolls back, or the database ends its session: a
+//! crashed caller's when the database notices, a paused one's when the server's
+//! timeout does ([`Bounds::kills`]). A hold that meets the lock is busy or waits.
+//!
 //! `docs/protocol.md` (§8) lists the properties, the bounds CI checks and what the model
 //! leaves out.
 

@@ -5,9 +5,10 @@
 //! the deeper one), prints the states explored and every property's result, and exits
 //! non-zero if an invariant fails, or if an example that some scenario should reach is
 //! reached by none. With `--variant first-beat-from-body-start`,
-//! `--variant extend-after-release` or `--variant settle-by-read-only`, explores that
-//! faulty variant in the base bounds (in a transaction, for the last) and prints the
-//! shortest counterexample of each invariant it breaks. `--bounds` explores
+//! `--variant extend-after-release`, `--variant settle-by-read-only` or `--variant
+//! fence-from-row`, explores that faulty variant in the base bounds (in a transaction
+//! for the third, held by the transaction for the last) and prints the shortest
+//! counterexample of each invariant it breaks. `--bounds` explores
 //! one scenario of your own instead (`--bounds crashes=1,horizon_ticks=9`).
 
 use std::collections::BTreeMap;
@@ -36,10 +37,11 @@ fn main() -> ExitCode {
                 Some("first-beat-from-body-start") => variant.first_beat_from_body_start = true,
                 Some("extend-after-release") => variant.extend_after_release = true,
                 Some("settle-by-read-only") => variant.settle_by_read_only = true,
+                Some("fence-from-row") => variant.fence_from_row = true,
                 other => {
                     eprintln!(
-                        "unknown variant {other:?}: first-beat-from-body-start, extend-after-release \
-                         or settle-by-read-only"
+                        "unknown variant {other:?}: first-beat-from-body-start, extend-after-release, \
+                         settle-by-read-only or fence-from-row"
                     );
                     return ExitCode::from(2);
                 }
@@ -62,6 +64,10 @@ fn main() -> ExitCode {
             bounds: Bounds::base()
                 .with("transactional=1,ttl_ticks=9")
                 .expect("valid bounds"),
+        }],
+        (None, false) if variant.fence_from_row => vec![Scenario {
+            name: "held by the transaction, no fault",
+            bounds: Bounds::base().with("lock_held=1").expect("valid bounds"),
         }],
         (None, false) => vec![Scenario {
             name: "no fault",

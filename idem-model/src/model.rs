@@ -58,6 +58,7 @@ impl Model for Protocol {
                 now: 0,
                 record: None,
                 pending: None,
+                sequence: 0,
                 callers: skews
                     .into_iter()
                     .map(|skew| Caller {
@@ -79,6 +80,7 @@ impl Model for Protocol {
                     losses: b.losses,
                     resends: b.resends,
                     delays: b.delays,
+                    kills: b.kills,
                 },
                 seen: Seen::default(),
             })
@@ -98,7 +100,10 @@ impl Model for Protocol {
         for (i, message) in world.net.iter().enumerate() {
             match &message.body {
                 // A write waits while a transaction holds the record's row lock.
-                Payload::Request(op, _) if world.pending.is_some() && op.writes_the_record() => {}
+                Payload::Request(op, _)
+                    if world.pending.is_some()
+                        && op.writes_the_record()
+                        && !self.applies_while_locked(op) => {}
                 Payload::Request(op, resent) => {
                     actions.push(Action::Apply(i));
                     if world.faults.delays > 0 {
@@ -160,8 +165,15 @@ impl Model for Protocol {
         {
             actions.push(Action::Expire);
         }
-        if world.pending.is_some() && !Self::transaction_is_alive(world) {
+        if world.pending.is_some() && !self.transaction_is_alive(world) {
             actions.push(Action::Abort);
+        }
+        // The server ends a paused holder's session (the lock-held form).
+        if let Some((index, generation, _)) = &world.pending {
+            let holder = &world.callers[*index];
+            if world.faults.kills > 0 && holder.paused && holder.generation == *generation {
+                actions.push(Action::Kill(*index));
+            }
         }
     }
 
@@ -320,12 +332,26 @@ impl Model for Protocol {
             }
             Action::Expire => {
                 world.record = None;
+                // Fences restart after a deletion (`docs/protocol.md` §1).
+                world.seen.last_fence = 0;
                 if world.seen.completed.take().is_some() {
                     world.seen.runs.clear();
                     world.seen.effects = 0;
                 }
             }
-            Action::Abort => world.pending = None,
+            Action::Abort => {
+                if let Some((index, generation, _)) = world.pending.take() {
+                    // A crashed holder's session ended: its transaction is rolled back.
+                    if self.bounds.lock_held && world.callers[index].generation != generation {
+                        world.seen.ended.push(format!("c{index}g{generation}"));
+                    }
+                }
+            }
+            Action::Kill(index) => {
+                world.faults.kills -= 1;
+                world.seen.killed = Some((index, world.callers[index].generation));
+                world.pending = None;
+            }
         }
         // Messages in one canonical order, so that two worlds differing only in the
         // order messages were sent are one state.

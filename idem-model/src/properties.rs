@@ -89,6 +89,26 @@ pub(crate) fn properties() -> Vec<Property<Protocol>> {
             "in a transaction, a commit landing after the settling read is settled by the release",
             |_, world: &World| world.seen.settled_by_release,
         ),
+        Property::always(
+            "held by the transaction, a crashed holder's key is free once its session ends",
+            |_, world: &World| !world.seen.held_past_session,
+        ),
+        Property::always(
+            "held by the transaction, every holder's fence is above every earlier one's",
+            |_, world: &World| !world.seen.fence_not_above,
+        ),
+        Property::sometimes(
+            "held by the transaction, a duplicate finds the key busy",
+            |_, world: &World| world.seen.busy,
+        ),
+        Property::sometimes(
+            "held by the transaction, a crashed holder's key is taken once its session ends",
+            |_, world: &World| world.seen.took_over_after_session_end,
+        ),
+        Property::sometimes(
+            "held by the transaction, a paused holder whose session was ended fails to commit",
+            |_, world: &World| world.seen.killed_statement_failed,
+        ),
         Property::sometimes("a lost answer is reconciled", |_, world: &World| {
             world.seen.reconciled
         }),

@@ -42,6 +42,15 @@ pub struct Bounds {
     /// its effect and the completion commit together, the completed row is locked
     /// until the commit, and a lost commit answer is settled by the record.
     pub transactional: bool,
+    /// The transaction holds the key itself (PostgreSQL's lock-held form,
+    /// `docs/protocol.md` §3.6; implies `transactional`): it is opened first and takes
+    /// the key with a hold, whose row lock is the lease until the transaction commits,
+    /// rolls back or its session ends. No clock lease, no heartbeat.
+    pub lock_held: bool,
+    /// Sessions the database server ends in all, each a paused holder's
+    /// (`idle_in_transaction_session_timeout`): its transaction is rolled back, and its
+    /// statements fail once it resumes. Only with `lock_held`.
+    pub kills: u8,
 }
 
 impl Bounds {
@@ -63,6 +72,8 @@ impl Bounds {
             resends: 0,
             redeliveries: 0,
             transactional: false,
+            lock_held: false,
+            kills: 0,
         }
     }
 
@@ -95,9 +106,16 @@ impl Bounds {
                     0 | 1 => self.transactional = number == 1,
                     _ => return Err("transactional is 0 or 1".to_owned()),
                 },
+                "lock_held" => match number {
+                    0 | 1 => self.lock_held = number == 1,
+                    _ => return Err("lock_held is 0 or 1".to_owned()),
+                },
+                "kills" => self.kills = small()?,
                 other => return Err(format!("unknown bound `{other}`")),
             }
         }
+        // The lock-held form is a transactional form.
+        self.transactional |= self.lock_held;
         Ok(self)
     }
 
@@ -152,6 +170,22 @@ pub fn suite(deep: bool) -> Vec<Scenario> {
         (
             "in a transaction, a late answer",
             "transactional=1,delays=1",
+        ),
+        // PostgreSQL's lock-held form. No redelivery: with one per caller, a lost
+        // message alone explores for more than five minutes.
+        ("held by the transaction, no fault", "lock_held=1"),
+        ("held by the transaction, a crash", "lock_held=1,crashes=1"),
+        (
+            "held by the transaction, a pause, its session ended by the server",
+            "lock_held=1,pauses=1,kills=1",
+        ),
+        (
+            "held by the transaction, a lost message",
+            "lock_held=1,losses=1",
+        ),
+        (
+            "held by the transaction, a late answer and a resent request",
+            "lock_held=1,delays=1,resends=1",
         ),
     ];
     scenarios

@@ -27,8 +27,13 @@ pub struct World {
     /// A completion written in a body's transaction and not yet committed or rolled
     /// back: the record as that transaction sees it, and whose transaction it is
     /// (caller, generation). It holds the record's row lock: every write to the record
-    /// waits until it ends; a read sees the committed record.
+    /// waits until it ends; a read sees the committed record. In the lock-held form, the
+    /// open transaction that took the key with its hold, from the hold on: the row lock
+    /// is its lease.
     pub pending: Option<(usize, u32, Arc<Record>)>,
+    /// The lock-held form's fence sequence: the last value drawn. No rollback returns
+    /// it.
+    pub sequence: u64,
     /// The callers.
     pub callers: Vec<Caller>,
     /// Requests and answers in flight.
@@ -47,6 +52,7 @@ pub struct Faults {
     pub(crate) losses: u8,
     pub(crate) resends: u8,
     pub(crate) delays: u8,
+    pub(crate) kills: u8,
 }
 
 /// One caller: an engine in one process, handling one delivery of the event.
@@ -207,6 +213,26 @@ pub struct Seen {
     /// In a transaction: a lost commit answer was settled as committed by a release
     /// refused with the completion (the commit landed after the read).
     pub settled_by_release: bool,
+    /// Lock-held: the highest fence a hold handed out since the record was last
+    /// deleted (fences restart after a deletion, `docs/protocol.md` §1).
+    pub last_fence: u64,
+    /// Lock-held: a hold took the key with a fence not above one handed out before.
+    pub fence_not_above: bool,
+    /// Lock-held: owners of crashed attempts whose session the database ended (their
+    /// transaction rolled back, its row lock released).
+    pub ended: Vec<String>,
+    /// Lock-held: a hold was answered busy by the transaction of an attempt whose
+    /// session had ended, or refused by a live lease of a crashed attempt.
+    pub held_past_session: bool,
+    /// Lock-held: a hold was answered busy (another transaction held the key).
+    pub busy: bool,
+    /// Lock-held: a hold took the key after a crashed holder's session ended.
+    pub took_over_after_session_end: bool,
+    /// Lock-held: the attempt whose session the server ended (a paused holder's).
+    pub killed: Option<(usize, u32)>,
+    /// Lock-held: a statement of a session the server ended failed (the holder woke
+    /// up).
+    pub killed_statement_failed: bool,
 }
 
 impl Caller {

@@ -5,25 +5,101 @@
 use std::sync::Arc;
 
 use idem_core::protocol;
-use idem_core::store::{Attempt, State, Written};
+use idem_core::store::{Attempt, Hold, State, Written};
 
 use crate::{Answer, Op, Phase, Protocol, World, TICK_MS};
 
 impl Protocol {
     /// Whether the transaction of `pending` is still waited for by its caller: it is
-    /// current and completing or committing. Otherwise the database may discard it.
-    pub(crate) fn transaction_is_alive(world: &World) -> bool {
+    /// current and completing or committing (in the lock-held form also taking the key
+    /// or running its body in it). Otherwise the database may discard it: its caller
+    /// gave up on it, or crashed and its session ended.
+    pub(crate) fn transaction_is_alive(&self, world: &World) -> bool {
         world
             .pending
             .as_ref()
             .is_some_and(|(index, generation, _)| {
                 let caller = &world.callers[*index];
                 caller.generation == *generation
-                    && matches!(
-                        caller.phase,
-                        Phase::Completing { .. } | Phase::Committing { .. }
-                    )
+                    && match caller.phase {
+                        Phase::Completing { .. } | Phase::Committing { .. } => true,
+                        Phase::Beginning { .. } | Phase::Running { .. } => self.bounds.lock_held,
+                        _ => false,
+                    }
             })
+    }
+
+    /// Whether `op` is applied while a transaction holds the record's row lock rather
+    /// than waiting for it: in the lock-held form, a hold (which waits at most its
+    /// `lock_timeout`, then is busy; waiting longer is the request staying in flight)
+    /// and a completion in the holder's own transaction.
+    pub(crate) fn applies_while_locked(&self, op: &Op) -> bool {
+        matches!(op, Op::Hold(_))
+            || (self.bounds.lock_held && matches!(op, Op::CompleteInTransaction(..)))
+    }
+
+    /// The record's lifetime ends when a begin or a hold takes a completed record over
+    /// (at `now_ms`): whether that was before its expiry, less the clock skew, is noted.
+    fn takes_over(&self, world: &mut World, now_ms: u64) {
+        if let Some((_, _, expires_at_s)) = world.seen.completed.take() {
+            let margin_ms = self.bounds.max_skew_ticks * TICK_MS;
+            if now_ms + margin_ms < expires_at_s * TICK_MS {
+                world.seen.overwritten_early = true;
+            }
+            // The completed record's lifetime ends with it.
+            world.seen.runs.clear();
+            world.seen.effects = 0;
+        }
+    }
+
+    /// The lock-held form's hold by `from`: busy while another transaction holds the
+    /// row lock, otherwise [`protocol::hold`] on the committed record (or the faulty
+    /// variant's), the held record then the transaction's, under its row lock.
+    fn hold(
+        &self,
+        world: &mut World,
+        request: &idem_core::store::Begin,
+        from: (usize, u32),
+    ) -> Answer {
+        let now_ms = world.now * TICK_MS;
+        if let Some((index, generation, _)) = &world.pending {
+            let holder = format!("c{index}g{generation}");
+            if world.seen.ended.contains(&holder) {
+                world.seen.held_past_session = true;
+            }
+            world.seen.busy = true;
+            return Answer::Hold(Hold::Busy);
+        }
+        let drawn = world.sequence + 1;
+        match self.variant.hold(world.record.as_ref(), request, drawn) {
+            Written::Applied(fence) => {
+                world.sequence = drawn;
+                if fence <= world.seen.last_fence {
+                    world.seen.fence_not_above = true;
+                }
+                world.seen.last_fence = world.seen.last_fence.max(fence);
+                if !world.seen.ended.is_empty() {
+                    world.seen.took_over_after_session_end = true;
+                }
+                self.takes_over(world, now_ms);
+                let held = protocol::held_record(request, fence);
+                world.pending = Some((from.0, from.1, Arc::new(held)));
+                world.seen.last_begin_owner = Some(request.owner.clone());
+                Answer::Hold(Hold::Taken(fence))
+            }
+            Written::Refused(current) => {
+                if let Some(record) = &current {
+                    let crashed = world.seen.dead.iter().any(|(o, _)| *o == record.owner);
+                    if crashed
+                        && record.state == State::InProgress
+                        && record.is_live(request.now_ms)
+                    {
+                        world.seen.held_past_session = true;
+                    }
+                }
+                Answer::Hold(Hold::Refused(current))
+            }
+        }
     }
 
     /// The store applies `op`, as the transitions of `idem_core::protocol` say (or the
@@ -35,15 +111,7 @@ impl Protocol {
                 let written = protocol::begin(world.record.as_ref(), request);
                 match &written {
                     Written::Applied(fence) => {
-                        if let Some((_, _, expires_at_s)) = world.seen.completed.take() {
-                            let margin_ms = self.bounds.max_skew_ticks * TICK_MS;
-                            if now_ms + margin_ms < expires_at_s * TICK_MS {
-                                world.seen.overwritten_early = true;
-                            }
-                            // The completed record's lifetime ends with it.
-                            world.seen.runs.clear();
-                            world.seen.effects = 0;
-                        }
+                        self.takes_over(world, now_ms);
                         if let Some(previous) = &world.record {
                             if world.seen.dead.iter().any(|(o, _)| *o == previous.owner)
                                 && previous.state == State::InProgress
@@ -83,6 +151,20 @@ impl Protocol {
             Op::Extend(attempt, renewal) => {
                 Answer::Write(self.variant.extend(world.record.as_mut(), attempt, renewal))
             }
+            Op::Hold(request) => self.hold(world, request, from),
+            // The holder's own transaction holds the row: the completion is written in
+            // it, or fails when the transaction is gone (its session ended).
+            Op::CompleteInTransaction(attempt, completion) if self.bounds.lock_held => {
+                match &mut world.pending {
+                    Some((caller, generation, record)) if (*caller, *generation) == from => {
+                        Answer::Write(protocol::complete(Some(record), attempt, completion))
+                    }
+                    _ => {
+                        world.seen.killed_statement_failed |= world.seen.killed == Some(from);
+                        Answer::Failed
+                    }
+                }
+            }
             Op::CompleteInTransaction(attempt, completion) => {
                 // Under the row lock: the transaction sees its own write, the rest of
                 // the world the committed record until the commit.
@@ -103,6 +185,9 @@ impl Protocol {
                 }
                 other => {
                     world.pending = other;
+                    if self.bounds.lock_held {
+                        world.seen.killed_statement_failed |= world.seen.killed == Some(from);
+                    }
                     Answer::Commit(false)
                 }
             },

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use idem_core::protocol::{self, Terms};
-use idem_core::store::{Attempt, Record, Renewal, Written};
+use idem_core::store::{Attempt, Begin, Record, Renewal, Written};
 
 /// Switches that put back a defect found by review, to show the checker finds it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -23,6 +23,10 @@ pub struct Variant {
     /// whatever the release then finds, although a commit still in flight lands after
     /// the read, and the release, waiting behind its row lock, is refused with it.
     pub settle_by_read_only: bool,
+    /// In the lock-held form, take the fence from the row alone (its fence plus one, as
+    /// a plain begin does), without the sequence: the increment is rolled back with an
+    /// attempt that fails or crashes, and the next holder acts under the same fence.
+    pub fence_from_row: bool,
 }
 
 impl Variant {
@@ -31,6 +35,7 @@ impl Variant {
         first_beat_from_body_start: false,
         extend_after_release: false,
         settle_by_read_only: false,
+        fence_from_row: false,
     };
 
     /// When the first heartbeat is due for a lease ending at `lease_until_ms` and a body
@@ -67,6 +72,19 @@ impl Variant {
     }
 }
 
+impl Variant {
+    /// Hold as the store applies it: [`protocol::hold`] with the sequence's value
+    /// `drawn`, or, in the faulty variant, [`protocol::begin`]'s condition and fence (the
+    /// row's plus one).
+    pub fn hold(&self, record: Option<&Arc<Record>>, request: &Begin, drawn: u64) -> Written<u64> {
+        if self.fence_from_row {
+            protocol::begin(record, request)
+        } else {
+            protocol::hold(record, request, drawn)
+        }
+    }
+}
+
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let faults: Vec<&str> = [
@@ -78,6 +96,10 @@ impl fmt::Display for Variant {
             (
                 self.settle_by_read_only,
                 "a lost commit settled by the read only",
+            ),
+            (
+                self.fence_from_row,
+                "a held key's fence from the row without the sequence",
             ),
         ]
         .into_iter()

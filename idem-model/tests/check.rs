@@ -1,6 +1,7 @@
-//! The checker finds the three defects found by review and by a test, with the faulty
-//! variants switched on, and finds nothing in the same bounds with the code's rules; the variants' restated
-//! rules differ from the code's only where the defect lies.
+//! The checker finds the three defects found by review and by a test, and a held key's
+//! fence without its sequence, with the faulty variants switched on, and finds nothing
+//! in the same bounds with the code's rules; the variants' restated rules differ from
+//! the code's only where the defect lies.
 
 use std::sync::Arc;
 
@@ -18,6 +19,11 @@ fn bounds() -> Bounds {
 /// The same in a transaction, with a TTL past the horizon (no record expires).
 fn transactional() -> Bounds {
     bounds().with("transactional=1,ttl_ticks=9").unwrap()
+}
+
+/// Held by the transaction (PostgreSQL's lock-held form), a TTL past the horizon.
+fn lock_held() -> Bounds {
+    bounds().with("lock_held=1,ttl_ticks=9").unwrap()
 }
 
 fn broken(variant: Variant) -> Vec<&'static str> {
@@ -50,6 +56,62 @@ fn the_code_s_rules_break_no_invariant_in_a_transaction() {
     assert_eq!(
         broken_in(transactional(), Variant::FIXED),
         Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn the_code_s_rules_break_no_invariant_held_by_the_transaction() {
+    assert_eq!(broken_in(lock_held(), Variant::FIXED), Vec::<&str>::new());
+}
+
+#[test]
+fn a_held_key_s_fence_taken_from_the_row_alone_is_found() {
+    let found = broken_in(
+        lock_held(),
+        Variant {
+            fence_from_row: true,
+            ..Variant::FIXED
+        },
+    );
+    assert_eq!(
+        found,
+        vec!["held by the transaction, every holder's fence is above every earlier one's"]
+    );
+}
+
+/// The faulty hold is the code's but for the fence: the same condition and answer,
+/// the row's fence plus one where the code adds the sequence's value.
+#[test]
+fn the_faulty_hold_differs_from_the_code_only_in_its_fence() {
+    let faulty = Variant {
+        fence_from_row: true,
+        ..Variant::FIXED
+    };
+    let at = attempt("model#key", "c0g0", 3);
+    let request = begin_at(&at.id, "c1g0", T0 + LEASE_MS, None);
+    let (mut applied, mut refused) = (0, 0);
+    for record in records(&at) {
+        let drawn = 7;
+        let by_code = protocol::hold(record.as_ref(), &request, drawn);
+        assert_eq!(
+            Variant::FIXED.hold(record.as_ref(), &request, drawn),
+            by_code
+        );
+        match (faulty.hold(record.as_ref(), &request, drawn), by_code) {
+            (Written::Applied(mine), Written::Applied(code)) => {
+                let row = record.as_ref().map_or(0, |r| r.fence);
+                assert_eq!((mine, code), (row + 1, row + drawn), "{record:?}");
+                applied += 1;
+            }
+            (mine, code) => {
+                assert_eq!(mine, code, "{record:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        applied > 0 && refused > 0,
+        "{applied} applied, {refused} refused"
     );
 }
 

@@ -31,6 +31,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
+use crate::protocol;
 use crate::store::{Attempt, Completion, StoreError, Written};
 
 /// How many bodies of a batch run at once unless [`Batch::concurrency`] says otherwise:
@@ -537,7 +538,7 @@ async fn begun(
     answer: Result<Written<u64>, StoreError>,
 ) -> Result<Found, Error> {
     let written = answer.map_err(|error| guard.store_error("begin", error))?;
-    match guard.found(written) {
+    match guard.found(protocol::after_begin(written, &guard.request)) {
         Some(Found::Live(record)) => guard
             .completed_record(record.clone())?
             .ok_or_else(|| guard.in_progress(&record)),

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, BEGIN_TRIES};
-use crate::store::{Attempt, Hold, Record, State, StoreError, Written};
+use crate::store::{Attempt, Hold, Record, State, StoreError};
 use std::sync::Arc;
 
 /// The first and the longest pause between two polls of `wait`.
@@ -83,12 +83,6 @@ impl Guard {
             id: self.request.id.clone(),
             owner: self.request.owner.clone(),
             fence,
-        };
-        // The lock-held form's lease is its open transaction, which no clock ends.
-        let lease_until_ms = if self.holds_key {
-            u64::MAX
-        } else {
-            lease_until_ms
         };
         if !protocol::lease_is_live(self.clock_now(), lease_until_ms) {
             // Begin answered after the lease it took had already lapsed: another caller
@@ -220,10 +214,10 @@ impl Guard {
         }
     }
 
-    /// What the answer `written` to this attempt's begin found, by the protocol's
-    /// rules; `None` when the refusal showed a free record (begin again).
-    pub(super) fn found(&self, written: Written<u64>) -> Option<Found> {
-        match protocol::after_begin(written, &self.request) {
+    /// What `answer`, the meaning of this attempt's begin or hold by the protocol's
+    /// rules, found; `None` when the refusal showed a free record (begin again).
+    pub(super) fn found(&self, answer: BeginAnswer) -> Option<Found> {
+        match answer {
             BeginAnswer::Held {
                 fence,
                 lease_until_ms,
@@ -285,18 +279,21 @@ impl Guard {
         for _ in 0..BEGIN_TRIES {
             let now = self.clock_now();
             self.terms().stamp(&mut self.request, now);
-            let written = if self.holds_key {
-                match self.hold_once(wait, holding).await? {
-                    Some(written) => written,
+            let answer = if self.holds_key {
+                let hold = self.hold_once(wait, holding).await?;
+                match protocol::after_hold(hold, &self.request) {
+                    Some(answer) => answer,
                     None => return Ok(Found::Busy),
                 }
             } else {
-                self.store_call("begin", self.engine.store().begin(&self.request))
+                let written = self
+                    .store_call("begin", self.engine.store().begin(&self.request))
                     .await
-                    .map_err(|e| self.store_error("begin", e))?
+                    .map_err(|e| self.store_error("begin", e))?;
+                protocol::after_begin(written, &self.request)
             };
             // Free or gone by the time the store read it (`None`): try again.
-            if let Some(found) = self.found(written) {
+            if let Some(found) = self.found(answer) {
                 return Ok(found);
             }
         }
@@ -312,13 +309,12 @@ impl Guard {
     /// One try of the lock-held form: a fresh destination opened and the key taken in
     /// it, waiting up to `wait` for a transaction that holds it. The destination is
     /// kept in `holding` only when it took the key; otherwise it is rolled back at once,
-    /// so no connection is held while the call waits between tries. `None`: another
-    /// transaction holds the key.
+    /// so no connection is held while the call waits between tries.
     async fn hold_once<D: Destination>(
         &self,
         wait: Option<Duration>,
         holding: &mut Option<D>,
-    ) -> Result<Option<Written<u64>>, Error> {
+    ) -> Result<Hold, Error> {
         let mut destination = D::open(&self.engine, &self.namespace, self.isolation)
             .await
             .map_err(|e| self.store_error("open", e))?;
@@ -326,19 +322,15 @@ impl Guard {
         // time.
         let timeout = self.engine.defaults().store_timeout + wait.unwrap_or_default();
         let hold = destination.hold(&self.request, wait);
-        let written = match store_call_within(&self.namespace, "begin", hold, timeout).await {
+        let hold = match store_call_within(&self.namespace, "begin", hold, timeout).await {
             Ok(Hold::Taken(fence)) => {
                 *holding = Some(destination);
-                return Ok(Some(Written::Applied(fence)));
+                return Ok(Hold::Taken(fence));
             }
-            Ok(Hold::Refused(record)) => Ok(Some(Written::Refused(record))),
-            // Read as a refusal that showed no record: begin again, in a fresh
-            // transaction.
-            Ok(Hold::Conflict) => Ok(Some(Written::Refused(None))),
-            Ok(Hold::Busy) => Ok(None),
+            Ok(hold) => Ok(hold),
             Err(error) => Err(self.store_error("begin", error)),
         };
         destination.discard(self).await;
-        written
+        hold
     }
 }

@@ -77,7 +77,7 @@ pub enum Isolation {
 }
 
 /// What taking a key inside a transaction found: the answer of [`Transaction::hold`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Hold {
     /// The transaction holds the key, under this fence, until it ends.
     Taken(u64),
