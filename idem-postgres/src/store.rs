@@ -12,7 +12,6 @@ use idem_core::store::{
     Written, FORMAT,
 };
 use idem_core::Store;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row};
@@ -91,9 +90,9 @@ pub struct PgStoreBuilder {
 
 impl PgStoreBuilder {
     /// How many connections of its own the store keeps for heartbeats
-    /// ([`DEFAULT_HEARTBEAT_CONNECTIONS`] by default), opened with the application
-    /// pool's connect options (not its `after_connect` hook), on first use, and kept
-    /// open. A heartbeat renews a lease while its body runs; on the application's pool it
+    /// ([`DEFAULT_HEARTBEAT_CONNECTIONS`] by default), opened as the application pool
+    /// opens its own (its connect options and its hooks: an `after_connect` that sets
+    /// the search path or a role applies to them too), on first use, and kept open. A heartbeat renews a lease while its body runs; on the application's pool it
     /// would wait for a connection behind the bodies that hold them (every
     /// [`run_in_transaction`](idem_core::Call::run_in_transaction) body holds one for its
     /// whole run) and fail after the store timeout, and the lease would lapse under a
@@ -166,12 +165,17 @@ impl PgStoreBuilder {
         // lifetime, no minimum): building needs neither a database nor a runtime.
         let heartbeats = match self.heartbeat_connections {
             0 => self.pool.clone(),
-            connections => PgPoolOptions::new()
+            // The application pool's options, hooks included (an `after_connect` that
+            // sets the search path or a role applies to heartbeats too: an unqualified
+            // table is the same table), with a size of its own.
+            connections => self
+                .pool
+                .options()
+                .clone()
                 .max_connections(connections)
                 .min_connections(0)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .acquire_timeout(self.pool.options().get_acquire_timeout())
                 .connect_lazy_with((*self.pool.connect_options()).clone()),
         };
         Ok(PgStore {

@@ -163,3 +163,69 @@ async fn no_body_starts_while_no_heartbeat_connection_can_open() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never ran");
 }
+
+/// The store's heartbeat connections are made as the application's pool makes its own,
+/// hooks included: a pool whose `after_connect` sets the search path to the schema of
+/// an unqualified table renews its leases in that table. (Before, the heartbeat pool
+/// copied only the connect options: its extends met no such table, the lease lapsed
+/// under a running body, and a duplicate from another process ran it again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn heartbeats_connect_as_the_application_pool_does() {
+    use sqlx::postgres::PgPoolOptions;
+    let schema = common::Schema::new("hooks");
+    let search_path = format!("SET search_path TO \"{}\"", schema.0);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .after_connect(move |connection, _| {
+            let search_path = search_path.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(search_path))
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&common::url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA \"{}\"",
+        schema.0
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // No schema named: the table is found through the search path the hook sets.
+    let store = PgStore::new(pool);
+    store.migrate().await.unwrap();
+    let engine = engine(store);
+    let runs = AtomicUsize::new(0);
+    let first = Call::new(NS, "k5").engine(&engine).run_reported(|_| async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(BODY).await;
+        Ok::<_, Error>(7)
+    });
+    let other = PgStore::builder(common::pool(2).await)
+        .schema(schema.0.clone())
+        .build()
+        .unwrap();
+    let other = self::engine(other);
+    let duplicate = async {
+        tokio::time::sleep(LEASE * 2).await;
+        Call::new(NS, "k5")
+            .engine(&other)
+            .run(|_| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(0)
+            })
+            .await
+    };
+    let (first, duplicate) = tokio::join!(first, duplicate);
+    assert!(
+        matches!(duplicate, Err(Error::InProgress { .. })),
+        "a duplicate past the first lease finds the call in progress, got {duplicate:?}"
+    );
+    assert_eq!(first.expect("no LeaseLost").source, Source::Ran);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once");
+}
