@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::step::Journal;
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -20,6 +21,14 @@ tokio::task_local! {
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
+    /// Inside a step: the step's name and token.
+    step: Option<Arc<StepScope>>,
+}
+
+/// The step a context is scoped to ([`Context::step`]).
+pub(crate) struct StepScope {
+    pub(crate) name: String,
+    pub(crate) token: String,
 }
 
 struct Inner {
@@ -29,6 +38,8 @@ struct Inner {
     lease_until_ms: AtomicU64,
     lost: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// The attempt's journal of steps; `None` for a body run unguarded.
+    journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for Context {
@@ -37,6 +48,7 @@ impl std::fmt::Debug for Context {
             .field("namespace", &self.inner.namespace)
             .field("token", &self.inner.token)
             .field("fence", &self.inner.fence)
+            .field("step", &self.step.as_ref().map(|step| &step.name))
             .field("lease_lost", &self.lease_lost())
             .finish()
     }
@@ -49,6 +61,7 @@ impl Context {
         fence: u64,
         lease_until_ms: u64,
         clock: Arc<dyn Clock>,
+        journal: Option<Journal>,
     ) -> Self {
         Context {
             inner: Arc::new(Inner {
@@ -58,7 +71,9 @@ impl Context {
                 lease_until_ms: AtomicU64::new(lease_until_ms),
                 lost: AtomicBool::new(false),
                 clock,
+                journal,
             }),
+            step: None,
         }
     }
 
@@ -67,7 +82,7 @@ impl Context {
     /// are still derived from it; an empty token when there is none
     /// ([`Call::optional_key`](crate::Call::optional_key) without a key).
     pub(crate) fn unguarded(namespace: Namespace, token: String, clock: Arc<dyn Clock>) -> Self {
-        Context::new(namespace, token, 0, u64::MAX, clock)
+        Context::new(namespace, token, 0, u64::MAX, clock, None)
     }
 
     /// Whether the body runs under a key's lease (its fence is 1 or more). `false` for a
@@ -100,8 +115,47 @@ impl Context {
     /// in the same namespace always gives the same token, in every process and version;
     /// pass it downstream as an idempotency key. Empty only for a body run without a key
     /// ([`Call::optional_key`](crate::Call::optional_key)).
+    ///
+    /// Inside a [step](Context::step), the step's own token instead
+    /// ([`key::step_token`](crate::key::step_token) of the key's token and the step's
+    /// name): what a step sends downstream has a key of its own, the same in every
+    /// attempt, so a step run again after a crash sends the same key.
     pub fn token(&self) -> &str {
+        match &self.step {
+            Some(step) => &step.token,
+            None => &self.inner.token,
+        }
+    }
+
+    /// The key's digest: [`token`](Context::token) outside a step.
+    pub(crate) fn digest(&self) -> &str {
         &self.inner.token
+    }
+
+    /// The name of the step this context runs in, if any.
+    pub fn step_name(&self) -> Option<&str> {
+        self.step.as_ref().map(|step| step.name.as_str())
+    }
+
+    /// This context, scoped to the step `name` (its token the step's).
+    pub(crate) fn in_step(&self, name: &str) -> Context {
+        let token = if self.inner.token.is_empty() {
+            String::new()
+        } else {
+            crate::key::step_token(&self.inner.token, name)
+        };
+        Context {
+            inner: self.inner.clone(),
+            step: Some(Arc::new(StepScope {
+                name: name.to_owned(),
+                token,
+            })),
+        }
+    }
+
+    /// The attempt's journal, `None` for a body run unguarded.
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        self.inner.journal.as_ref()
     }
 
     /// The fencing number of this attempt: higher than that of every attempt that held

@@ -131,6 +131,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// An at-most-once step ([`Step::at_most_once`](crate::Step::at_most_once)) started
+    /// under an earlier attempt of this key and its result was never journaled (that
+    /// attempt died or lost its lease in between): its effect may or may not have
+    /// happened, so it was not run again. Ask the downstream system whether it happened,
+    /// by the step's key, then decide with [`Step::on_uncertain`](crate::Step::on_uncertain).
+    #[error(
+        "step `{step}` of `{namespace}` (digest {digest}) started under an earlier attempt and \
+         its result was never journaled, so it was not run again (it is at most once): ask the \
+         downstream system by the step's key ({step_key}) whether it happened, and resume with \
+         Step::on_uncertain"
+    )]
+    StepUncertain {
+        /// The call's namespace.
+        namespace: String,
+        /// The key's digest.
+        digest: String,
+        /// The step's name.
+        step: String,
+        /// The step's token, the key it sent downstream
+        /// ([`Context::token`](crate::Context::token) inside the step).
+        step_key: String,
+    },
+
+    /// A step could not be run as written: its name was used twice in one attempt, it
+    /// was started inside another step, the key is held in a way that keeps no journal
+    /// (PostgreSQL's lock-held form), or its value is too large to journal. Nothing of
+    /// the step ran, except for a value too large, whose step did run (a later attempt
+    /// runs it again, with the same step key).
+    #[error("step `{step}` of `{namespace}` cannot be journaled: {reason}")]
+    Step {
+        /// The call's namespace.
+        namespace: String,
+        /// The step's name.
+        step: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
     /// The store failed (before the body ran, unless stated otherwise by the caller's
     /// event log).
     #[error("the idem store failed during {operation} for `{namespace}`: {source}")]

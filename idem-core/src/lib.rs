@@ -112,6 +112,7 @@ pub mod key;
 mod memory;
 mod observe;
 pub mod protocol;
+mod step;
 pub mod store;
 
 #[cfg(feature = "testkit")]
@@ -129,4 +130,5 @@ pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};
 pub use error::Error;
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
+pub use step::{step, Step};
 pub use store::{Isolation, Store};

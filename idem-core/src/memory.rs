@@ -10,7 +10,9 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::protocol;
 use crate::store::Record;
-use crate::store::{Attempt, Begin, Completion, Limits, Renewal, Store, StoreError, Written};
+use crate::store::{
+    Attempt, Begin, Completion, Limits, Renewal, StepRecord, Store, StoreError, Written,
+};
 
 /// The number of records a [`MemoryStore`] holds by default.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -210,8 +212,11 @@ impl Inner {
     /// [`Store::begin`] on these records, holding at most `capacity`.
     fn begin(&mut self, capacity: usize, request: &Begin) -> Result<Written<u64>, StoreError> {
         let current = self.records.get(&request.id);
-        let fence = match protocol::begin(current, request) {
-            Written::Applied(fence) if current.is_some() => fence,
+        let record = match protocol::begin(current, request) {
+            // A takeover keeps the journal of the record's lifetime.
+            Written::Applied(fence) if current.is_some() => {
+                protocol::begun(current.map(|r| &**r), request, fence)
+            }
             Written::Applied(fence) => {
                 // Full: reclaim, but only once some record can have expired.
                 if self.records.len() >= capacity && request.now_ms >= self.earliest_expiry_ms {
@@ -228,13 +233,14 @@ impl Inner {
                 if self.inserts_since_sweep >= self.records.len().max(1024) {
                     self.sweep(request.now_ms);
                 }
-                fence
+                request.record(fence)
             }
             refused @ Written::Refused(_) => return Ok(refused),
         };
+        let fence = record.fence;
         let expiry = request.expires_at_s.saturating_mul(1000);
         self.earliest_expiry_ms = self.earliest_expiry_ms.min(expiry);
-        self.records.insert(request.record(fence));
+        self.records.insert(record);
         Ok(Written::Applied(fence))
     }
 
@@ -346,6 +352,14 @@ impl Store for MemoryStore {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         self.update(attempt, |record| protocol::release(record, attempt))
+    }
+
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        self.update(attempt, |record| protocol::journal(record, attempt, step))
     }
 
     async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {

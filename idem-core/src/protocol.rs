@@ -18,19 +18,33 @@ use std::time::Duration;
 
 use crate::codec::Encoded;
 use crate::store::{
-    ceil_secs, Attempt, Begin, Codec, Completion, Hold, Outcome, Record, Renewal, State, Written,
+    ceil_secs, Attempt, Begin, Codec, Completion, Hold, Outcome, Record, Renewal, State,
+    StepRecord, Written,
 };
 
 // The store's side: one conditional write per transition, atomic in the store.
 
 /// Begin on the key's current record: applied with the new fence iff there is no record
 /// or it is free at `request.now_ms`; the caller then stores
-/// [`request.record(fence)`](Begin::record). Refused with the current record otherwise.
+/// [`begun(current, request, fence)`](begun). Refused with the current record otherwise.
 pub fn begin(current: Option<&Arc<Record>>, request: &Begin) -> Written<u64> {
     match current {
         Some(record) if record.is_live(request.now_ms) => Written::Refused(Some(record.clone())),
         Some(record) => Written::Applied(record.fence + 1),
         None => Written::Applied(1),
+    }
+}
+
+/// The record a begin applied with `fence` writes over `current`:
+/// [`Begin::record`], keeping the journal of the record's lifetime (`current`'s steps:
+/// an attempt that takes the key over after a crash, a lapsed lease or a release finds
+/// the steps its predecessors finished; a completed record has none).
+pub fn begun(current: Option<&Record>, request: &Begin, fence: u64) -> Record {
+    Record {
+        steps: current
+            .map(|record| record.steps.clone())
+            .unwrap_or_default(),
+        ..request.record(fence)
     }
 }
 
@@ -51,6 +65,25 @@ pub fn complete(
         record.data = completion.data.clone();
         record.codec = completion.codec.clone();
         record.expires_at_s = completion.expires_at_s;
+        record.steps = Vec::new();
+    })
+}
+
+/// Journal: applied iff the record is held by `attempt` ([`Record::is_held_by`], the
+/// condition of complete: a stale attempt cannot journal); `step` replaces the entry of
+/// the same name, or is appended. Nothing else changes.
+pub fn journal(
+    current: Option<&mut Arc<Record>>,
+    attempt: &Attempt,
+    step: &StepRecord,
+) -> Written<()> {
+    write_if(current, attempt, Record::is_held_by, |record| match record
+        .steps
+        .iter_mut()
+        .find(|entry| entry.name == step.name)
+    {
+        Some(entry) => *entry = step.clone(),
+        None => record.steps.push(step.clone()),
     })
 }
 
@@ -263,6 +296,74 @@ pub fn after_release(written: Written<()>, attempt: &Attempt) -> ReleaseAnswer {
             ReleaseAnswer::AlreadyReleased
         }
         Written::Refused(_) => ReleaseAnswer::Lost,
+    }
+}
+
+/// What a journal write's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalAnswer {
+    /// Journaled (by this send, or by an earlier one whose response was lost).
+    Journaled,
+    /// Refused: another attempt holds the key, or the record is gone. The step's effect
+    /// may have happened; its result is not journaled, and the body must not go on.
+    LeaseLost {
+        /// The fence of the record as it is now, if there is one (for the log).
+        current_fence: Option<u64>,
+    },
+}
+
+/// The meaning of `written`, the answer to `attempt`'s journal of `step`.
+pub fn after_journal(written: Written<()>, attempt: &Attempt, step: &StepRecord) -> JournalAnswer {
+    match written {
+        Written::Applied(()) => JournalAnswer::Journaled,
+        Written::Refused(Some(record)) if record.shows_journal_by(attempt, step) => {
+            JournalAnswer::Journaled
+        }
+        Written::Refused(record) => JournalAnswer::LeaseLost {
+            current_fence: record.map(|r| r.fence),
+        },
+    }
+}
+
+/// The journal `attempt` works from, read once before its first step: the record's
+/// steps while the attempt holds it; `None` when it does not (another attempt took
+/// over, or the record is gone): the lease is lost and no step may run. An attempt with
+/// fence 1 took a key that had no record, so it has no journal to read (the engine
+/// skips the read).
+pub fn journal_of<'r>(read: Option<&'r Record>, attempt: &Attempt) -> Option<&'r [StepRecord]> {
+    match read {
+        Some(record) if record.is_held_by(attempt) => Some(&record.steps),
+        _ => None,
+    }
+}
+
+/// What an attempt does with one step of its body, given the step's journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepPlan {
+    /// An earlier attempt of this record finished the step: its journaled result is
+    /// the step's result, and the step does not run.
+    Replay,
+    /// Run the step, then journal its result; an at-most-once step journals that it
+    /// started first (`mark_started`).
+    Run {
+        /// Whether to journal [`StepRecord::started`] before the step runs.
+        mark_started: bool,
+    },
+    /// An at-most-once step started under an earlier attempt and its result was never
+    /// journaled: it may or may not have had its effect, so it is not run again
+    /// ([`Error::StepUncertain`](crate::Error::StepUncertain)) unless the caller
+    /// reconciles it.
+    Uncertain,
+}
+
+/// The plan for a step whose journal entry is `entry`, run at most once or not.
+pub fn step_plan(entry: Option<&StepRecord>, at_most_once: bool) -> StepPlan {
+    match entry {
+        Some(entry) if entry.is_finished() => StepPlan::Replay,
+        Some(_) if at_most_once => StepPlan::Uncertain,
+        _ => StepPlan::Run {
+            mark_started: at_most_once,
+        },
     }
 }
 

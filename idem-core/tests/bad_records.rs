@@ -51,6 +51,7 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
                 data,
                 format,
                 codec,
+                steps: Vec::new(),
             };
             (record, live)
         })

@@ -87,6 +87,7 @@ pub(crate) fn decode(
         format: u32::try_from(format)
             .map_err(|_| malformed(&names.format, "a format number out of range"))?,
         codec,
+        steps: Vec::new(),
     })
 }
 

@@ -401,6 +401,7 @@ impl PgStore {
                 StoreError::malformed(format!("{context}: the format is negative: {format}"))
             })?,
             codec,
+            steps: Vec::new(),
         })
     }
 

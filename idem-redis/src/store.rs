@@ -553,6 +553,7 @@ fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
         format: u32::try_from(number(fields.format, "format")?)
             .map_err(|_| StoreError::malformed(format!("{context}: the format is too large")))?,
         codec: Codec::from_stored(&text(fields.codec, "codec")?),
+        steps: Vec::new(),
     })
 }
 

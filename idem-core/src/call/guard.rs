@@ -111,7 +111,7 @@ impl Guard {
 
 /// One store call under the engine's timeout, measured: every store call of a call goes
 /// through here, guarded or not.
-pub(super) async fn store_call<R>(
+pub(crate) async fn store_call<R>(
     engine: &Engine,
     namespace: &Namespace,
     operation: &'static str,

@@ -39,6 +39,7 @@ use destination::{Destination, InStore};
 use settings::{Resolved, Settings};
 
 pub use batch::{Batch, BatchOutcome, DEFAULT_BATCH_CONCURRENCY};
+pub(crate) use guard::store_call;
 pub use namespace::Namespace;
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};

@@ -59,6 +59,16 @@ pub struct ReplayErrors<E, F> {
     pub(super) _error: PhantomData<fn(&E)>,
 }
 
+impl<E, F> ReplayErrors<E, F> {
+    /// The policy that records the errors `predicate` chooses.
+    pub(crate) fn new(predicate: F) -> Self {
+        ReplayErrors {
+            predicate,
+            _error: PhantomData,
+        }
+    }
+}
+
 impl<E, F> ErrorPolicy<E> for ReplayErrors<E, F>
 where
     E: Serialize + DeserializeOwned,

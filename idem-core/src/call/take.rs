@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::{self, BeginAnswer, BEGIN_TRIES};
+use crate::step::Journal;
 use crate::store::{Attempt, Hold, Record, State, StoreError};
 use std::sync::Arc;
 
@@ -106,6 +107,12 @@ impl Guard {
             fence,
             lease_until_ms,
             self.engine.clock().clone(),
+            Some(Journal::new(
+                self.engine.clone(),
+                self.namespace.clone(),
+                attempt.clone(),
+                self.holds_key,
+            )),
         );
         Ok(Taken::Held(Held {
             attempt,

@@ -49,6 +49,20 @@ pub(crate) fn push_digest(
 /// Appends a digest as lowercase hex digits, two per byte from a table, written into a
 /// buffer on the stack and appended at once (a `char` pushed at a time costs ten times
 /// as much).
+/// A step's token: `hex(SHA-256(token || 0x00 || step))`, the attempt's token (the
+/// key's digest) and the step's name. [`Context::token`](crate::Context::token) answers
+/// it inside the step, so what the step sends downstream carries a key of its own, the
+/// same in every attempt of the key.
+pub fn step_token(token: &str, step: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(token.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(step.as_bytes());
+    let mut out = String::with_capacity(64);
+    push_lower_hex(&mut out, &hasher.finalize());
+    out
+}
+
 fn push_lower_hex(out: &mut String, digest: &[u8]) {
     let mut hex = [0u8; 64];
     for (pair, &byte) in hex.chunks_exact_mut(2).zip(digest) {

@@ -21,5 +21,5 @@ mod serializer;
 
 pub use canonical::{canonical_json, canonical_key};
 pub(crate) use digest::record_id;
-pub use digest::{check_namespace, digest, id_from_digest};
+pub use digest::{check_namespace, digest, id_from_digest, step_token};
 pub use error::KeyError;

@@ -34,7 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use error::{StoreError, StoreErrorKind};
-pub use record::{ceil_secs, Codec, Outcome, Record, State, FORMAT};
+pub use record::{ceil_secs, Codec, Outcome, Record, State, StepRecord, FORMAT};
 
 /// The attribute [`Store`] is declared with, for implementing it.
 pub use async_trait::async_trait;
@@ -128,6 +128,7 @@ impl Begin {
             data: None,
             format: FORMAT,
             codec: Codec::Json,
+            steps: Vec::new(),
         }
     }
 }
@@ -203,7 +204,8 @@ pub trait Store: Any + Send + Sync + 'static {
     ///
     /// **Writes**: state `InProgress`, `owner`, `fence` = the old fence + 1 (1 when there
     /// was no record), `lease_until_ms`, `expires_at_s`, `fingerprint` (removed when
-    /// `None`), `format` and `codec` of this build; removes `outcome` and `data`.
+    /// `None`), `format` and `codec` of this build; removes `outcome` and `data`; keeps
+    /// `steps` (the journal of the record's lifetime: empty after a completion).
     ///
     /// **Returns** `Applied(new fence)`, or `Refused(current record)`.
     async fn begin(&self, request: &Begin) -> Result<Written<u64>, StoreError>;
@@ -215,7 +217,8 @@ pub trait Store: Any + Send + Sync + 'static {
     /// over.
     ///
     /// **Writes**: state `Completed`, `outcome`, `data` (removed when `None`), `codec`,
-    /// `expires_at_s`; keeps owner, fence, lease and fingerprint.
+    /// `expires_at_s`; empties `steps` (a replay needs only the outcome); keeps owner,
+    /// fence, lease and fingerprint.
     ///
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
     async fn complete(
@@ -236,6 +239,36 @@ pub trait Store: Any + Send + Sync + 'static {
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
     async fn extend(&self, attempt: &Attempt, renewal: &Renewal)
         -> Result<Written<()>, StoreError>;
+
+    /// Writes one step of the attempt's body into the record's journal
+    /// ([`Record::steps`]): the step's result once it finished, or, for an at-most-once
+    /// step, that it started.
+    ///
+    /// **Succeeds iff** the same condition as [`complete`](Store::complete) holds
+    /// ([`Record::is_held_by`]): only the attempt that holds the key journals, a stale one
+    /// is refused as its completion would be.
+    ///
+    /// **Writes**: `step` into `steps`, replacing the entry of the same name if there is
+    /// one, appended otherwise; nothing else. [`begin`](Store::begin),
+    /// [`extend`](Store::extend) and [`release`](Store::release) keep `steps` (a later
+    /// attempt of the same record finds them); [`complete`](Store::complete) empties it.
+    /// Where the store cannot hold the journal with the record (its size limit), an error
+    /// that says so.
+    ///
+    /// **Returns** `Applied(())`, or `Refused(current record or None)`.
+    ///
+    /// The default refuses with a permanent error: a store that keeps no journal runs
+    /// bodies without steps only.
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        let _ = (attempt, step);
+        Err(StoreError::permanent(
+            "this store keeps no journal of steps (Store::journal is not implemented)",
+        ))
+    }
 
     /// Frees the key at once, so a retry can run the body again.
     ///
@@ -348,6 +381,22 @@ pub trait Transaction: Send + Sized + 'static {
         attempt: &Attempt,
         completion: &Completion,
     ) -> Result<Written<()>, StoreError>;
+
+    /// [`Store::journal`] inside this transaction: the same condition and write, seen by
+    /// others only once committed, so that a database step's own writes and its journal
+    /// entry commit together or not at all (`docs/protocol.md`, steps). The default
+    /// refuses with a permanent error: the store has no database steps.
+    async fn journal(
+        &mut self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        let _ = (attempt, step);
+        Err(StoreError::permanent(
+            "this store's transactions keep no journal of steps (Transaction::journal is not \
+             implemented)",
+        ))
+    }
 
     /// Commits the body's writes and the completion together.
     async fn commit(self) -> Result<(), StoreError>;

@@ -161,6 +161,52 @@ pub struct Record {
     pub format: u32,
     /// How `data` is encoded.
     pub codec: Codec,
+    /// The journal of the record's current lifetime: the steps its attempts finished
+    /// (or, for an at-most-once step, started), in the order they were first written.
+    /// Kept across takeovers and releases, emptied by the completion (a replay needs only
+    /// the outcome). Empty for a body without steps, and in every record written before
+    /// steps existed.
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step of a guarded body, as the record's journal keeps it: what
+/// [`Store::journal`](super::Store::journal) writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepRecord {
+    /// The step's name, unique within the body.
+    pub name: String,
+    /// `None` while an at-most-once step has started and its result is not journaled (a
+    /// later attempt that finds it does not run the step again); `Some(Ok)` or
+    /// `Some(Err)` once its value or its recorded error is in `data`. Never
+    /// [`Outcome::NotStored`]: a step value too large to journal fails the step.
+    pub outcome: Option<Outcome>,
+    /// The encoded value or error; `None` while started.
+    pub data: Option<Bytes>,
+    /// How `data` is encoded (JSON while started).
+    pub codec: Codec,
+}
+
+impl StepRecord {
+    /// The entry an at-most-once step writes before it runs.
+    pub fn started(name: impl Into<String>) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            outcome: None,
+            data: None,
+            codec: Codec::Json,
+        }
+    }
+
+    /// Whether the step's result is journaled (its value or a recorded error).
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// The bytes this entry's data takes (what counts against the store's
+    /// [`Limits::max_data_bytes`](super::Limits::max_data_bytes), with the other steps').
+    pub fn data_len(&self) -> usize {
+        self.data.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 impl Record {
@@ -219,6 +265,17 @@ impl Record {
     /// attempt, with the renewed lease.
     pub fn shows_renewal_by(&self, attempt: &Attempt, renewal: &Renewal) -> bool {
         self.is_held_by(attempt) && self.lease_until_ms == renewal.lease_until_ms
+    }
+
+    /// Whether this record is what `attempt`'s journal of `step` writes: held by the
+    /// attempt, with `step` in its journal.
+    pub fn shows_journal_by(&self, attempt: &Attempt, step: &StepRecord) -> bool {
+        self.is_held_by(attempt) && self.steps.iter().any(|entry| entry == step)
+    }
+
+    /// The journal's entry for the step `name`, if there is one.
+    pub fn step(&self, name: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|entry| entry.name == name)
     }
 
     /// Whether this record is what `attempt`'s release writes: held by the attempt, with

@@ -7,7 +7,7 @@ use super::{
     T0,
 };
 use crate::store::{
-    Attempt, Begin, Codec, Completion, Outcome, Record, State, Store, Written, FORMAT,
+    Attempt, Begin, Codec, Completion, Outcome, Record, State, StepRecord, Store, Written, FORMAT,
 };
 
 async fn acquire(store: &Arc<dyn Store>, request: &Begin) -> u64 {
@@ -65,6 +65,7 @@ pub async fn begin_writes_every_field(store: Arc<dyn Store>) {
             data: None,
             format: FORMAT,
             codec: Codec::Json,
+            steps: Vec::new(),
         }
     );
 }
@@ -565,4 +566,139 @@ pub async fn complete_batch_answers_as_complete_alone(store: Arc<dyn Store>) {
     }
     records_are_the_models(&store, &ids, &models).await;
     assert!(store.complete_batch(&[]).await.is_empty());
+}
+
+fn step_value(name: &str, json: &str) -> StepRecord {
+    StepRecord {
+        name: name.to_owned(),
+        outcome: Some(Outcome::Ok),
+        data: Some(json.as_bytes().to_vec().into()),
+        codec: Codec::Json,
+    }
+}
+
+async fn journal(store: &Arc<dyn Store>, attempt: &Attempt, step: &StepRecord) -> Written<()> {
+    store.journal(attempt, step).await.expect("journal")
+}
+
+/// journal writes a step into the holder's record, replaces an entry of the same name
+/// in place (the order of first writes is kept), keeps JSON, errors and raw bytes as
+/// they are, and changes nothing else of the record.
+pub async fn journal_writes_steps_by_name(store: Arc<dyn Store>) {
+    let id = fresh_id("journal");
+    let fence = acquire(&store, &begin_at(&id, "a", T0, Some("fp-1"))).await;
+    let holder = attempt(&id, "a", fence);
+    let before = read(&store, &id).await;
+    let bytes = StepRecord {
+        name: "render".into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(vec![0xff, 0x00, 0xfe, b'"'].into()),
+        codec: Codec::Bytes,
+    };
+    let declined = StepRecord {
+        name: "mail".into(),
+        outcome: Some(Outcome::Err),
+        data: Some(b"{\"declined\":true}".to_vec().into()),
+        codec: Codec::Json,
+    };
+    let charged = step_value("charge", "{\"id\":\"ch_1\"}");
+    for step in [&StepRecord::started("charge"), &bytes, &declined, &charged] {
+        assert_eq!(journal(&store, &holder, step).await, Written::Applied(()));
+    }
+    let after = read(&store, &id).await;
+    assert_eq!(after.steps, vec![charged, bytes, declined]);
+    assert_eq!(
+        Record {
+            steps: Vec::new(),
+            ..after
+        },
+        before,
+        "a journal write changes nothing but the steps"
+    );
+}
+
+/// journal by an attempt that lost its lease (another took over), or with the wrong
+/// fence, is refused with the current record and changes nothing; on a key without a
+/// record it is refused with `None` and creates none.
+pub async fn stale_journal_refused(store: Arc<dyn Store>) {
+    let (id, current) = taken_over(&store, "stale-journal").await;
+    let step = step_value("charge", "1");
+    assert_refused_with(
+        journal(&store, &attempt(&id, "a", 1), &step).await,
+        &current,
+    );
+    assert_refused_with(
+        journal(&store, &attempt(&id, "b", current.fence + 1), &step).await,
+        &current,
+    );
+    assert_eq!(read(&store, &id).await, current);
+    let absent = fresh_id("journal-absent");
+    assert_eq!(
+        journal(&store, &attempt(&absent, "a", 1), &step).await,
+        Written::Refused(None)
+    );
+    assert_eq!(store.read(&absent).await.expect("read"), None);
+}
+
+/// The journal belongs to the record's lifetime: it survives a release, a takeover
+/// after the lease lapsed and a heartbeat, and a later attempt journals beside it; an
+/// attempt whose lease lapsed without a takeover may still journal (as it may complete).
+pub async fn journal_survives_takeover(store: Arc<dyn Store>) {
+    let id = fresh_id("journal-takeover");
+    let first = begin_at(&id, "a", T0, None);
+    let fence = acquire(&store, &first).await;
+    let a = attempt(&id, "a", fence);
+    let s1 = step_value("s1", "1");
+    assert_eq!(journal(&store, &a, &s1).await, Written::Applied(()));
+    assert_eq!(
+        store.release(&a).await.expect("release"),
+        Written::Applied(())
+    );
+    let second = begin_at(&id, "b", T0 + 10, None);
+    let fence_b = acquire(&store, &second).await;
+    let b = attempt(&id, "b", fence_b);
+    assert_eq!(read(&store, &id).await.steps, vec![s1.clone()]);
+    let s2 = step_value("s2", "2");
+    let late = second.lease_until_ms + 5;
+    assert_eq!(
+        journal(&store, &b, &s2).await,
+        Written::Applied(()),
+        "a lapsed lease nobody took over still journals"
+    );
+    let fence_c = acquire(&store, &begin_at(&id, "c", late, None)).await;
+    let c = attempt(&id, "c", fence_c);
+    assert_eq!(
+        store
+            .extend(&c, &renewal_at(late + 1))
+            .await
+            .expect("extend"),
+        Written::Applied(())
+    );
+    let record = read(&store, &id).await;
+    assert_eq!((record.owner.as_str(), record.fence), ("c", fence_c));
+    assert_eq!(record.steps, vec![s1, s2]);
+}
+
+/// complete empties the journal (a replay needs only the outcome), and a begin after
+/// the completed record expired starts a lifetime with no steps.
+pub async fn complete_empties_the_journal(store: Arc<dyn Store>) {
+    let id = fresh_id("journal-complete");
+    let fence = acquire(&store, &begin_at(&id, "a", T0, None)).await;
+    let a = attempt(&id, "a", fence);
+    assert_eq!(
+        journal(&store, &a, &step_value("s1", "1")).await,
+        Written::Applied(())
+    );
+    let done = completion_at(T0 + 1, Outcome::Ok, Some("\"done\""));
+    assert_eq!(
+        store.complete(&a, &done).await.expect("complete"),
+        Written::Applied(())
+    );
+    let completed = read(&store, &id).await;
+    assert_eq!(completed.state, State::Completed);
+    assert_eq!(completed.steps, Vec::new());
+    assert_eq!(completed.data.as_deref(), Some(&b"\"done\""[..]));
+    let later = done.expires_at_s * 1000 + 1;
+    acquire(&store, &begin_at(&id, "b", later, None)).await;
+    assert_eq!(read(&store, &id).await.steps, Vec::new());
 }

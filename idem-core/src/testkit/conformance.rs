@@ -109,6 +109,10 @@ macro_rules! store_conformance {
             delete_removes_record_and_resets_fence,
             begin_batch_answers_as_begin_alone,
             complete_batch_answers_as_complete_alone,
+            journal_writes_steps_by_name,
+            stale_journal_refused,
+            journal_survives_takeover,
+            complete_empties_the_journal,
         );
         #[test]
         $($ignore)*

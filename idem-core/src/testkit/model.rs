@@ -11,7 +11,9 @@ use super::{
     attempt, begin_at, completion_at, fresh_id, renewal_at, runtime, LEASE_MS, T0, TTL_MS,
 };
 use crate::protocol;
-use crate::store::{Attempt, Begin, Completion, Outcome, Record, Renewal, Store, Written};
+use crate::store::{
+    Attempt, Begin, Codec, Completion, Outcome, Record, Renewal, StepRecord, Store, Written,
+};
 
 /// A reference model of the store contract: one key's record, changed by the
 /// transitions of [`protocol`], the functions the in-memory store applies.
@@ -27,7 +29,7 @@ impl Model {
     pub fn begin(&mut self, request: &Begin) -> Written<u64> {
         let written = protocol::begin(self.record.as_ref(), request);
         if let Written::Applied(fence) = written {
-            let record = request.record(fence);
+            let record = protocol::begun(self.record.as_deref(), request, fence);
             assert!(record.shows_begin_by(&request.owner));
             self.record = Some(Arc::new(record));
         }
@@ -47,6 +49,14 @@ impl Model {
     pub fn extend(&mut self, attempt: &Attempt, renewal: &Renewal) -> Written<()> {
         let written = protocol::extend(self.record.as_mut(), attempt, renewal);
         self.shows(&written, |r| r.shows_renewal_by(attempt, renewal));
+        written
+    }
+
+    /// journal ([`protocol::journal`]); the record it writes shows the step
+    /// ([`Record::shows_journal_by`]).
+    pub fn journal(&mut self, attempt: &Attempt, step: &StepRecord) -> Written<()> {
+        let written = protocol::journal(self.record.as_mut(), attempt, step);
+        self.shows(&written, |r| r.shows_journal_by(attempt, step));
         written
     }
 
@@ -102,6 +112,16 @@ pub enum Op {
         /// Which caller.
         caller: usize,
     },
+    /// Caller journals step `s{step}` (0..3): started (`kind` 0), a JSON value (1), a
+    /// recorded error (2), raw bytes (3).
+    Journal {
+        /// Which caller.
+        caller: usize,
+        /// Which step.
+        step: u8,
+        /// What the entry holds.
+        kind: u8,
+    },
     /// The clock moves forward.
     Advance {
         /// By how many milliseconds.
@@ -122,6 +142,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (caller.clone(), 0..3u8).prop_map(|(caller, outcome)| Op::Complete { caller, outcome }),
         1 => caller.clone().prop_map(|caller| Op::Extend { caller }),
         1 => caller.clone().prop_map(|caller| Op::Release { caller }),
+        2 => (caller.clone(), 0..3u8, 0..4u8)
+            .prop_map(|(caller, step, kind)| Op::Journal { caller, step, kind }),
         2 => prop_oneof![
             1..2_000u64,
             Just(LEASE_MS),
@@ -139,6 +161,33 @@ struct Caller {
     owner: String,
     generation: u32,
     fence: u64,
+}
+
+/// A journal entry for the model's sequences: step `s{step}`, started (`kind` 0), a
+/// JSON value (1), a recorded error (2) or raw bytes that are not UTF-8 (3).
+fn step_entry(step: u8, kind: u8, now: u64) -> StepRecord {
+    let name = format!("s{step}");
+    match kind {
+        0 => StepRecord::started(name),
+        1 => StepRecord {
+            name,
+            outcome: Some(Outcome::Ok),
+            data: Some(format!("{{\"at\":{now}}}").into_bytes().into()),
+            codec: Codec::Json,
+        },
+        2 => StepRecord {
+            name,
+            outcome: Some(Outcome::Err),
+            data: Some(b"{\"declined\":true}".to_vec().into()),
+            codec: Codec::Json,
+        },
+        _ => StepRecord {
+            name,
+            outcome: Some(Outcome::Ok),
+            data: Some(vec![0xff, 0, step, (now % 251) as u8].into()),
+            codec: Codec::Bytes,
+        },
+    }
 }
 
 /// Runs one sequence against `store` and the [`Model`], panicking at the first answer
@@ -209,6 +258,17 @@ pub async fn check_sequence(store: &Arc<dyn Store>, ops: &[Op]) {
                 let expected = model.release(&at);
                 assert_eq!(
                     store.release(&at).await.expect("release"),
+                    expected,
+                    "{context}"
+                );
+            }
+            Op::Journal { caller, step, kind } => {
+                let c = &callers[*caller];
+                let at = attempt(&id, &c.owner, c.fence);
+                let entry = step_entry(*step, *kind, now);
+                let expected = model.journal(&at, &entry);
+                assert_eq!(
+                    store.journal(&at, &entry).await.expect("journal"),
                     expected,
                     "{context}"
                 );
