@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::store::{
-    async_trait, Attempt, Begin, Completion, Limits, Record, Renewal, Store, StoreError, Written,
+    async_trait, Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, Store,
+    StoreError, Written,
 };
 
 /// Forwards every call to `inner` (its batch forms to the inner batch forms) and counts
@@ -97,6 +98,14 @@ impl<S: Store> Store for CountingStore<S> {
         self.count();
         self.inner.delete(id).await
     }
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        self.count();
+        self.inner.journal(attempt, step).await
+    }
 }
 
 /// Forwards the single-record operations to `inner` and nothing else: its batch forms
@@ -136,5 +145,12 @@ impl<S: Store> Store for LoopingStore<S> {
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.0.delete(id).await
+    }
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        self.0.journal(attempt, step).await
     }
 }

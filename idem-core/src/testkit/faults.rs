@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::store::{
-    Attempt, Begin, Completion, Limits, Record, Renewal, Store, StoreError, Written,
+    Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, Store, StoreError, Written,
 };
 
 /// A store operation, to choose where a fault strikes.
@@ -28,9 +28,11 @@ pub enum Operation {
     Read,
     /// [`Store::delete`].
     Delete,
+    /// [`Store::journal`].
+    Journal,
 }
 
-const OPERATIONS: usize = 6;
+const OPERATIONS: usize = 7;
 
 /// What goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +304,15 @@ impl<S: Store> Store for FaultyStore<S> {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         self.write(Operation::Release, || self.inner.release(attempt))
+            .await
+    }
+
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        self.write(Operation::Journal, || self.inner.journal(attempt, step))
             .await
     }
 

@@ -189,6 +189,13 @@ impl<S: Store, C: Send + Sync + 'static> Store for WithCleanup<S, C> {
     ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
         self.store.release(attempt).await
     }
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &crate::store::StepRecord,
+    ) -> Result<crate::store::Written<()>, crate::store::StoreError> {
+        self.store.journal(attempt, step).await
+    }
     async fn read(
         &self,
         id: &str,
