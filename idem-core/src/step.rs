@@ -272,7 +272,13 @@ where
             name: &name,
         };
         let journal = context.journal().expect("checked above");
-        if let Some(outer) = context.step_name() {
+        // A step of this context, or of the context the task runs in (a clone of the
+        // body's context used inside another step).
+        let outer = context
+            .step_name()
+            .map(str::to_owned)
+            .or_else(|| Context::current().and_then(|c| c.step_name().map(str::to_owned)));
+        if let Some(outer) = outer {
             return Err(run
                 .refused(format!(
                     "it was started inside step `{outer}`; steps do not nest: run it beside the \
