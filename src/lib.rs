@@ -277,6 +277,45 @@
 //! }
 //! ```
 //!
+//! # Steps: each effect once, when the body has several
+//!
+//! A body with several effects (charge the card, create the resource, send the mail)
+//! that crashes after the first would run all of them again in the next attempt.
+//! [`step`] (or [`Context::step`]) journals each step's result in the key's record
+//! before the body goes on; a later attempt of the same key (the first crashed, lost
+//! its lease, or failed with an error that released the key) gets the journaled results
+//! back and runs only the steps that did not finish. Inside a step,
+//! [`Context::token`] is the step's own key, which `idem-http`'s client middleware
+//! sends downstream, so a step run again after a crash before its journal write sends
+//! the same key. [`Step::at_most_once`] turns that re-run into
+//! [`Error::StepUncertain`] (for a downstream that takes no key), which
+//! [`Step::on_uncertain`] reconciles.
+//! ```
+//! # use idem::{idempotent, step, Engine, Error, MemoryStore};
+//! # async fn charge_card(_order: u64, _key: &str) -> Result<String, Error> { Ok("ch_1".into()) }
+//! # async fn create_shipment(_order: u64, _key: &str) -> Result<u64, Error> { Ok(9) }
+//! # async fn send_mail(_order: u64) -> Result<(), Error> { Ok(()) }
+//! #[idempotent(key = order)]
+//! async fn place(order: u64) -> Result<(String, u64), Error> {
+//!     let key = || idem::Context::current().unwrap().token().to_owned();
+//!     // A crash after this step: the next attempt gets "ch_1" back, charges nothing.
+//!     let charge = step("charge", async { charge_card(order, &key()).await }).await?;
+//!     let shipment = step("ship", async { create_shipment(order, &key()).await }).await?;
+//!     step("mail", send_mail(order)).at_most_once().await?;
+//!     Ok((charge, shipment))
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! # Engine::new(MemoryStore::new()).scope(async {
+//! assert_eq!(place(7).await?, ("ch_1".to_owned(), 9));
+//! # Ok(()) }).await }
+//! ```
+//! One store round trip per step (an at-most-once step two), none for a body without
+//! steps; an attempt that takes a key over reads the journal once. Steps are not a
+//! workflow engine: no timers, no sleeps across days, no fan-out; the journal lives as
+//! long as the record's attempt, and a completion empties it. `docs/protocol.md`
+//! (steps) has the rules.
+//!
 //! # Testing your code
 //!
 //! [`Engine::install`] is once per process, so tests do not install: each test runs its
@@ -332,10 +371,10 @@
 #![warn(missing_docs)]
 
 pub use idem_core::{
-    key, store, Batch, BatchOutcome, Call, Clock, Context, Defaults, Engine, EngineBuilder, Error,
-    ErrorPolicy, LocalCache, ManualClock, MemoryStore, Namespace, NoErrorReplay, Recordable,
-    ReplayErrors, Report, Sleep, Source, SystemClock, DEFAULT_BATCH_CONCURRENCY, DEFAULT_CAPACITY,
-    DISABLED_VARIABLE,
+    key, step, store, Batch, BatchOutcome, Call, Clock, Context, Defaults, Engine, EngineBuilder,
+    Error, ErrorPolicy, Isolation, LocalCache, ManualClock, MemoryStore, Namespace, NoErrorReplay,
+    Recordable, ReplayErrors, Report, Sleep, Source, Step, SystemClock, DEFAULT_BATCH_CONCURRENCY,
+    DEFAULT_CAPACITY, DISABLED_VARIABLE,
 };
 
 /// Runs an `async fn` at most once per key; duplicates get the recorded result. See the
