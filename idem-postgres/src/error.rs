@@ -38,14 +38,30 @@ fn has_code(error: &sqlx::Error, code: impl Fn(&str) -> bool) -> bool {
 pub(crate) fn store_error(operation: &'static str, table: &str, error: sqlx::Error) -> StoreError {
     let mut message = format!("PostgreSQL {operation} on {table} failed: {error}");
     if let sqlx::Error::Database(database) = &error {
-        if database.code().as_deref() == Some("42703") && database.message().contains("data_bytes")
+        let missing = database.message();
+        if database.code().as_deref() == Some("42703")
+            && (missing.contains("data_bytes") || missing.contains("step_"))
         {
-            // A table made before the bytes codec.
+            // A table made before the bytes codec, or before steps.
             message.push_str(&format!(
-                "; the table lacks the `data_bytes` column this version records bytes in: run \
-                 `PgStore::migrate`, or `ALTER TABLE {table} ADD COLUMN IF NOT EXISTS data_bytes \
-                 bytea` (a metadata change, no rewrite; earlier builds ignore the column)"
+                "; the table lacks a column this version records in (`data_bytes`, for \
+                 bytes, or the journal of steps' `step_*`): run `PgStore::migrate`, or `{}` \
+                 (a metadata change, no rewrite; earlier builds ignore the columns)",
+                crate::sql::add_columns(table)
             ));
+        }
+        let too_large = match database.code().as_deref() {
+            // program_limit_exceeded ("array size exceeds the maximum allowed"), or an
+            // allocation past 1 GB refused while the array is built.
+            Some("54000") => true,
+            Some("XX000") => missing.contains("memory alloc request size"),
+            _ => false,
+        };
+        if operation == "journal" && too_large {
+            message.push_str(
+                "; the journal of steps is too large for one PostgreSQL field (1 GB in all \
+                 for the steps' data of one record): the step is not journaled",
+            );
         }
     }
     let classified = match &error {

@@ -5,7 +5,74 @@ use std::sync::Arc;
 
 /// The record's columns, in the order every statement reads them.
 const COLUMNS: &str = "state, owner, fence, lease_until_ms, expires_at_s, fingerprint, outcome, \
-     data, data_bytes, format, codec";
+     data, data_bytes, format, codec, step_names, step_outcomes, step_codecs, step_data";
+
+/// The journal of steps ([`Record::steps`](idem_core::store::Record::steps)): four
+/// arrays in the record's own row, one element per step, in the order of first writes,
+/// all `NULL` for a record with no steps (and in every row written before steps
+/// existed, which reads as an empty journal).
+///
+/// - `step_names text[]`: the steps' names;
+/// - `step_outcomes text[]`: `ok`, `err`, or `NULL` while an at-most-once step has
+///   started;
+/// - `step_codecs text[]`: `json`, `bytes`, or a codec name this build does not know,
+///   kept as stored;
+/// - `step_data bytea[]`: the step's encoded value or error as it is, every byte (JSON's
+///   UTF-8 text, or a `bytes` value that need not be UTF-8), `NULL` while started.
+///
+/// Why arrays in the row, and not a `jsonb` column or a child table:
+/// - bytes stay `bytea`: `jsonb` would need them in base64 (or hex), a third larger and
+///   decoded on every read;
+/// - the journal is part of the row, so every statement that returns the record (a
+///   read, a refused write's row read `FOR UPDATE`, which is the newest committed
+///   version) returns the journal of that very version, in the same round trip and
+///   without a join. A child table's rows would be read from the statement's snapshot,
+///   which may be older than the locked row, and would cost every completion a `DELETE`
+///   on a second table (and every delete and purge a cascade);
+/// - a completion empties the journal by setting the four columns to `NULL` in the
+///   update it does anyway: nothing more for a record without steps, and `delete` and
+///   `purge_expired` need no change;
+/// - a journal write is one `UPDATE` of the row under complete's condition, replacing
+///   the element of the step's name in place or appending one (subscripted assignment:
+///   [`JOURNAL_AT`]).
+///
+/// What it costs: a journal write rewrites the row with its whole journal (TOASTed
+/// when large), which suits journals of a few steps; PostgreSQL holds at most 1 GB in
+/// one field, and a journal past it is refused with a store error that says so.
+const STEP_COLUMNS: &str = "step_names, step_outcomes, step_codecs, step_data";
+
+/// The subscript a journal write ([`journal`]'s `$4`, the step's name) writes at: the
+/// element of that name, or one past the last (the arrays, `NULL` or not, are as long
+/// as each other).
+const JOURNAL_AT: &str =
+    "coalesce(array_position(step_names, $4::text), coalesce(cardinality(step_names), 0) + 1)";
+
+/// What a completion writes into the journal: nothing (a replay needs only the
+/// outcome).
+const EMPTY_JOURNAL: &str =
+    "step_names = NULL, step_outcomes = NULL, step_codecs = NULL, step_data = NULL";
+
+/// What a take writes into the journal of the row `r` it takes over: the row's own (the
+/// journal of the record's lifetime, `protocol::begun`), unless the row is completed: a
+/// completion empties the journal, and a completed row with one was completed by a build
+/// before steps, whose completion left the columns as they were; that journal is not
+/// the new lifetime's.
+const KEPT_JOURNAL: &str =
+    "step_names = CASE WHEN r.state = 'COMPLETED' THEN NULL ELSE r.step_names END,
+        step_outcomes = CASE WHEN r.state = 'COMPLETED' THEN NULL ELSE r.step_outcomes END,
+        step_codecs = CASE WHEN r.state = 'COMPLETED' THEN NULL ELSE r.step_codecs END,
+        step_data = CASE WHEN r.state = 'COMPLETED' THEN NULL ELSE r.step_data END";
+
+/// The journal write ([`Store::journal`](idem_core::Store::journal)): under complete's
+/// condition (`$1` id, `$2` owner, `$3` fence), the step (`$4` name, `$5` outcome, `$6`
+/// codec, `$7` data) at [`JOURNAL_AT`]; nothing else changes.
+fn journal(t: &str) -> String {
+    format!(
+        "UPDATE {t} SET step_names[{JOURNAL_AT}] = $4, step_outcomes[{JOURNAL_AT}] = $5,
+        step_codecs[{JOURNAL_AT}] = $6, step_data[{JOURNAL_AT}] = $7
+    WHERE {HELD}"
+    )
+}
 
 /// Every statement of one table.
 #[derive(Debug)]
@@ -14,6 +81,7 @@ pub(crate) struct Statements {
     pub(crate) hold: Arc<str>,
     pub(crate) complete: Arc<str>,
     pub(crate) complete_held: Arc<str>,
+    pub(crate) journal: Arc<str>,
     pub(crate) extend: Arc<str>,
     pub(crate) release: Arc<str>,
     pub(crate) read: Arc<str>,
@@ -38,11 +106,23 @@ pub(crate) fn fences(schema: Option<&str>, table: &str) -> String {
     qualified(schema, &format!("{table}_fence"))
 }
 
+/// The columns later versions added, for a table made by an earlier one: `data_bytes`
+/// (the bytes codec) and the journal's ([`STEP_COLUMNS`]). Each `ADD COLUMN` of a
+/// column with no default changes the catalogue only (no rewrite).
+pub(crate) fn add_columns(t: &str) -> String {
+    format!(
+        "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS data_bytes bytea,
+    ADD COLUMN IF NOT EXISTS step_names text[], ADD COLUMN IF NOT EXISTS step_outcomes text[],
+    ADD COLUMN IF NOT EXISTS step_codecs text[], ADD COLUMN IF NOT EXISTS step_data bytea[];"
+    )
+}
+
 /// The migration: the table, with the record's fields as columns, and the index that
 /// serves the cleanup. Idempotent (`IF NOT EXISTS`); on a table made by an earlier
-/// version it adds the `data_bytes` column (a metadata change, no rewrite).
+/// version it adds the columns of [`add_columns`] (a metadata change, no rewrite).
 pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
     let t = qualified(schema, table);
+    let add_columns = add_columns(&t);
     let fences = fences(schema, table);
     let create_schema = match schema {
         Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"),
@@ -61,9 +141,13 @@ pub(crate) fn migration(schema: Option<&str>, table: &str) -> String {
     data           text,
     data_bytes     bytea,
     format         integer NOT NULL,
-    codec          text    NOT NULL
+    codec          text    NOT NULL,
+    step_names     text[],
+    step_outcomes  text[],
+    step_codecs    text[],
+    step_data      bytea[]
 );
-ALTER TABLE {t} ADD COLUMN IF NOT EXISTS data_bytes bytea;
+{add_columns}
 CREATE INDEX IF NOT EXISTS \"{table}_expires_at_s\" ON {t} (expires_at_s);
 CREATE SEQUENCE IF NOT EXISTS {fences};
 "
@@ -95,11 +179,13 @@ const APPLIED: &str = "SELECT true AS applied,";
 const APPLIED_REST: &str = " AS fence, NULL::text AS state, NULL::text AS owner,
        NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
        NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
-       NULL::integer AS format, NULL::text AS codec";
+       NULL::integer AS format, NULL::text AS codec, NULL::text[] AS step_names,
+       NULL::text[] AS step_outcomes, NULL::text[] AS step_codecs, NULL::bytea[] AS step_data";
 
 /// A refused write's answer: `applied = false` and the row's columns.
 const REFUSED: &str = "SELECT false, fence, state, owner, lease_until_ms, expires_at_s, \
-     fingerprint, outcome, data, data_bytes, format, codec";
+     fingerprint, outcome, data, data_bytes, format, codec, step_names, step_outcomes, \
+     step_codecs, step_data";
 
 /// The hold: the lock-held form's take, in the body's transaction, in one statement.
 ///
@@ -181,11 +267,12 @@ current AS (
 SELECT true AS applied, id, fence, NULL::text AS state, NULL::text AS owner,
        NULL::bigint AS lease_until_ms, NULL::bigint AS expires_at_s, NULL::text AS fingerprint,
        NULL::text AS outcome, NULL::text AS data, NULL::bytea AS data_bytes,
-       NULL::integer AS format, NULL::text AS codec
+       NULL::integer AS format, NULL::text AS codec, NULL::text[] AS step_names,
+       NULL::text[] AS step_outcomes, NULL::text[] AS step_codecs, NULL::bytea[] AS step_data
   FROM written
 UNION ALL
 SELECT false, id, fence, state, owner, lease_until_ms, expires_at_s, fingerprint, outcome, data,
-       data_bytes, format, codec
+       data_bytes, format, codec, {STEP_COLUMNS}
   FROM current"
     )
 }
@@ -225,7 +312,7 @@ fn take(t: &str, from: &str, new_fence: &str, fence: &str, lease: &str) -> Strin
         fence = {fence}, lease_until_ms = excluded.lease_until_ms,
         expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
         outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
-        codec = excluded.codec
+        codec = excluded.codec, {KEPT_JOURNAL}
     WHERE {FREE}"
     )
 }
@@ -242,7 +329,7 @@ impl Statements {
         let hold = hold(&t, &fences(schema, table));
         let completion = format!(
             "UPDATE {t} SET state = 'COMPLETED', outcome = $4, data = $5, data_bytes = $7,
-        codec = $8, expires_at_s = $6"
+        codec = $8, expires_at_s = $6, {EMPTY_JOURNAL}"
         );
         let complete = write_then_current(&t, &format!("{completion}\n    WHERE {HELD}"));
         // The completion of a held key, in its transaction: conditioned on the fence
@@ -280,7 +367,7 @@ impl Statements {
         fence = r.fence + 1, lease_until_ms = excluded.lease_until_ms,
         expires_at_s = excluded.expires_at_s, fingerprint = excluded.fingerprint,
         outcome = NULL, data = NULL, data_bytes = NULL, format = excluded.format,
-        codec = excluded.codec
+        codec = excluded.codec, {KEPT_JOURNAL}
     WHERE CASE r.state
         WHEN 'COMPLETED' THEN (SELECT now_ms FROM input WHERE input.id = r.id) >= r.expires_at_s * 1000
         ELSE (SELECT now_ms FROM input WHERE input.id = r.id) >= r.lease_until_ms END"
@@ -298,7 +385,8 @@ impl Statements {
             true,
             &format!(
                 "UPDATE {t} AS r SET state = 'COMPLETED', outcome = i.outcome, data = i.data,
-        data_bytes = i.data_bytes, codec = i.codec, expires_at_s = i.expires_at_s
+        data_bytes = i.data_bytes, codec = i.codec, expires_at_s = i.expires_at_s,
+        {EMPTY_JOURNAL}
     FROM input i
     WHERE r.id = i.id AND r.id IN (SELECT id FROM locked) AND r.state = 'INPROGRESS'
       AND r.owner = i.owner AND r.fence = i.fence"
@@ -311,6 +399,7 @@ impl Statements {
             hold: hold.into(),
             complete: complete.into(),
             complete_held: complete_held.into(),
+            journal: write_then_current(&t, &journal(&t)).into(),
             extend: extend.into(),
             release: release.into(),
             read: format!("SELECT {COLUMNS} FROM {t} WHERE id = $1").into(),

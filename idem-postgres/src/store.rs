@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use idem_core::store::{
-    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StoreError,
-    Written, FORMAT,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StepRecord,
+    StoreError, Written, FORMAT,
 };
 use idem_core::Store;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -401,8 +401,26 @@ impl PgStore {
                 StoreError::malformed(format!("{context}: the format is negative: {format}"))
             })?,
             codec,
-            steps: Vec::new(),
+            steps: decode_steps(row, &context)?,
         })
+    }
+
+    /// A journal write (`sql::journal`) of `step` by `attempt`, conditioned on the
+    /// row's `fence`, to run on the pool or in a transaction.
+    pub(crate) fn journal_query<'q>(
+        &self,
+        attempt: &'q Attempt,
+        fence: u64,
+        step: &'q StepRecord,
+    ) -> Query<'q, Postgres, PgArguments> {
+        self.query(&self.inner.statements.journal)
+            .bind(attempt.id.as_str())
+            .bind(attempt.owner.as_str())
+            .bind(to_i64(fence))
+            .bind(step.name.as_str())
+            .bind(step.outcome.map(Outcome::as_str))
+            .bind(step.codec.as_str())
+            .bind(step.data.as_deref())
     }
 
     /// The answers to a batch statement (`batch_write_then_current`) in the order of
@@ -452,6 +470,74 @@ impl PgStore {
             .map_err(|e| self.error(operation, e))?;
         Ok(self.answer(&attempt.id, row)?.map(|_| ()))
     }
+}
+
+/// The journal of a row (`sql::STEP_COLUMNS`): four arrays as long as each other, or
+/// all `NULL` (no steps, or a row written before steps existed).
+fn decode_steps(row: &PgRow, context: &str) -> Result<Vec<StepRecord>, StoreError> {
+    let malformed = |e: sqlx::Error| {
+        StoreError::malformed(format!("{context} cannot be decoded: {e}")).with_source(e)
+    };
+    let texts = |name: &str| {
+        row.try_get::<Option<Vec<Option<String>>>, _>(name)
+            .map_err(malformed)
+    };
+    let names = texts("step_names")?;
+    let outcomes = texts("step_outcomes")?;
+    let codecs = texts("step_codecs")?;
+    let data = row
+        .try_get::<Option<Vec<Option<Vec<u8>>>>, _>("step_data")
+        .map_err(malformed)?;
+    let Some(names) = names else {
+        return match (outcomes, codecs, data) {
+            (None, None, None) => Ok(Vec::new()),
+            _ => Err(StoreError::malformed(format!(
+                "{context}: the journal has no step names but other step columns"
+            ))),
+        };
+    };
+    let (outcomes, codecs, data) = (
+        outcomes.unwrap_or_default(),
+        codecs.unwrap_or_default(),
+        data.unwrap_or_default(),
+    );
+    if [outcomes.len(), codecs.len(), data.len()] != [names.len(); 3] {
+        return Err(StoreError::malformed(format!(
+            "{context}: the journal's columns differ in length ({} names, {} outcomes, {} \
+             codecs, {} data)",
+            names.len(),
+            outcomes.len(),
+            codecs.len(),
+            data.len()
+        )));
+    }
+    names
+        .into_iter()
+        .zip(outcomes)
+        .zip(codecs)
+        .zip(data)
+        .map(|(((name, outcome), codec), data)| {
+            let name = name.ok_or_else(|| {
+                StoreError::malformed(format!("{context}: a step of the journal has no name"))
+            })?;
+            let outcome = outcome
+                .map(|outcome| {
+                    outcome.parse::<Outcome>().map_err(|e| {
+                        StoreError::malformed(format!("{context}: step `{name}`: {e}"))
+                    })
+                })
+                .transpose()?;
+            let codec = codec.ok_or_else(|| {
+                StoreError::malformed(format!("{context}: step `{name}` has no codec"))
+            })?;
+            Ok(StepRecord {
+                name,
+                outcome,
+                data: data.map(Bytes::from),
+                codec: Codec::from_stored(&codec),
+            })
+        })
+        .collect()
 }
 
 /// One array parameter of a batch statement: `field` of each item.
@@ -595,6 +681,17 @@ impl Store for PgStore {
         // application's.
         self.held_write("extend", attempt, &self.heartbeats, query)
             .await
+    }
+
+    /// One statement (`sql::journal`): the step written into the row's journal under
+    /// complete's condition, or the row as it is now, journal included.
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        let query = self.journal_query(attempt, attempt.fence, step);
+        self.held_write("journal", attempt, &self.pool, query).await
     }
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idem_core::store::{
-    Attempt, Begin, Completion, Hold, Isolation, StoreError, Transaction, Written,
+    Attempt, Begin, Completion, Hold, Isolation, StepRecord, StoreError, Transaction, Written,
 };
 use sqlx::{PgConnection, Postgres, Row};
 
@@ -172,6 +172,29 @@ impl Transaction for PgTransaction {
             .fetch_optional(&mut *self.transaction)
             .await
             .map_err(|e| self.store.error("complete", e))?;
+        Ok(self.store.answer(&attempt.id, row)?.map(|_| ()))
+    }
+
+    /// The store's journal statement, on this transaction's connection: the step's entry
+    /// commits with what the transaction wrote (a database step's rows), or not at all,
+    /// and the row stays locked until then, so no takeover comes between the condition
+    /// and the commit. For the attempt this transaction holds the key for (the lock-held
+    /// form), conditioned on the fence the row keeps while held, as its completion is.
+    async fn journal(
+        &mut self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        let fence = match self.held {
+            Some(held) if held.fence == attempt.fence => held.row_fence,
+            _ => attempt.fence,
+        };
+        let row = self
+            .store
+            .journal_query(attempt, fence, step)
+            .fetch_optional(&mut *self.transaction)
+            .await
+            .map_err(|e| self.store.error("journal", e))?;
         Ok(self.store.answer(&attempt.id, row)?.map(|_| ()))
     }
 

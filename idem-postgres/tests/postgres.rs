@@ -396,6 +396,13 @@ async fn every_error_names_the_store_the_table_and_the_operation_and_keeps_its_s
                 .unwrap_err(),
         ),
         ("release", store.release(&mine).await.unwrap_err()),
+        (
+            "journal",
+            store
+                .journal(&mine, &idem_core::store::StepRecord::started("s1"))
+                .await
+                .unwrap_err(),
+        ),
         ("read", store.read(&id).await.unwrap_err()),
         ("delete", store.delete(&id).await.unwrap_err()),
     ];
@@ -414,5 +421,118 @@ async fn every_error_names_the_store_the_table_and_the_operation_and_keeps_its_s
             "{operation}: {source:?}"
         );
         assert_eq!(error.kind(), StoreErrorKind::Permanent, "{operation}");
+    }
+}
+
+/// The journal as PostgreSQL keeps it: raw bytes in `step_data` (`bytea`), JSON as its
+/// UTF-8 text, a started step's `NULL`s, an unknown codec's name and any step name as
+/// they are; a journal write refused by a takeover answers the current record with its
+/// journal, from the same statement.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn the_journal_keeps_every_byte_and_a_refused_journal_answers_with_the_steps() {
+    use idem_core::store::{Codec, StepRecord};
+    use idem_core::testkit::LEASE_MS;
+
+    let store = store("journal").await;
+    let id = fresh_id("journal");
+    let Written::Applied(fence) = store.begin(&begin_at(&id, "a", T0, None)).await.unwrap() else {
+        panic!("the begin applies")
+    };
+    let a = attempt(&id, "a", fence);
+    let raw = StepRecord {
+        name: "render, \"quoted\" {braces} é".into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(vec![0x00, 0xff, 0xfe, b'\\', b'"'].into()),
+        codec: Codec::Bytes,
+    };
+    let unknown = StepRecord {
+        name: "zipped".into(),
+        outcome: Some(Outcome::Err),
+        data: Some(vec![0x80, 0x81].into()),
+        codec: Codec::Unknown("zstd".into()),
+    };
+    let json = StepRecord {
+        name: "charge".into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(b"{\"id\":\"ch_1\"}".to_vec().into()),
+        codec: Codec::Json,
+    };
+    let started = StepRecord::started("mail");
+    for step in [&raw, &unknown, &json, &started] {
+        assert_eq!(store.journal(&a, step).await.unwrap(), Written::Applied(()));
+    }
+    let steps = vec![raw.clone(), unknown, json, started];
+    assert_eq!(store.read(&id).await.unwrap().unwrap().steps, steps);
+
+    // The columns as stored: bytes as they are, JSON as its text, NULLs while started.
+    let (codecs, data): (Vec<String>, Vec<Option<Vec<u8>>>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT step_codecs, step_data FROM {} WHERE id = $1",
+            store.table()
+        )))
+        .bind(&id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(codecs, ["bytes", "zstd", "json", "json"]);
+    assert_eq!(
+        data,
+        [
+            Some(vec![0x00, 0xff, 0xfe, b'\\', b'"']),
+            Some(vec![0x80, 0x81]),
+            Some(b"{\"id\":\"ch_1\"}".to_vec()),
+            None
+        ]
+    );
+
+    // Taken over after the lease: a's journal is refused with b's record, a's steps in it.
+    let Written::Applied(fence_b) = store
+        .begin(&begin_at(&id, "b", T0 + LEASE_MS + 1, None))
+        .await
+        .unwrap()
+    else {
+        panic!("the takeover applies")
+    };
+    match store.journal(&a, &raw).await.unwrap() {
+        Written::Refused(Some(current)) => {
+            assert_eq!((current.owner.as_str(), current.fence), ("b", fence_b));
+            assert_eq!(current.steps, steps);
+        }
+        other => panic!("expected a refusal with the current record, got {other:?}"),
+    }
+    // A refused completion answers with the journal too.
+    let done = completion_at(T0 + LEASE_MS + 2, Outcome::Ok, Some("1"));
+    match store.complete(&a, &done).await.unwrap() {
+        Written::Refused(Some(current)) => assert_eq!(current.steps, steps),
+        other => panic!("expected a refusal with the current record, got {other:?}"),
+    }
+}
+
+/// A journal whose columns disagree is a decode error naming the record, never a
+/// journal read short.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_journal_whose_columns_disagree_is_malformed() {
+    let store = store("badjournal").await;
+    let id = fresh_id("badjournal");
+    store.begin(&begin_at(&id, "a", T0, None)).await.unwrap();
+    for corruption in [
+        "step_names = '{a,b}', step_outcomes = '{ok}', step_codecs = '{json,json}', \
+         step_data = '{1,2}'",
+        "step_names = NULL, step_outcomes = '{ok}'",
+        "step_names = '{a}', step_outcomes = '{maybe}', step_codecs = '{json}', \
+         step_data = '{1}'",
+        "step_names = '{NULL}', step_outcomes = '{ok}', step_codecs = '{json}', \
+         step_data = '{1}'",
+    ] {
+        execute(&store, format!("UPDATE {} SET {corruption}", store.table())).await;
+        let error = store.read(&id).await.unwrap_err();
+        assert_eq!(
+            error.kind(),
+            StoreErrorKind::Malformed,
+            "{corruption}: {error}"
+        );
+        assert!(error.to_string().contains(&id), "{corruption}: {error}");
     }
 }
