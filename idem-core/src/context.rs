@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::engine::Engine;
 use crate::step::Journal;
 
 tokio::task_local! {
@@ -38,6 +39,8 @@ struct Inner {
     lease_until_ms: AtomicU64,
     lost: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// The engine the call runs on.
+    engine: Engine,
     /// The attempt's journal of steps; `None` for a body run unguarded.
     journal: Option<Journal>,
 }
@@ -60,9 +63,10 @@ impl Context {
         token: String,
         fence: u64,
         lease_until_ms: u64,
-        clock: Arc<dyn Clock>,
+        engine: Engine,
         journal: Option<Journal>,
     ) -> Self {
+        let clock = engine.clock().clone();
         Context {
             inner: Arc::new(Inner {
                 namespace,
@@ -71,6 +75,7 @@ impl Context {
                 lease_until_ms: AtomicU64::new(lease_until_ms),
                 lost: AtomicBool::new(false),
                 clock,
+                engine,
                 journal,
             }),
             step: None,
@@ -81,8 +86,8 @@ impl Context {
     /// and the key's token when there is a key (a disabled engine), so downstream keys
     /// are still derived from it; an empty token when there is none
     /// ([`Call::optional_key`](crate::Call::optional_key) without a key).
-    pub(crate) fn unguarded(namespace: Namespace, token: String, clock: Arc<dyn Clock>) -> Self {
-        Context::new(namespace, token, 0, u64::MAX, clock, None)
+    pub(crate) fn unguarded(namespace: Namespace, token: String, engine: Engine) -> Self {
+        Context::new(namespace, token, 0, u64::MAX, engine, None)
     }
 
     /// Whether the body runs under a key's lease (its fence is 1 or more). `false` for a
@@ -151,6 +156,11 @@ impl Context {
                 token,
             })),
         }
+    }
+
+    /// The engine the call runs on.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 
     /// The attempt's journal, `None` for a body run unguarded.

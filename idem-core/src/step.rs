@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::protocol::{self, JournalAnswer, StepPlan};
-use crate::store::{Attempt, Codec, Outcome, StepRecord, StoreError, StoreErrorKind};
+use crate::store::{Attempt, Codec, Outcome, StepRecord, StoreError, StoreErrorKind, Transaction};
 
 /// The journal of one attempt: what its context needs to run steps.
 pub(crate) struct Journal {
@@ -271,31 +271,7 @@ where
             context: &context,
             name: &name,
         };
-        let journal = context.journal().expect("checked above");
-        // A step of this context, or of the context the task runs in (a clone of the
-        // body's context used inside another step).
-        let outer = context
-            .step_name()
-            .map(str::to_owned)
-            .or_else(|| Context::current().and_then(|c| c.step_name().map(str::to_owned)));
-        if let Some(outer) = outer {
-            return Err(run
-                .refused(format!(
-                    "it was started inside step `{outer}`; steps do not nest: run it beside the \
-                     other, in the body"
-                ))
-                .into());
-        }
-        if journal.holds_key {
-            return Err(run
-                .refused(
-                    "the key is held by the body's own transaction (PostgreSQL's lock-held form), \
-                 whose rollback after a crash undoes every step with the body, so there is no \
-                 journal to keep: run a body with steps in the clock-lease form (the default)"
-                        .to_owned(),
-                )
-                .into());
-        }
+        run.check(context.journal().expect("checked above"))?;
         let entry = run.entry().await?;
         let plan = protocol::step_plan(entry.as_ref(), at_most_once);
         tracing::debug!(target: "idem", namespace = %context.namespace(), digest = %context.digest(),
@@ -381,6 +357,56 @@ impl Run<'_> {
             digest: self.context.digest().to_owned(),
             reason: format!("step `{}`: {reason}", self.name),
         }
+    }
+
+    /// Refuses a step inside another step, and a step where the key is held by the
+    /// body's transaction (the lock-held form: no journal survives its rollback).
+    fn check(&self, journal: &Journal) -> Result<(), Error> {
+        // A step of this context, or of the context the task runs in (a clone of the
+        // body's context used inside another step).
+        let outer = self
+            .context
+            .step_name()
+            .map(str::to_owned)
+            .or_else(|| Context::current().and_then(|c| c.step_name().map(str::to_owned)));
+        if let Some(outer) = outer {
+            return Err(self.refused(format!(
+                "it was started inside step `{outer}`; steps do not nest: run it beside the \
+                 other, in the body"
+            )));
+        }
+        if journal.holds_key {
+            return Err(self.refused(
+                "the key is held by the body's own transaction (PostgreSQL's lock-held form), \
+                 whose rollback after a crash undoes every step with the body, so there is no \
+                 journal to keep: run a body with steps in the clock-lease form (the default)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses an entry that would take the journal past the store's data limit.
+    async fn check_size(&self, entry: &StepRecord) -> Result<(), Error> {
+        let journal = self.attempt_journal();
+        let max = journal.engine.store().limits().max_data_bytes;
+        let state = journal.state.lock().await;
+        let others = state.data_bytes()
+            - state
+                .entries
+                .iter()
+                .flatten()
+                .find(|e| e.name == entry.name)
+                .map_or(0, StepRecord::data_len);
+        if others + entry.data_len() > max {
+            return Err(self.refused(format!(
+                "its value is {} bytes and the journal already holds {others}; the store \
+                 keeps at most {max} with the record: return a smaller value (an id), and \
+                 keep the rest elsewhere",
+                entry.data_len()
+            )));
+        }
+        Ok(())
     }
 
     /// Claims the step's name for this attempt and finds its journal entry, reading the
@@ -511,26 +537,8 @@ impl Run<'_> {
     /// Writes `entry` into the record's journal under the attempt's fence. `value` is
     /// what a lost lease hands back in [`Error::LeaseLost`].
     async fn write(&self, entry: StepRecord, value: Option<Encoded>) -> Result<(), Error> {
+        self.check_size(&entry).await?;
         let journal = self.attempt_journal();
-        let max = journal.engine.store().limits().max_data_bytes;
-        {
-            let state = journal.state.lock().await;
-            let others = state.data_bytes()
-                - state
-                    .entries
-                    .iter()
-                    .flatten()
-                    .find(|e| e.name == entry.name)
-                    .map_or(0, StepRecord::data_len);
-            if others + entry.data_len() > max {
-                return Err(self.refused(format!(
-                    "its value is {} bytes and the journal already holds {others}; the store \
-                     keeps at most {max} with the record: return a smaller value (an id), and \
-                     keep the rest elsewhere",
-                    entry.data_len()
-                )));
-            }
-        }
         let written = store_call(
             &journal.engine,
             self.namespace(),
@@ -552,5 +560,127 @@ impl Run<'_> {
                 Err(self.lease_lost(value))
             }
         }
+    }
+}
+
+impl Context {
+    /// A **database step**: `body` runs in a transaction of its own on the engine's
+    /// store (`Tx`, e.g. `idem_postgres::PgTransaction`), and the step's journal entry is
+    /// written in that transaction and committed with the body's writes, or neither is
+    /// (an atomic phase). A later attempt of the key finds the entry and gets the value
+    /// back without running `body`; a crash before the commit rolls both back, and the
+    /// next attempt runs the step again: its rows are never written twice nor lost.
+    ///
+    /// The journal write has the condition of every journal write (the attempt still
+    /// holds the key): a stale attempt's step is rolled back and the call gets
+    /// [`Error::LeaseLost`] with the step's value. A commit whose answer is lost is a
+    /// store error; whether it went through, the next attempt reads in the journal. A
+    /// `body` error rolls the transaction back and is returned, never journaled. The
+    /// name follows [`Context::step`]'s rules, and inside the step
+    /// [`Context::token`] is the step's.
+    ///
+    /// Not for a body run by [`run_in_transaction`](crate::Call::run_in_transaction) in
+    /// the lock-held form (refused, as every step is there); beside a clock-lease
+    /// `run_in_transaction` it uses a second connection, and its commit is visible to
+    /// the body's transaction as any other commit is (under `REPEATABLE READ` or
+    /// `SERIALIZABLE` the body's completion may then meet a serialization failure).
+    pub async fn transaction_step<Tx, T, E, B>(&self, name: &str, body: B) -> Result<T, E>
+    where
+        Tx: Transaction,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        B: AsyncFnOnce(&mut Tx) -> Result<T, E>,
+    {
+        let Some(journal) = self.journal() else {
+            // Unguarded: a transaction all the same, committed with no journal.
+            let store = self.store_of::<Tx>(name)?;
+            let mut tx = Tx::open(store, None).await.map_err(|e| Error::Store {
+                namespace: self.namespace().to_owned(),
+                operation: "open",
+                source: e,
+            })?;
+            let value = body(&mut tx).await?;
+            tx.commit().await.map_err(|e| Error::Store {
+                namespace: self.namespace().to_owned(),
+                operation: "commit",
+                source: e,
+            })?;
+            return Ok(value);
+        };
+        let run = Run {
+            context: self,
+            name,
+        };
+        run.check(journal)?;
+        let store = self.store_of::<Tx>(name)?;
+        let entry = run.entry().await?;
+        match protocol::step_plan(entry.as_ref(), false) {
+            StepPlan::Replay => {
+                return run.replay(
+                    &entry.expect("a replayed step has an entry"),
+                    &NoErrorReplay,
+                )
+            }
+            StepPlan::Uncertain => unreachable!("a database step is never at most once"),
+            StepPlan::Run { .. } => {}
+        }
+        if self.lease_lost() {
+            return Err(run.lease_lost(None).into());
+        }
+        let mut tx = Tx::open(store, None)
+            .await
+            .map_err(|e| run.store_error("open", e))?;
+        let value = match self.in_step(name).scope(body(&mut tx)).await {
+            Ok(value) => value,
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(target: "idem", namespace = %self.namespace(),
+                        digest = %self.digest(), step = %name, error = %rollback,
+                        "the database step's rollback failed (the database discards it)");
+                }
+                return Err(error);
+            }
+        };
+        let (entry, encoded) = run.value_entry(&value)?;
+        run.check_size(&entry).await?;
+        let written = store_call(
+            &journal.engine,
+            &journal.namespace,
+            "journal",
+            tx.journal(&journal.attempt, &entry),
+        )
+        .await;
+        let answer = match written {
+            Ok(written) => protocol::after_journal(written, &journal.attempt, &entry),
+            Err(error) => {
+                let _ = tx.rollback().await;
+                return Err(run.store_error("journal", error).into());
+            }
+        };
+        if let JournalAnswer::LeaseLost { .. } = answer {
+            let _ = tx.rollback().await;
+            return Err(run.lease_lost(Some(encoded)).into());
+        }
+        store_call(&journal.engine, &journal.namespace, "commit", tx.commit())
+            .await
+            .map_err(|e| run.store_error("commit", e))?;
+        journal.state.lock().await.put(entry);
+        Ok(value)
+    }
+
+    /// The engine's store as `Tx`'s, or the error of a step that names another store's
+    /// transaction.
+    fn store_of<Tx: Transaction>(&self, name: &str) -> Result<&Tx::Store, Error> {
+        self.engine()
+            .store_as::<Tx::Store>()
+            .ok_or_else(|| Error::Step {
+                namespace: self.namespace().to_owned(),
+                step: name.to_owned(),
+                reason: format!(
+                    "the engine's store is not the store of {}: a database step runs in a \
+                 transaction of the store that keeps the journal",
+                    std::any::type_name::<Tx>()
+                ),
+            })
     }
 }

@@ -82,7 +82,7 @@ impl Settings {
                 Ok(key) => engine.digest(&namespace, key),
                 Err(_) => String::new(),
             };
-            let context = Context::unguarded(namespace.clone(), token, engine.clock().clone());
+            let context = Context::unguarded(namespace.clone(), token, engine.clone());
             return Ok(Resolved::Unguarded {
                 namespace,
                 context,
@@ -106,8 +106,7 @@ impl Settings {
                     outcome = CallOutcome::Unguarded.as_str(),
                     "no idempotency key: the body runs unguarded (optional_key)");
                 observe::call(&namespace, CallOutcome::Unguarded);
-                let context =
-                    Context::unguarded(namespace.clone(), String::new(), engine.clock().clone());
+                let context = Context::unguarded(namespace.clone(), String::new(), engine.clone());
                 return Ok(Resolved::Unguarded {
                     namespace,
                     context,

@@ -106,7 +106,7 @@ impl Guard {
             self.digest().to_owned(),
             fence,
             lease_until_ms,
-            self.engine.clock().clone(),
+            self.engine.clone(),
             Some(Journal::new(
                 self.engine.clone(),
                 self.namespace.clone(),
