@@ -28,6 +28,17 @@
 //! `codec`: the record of idem's protocol (`docs/protocol.md` in idem's repository),
 //! numbers in decimal.
 //!
+//! The journal of steps lives in the same hash, so a record stays one key (one slot on
+//! a cluster) and `HGETALL` reads it with the record: one field `s:<name>` per step,
+//! `<position>:<outcome>:<codec length>:<codec>`, then `=` and the step's data as its
+//! bytes (never base64) when it has data (`outcome` `started`, `ok` or `err`; `position`
+//! the order of the step's first write), and a field `steps` counting the positions
+//! handed out. A record written before steps existed has neither and reads with an
+//! empty journal. An idem from before steps reads a record that has steps with a
+//! decode error when a step's data are not UTF-8: while a rolling upgrade mixes builds,
+//! a duplicate of a key in progress may meet that error on an old build (a completed
+//! record has no steps).
+//!
 //! # The scripts
 //! Each transition is one Lua script on the record's one key, called by its hash
 //! (`EVALSHA`). A server that does not have it (a restart, `SCRIPT FLUSH`, a new or
@@ -40,7 +51,18 @@
 //!   answers with the current record.
 //! - **complete**, **extend**, **release**: applied iff the attempt holds the record
 //!   (in progress, its owner and fence), extend also only while the lease is not
-//!   released; each answers a refusal with the current record.
+//!   released; each answers a refusal with the current record. Complete also deletes
+//!   the journal's fields (looked for only when the record has `steps`); begin, extend
+//!   and release keep them.
+//! - **journal**: applied iff the attempt holds the record (complete's condition);
+//!   writes the step's field, keeping its position if the step was journaled before,
+//!   and nothing else; refused, it answers with the current record, steps included. A
+//!   full server refuses it up front (`-OOM`, transient, as begin), and with
+//!   [`RedisStoreBuilder::wait_for_replicas`] or
+//!   [`wait_for_aof`](RedisStoreBuilder::wait_for_aof) an applied one is waited for
+//!   like a completion. A step's data past
+//!   [`max_data_bytes`](RedisStoreBuilder::max_data_bytes) is a permanent error (Redis
+//!   bounds a hash only by memory).
 //!
 //! # Expiry
 //! The key expires at the later of the lease's end and the record's expiry, so nothing
@@ -98,9 +120,9 @@
 //!   newer; [`build`](RedisStoreBuilder::build) refuses an older server), once the
 //!   completion is in the append-only file on disk locally and on that many replicas.
 //!
-//! Only completions are waited for: begins, extends and releases are not, so a failover
-//! can still lose a lease (two holders), never a completion that the replicas
-//! acknowledged. A `WAIT` that reports fewer replicas than asked (a replica down or
+//! Only completions and journal writes are waited for: begins, extends and releases
+//! are not, so a failover can still lose a lease (two holders), never a completion or
+//! a step's journaled result that the replicas acknowledged. A `WAIT` that reports fewer replicas than asked (a replica down or
 //! lagging past the timeout), or that fails, is logged (`tracing` warning, target
 //! `idem`), and the completion still counts: it is applied on the primary, and an
 //! error would tell the engine that a recorded result was not recorded. `WAIT` is

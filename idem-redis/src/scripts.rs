@@ -1,5 +1,5 @@
-//! The four transitions as server-side Lua scripts, one key each (so one slot of a
-//! Redis Cluster). Each
+//! The four transitions and the journal write as server-side Lua scripts, one key each
+//! (so one slot of a Redis Cluster). Each
 //! answers `{1, fence}` / `{1}` when applied, or `{0, HGETALL}` with the record as it is
 //! when refused (`{0, {}}` when there is none): the refusal and the current record in
 //! the same round trip.
@@ -10,7 +10,35 @@
 //! run. A script without a shebang would be refused only at its first write, and
 //! begin's first write is a delete, which always gets through. Complete, extend and
 //! release declare `allow-oom`: an attempt whose body ran can still be recorded (or
-//! give its key back) when memory filled up meanwhile.
+//! give its key back) when memory filled up meanwhile. Journal declares no flag, as
+//! begin: a full server refuses it up front (`-OOM`, a transient error), so a step's
+//! value never grows a full memory; the step's result is then not journaled, the body
+//! does not go on, and the next attempt runs the step again (with the same key).
+//!
+//! # The journal in the hash
+//! The record stays one hash (one key, one slot; every script still single-key), and
+//! each step is one field of it: `s:<name>` (the name's UTF-8 bytes as they are, so
+//! any name is a field of its own and none meets the record's fields, none of which
+//! starts with `s:`), whose value packs the entry:
+//!
+//! ```text
+//! <position>:<outcome>:<codec length>:<codec>[=<data>]
+//! ```
+//!
+//! `position` the order of its first write (1, 2, ...), `outcome` `started` (an
+//! at-most-once step that started) or the outcome's name (`ok`, `err`), the codec's
+//! name as stored (an unknown one kept), and `=` then the data's bytes as they are
+//! (Redis strings are binary-safe: a `bytes` value is never base64), absent when the
+//! entry has no data. The field `steps` counts the positions handed out. A field per
+//! step rather than one field holding the whole journal: the journal write sends and
+//! writes one step, never the others again (a journal of N steps costs N writes of one
+//! step each, not N² bytes), and replacing an entry keeps its position from its own
+//! value. `HGETALL` (every script's read, and the store's `read`) returns the steps
+//! with the record in the same round trip. Begin, extend and release write named
+//! fields only, so they keep the steps; complete deletes every `s:` field and `steps`
+//! in its own script, looking for them only when `steps` is there (a record without
+//! steps costs complete nothing more). A record written before steps existed has no
+//! `s:` fields and reads as an empty journal.
 //!
 //! Numbers travel as the engine's decimal strings and are written back as given; Lua
 //! turns only the fence and comparisons into numbers (all below 2^53). A record with a
@@ -76,7 +104,38 @@ if ARGV[7] == '1' then
 else
   redis.call('HDEL', KEYS[1], 'data')
 end
+if h.steps then
+  for name in pairs(h) do
+    if string.sub(name, 1, 2) == 's:' then redis.call('HDEL', KEYS[1], name) end
+  end
+  redis.call('HDEL', KEYS[1], 'steps')
+end
 expire_at(h.lease_until_ms, ARGV[4], ARGV[3])
+return {1}
+"#;
+
+/// ARGV: owner, fence, the step's name, the entry packed without its position
+/// (`<outcome>:<codec length>:<codec>[=<data>]`). Applied iff the attempt holds the
+/// record (complete's condition); the entry of the same name keeps its position, a new
+/// one takes the next. Nothing else changes, the key's expiry neither.
+const JOURNAL: &str = r#"
+if not held(ARGV[1], ARGV[2]) then return {0, raw} end
+local field = 's:' .. ARGV[3]
+local position
+local entry = h[field]
+if entry then
+  position = string.match(entry, '^(%d+):')
+  if not position then return {0, raw} end
+else
+  local count = 0
+  if h.steps then
+    count = tonumber(h.steps)
+    if not count then return {0, raw} end
+  end
+  position = string.format('%d', count + 1)
+  redis.call('HSET', KEYS[1], 'steps', position)
+end
+redis.call('HSET', KEYS[1], field, position .. ':' .. ARGV[4])
 return {1}
 "#;
 
@@ -107,6 +166,7 @@ pub(crate) struct Scripts {
     pub complete: Lua,
     pub extend: Lua,
     pub release: Lua,
+    pub journal: Lua,
 }
 
 /// One script: its text and its SHA-1.
@@ -143,6 +203,7 @@ impl Scripts {
             complete: script(ALLOW_OOM, COMPLETE),
             extend: script(ALLOW_OOM, EXTEND),
             release: script(ALLOW_OOM, RELEASE),
+            journal: script(DENY_OOM, JOURNAL),
         }
     }
 }

@@ -123,7 +123,7 @@ impl std::fmt::Display for Eviction {
     }
 }
 
-/// What the store waits for after an applied completion: see
+/// What the store waits for after an applied completion or journal write: see
 /// [`RedisStoreBuilder::wait_for_replicas`] and [`RedisStoreBuilder::wait_for_aof`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Durability {
@@ -252,9 +252,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// After each applied completion, sends `WAIT replicas timeout` on the same
-    /// connection: the call returns once `replicas` replicas acknowledged the
-    /// completion, or the timeout passed (see "Durability" in the
+    /// After each applied completion (and each applied journal write of a step), sends
+    /// `WAIT replicas timeout` on the same connection: the call returns once `replicas`
+    /// replicas acknowledged the write, or the timeout passed (see "Durability" in the
     /// [crate documentation](crate)). Replaces [`wait_for_aof`](Self::wait_for_aof).
     ///
     /// Fewer replicas than asked (a replica down or lagging, the timeout passed) or a
@@ -278,12 +278,12 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// After each applied completion, sends `WAITAOF local replicas timeout` (Redis 7.2
-    /// or newer, checked by [`build`](Self::build) from `INFO server`): the call
-    /// returns once the completion is in the append-only file on disk on the primary
-    /// (`local`, which needs `appendonly yes` there) and on `replicas` replicas, or the
-    /// timeout passed. A shortfall or a failed `WAITAOF` is logged and the completion
-    /// still counts, and it blocks the connection, as for
+    /// After each applied completion or journal write, sends `WAITAOF local replicas
+    /// timeout` (Redis 7.2 or newer, checked by [`build`](Self::build) from `INFO
+    /// server`): the call returns once the write is in the append-only file on disk on
+    /// the primary (`local`, which needs `appendonly yes` there) and on `replicas`
+    /// replicas, or the timeout passed. A shortfall or a failed `WAITAOF` is logged and
+    /// the write still counts, and it blocks the connection, as for
     /// [`wait_for_replicas`](Self::wait_for_replicas), which it replaces.
     pub fn wait_for_aof(mut self, local: bool, replicas: u32, timeout: Duration) -> Self {
         self.durability = Some(Durability::Aof {

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bytes::{BufMut as _, Bytes};
 use futures_util::future::join_all;
 use idem_core::store::{
-    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StoreError, Written,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StepRecord,
+    StoreError, Written,
 };
 use idem_core::Store;
 use redis::{Cmd, RedisError, RedisWrite, ToRedisArgs, Value};
@@ -273,10 +274,11 @@ impl RedisStore {
         }
     }
 
-    /// `WAIT` or `WAITAOF` after an applied completion, on the connection that wrote it.
-    /// The completion is applied whatever the answer: a shortfall or an error is logged,
-    /// never returned.
-    async fn wait_for(&self, durability: Durability, attempt: &Attempt) {
+    /// `WAIT` or `WAITAOF` after an applied completion or journal write (`write`, as
+    /// the log names it), on the connection that wrote it. The write is applied
+    /// whatever the answer: a shortfall or an error is logged, never returned.
+    async fn wait_for(&self, durability: Durability, attempt: &Attempt, write: Write) {
+        let Write { after, applied } = write;
         let (command, asked_local, asked_replicas) = match durability {
             Durability::Replicas {
                 replicas,
@@ -303,7 +305,7 @@ impl RedisStore {
         if self.waiting.swap(true, Ordering::AcqRel) {
             tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
                 command = %durability,
-                "Redis WAIT after a completion skipped: another completion's WAIT is in flight on the shared connection; the completion is applied on the primary and counts, but a failover or restart may lose it");
+                "Redis WAIT after {after} skipped: another WAIT is in flight on the shared connection; {applied} is applied on the primary and counts, but a failover or restart may lose it");
             return;
         }
         let _done = WaitDone(&self.waiting);
@@ -322,14 +324,14 @@ impl RedisStore {
             Err(error) => {
                 tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
                     command = %durability, %error,
-                    "Redis WAIT after a completion failed; the completion is applied on the primary and counts, but a failover or restart may lose it");
+                    "Redis WAIT after {after} failed; {applied} is applied on the primary and counts, but a failover or restart may lose it");
                 return;
             }
         };
         if replicas < i64::from(asked_replicas) || (asked_local && local < 1) {
             tracing::warn!(target: "idem", prefix = %self.prefix, id = %attempt.id,
                 command = %durability, acknowledged_replicas = replicas, acknowledged_local = local,
-                "Redis WAIT after a completion: fewer acknowledged it than asked; the completion is applied on the primary and counts, but a failover or restart may lose it");
+                "Redis WAIT after {after}: fewer acknowledged it than asked; {applied} is applied on the primary and counts, but a failover or restart may lose it");
         }
     }
 
@@ -365,6 +367,26 @@ impl RedisStore {
         }
         Ok(written)
     }
+}
+
+/// A write a `WAIT` follows, as its warnings name it.
+#[derive(Clone, Copy)]
+struct Write {
+    /// "after ...".
+    after: &'static str,
+    /// "... is applied on the primary".
+    applied: &'static str,
+}
+
+impl Write {
+    const COMPLETION: Write = Write {
+        after: "a completion",
+        applied: "the completion",
+    };
+    const JOURNAL: Write = Write {
+        after: "a journal write",
+        applied: "the journal write",
+    };
 }
 
 /// What an error names: the store (Redis), the operation, the record and the store's
@@ -461,6 +483,8 @@ struct Fields {
     data: Option<Vec<u8>>,
     format: Option<String>,
     codec: Option<String>,
+    /// The journal's entries with their positions, as found (`s:<name>` fields).
+    steps: Vec<(u64, StepRecord)>,
 }
 
 impl Fields {
@@ -496,6 +520,11 @@ pub(crate) fn decode_fields(
             (Value::BulkString(name), Some(Value::BulkString(value))) if name == b"data" => {
                 by_name.data = Some(value);
             }
+            (Value::BulkString(name), Some(Value::BulkString(value)))
+                if name.starts_with(STEP_PREFIX) =>
+            {
+                by_name.steps.push(unpack_step(context, name, value)?);
+            }
             (Value::BulkString(name), Some(Value::BulkString(value))) => {
                 let value = String::from_utf8(value).map_err(|_| {
                     StoreError::malformed(format!(
@@ -516,6 +545,90 @@ pub(crate) fn decode_fields(
         }
     }
     decode(context, by_name).map(|record| Some(Arc::new(record)))
+}
+
+/// The prefix of a step's field in the record's hash: `s:<name>`.
+const STEP_PREFIX: &[u8] = b"s:";
+/// The outcome a started step's entry holds (it has none yet).
+const STARTED: &str = "started";
+
+/// A step's field value without its position (which the script puts in front):
+/// `<outcome>:<codec length>:<codec>`, then `=` and the data's bytes as they are if
+/// there are any (see the layout in `scripts.rs`).
+fn pack_step(step: &StepRecord) -> Vec<u8> {
+    let outcome = step.outcome.map_or(STARTED, Outcome::as_str);
+    let codec = step.codec.as_str();
+    let mut packed = Vec::with_capacity(outcome.len() + codec.len() + step.data_len() + 24);
+    packed.extend_from_slice(format!("{outcome}:{}:{codec}", codec.len()).as_bytes());
+    if let Some(data) = &step.data {
+        packed.push(b'=');
+        packed.extend_from_slice(data);
+    }
+    packed
+}
+
+/// A step's entry and position from its field (`s:<name>`) and value
+/// (`<position>:<outcome>:<codec length>:<codec>[=<data>]`).
+fn unpack_step(
+    context: Context<'_>,
+    field: Vec<u8>,
+    value: Vec<u8>,
+) -> Result<(u64, StepRecord), StoreError> {
+    let name = String::from_utf8(field[STEP_PREFIX.len()..].to_vec());
+    let malformed = |what: &str| {
+        StoreError::malformed(format!(
+            "{context}: the journal's field `{}` {what}",
+            String::from_utf8_lossy(&field)
+        ))
+    };
+    let name = name.map_err(|_| malformed("names a step that is not UTF-8"))?;
+    // The header: position, outcome, codec length, each ended by `:`.
+    let mut rest = value.as_slice();
+    let mut header = [""; 3];
+    for part in &mut header {
+        let end = rest
+            .iter()
+            .position(|&byte| byte == b':')
+            .ok_or_else(|| malformed("holds an entry that cannot be read"))?;
+        *part = std::str::from_utf8(&rest[..end])
+            .map_err(|_| malformed("holds an entry that cannot be read"))?;
+        rest = &rest[end + 1..];
+    }
+    let [position, outcome, codec_len] = header;
+    let position: u64 = position
+        .parse()
+        .map_err(|_| malformed("holds no position"))?;
+    let outcome = match outcome {
+        STARTED => None,
+        outcome => Some(
+            outcome
+                .parse::<Outcome>()
+                .map_err(|e| malformed(&format!("holds an unknown outcome: {e}")))?,
+        ),
+    };
+    let codec_len: usize = codec_len
+        .parse()
+        .map_err(|_| malformed("holds no codec length"))?;
+    if rest.len() < codec_len {
+        return Err(malformed("holds a truncated codec"));
+    }
+    let (codec, rest) = rest.split_at(codec_len);
+    let codec =
+        std::str::from_utf8(codec).map_err(|_| malformed("holds a codec that is not UTF-8"))?;
+    let data = match rest {
+        [] => None,
+        [b'=', data @ ..] => Some(Bytes::copy_from_slice(data)),
+        _ => return Err(malformed("holds an entry that cannot be read")),
+    };
+    Ok((
+        position,
+        StepRecord {
+            name,
+            outcome,
+            data,
+            codec: Codec::from_stored(codec),
+        },
+    ))
 }
 
 /// A record from its fields by name.
@@ -553,8 +666,14 @@ fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
         format: u32::try_from(number(fields.format, "format")?)
             .map_err(|_| StoreError::malformed(format!("{context}: the format is too large")))?,
         codec: Codec::from_stored(&text(fields.codec, "codec")?),
-        steps: Vec::new(),
+        steps: journal(fields.steps),
     })
+}
+
+/// The journal in the order of its entries' first writes (their positions).
+fn journal(mut steps: Vec<(u64, StepRecord)>) -> Vec<StepRecord> {
+    steps.sort_unstable_by_key(|(position, _)| *position);
+    steps.into_iter().map(|(_, step)| step).collect()
 }
 
 #[async_trait]
@@ -611,7 +730,7 @@ impl Store for RedisStore {
         if let (true, Some(durability)) =
             (Self::completion_applied(attempt, &written), self.durability)
         {
-            self.wait_for(durability, attempt).await;
+            self.wait_for(durability, attempt, Write::COMPLETION).await;
         }
         written
     }
@@ -661,7 +780,7 @@ impl Store for RedisStore {
                     break;
                 }
                 if waited.insert(slot) {
-                    self.wait_for(durability, attempt).await;
+                    self.wait_for(durability, attempt, Write::COMPLETION).await;
                 }
             }
         }
@@ -689,6 +808,47 @@ impl Store for RedisStore {
         invocation.arg(&attempt.owner).arg(attempt.fence);
         self.held_write("release", attempt, &self.scripts.release, &invocation)
             .await
+    }
+
+    /// The journal script: one round trip, complete's condition, the step's field
+    /// written in the record's hash (see the crate's "Key layout"); waited for
+    /// (`WAIT`/`WAITAOF`) like a completion when the store waits.
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        // Redis bounds no hash but by memory (a full one refuses the script, `-OOM`,
+        // transient); the store's own limit on a value applies to each step's, as to
+        // the outcome's.
+        if step.data_len() > self.max_data_bytes {
+            return Err(StoreError::permanent(format!(
+                "{}: the journal entry of step `{}` is too large: {} bytes of data, the \
+                 store's limit is {} (RedisStoreBuilder::max_data_bytes)",
+                self.context("journal", &attempt.id),
+                step.name,
+                step.data_len(),
+                self.max_data_bytes
+            )));
+        }
+        let mut invocation = self.invocation(&self.scripts.journal, &attempt.id);
+        invocation
+            .arg(&attempt.owner)
+            .arg(attempt.fence)
+            .arg(&step.name)
+            .arg(pack_step(step));
+        let written = self
+            .held_write("journal", attempt, &self.scripts.journal, &invocation)
+            .await;
+        let applied = match &written {
+            Ok(Written::Applied(())) => true,
+            Ok(Written::Refused(Some(current))) => current.shows_journal_by(attempt, step),
+            Ok(Written::Refused(None)) | Err(_) => false,
+        };
+        if let (true, Some(durability)) = (applied, self.durability) {
+            self.wait_for(durability, attempt, Write::JOURNAL).await;
+        }
+        written
     }
 
     async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
@@ -806,6 +966,32 @@ pub(crate) mod tests {
             let error = RedisStore::answer(CONTEXT, answer).expect_err("unexpected");
             assert_eq!(error.kind(), StoreErrorKind::Permanent);
             assert_named(&error);
+        }
+    }
+
+    #[test]
+    fn a_step_entry_reads_back_as_packed_with_the_scripts_position_in_front() {
+        let entries = [
+            StepRecord::started("charge"),
+            StepRecord {
+                name: "render: s:=".into(),
+                outcome: Some(Outcome::Ok),
+                data: Some(Bytes::from_static(&[0xff, b':', b'=', 0x00])),
+                codec: Codec::Bytes,
+            },
+            StepRecord {
+                name: String::new(),
+                outcome: Some(Outcome::Err),
+                data: Some(Bytes::new()),
+                codec: Codec::from_stored("x:y=z"),
+            },
+        ];
+        for (position, entry) in entries.into_iter().enumerate() {
+            let mut value = format!("{}:", position + 1).into_bytes();
+            value.extend_from_slice(&pack_step(&entry));
+            let field = [STEP_PREFIX, entry.name.as_bytes()].concat();
+            let read = unpack_step(CONTEXT, field, value).expect("reads back");
+            assert_eq!(read, (position as u64 + 1, entry));
         }
     }
 

@@ -280,3 +280,51 @@ async fn one_wait_at_a_time_holds_the_shared_connection() {
     begin_and_complete(&store, "ns#third").await;
     assert_eq!(calls(&mut admin, "wait").await, 2);
 }
+
+/// A journal write is acknowledged like a completion: one `WAIT` after each applied
+/// one, none after a refused one.
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn wait_is_sent_after_each_applied_journal_write() {
+    use idem_core::store::{Codec, StepRecord};
+
+    let server = OwnServer::start(&[]);
+    let mut admin = server.connection().await;
+    let store = RedisStore::builder(server.connection().await)
+        .wait_for_replicas(0, Duration::from_millis(400))
+        .build()
+        .await
+        .unwrap();
+    let step = StepRecord {
+        name: "charge".to_owned(),
+        outcome: Some(Outcome::Ok),
+        data: Some(bytes::Bytes::from_static(b"1")),
+        codec: Codec::Json,
+    };
+    let now = SystemClock.now_ms();
+    store
+        .begin(&begin_at("ns#journal", "a", now, None))
+        .await
+        .unwrap();
+    assert_eq!(calls(&mut admin, "wait").await, 0);
+    let written = store
+        .journal(&attempt("ns#journal", "a", 1), &step)
+        .await
+        .unwrap();
+    assert_eq!(written, Written::Applied(()));
+    assert_eq!(
+        calls(&mut admin, "wait").await,
+        1,
+        "one WAIT, after the journal write"
+    );
+    let refused = store
+        .journal(&attempt("ns#journal", "a", 7), &step)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Written::Refused(Some(_))), "{refused:?}");
+    assert_eq!(
+        calls(&mut admin, "wait").await,
+        1,
+        "a refused one is not waited for"
+    );
+}

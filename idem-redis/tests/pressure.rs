@@ -167,3 +167,73 @@ async fn a_full_server_runs_no_body_it_cannot_guard_and_the_same_keys_run_once_w
         .await;
     assert_eq!(retried.unwrap(), "retried");
 }
+
+/// A journal write on a full server is refused up front (`-OOM`): a transient store
+/// error, nothing written, the journal as it was; the completion of the same attempt
+/// still applies (complete may write when memory is full) and empties the journal;
+/// once memory frees the journal writes again.
+#[tokio::test]
+#[ignore = "starts its own redis-server (scripts/test runs it)"]
+async fn a_journal_write_on_a_full_server_is_a_transient_error_and_the_completion_still_applies() {
+    use idem_core::store::{Codec, Outcome, StepRecord, StoreErrorKind, Written};
+    use idem_core::testkit::{attempt, begin_at, completion_at};
+    use idem_core::{Clock, Store, SystemClock};
+
+    let server = OwnServer::start(&[("maxmemory", "3mb"), ("maxmemory-policy", "noeviction")]);
+    let store = RedisStore::builder(server.connection().await)
+        .build()
+        .await
+        .expect("noeviction is accepted");
+    let mut admin = server.connection().await;
+    let step = |name: &str| StepRecord {
+        name: name.to_owned(),
+        outcome: Some(Outcome::Ok),
+        data: Some(bytes::Bytes::from_static(b"1")),
+        codec: Codec::Json,
+    };
+    let now = SystemClock.now_ms();
+    for id in ["ns#full", "ns#later"] {
+        assert_eq!(
+            store.begin(&begin_at(id, "a", now, None)).await.unwrap(),
+            Written::Applied(1)
+        );
+    }
+    let a = attempt("ns#full", "a", 1);
+    assert_eq!(
+        store.journal(&a, &step("s1")).await.unwrap(),
+        Written::Applied(())
+    );
+
+    let written = fill(&mut admin).await;
+    let error = store
+        .journal(&a, &step("s2"))
+        .await
+        .expect_err("a full server refuses the journal write");
+    assert_eq!(error.kind(), StoreErrorKind::Transient, "{error}");
+    assert!(error.to_string().contains("OOM"), "{error}");
+    assert_eq!(
+        store.read("ns#full").await.unwrap().unwrap().steps,
+        vec![step("s1")]
+    );
+    assert_eq!(
+        store
+            .complete(&a, &completion_at(now + 1, Outcome::Ok, Some("1")))
+            .await
+            .unwrap(),
+        Written::Applied(()),
+        "the completion applies on a full server"
+    );
+    assert_eq!(
+        store.read("ns#full").await.unwrap().unwrap().steps,
+        Vec::new()
+    );
+
+    free(&mut admin, written).await;
+    assert_eq!(
+        store
+            .journal(&attempt("ns#later", "a", 1), &step("s1"))
+            .await
+            .unwrap(),
+        Written::Applied(())
+    );
+}

@@ -1,5 +1,6 @@
 //! What is specific to Redis: a connection killed mid-call, expiry observed on the
-//! server, records that cannot be decoded, a key of the wrong type, the size limit.
+//! server, records that cannot be decoded, a key of the wrong type, the size limit, the
+//! journal of steps in the record's hash.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{client_id, connection, store, TestStore};
-use idem_core::store::{ceil_secs, Written};
-use idem_core::testkit::{attempt, begin_at};
+use idem_core::store::{
+    ceil_secs, Codec, Outcome, Record, State, StepRecord, StoreErrorKind, Written,
+};
+use idem_core::testkit::{attempt, begin_at, completion_at};
 use idem_core::{Call, Clock, Engine, EngineBuilder, Error, Store, SystemClock};
 use idem_redis::RedisStore;
 use redis::aio::ConnectionManager;
@@ -323,4 +326,281 @@ async fn a_completion_whose_connection_is_killed_is_sent_again_and_recorded() {
         (1, idem_core::Source::Replayed)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+fn entry(name: &str, outcome: Option<Outcome>, data: Option<&[u8]>, codec: Codec) -> StepRecord {
+    StepRecord {
+        name: name.to_owned(),
+        outcome,
+        data: data.map(bytes::Bytes::copy_from_slice),
+        codec,
+    }
+}
+
+/// The record's hash as the server holds it, field by field.
+async fn hash(key: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut connection = connection().await;
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// The journal is a field per step in the record's one hash (`s:<name>`, the entry's
+/// position, outcome and codec in front of its data), raw bytes as they are, any name
+/// and an unknown codec kept; an entry replaced keeps its position; the completion
+/// removes every step field and the position count in its own script.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn the_journal_is_a_field_per_step_in_the_records_hash_and_the_completion_removes_it() {
+    let _beside = SERVER_WIDE.read().await;
+    let store = store("journal-layout").await;
+    let id = "tests::redis#journal-layout";
+    let key = store.key(id);
+    let now = SystemClock.now_ms();
+    assert_eq!(
+        store.begin(&begin_at(id, "a", now, None)).await.unwrap(),
+        Written::Applied(1)
+    );
+    let a = attempt(id, "a", 1);
+    let raw = entry(
+        "render ✓:=s:",
+        Some(Outcome::Ok),
+        Some(&[0xff, 0x00, 0xfe, b'"', b'=']),
+        Codec::Bytes,
+    );
+    let started = entry("charge", None, None, Codec::Json);
+    let unknown = entry(
+        "",
+        Some(Outcome::Ok),
+        Some(b""),
+        Codec::from_stored("cbor:x"),
+    );
+    let declined = entry(
+        "mail",
+        Some(Outcome::Err),
+        Some(b"{\"declined\":true}"),
+        Codec::Json,
+    );
+    for step in [&raw, &started, &unknown, &declined] {
+        assert_eq!(store.journal(&a, step).await.unwrap(), Written::Applied(()));
+    }
+    let fields = hash(&key).await;
+    let field = |name: &str| fields.get(format!("s:{name}").as_bytes()).cloned();
+    assert_eq!(
+        field("render ✓:=s:").unwrap(),
+        b"1:ok:5:bytes=\xff\x00\xfe\"=".to_vec(),
+        "raw bytes as they are"
+    );
+    assert_eq!(field("charge").unwrap(), b"2:started:4:json".to_vec());
+    assert_eq!(field("").unwrap(), b"3:ok:6:cbor:x=".to_vec());
+    assert_eq!(fields.get(&b"steps"[..]).unwrap(), b"4");
+    let record = store.read(id).await.unwrap().unwrap();
+    assert_eq!(
+        record.steps,
+        vec![raw.clone(), started, unknown.clone(), declined.clone()]
+    );
+
+    // Replaced in place: the entry keeps its position.
+    let charged = entry(
+        "charge",
+        Some(Outcome::Ok),
+        Some(b"{\"id\":1}"),
+        Codec::Json,
+    );
+    assert_eq!(
+        store.journal(&a, &charged).await.unwrap(),
+        Written::Applied(())
+    );
+    let record = store.read(id).await.unwrap().unwrap();
+    assert_eq!(record.steps, vec![raw, charged, unknown, declined]);
+    assert_eq!(
+        hash(&key).await.get(&b"steps"[..]).unwrap(),
+        b"4",
+        "a replaced entry takes no new position"
+    );
+
+    assert_eq!(
+        store
+            .complete(&a, &completion_at(now + 1, Outcome::Ok, Some("1")))
+            .await
+            .unwrap(),
+        Written::Applied(())
+    );
+    let left: Vec<_> = hash(&key).await.into_keys().collect();
+    assert!(
+        left.iter()
+            .all(|name| !name.starts_with(b"s:") && name != b"steps"),
+        "{:?}",
+        left.iter()
+            .map(|n| String::from_utf8_lossy(n))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.read(id).await.unwrap().unwrap().steps, Vec::new());
+}
+
+/// A record written before steps existed (no step field, no `steps`) reads with an empty
+/// journal, in progress or completed, and its holder journals into it.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_record_written_before_steps_reads_as_an_empty_journal_and_takes_steps() {
+    let _beside = SERVER_WIDE.read().await;
+    let store = store("journal-upgrade").await;
+    let now = SystemClock.now_ms();
+    let lease = (now + 60_000).to_string();
+    let expires = ((now + 120_000) / 1000).to_string();
+    let mut connection = connection().await;
+    for (id, state, outcome) in [
+        ("tests::redis#old-in-progress", "INPROGRESS", None),
+        ("tests::redis#old-completed", "COMPLETED", Some("ok")),
+    ] {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(store.key(id))
+            .arg("state")
+            .arg(state)
+            .arg("owner")
+            .arg("a")
+            .arg("fence")
+            .arg("3")
+            .arg("lease_until_ms")
+            .arg(&lease)
+            .arg("expires_at_s")
+            .arg(&expires)
+            .arg("format")
+            .arg("1")
+            .arg("codec")
+            .arg("json");
+        if let Some(outcome) = outcome {
+            hset.arg("outcome").arg(outcome).arg("data").arg("7");
+        }
+        hset.query_async::<()>(&mut connection).await.unwrap();
+        redis::cmd("PEXPIRE")
+            .arg(store.key(id))
+            .arg(120_000)
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+        let record = store.read(id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.fence, record.steps.clone()),
+            (3, Vec::new()),
+            "{id}"
+        );
+    }
+    let id = "tests::redis#old-in-progress";
+    let step = entry("s1", Some(Outcome::Ok), Some(b"1"), Codec::Json);
+    assert_eq!(
+        store.journal(&attempt(id, "a", 3), &step).await.unwrap(),
+        Written::Applied(())
+    );
+    let record = store.read(id).await.unwrap().unwrap();
+    assert_eq!(record.steps, vec![step]);
+    assert_eq!(record.state, State::InProgress);
+}
+
+/// A refused journal write answers with the record as it is, its journal included
+/// (raw bytes as written), from the same round trip; it writes nothing.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_refused_journal_write_returns_the_record_with_its_steps() {
+    let _beside = SERVER_WIDE.read().await;
+    let store = store("journal-refused").await;
+    let id = "tests::redis#journal-refused";
+    let now = SystemClock.now_ms();
+    store.begin(&begin_at(id, "a", now, None)).await.unwrap();
+    let a = attempt(id, "a", 1);
+    let s1 = entry("s1", Some(Outcome::Ok), Some(&[0x80, 0xff]), Codec::Bytes);
+    assert_eq!(store.journal(&a, &s1).await.unwrap(), Written::Applied(()));
+    assert_eq!(store.release(&a).await.unwrap(), Written::Applied(()));
+    assert_eq!(
+        store
+            .begin(&begin_at(id, "b", now + 1, None))
+            .await
+            .unwrap(),
+        Written::Applied(2)
+    );
+    let late = entry("s2", Some(Outcome::Ok), Some(b"2"), Codec::Json);
+    let Written::Refused(Some(current)) = store.journal(&a, &late).await.unwrap() else {
+        panic!("a stale journal write is refused with the record");
+    };
+    let current: &Record = &current;
+    assert_eq!((current.owner.as_str(), current.fence), ("b", 2));
+    assert_eq!(current.steps, vec![s1.clone()]);
+    assert_eq!(store.read(id).await.unwrap().unwrap().steps, vec![s1]);
+}
+
+/// A step's data past the store's limit is a permanent error that says the journal
+/// entry is too large, and nothing is written; at the limit it is journaled.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_journal_entry_over_the_size_limit_is_a_permanent_error() {
+    let _beside = SERVER_WIDE.read().await;
+    let prefix = common::unique_prefix("journal-size");
+    let store = common::cleaned(
+        RedisStore::builder(connection().await)
+            .prefix(prefix)
+            .max_data_bytes(64)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let id = "tests::redis#journal-size";
+    store
+        .begin(&begin_at(id, "a", SystemClock.now_ms(), None))
+        .await
+        .unwrap();
+    let a = attempt(id, "a", 1);
+    let big = entry("big", Some(Outcome::Ok), Some(&[7; 65]), Codec::Bytes);
+    let error = store.journal(&a, &big).await.expect_err("too large");
+    assert_eq!(error.kind(), StoreErrorKind::Permanent);
+    let message = error.to_string();
+    for expected in ["too large", "big", "65", "64", "Redis journal"] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    assert_eq!(store.read(id).await.unwrap().unwrap().steps, Vec::new());
+    let fits = entry("fits", Some(Outcome::Ok), Some(&[7; 64]), Codec::Bytes);
+    assert_eq!(
+        store.journal(&a, &fits).await.unwrap(),
+        Written::Applied(())
+    );
+}
+
+/// A step field that cannot be read is a decode error (Malformed), on a read and on a
+/// journal write's refusal alike; the script never overwrites it.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_step_field_that_cannot_be_read_is_a_decode_error() {
+    let _beside = SERVER_WIDE.read().await;
+    let store = store("journal-malformed").await;
+    let id = "tests::redis#journal-malformed";
+    store
+        .begin(&begin_at(id, "a", SystemClock.now_ms(), None))
+        .await
+        .unwrap();
+    let mut connection = connection().await;
+    for bad in [
+        &b"1:ok:9:json=1"[..],
+        b"1:bogus:4:json",
+        b"1:ok:4:json1",
+        b"x:ok:4:json=1",
+    ] {
+        redis::cmd("HSET")
+            .arg(store.key(id))
+            .arg("s:bad")
+            .arg(bad)
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+        let error = store.read(id).await.expect_err("malformed");
+        assert_eq!(error.kind(), StoreErrorKind::Malformed, "{error}");
+        assert!(error.to_string().contains("s:bad"), "{error}");
+    }
+    // The last one has no position: the script refuses it rather than overwrite.
+    let step = entry("bad", Some(Outcome::Ok), Some(b"1"), Codec::Json);
+    let error = store
+        .journal(&attempt(id, "a", 1), &step)
+        .await
+        .expect_err("refused with a record that cannot be read");
+    assert_eq!(error.kind(), StoreErrorKind::Malformed, "{error}");
 }
