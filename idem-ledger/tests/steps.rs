@@ -1,0 +1,230 @@
+//! Steps survive kills (`docs/protocol.md` §3.7): `steps-worker` processes run a
+//! three-step body for 20 keys each (`charge`: a downstream POST with the step's key,
+//! `ledger`: a database step whose row commits with its journal entry, `notify`: a
+//! second POST) and are SIGKILLed with every key at one kill point: before, inside
+//! (the effect done, its result not journaled) and after each step, and between the last
+//! step and the completion. A second worker then finishes the same keys. For every key:
+//! the journal at the kill holds exactly the steps finished before the point, no
+//! journaled step runs again, every downstream effect happens once (one key per step,
+//! the step's own, sent again by a re-run of an unjournaled step), one ledger row, and
+//! the record ends completed with an empty journal.
+
+#[path = "../../idem-postgres/tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use common::{pool, store_on, TestStore};
+use idem_core::key::step_token;
+use idem_core::store::State as RecordState;
+use idem_core::Engine;
+use idem_http::downstream_key;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const NAMESPACE: &str = "steps::order";
+/// Keys per kill point: each is one kill at that point.
+const KEYS: usize = 20;
+
+/// The kill points, and the steps journaled when a body stands at each.
+const POINTS: [(&str, &[&str]); 7] = [
+    ("before:charge", &[]),
+    ("inside:charge", &[]),
+    ("after:charge", &["charge"]),
+    ("inside:ledger", &["charge"]),
+    ("after:ledger", &["charge", "ledger"]),
+    ("inside:notify", &["charge", "ledger"]),
+    ("after:notify", &["charge", "ledger", "notify"]),
+];
+
+/// The counting downstream: every request's `Idempotency-Key`, per step and order; an
+/// effect happens once per key (a repeated key gets the first answer back).
+#[derive(Default)]
+struct Downstream {
+    /// (step, order key) → the idempotency keys received, in order.
+    requests: Mutex<HashMap<(String, String), Vec<String>>>,
+}
+
+async fn downstream(
+    State(counts): State<Arc<Downstream>>,
+    Path(step): Path<String>,
+    headers: HeaderMap,
+    order: String,
+) -> String {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let answer = format!("{step}-{}", &key[..key.len().min(12)]);
+    counts
+        .requests
+        .lock()
+        .unwrap()
+        .entry((step, order))
+        .or_default()
+        .push(key);
+    answer
+}
+
+async fn serve() -> (String, Arc<Downstream>) {
+    let counts = Arc::new(Downstream::default());
+    let app = Router::new()
+        .route("/{step}", post(downstream))
+        .with_state(counts.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), counts)
+}
+
+/// What a worker printed: the steps each key started to run, its results.
+#[derive(Debug, Default)]
+struct Printed {
+    runs: HashMap<String, Vec<String>>,
+    results: HashMap<String, String>,
+    exit: Option<i32>,
+}
+
+/// Starts a worker on `keys`, reads its lines, and SIGKILLs it once every key has
+/// reached `stop` (or lets it finish when `stop` is `none`).
+async fn run_worker(store: &TestStore, url: &str, keys: &[String], stop: &str) -> Printed {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_steps-worker"))
+        .env("STEPS_URL", common::url())
+        .env("STEPS_SCHEMA", &store.cleanup.0)
+        .env("STEPS_KEYS", keys.join(","))
+        .env("STEPS_DOWNSTREAM", url)
+        .env("STEPS_STOP", stop)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the worker starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Printed::default();
+    let mut at_stop = BTreeSet::new();
+    while let Some(line) = lines.next_line().await.expect("the worker's stdout") {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["AT", key, point] if *point == stop => {
+                at_stop.insert(key.to_string());
+                if at_stop.len() == keys.len() {
+                    child.start_kill().expect("SIGKILL");
+                    break;
+                }
+            }
+            ["RUN", key, step, _fence] => printed
+                .runs
+                .entry(key.to_string())
+                .or_default()
+                .push(step.to_string()),
+            ["RESULT", key, outcome] => {
+                printed.results.insert(key.to_string(), outcome.to_string());
+            }
+            _ => {}
+        }
+    }
+    printed.exit = child.wait().await.expect("the worker is reaped").code();
+    printed
+}
+
+async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
+    common::ledger_rows(store, key).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn every_step_takes_effect_once_after_kills_at_every_point() {
+    let store = store_on(pool(8).await, "steps").await;
+    let ledger = format!(
+        "CREATE TABLE \"{}\".ledger (key text NOT NULL, fence bigint NOT NULL, pid integer NOT NULL)",
+        store.cleanup.0
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ledger))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let engine = Engine::new(store.store.clone());
+    let (url, downstream) = serve().await;
+    let mut kills = 0;
+    for (point, journaled) in POINTS {
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("{point}-{k}")).collect();
+        let killed = run_worker(&store, &url, &keys, point).await;
+        assert_eq!(
+            killed.exit, None,
+            "{point}: the worker was killed by a signal"
+        );
+        assert!(
+            killed.results.is_empty(),
+            "{point}: no delivery ended before the kill"
+        );
+        kills += keys.len();
+        for key in &keys {
+            let id = engine.record_id(NAMESPACE, key.as_str()).unwrap();
+            let record = idem_core::Store::read(&*store, &id).await.unwrap().unwrap();
+            let names: Vec<&str> = record.steps.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(
+                (record.state, names.as_slice()),
+                (RecordState::InProgress, journaled),
+                "{key}: the journal at the kill holds the steps finished before {point}"
+            );
+        }
+        let finished = run_worker(&store, &url, &keys, "none").await;
+        assert_eq!(
+            finished.exit,
+            Some(0),
+            "{point}: the second worker finishes: {finished:?}"
+        );
+        for key in &keys {
+            assert_eq!(finished.results[key], "ran", "{key}");
+            let reran = finished.runs.get(key).cloned().unwrap_or_default();
+            for step in journaled {
+                assert!(
+                    !reran.contains(&step.to_string()),
+                    "{key}: the journaled step {step} ran again ({reran:?})"
+                );
+            }
+            let id = engine.record_id(NAMESPACE, key.as_str()).unwrap();
+            let record = idem_core::Store::read(&*store, &id).await.unwrap().unwrap();
+            assert_eq!(record.state, RecordState::Completed, "{key}");
+            assert!(
+                record.steps.is_empty(),
+                "{key}: the completion empties the journal"
+            );
+            assert_eq!(ledger_rows(&store, key).await, 1, "{key}: one ledger row");
+            let token = &id[NAMESPACE.len() + 1..];
+            let requests = downstream.requests.lock().unwrap();
+            for step in ["charge", "notify"] {
+                let sent = &requests[&(step.to_owned(), key.clone())];
+                let expected = downstream_key(&step_token(token, step), &format!("POST /{step}"));
+                assert!(
+                    sent.iter().all(|k| *k == expected),
+                    "{key}: every {step} request carries the step's key: {sent:?}"
+                );
+                // The effect: one per distinct key, so once. A step killed after its
+                // request was answered and before its journal write is sent again.
+                let repeats = if point == format!("inside:{step}") {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(
+                    sent.len(),
+                    repeats,
+                    "{key}: {step} requests after a kill at {point}"
+                );
+            }
+        }
+    }
+    assert_eq!(kills, POINTS.len() * KEYS);
+    eprintln!(
+        "steps proof: {kills} kills at {} points, {} keys completed; every step's effect once",
+        POINTS.len(),
+        kills
+    );
+}
