@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::own_cluster::{on, OwnCluster};
 use idem_core::store::{
-    Attempt, Begin, Completion, Limits, Record, Renewal, StoreError, StoreErrorKind, Written,
+    Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, StoreError, StoreErrorKind,
+    Written,
 };
 use idem_core::testkit::{storm, FaultyStore, Sizes, StormConfig};
 use idem_core::Store;
@@ -206,6 +207,13 @@ impl Store for Watched {
     }
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         self.note(self.store.release(attempt).await)
+    }
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        self.note(self.store.journal(attempt, step).await)
     }
     async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
         self.note(self.store.read(id).await)

@@ -604,3 +604,72 @@ async fn a_step_field_that_cannot_be_read_is_a_decode_error() {
         .expect_err("refused with a record that cannot be read");
     assert_eq!(error.kind(), StoreErrorKind::Malformed, "{error}");
 }
+
+#[derive(Debug, PartialEq)]
+enum StepsError {
+    Later,
+    Idem(String),
+}
+
+impl From<Error> for StepsError {
+    fn from(error: Error) -> Self {
+        StepsError::Idem(error.to_string())
+    }
+}
+
+/// Steps through the engine on Redis: a body that fails after its first step (not
+/// recorded: the key is released, the journal kept) is retried; the retry replays the
+/// first step's value (raw bytes and JSON) without running it and runs the second; the
+/// completion empties the journal, and a duplicate replays the value.
+#[tokio::test]
+#[ignore = "needs the Redis server that scripts/test checks"]
+async fn a_retry_through_the_engine_replays_the_journaled_steps_and_runs_the_rest() {
+    let _beside = SERVER_WIDE.read().await;
+    let store = Arc::new(store("journal-engine").await);
+    let engine = engine(&store);
+    let runs = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let runs = &runs;
+    let body = |fail: bool| {
+        move |ctx: idem_core::Context| async move {
+            let charge: String = ctx
+                .step("charge", async {
+                    runs[0].fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>("ch_1".to_owned())
+                })
+                .await?;
+            if fail {
+                return Err(StepsError::Later);
+            }
+            let sent: u64 = ctx
+                .step("mail", async {
+                    runs[1].fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Error>(7)
+                })
+                .await?;
+            Ok(format!("{charge}/{sent}"))
+        }
+    };
+    let call = || Call::new(NS, "steps").engine(&engine);
+    assert_eq!(call().run(body(true)).await, Err(StepsError::Later));
+    let id = engine.record_id(NS, "steps").unwrap();
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record
+            .steps
+            .iter()
+            .map(|step| step.name.as_str())
+            .collect::<Vec<_>>(),
+        ["charge"],
+        "the released record keeps its journal"
+    );
+    assert_eq!(call().run(body(false)).await.unwrap(), "ch_1/7");
+    assert_eq!(
+        runs.each_ref().map(|n| n.load(Ordering::SeqCst)),
+        [1, 1],
+        "the journaled step did not run again"
+    );
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!((record.state, record.steps.len()), (State::Completed, 0));
+    assert_eq!(call().run(body(false)).await.unwrap(), "ch_1/7");
+    assert_eq!(runs.each_ref().map(|n| n.load(Ordering::SeqCst)), [1, 1]);
+}
