@@ -22,7 +22,10 @@ pub struct Label(pub String);
 /// crash (same token) get the same keys again. A request that has the header keeps it;
 /// outside a body with a key nothing is added. With idem disabled (`IDEM_DISABLED`),
 /// a body still has its key's token, and the keys are still sent: a duplicate request
-/// never reaches the downstream API without one. Give every non-idempotent downstream
+/// never reaches the downstream API without one.
+/// Inside a [step](idem_core::Context::step) the token is the step's own, so each step's
+/// requests have keys of their own, and a step run again after a crash before its
+/// result was journaled sends the keys its first run sent. Give every non-idempotent downstream
 /// call a [`Label`]: two calls with the same method and path would share a key.
 ///
 /// ```

@@ -321,8 +321,9 @@ impl<Keys> IdempotencyLayer<Keys> {
     ///   a service error or a panic rolls the handler's writes back and releases the key:
     ///   a retry runs the handler again on a database without them.
     /// - A process that dies mid-handler leaves no rows (the database discards the open
-    ///   transaction); its key is free once its lease lapses, and a retry then runs the
-    ///   handler once.
+    ///   transaction); its key is free once its lease lapses (when the transaction holds
+    ///   the key, `lock_held(true)`: once the database ends the session), and a retry then
+    ///   runs the handler once.
     /// - A commit that fails is answered 503 `store-unavailable`, its writes rolled back
     ///   (or, were the commit's answer lost though it went through, the record replays).
     ///

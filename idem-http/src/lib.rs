@@ -46,7 +46,10 @@
 //! renew a running handler's lease, so the time left on it is nearly always the whole
 //! lease (30 s by default) however soon the handler ends. A client that obeys it waits
 //! that long; for short handlers, [`wait`](IdempotencyLayer::wait) holds the retry until
-//! the first's response instead.
+//! the first's response instead. On a PostgreSQL store whose transactions hold their
+//! keys (`PgStoreBuilder::lock_held(true)`, with [`in_transaction`](IdempotencyLayer::in_transaction))
+//! there is no lease: the 409 carries the layer's default `Retry-After`, and
+//! [`wait`](IdempotencyLayer::wait) waits on the first's row lock for its commit.
 //!
 //! **The handler outlives its client.** On a tokio runtime (every axum server), the
 //! guarded call runs on a task of its own: a client that times out or disconnects drops
@@ -114,7 +117,10 @@
 //! handler as a [`RequestTransaction`] (an axum extractor): the rows the handler
 //! writes in it and the response the layer records commit together, after the response
 //! has ended, or not at all. A server killed mid-handler leaves no rows; a retry runs
-//! the handler once (after the lease lapses) or replays the committed response. The
+//! the handler once (after the lease lapses, or, when the transaction holds the key,
+//! `lock_held(true)`, as soon as the database ends the dead server's session) or replays
+//! the committed response. In that form the key stays held while the handler keeps its
+//! `RequestTransaction`: retries meanwhile get 409 (or wait). The
 //! response is read whole before it goes out (it may not be sent before its commit), so
 //! it does not stream. A 4xx is recorded like a success, so its rows commit (undo them
 //! in a savepoint if they must not); a 5xx, a service error or a panic rolls them back
