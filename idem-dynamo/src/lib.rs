@@ -27,7 +27,7 @@
 //! (`id`, `expiration` as the TTL attribute in epoch seconds, `in_progress_expiration`
 //! in epoch milliseconds, `status`, `data`, `validation`), so a Powertools idempotency
 //! table and its templates can be reused; idem adds `owner`, `fence`, `outcome`,
-//! `format` and `codec`. Every name can be changed ([`AttributeNames`]). Powertools'
+//! `format`, `codec` and `steps`. Every name can be changed ([`AttributeNames`]). Powertools'
 //! sort-key mode (one static partition key value, the id in the sort key; ids then have
 //! 1024 bytes, not 2048) is [`DynamoStoreBuilder::sort_key`].
 //!
@@ -44,10 +44,53 @@
 //!   data, format, codec and fingerprint;
 //! - complete writes the outcome and the data with their `format` and `codec` (a
 //!   record in progress has neither);
-//! - extend and release write the lease.
+//! - extend and release write the lease;
+//! - journal (a step of the body, `Store::journal`) appends one entry to the `steps`
+//!   list, under complete's condition (see [The journal of steps](#the-journal-of-steps)).
+//!   The takeover keeps the list (a later attempt of the record finds the steps its
+//!   predecessors finished), and complete removes it in its own write.
 //!
 //! A first call costs two requests (begin and complete), a duplicate one, a takeover
-//! of a free record one more, and a long body one more per heartbeat.
+//! of a free record one more, a long body one more per heartbeat, and a body with
+//! steps one more per step (one more again for an at-most-once step's start).
+//!
+//! # The journal of steps
+//! The journal lives in the record's item, in the list attribute `steps`, one map per
+//! journal write: `{n: S name, o: S "ok" | "err", c: S codec, d: S json | B bytes}`,
+//! without `o` and `d` while an at-most-once step has started. Values are stored as the
+//! outcome's `data` is: JSON as a string, bytes (or any data that is not UTF-8 JSON) as
+//! Binary, never base64 in a string; an unknown codec's name is kept as stored. A
+//! journal write is one conditional `UpdateItem`,
+//! `SET steps = list_append(if_not_exists(steps, []), [entry])`, whatever the item holds;
+//! a name written again (an at-most-once step's start, then its result) is appended
+//! again, and reading keeps the last entry of each name at the place of its first:
+//! that is the store contract's replace-by-name in first-write order. An item without
+//! `steps` (no step journaled, or written before steps existed) has an empty journal.
+//!
+//! Why a list, and not a map by name (`SET steps.#name = :entry`) or items per step:
+//!
+//! - a nested map path cannot be set while the map does not exist, and `steps =
+//!   if_not_exists(steps, {})` beside `steps.#name` in one expression is refused (two
+//!   paths overlap): the map would have to be created by begin, adding an attribute to
+//!   the lean first request of every call, steps or not, or the first journal write
+//!   would cost two requests. A map also keeps no order, so each entry would carry a
+//!   sequence number, which one expression cannot both compute and keep on a rewrite;
+//! - items per step would make the read that returns the journal with the record a
+//!   `Query` (or a second request) instead of one `GetItem`, the completion a
+//!   transaction over every step item (two write units each), and the key layout
+//!   (Powertools' partition and sort keys) no longer one item per record.
+//!
+//! The list's cost: a rewritten name keeps its earlier entry in the item. The engine
+//! rewrites only an at-most-once step (its start, which holds no data, then its result)
+//! and a write whose answer was lost (the SDK resends it): so the item holds at most a
+//! step's value twice in that rare case.
+//!
+//! The journal shares the item's 400 KB with the record (the engine refuses a step
+//! whose values together pass [`Limits::max_data_bytes`](idem_core::store::Limits), the
+//! same as the outcome's); a journal write that DynamoDB refuses for the item's size
+//! nevertheless (names, a resent entry) is a permanent store error saying the journal is
+//! too large, and leaves the record as it was. The completion removes the journal as it
+//! writes the outcome, so a completed item holds the outcome only.
 //!
 //! Values up to 395,904 bytes encoded are recorded (an item holds 400 KB, names
 //! included); a larger one is completed as not stored, and its duplicates get
@@ -69,12 +112,14 @@
 //! transient store errors (after the SDK's own retries); validation, permission and
 //! missing-table errors permanent; an item that cannot be decoded is malformed (the call
 //! gets a decode error; the body never runs over it). Every store error names DynamoDB,
-//! the operation (begin, complete, extend, release, read, delete), the record and the
-//! table, and the request that failed (`UpdateItem`, or the `GetItem` that follows a
-//! refusal without the old item); one the SDK raised keeps it as its `source()`, so the
-//! AWS error code and request id stay reachable. Every [`SetupError`] names the table;
-//! a failed or denied setup request (`Request`, `PermissionMissing`) also names the
-//! request and keeps the SDK's error as its `source()`.
+//! the operation (begin, complete, extend, release, journal, read, delete), the record
+//! and the table, and the request that failed (`UpdateItem`, or the `GetItem` that
+//! follows a refusal without the old item); one the SDK raised keeps it as its
+//! `source()`, so the AWS error code and request id stay reachable. A journal write
+//! past the item's size is a permanent error that says the journal is too large. Every
+//! [`SetupError`] names the table; a failed or denied setup request (`Request`,
+//! `PermissionMissing`) also names the request and keeps the SDK's error as its
+//! `source()`.
 //!
 //! # Sharing a table with AWS Lambda Powertools, and migrating from it
 //! idem reads and writes Powertools' attribute names, so one table (and its

@@ -2,8 +2,8 @@
 
 /// The attribute names of the table. The defaults follow AWS Lambda Powertools, so an
 /// existing Powertools idempotency table and its templates can be reused; the
-/// attributes Powertools does not have (`owner`, `fence`, `outcome`, `format`, `codec`)
-/// are idem's own.
+/// attributes Powertools does not have (`owner`, `fence`, `outcome`, `format`, `codec`,
+/// `steps`) are idem's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributeNames {
     /// The partition key (string): the record id, or in sort-key mode the static
@@ -29,6 +29,10 @@ pub struct AttributeNames {
     pub format: String,
     /// The codec of `data`. Default `codec`.
     pub codec: String,
+    /// The journal of the record's steps: a list of maps, one per journal write, in the
+    /// order they were written (the crate documentation, "How records map to items").
+    /// Absent while no step has been journaled. Default `steps`.
+    pub steps: String,
 }
 
 impl Default for AttributeNames {
@@ -45,6 +49,7 @@ impl Default for AttributeNames {
             outcome: "outcome".into(),
             format: "format".into(),
             codec: "codec".into(),
+            steps: "steps".into(),
         }
     }
 }

@@ -16,7 +16,9 @@ use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use idem_core::store::{Attempt, Begin, Codec, Completion, Renewal, State, FORMAT};
+use idem_core::store::{Attempt, Begin, Codec, Completion, Renewal, State, StepRecord, FORMAT};
+
+use crate::item;
 
 use crate::names::{AttributeNames, KeyLayout};
 use crate::store::DynamoStore;
@@ -67,8 +69,8 @@ pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
 /// One conditional `UpdateItem` of a transition, before its key and table.
 #[derive(Debug)]
 pub(crate) struct Update {
-    /// The store operation, as an error names it: `begin`, `complete`, `extend` or
-    /// `release`.
+    /// The store operation, as an error names it: `begin`, `complete`, `extend`,
+    /// `release` or `journal`.
     pub(crate) operation: &'static str,
     update: String,
     condition: String,
@@ -77,7 +79,7 @@ pub(crate) struct Update {
     return_new: bool,
 }
 
-/// The condition of complete, extend and release: the attempt holds the record.
+/// The condition of complete, extend, release and journal: the attempt holds the record.
 fn held_by(names: &AttributeNames, expression: &mut Expression, attempt: &Attempt) -> String {
     let status = expression.name("#status", &names.status);
     let in_progress = expression.value(":inprogress", s(State::InProgress.as_str()));
@@ -219,19 +221,42 @@ pub(crate) fn complete(
         "SET {status} = {completed}, {outcome} = {outcome_value}, {expiration} = {expiration_value}, \
          {format} = {format_value}, {codec} = {codec_value}"
     );
+    // The journal goes with the completion (a replay needs only the outcome): removing
+    // an absent attribute costs nothing, so a body without steps pays no more than the
+    // name in the request.
+    let steps = e.name("#steps", &names.steps);
     match &completion.data {
         Some(value) => {
-            // JSON as a string (as Powertools writes it), bytes as Binary.
-            let value = match (&completion.codec, std::str::from_utf8(value)) {
-                (Codec::Json, Ok(json)) => s(json),
-                _ => AttributeValue::B(Blob::new(value.to_vec())),
-            };
-            let value = e.value(":data", value);
-            update.push_str(&format!(", {data} = {value}"));
+            let value = e.value(":data", data_value(&completion.codec, value));
+            update.push_str(&format!(", {data} = {value} REMOVE {steps}"));
         }
-        None => update.push_str(&format!(" REMOVE {data}")),
+        None => update.push_str(&format!(" REMOVE {data}, {steps}")),
     }
     held_update("complete", names, attempt, e, update, None)
+}
+
+/// A value or error as stored: JSON as a string (as Powertools writes it), anything
+/// else (bytes, or JSON that is not UTF-8) as Binary, never base64 in a string.
+pub(crate) fn data_value(codec: &Codec, data: &[u8]) -> AttributeValue {
+    match (codec, std::str::from_utf8(data)) {
+        (Codec::Json, Ok(json)) => s(json),
+        _ => AttributeValue::B(Blob::new(data.to_vec())),
+    }
+}
+
+/// Journal: one entry appended to the `steps` list (created by the first write of the
+/// record's lifetime), under complete's condition. The list is the journal's log: an
+/// entry of a name already in it is appended too, and decoding keeps the last entry of
+/// each name at the place of its first (`item::decode_steps`), which is the store
+/// contract's replace-in-place with first-write order, in one write whatever the item
+/// holds (see the crate documentation for why not a map by name).
+pub(crate) fn journal(names: &AttributeNames, attempt: &Attempt, step: &StepRecord) -> Update {
+    let mut e = Expression::default();
+    let steps = e.name("#steps", &names.steps);
+    let empty = e.value(":empty", AttributeValue::L(Vec::new()));
+    let entry = e.value(":entry", AttributeValue::L(vec![item::encode_step(step)]));
+    let update = format!("SET {steps} = list_append(if_not_exists({steps}, {empty}), {entry})");
+    held_update("journal", names, attempt, e, update, None)
 }
 
 /// Extend: the lease and the expiry, unless the lease was released.

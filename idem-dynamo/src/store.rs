@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::Client;
-use idem_core::store::{Attempt, Begin, Completion, Limits, Record, Renewal, StoreError, Written};
+use idem_core::store::{
+    Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, StoreError, Written,
+};
 use idem_core::Store;
 
 use crate::item::decode;
@@ -117,6 +119,15 @@ impl DynamoStore {
                     _ => Ok(Written::Refused(self.get(context).await?)),
                 }
             }
+            Err(error) if context.operation == "journal" && item_too_large(&error) => {
+                Err(StoreError::permanent(format!(
+                    "{context}: the journal is too large: DynamoDB refused the step because \
+                     the item (the record with its journal of steps) would exceed its 400 KB \
+                     item size; journal smaller step values (an id), and keep the rest \
+                     elsewhere"
+                ))
+                .with_source(error))
+            }
             Err(error) => Err(store_error(context, "UpdateItem", error)),
         }
     }
@@ -167,8 +178,18 @@ impl DynamoStore {
     }
 }
 
+/// Whether DynamoDB refused a write because the item would outgrow its size limit
+/// (`ValidationException`, "Item size has exceeded the maximum allowed size", or "Item
+/// size to update has exceeded ..." for an update).
+fn item_too_large<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.code() == Some("ValidationException")
+        && error
+            .message()
+            .is_some_and(|message| message.contains("exceeded the maximum allowed size"))
+}
+
 /// What a store error names: the store (DynamoDB), the operation (begin, complete,
-/// extend, release, read, delete), the record and the table.
+/// extend, release, journal, read, delete), the record and the table.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub operation: &'static str,
@@ -272,6 +293,15 @@ impl Store for DynamoStore {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let request = requests::release(&self.names, attempt);
+        self.write(&attempt.id, request).await
+    }
+
+    async fn journal(
+        &self,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Result<Written<()>, StoreError> {
+        let request = requests::journal(&self.names, attempt, step);
         self.write(&attempt.id, request).await
     }
 

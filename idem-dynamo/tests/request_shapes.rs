@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::test_util::capture_request;
 use common::scripted::scripted;
-use idem_core::store::{Outcome, Written};
+use idem_core::store::{Codec, Outcome, StepRecord, Written};
 use idem_core::testkit::{attempt, begin_at, completion_at, renewal_at, T0};
 use idem_core::Store;
 use idem_dynamo::{DynamoStore, DynamoStoreBuilder};
@@ -289,8 +289,11 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
     assert_eq!(
         body["UpdateExpression"],
         "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, \
-         #format = :format, #codec = :codec, #data = :data"
+         #format = :format, #codec = :codec, #data = :data REMOVE #steps"
     );
+    // The completion drops the journal in the same write (a replay needs only the
+    // outcome).
+    assert_eq!(body["ExpressionAttributeNames"]["#steps"], "steps");
     assert_eq!(body["ConditionExpression"], held);
     assert_eq!(
         body["ExpressionAttributeValues"][":fence"],
@@ -313,7 +316,7 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
     assert_eq!(
         body["UpdateExpression"],
         "SET #status = :completed, #outcome = :outcome, #expiration = :expiration, \
-         #format = :format, #codec = :codec REMOVE #data"
+         #format = :format, #codec = :codec REMOVE #data, #steps"
     );
     assert_aliases_exact(&body);
 
@@ -345,6 +348,73 @@ async fn complete_extend_and_release_are_one_conditional_update_each() {
         json!({"N": "0"})
     );
     assert_aliases_exact(&body);
+}
+
+#[tokio::test]
+async fn a_journal_write_is_one_conditional_append() {
+    let held = "#status = :inprogress AND #owner = :owner AND #fence = :fence";
+    let at = attempt(ID, "owner-1", 7);
+    let step = StepRecord {
+        name: "charge".into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(vec![0xff, 0x00].into()),
+        codec: Codec::Bytes,
+    };
+    let (target, body) = captured(plain, |store| async move {
+        let _ = store.journal(&at, &step).await;
+    })
+    .await;
+    assert_eq!(target, "DynamoDB_20120810.UpdateItem");
+    // One append, whether or not the list exists yet: no read, no second request.
+    assert_eq!(
+        body["UpdateExpression"],
+        "SET #steps = list_append(if_not_exists(#steps, :empty), :entry)"
+    );
+    assert_eq!(body["ConditionExpression"], held);
+    assert_eq!(body["ExpressionAttributeNames"]["#steps"], "steps");
+    assert_eq!(
+        body["ExpressionAttributeValues"][":empty"],
+        json!({"L": []})
+    );
+    // Bytes as Binary (base64 on the wire, as every B value), with outcome and codec.
+    assert_eq!(
+        body["ExpressionAttributeValues"][":entry"],
+        json!({"L": [{"M": {
+            "n": {"S": "charge"},
+            "o": {"S": "ok"},
+            "c": {"S": "bytes"},
+            "d": {"B": "/wA="},
+        }}]})
+    );
+    assert_eq!(body["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    assert!(body.get("ReturnValues").is_none());
+    assert_aliases_exact(&body);
+
+    // A started entry: no outcome, no data; JSON as a string.
+    let at = attempt(ID, "owner-1", 7);
+    let (_, body) = captured(plain, |store| async move {
+        let _ = store.journal(&at, &StepRecord::started("mail")).await;
+    })
+    .await;
+    assert_eq!(
+        body["ExpressionAttributeValues"][":entry"],
+        json!({"L": [{"M": {"n": {"S": "mail"}, "c": {"S": "json"}}}]})
+    );
+    let at = attempt(ID, "owner-1", 7);
+    let (_, body) = captured(plain, |store| async move {
+        let json = StepRecord {
+            name: "mail".into(),
+            outcome: Some(Outcome::Err),
+            data: Some(b"{\"declined\":true}".to_vec().into()),
+            codec: Codec::Json,
+        };
+        let _ = store.journal(&at, &json).await;
+    })
+    .await;
+    assert_eq!(
+        body["ExpressionAttributeValues"][":entry"]["L"][0]["M"]["d"],
+        json!({"S": "{\"declined\":true}"})
+    );
 }
 
 #[tokio::test]
@@ -413,5 +483,34 @@ async fn attribute_names_are_configurable_and_always_aliased() {
             );
         }
     }
+    assert_aliases_exact(&body);
+}
+
+#[tokio::test]
+async fn the_journal_attribute_is_configurable_and_aliased() {
+    fn custom(builder: DynamoStoreBuilder) -> DynamoStoreBuilder {
+        builder.names(idem_dynamo::AttributeNames {
+            steps: "journal".into(),
+            ..Default::default()
+        })
+    }
+    let at = attempt(ID, "owner-1", 7);
+    let (_, body) = captured(custom, |store| async move {
+        let _ = store.journal(&at, &StepRecord::started("mail")).await;
+    })
+    .await;
+    assert_eq!(body["ExpressionAttributeNames"]["#steps"], "journal");
+    assert!(!body["UpdateExpression"]
+        .as_str()
+        .unwrap()
+        .contains("journal"));
+    assert_aliases_exact(&body);
+    let at = attempt(ID, "owner-1", 7);
+    let done = completion_at(T0, Outcome::Ok, Some("1"));
+    let (_, body) = captured(custom, |store| async move {
+        let _ = store.complete(&at, &done).await;
+    })
+    .await;
+    assert_eq!(body["ExpressionAttributeNames"]["#steps"], "journal");
     assert_aliases_exact(&body);
 }
