@@ -16,18 +16,28 @@
 //!   again);
 //! - `RESULT key ran|replayed|...` when a delivery ends.
 //!
-//! Settings: `STEPS_URL`, `STEPS_SCHEMA` (the store's schema, with a `ledger` table),
-//! `STEPS_KEYS` (comma-separated), `STEPS_DOWNSTREAM` (the counting server's base URL),
-//! `STEPS_STOP` (a point, or `none`). Exits 0 when every delivery ran or replayed.
+//! With `STEPS_STORE=dynamo` the record and its journal live in DynamoDB (a table
+//! `STEPS_TABLE` at `STEPS_DYNAMO`, dynalite in the test), which has no transaction to
+//! share with PostgreSQL: the `ledger` step is then a plain step whose insert is made
+//! idempotent by the ledger's primary key (`ON CONFLICT DO NOTHING`), as a downstream
+//! API is by its key.
+//!
+//! Settings: `STEPS_URL`, `STEPS_SCHEMA` (the PostgreSQL schema of the store and of a
+//! `ledger` table), `STEPS_KEYS` (comma-separated), `STEPS_DOWNSTREAM` (the counting
+//! server's base URL), `STEPS_STOP` (a point, or `none`), `STEPS_STORE` (`postgres`, the
+//! default, or `dynamo` with `STEPS_DYNAMO` and `STEPS_TABLE`). Exits 0 when every
+//! delivery ran or replayed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::{Call, Context, Engine, EngineBuilder, Error};
+use idem_dynamo::DynamoStore;
 use idem_http::IdempotencyKeyMiddleware;
 use idem_postgres::{PgStore, PgTransaction};
 use reqwest_middleware::ClientWithMiddleware;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 
 const NAMESPACE: &str = "steps::order";
 
@@ -41,6 +51,9 @@ struct Worker {
     downstream: String,
     schema: String,
     stop: String,
+    /// The journal is in DynamoDB: the ledger step is a plain, keyed insert.
+    dynamo: bool,
+    pool: PgPool,
 }
 
 impl Worker {
@@ -80,8 +93,10 @@ impl Worker {
             "INSERT INTO \"{}\".ledger (key, fence, pid) VALUES ($1, $2, $3) RETURNING fence",
             self.schema
         );
-        let row: i64 = ctx
-            .transaction_step("ledger", async |tx: &mut PgTransaction| {
+        let row: i64 = if self.dynamo {
+            ctx.step("ledger", self.keyed_insert(key)).await?
+        } else {
+            ctx.transaction_step("ledger", async |tx: &mut PgTransaction| {
                 println!("RUN {key} ledger {}", ctx.fence());
                 let (fence,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(insert))
                     .bind(key)
@@ -93,11 +108,40 @@ impl Worker {
                 self.at(key, "inside:ledger").await;
                 Ok::<_, Error>(fence)
             })
-            .await?;
+            .await?
+        };
         self.at(key, "after:ledger").await;
         let notify = ctx.step("notify", self.post(key, "notify")).await?;
         self.at(key, "after:notify").await;
         Ok((charge, row, notify))
+    }
+
+    /// The ledger row as a plain step: an insert that a re-run cannot repeat (the
+    /// ledger's primary key), committed at once; the row's fence is the step's value.
+    async fn keyed_insert(&self, key: &str) -> Result<i64, Error> {
+        let fence = Context::current().map_or(0, |ctx| ctx.fence());
+        println!("RUN {key} ledger {fence}");
+        let schema = &self.schema;
+        let insert = format!(
+            "INSERT INTO \"{schema}\".ledger (key, fence, pid) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING"
+        );
+        let failed = |e: sqlx::Error| Error::Config(format!("the ledger insert failed: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(key)
+            .bind(fence as i64)
+            .bind(std::process::id() as i32)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        let select = format!("SELECT fence FROM \"{schema}\".ledger WHERE key = $1");
+        let (row,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed)?;
+        self.at(key, "inside:ledger").await;
+        Ok(row)
     }
 
     async fn deliver(&self, key: &str) -> &'static str {
@@ -134,11 +178,23 @@ async fn main() {
         .connect(&setting("STEPS_URL"))
         .await
         .expect("the PostgreSQL server answers");
-    let store = PgStore::builder(pool)
-        .schema(schema.clone())
-        .build()
-        .unwrap();
-    let engine = EngineBuilder::from_arc(Arc::new(store))
+    let dynamo = std::env::var("STEPS_STORE").as_deref() == Ok("dynamo");
+    let store: Arc<dyn idem_core::Store> = if dynamo {
+        let client = idem_dynamo::local_client(&setting("STEPS_DYNAMO"));
+        let store = DynamoStore::builder(client, setting("STEPS_TABLE"))
+            .check_ttl(false)
+            .build()
+            .await
+            .expect("the DynamoDB table is there");
+        Arc::new(store)
+    } else {
+        let store = PgStore::builder(pool.clone())
+            .schema(schema.clone())
+            .build()
+            .unwrap();
+        Arc::new(store)
+    };
+    let engine = EngineBuilder::from_arc(store)
         .lease(Duration::from_millis(1000))
         .store_timeout(Duration::from_millis(500))
         .build()
@@ -152,6 +208,8 @@ async fn main() {
         downstream: setting("STEPS_DOWNSTREAM"),
         schema,
         stop: setting("STEPS_STOP"),
+        dynamo,
+        pool,
     });
     let deliveries: Vec<_> = keys
         .into_iter()

@@ -7,7 +7,9 @@
 //! the journal at the kill holds exactly the steps finished before the point, no
 //! journaled step runs again, every downstream effect happens once (one key per step,
 //! the step's own, sent again by a re-run of an unjournaled step), one ledger row, and
-//! the record ends completed with an empty journal.
+//! the record ends completed with an empty journal. On PostgreSQL (the journal and the
+//! ledger in one database: the ledger step is a database step) and on dynalite (the
+//! journal in DynamoDB: the ledger step is an insert keyed by the order, a plain step).
 
 #[path = "../../idem-postgres/tests/common/mod.rs"]
 mod common;
@@ -23,7 +25,8 @@ use axum::Router;
 use common::{pool, store_on, TestStore};
 use idem_core::key::step_token;
 use idem_core::store::State as RecordState;
-use idem_core::Engine;
+use idem_core::Store;
+use idem_dynamo::DynamoStore;
 use idem_http::downstream_key;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -92,10 +95,29 @@ struct Printed {
     exit: Option<i32>,
 }
 
+/// Where the records live: PostgreSQL (the store's schema), or a dynalite table.
+enum Records {
+    Postgres,
+    Dynalite { endpoint: String, table: String },
+}
+
 /// Starts a worker on `keys`, reads its lines, and SIGKILLs it once every key has
 /// reached `stop` (or lets it finish when `stop` is `none`).
-async fn run_worker(store: &TestStore, url: &str, keys: &[String], stop: &str) -> Printed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steps-worker"))
+async fn run_worker(
+    store: &TestStore,
+    records: &Records,
+    url: &str,
+    keys: &[String],
+    stop: &str,
+) -> Printed {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_steps-worker"));
+    if let Records::Dynalite { endpoint, table } = records {
+        command
+            .env("STEPS_STORE", "dynamo")
+            .env("STEPS_DYNAMO", endpoint)
+            .env("STEPS_TABLE", table);
+    }
+    let mut child = command
         .env("STEPS_URL", common::url())
         .env("STEPS_SCHEMA", &store.cleanup.0)
         .env("STEPS_KEYS", keys.join(","))
@@ -140,21 +162,52 @@ async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the PostgreSQL server that scripts/test checks"]
 async fn every_step_takes_effect_once_after_kills_at_every_point() {
+    proof(Records::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL server and dynalite, which scripts/test starts"]
+async fn every_step_takes_effect_once_after_kills_at_every_point_on_dynalite() {
+    let endpoint = std::env::var("IDEM_TEST_DYNALITE").unwrap_or_else(|_| {
+        panic!("IDEM_TEST_DYNALITE is not set: run these tests through scripts/test, which starts dynalite")
+    });
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!("idem-steps-{}-{nanos}", std::process::id());
+    proof(Records::Dynalite { endpoint, table }).await;
+}
+
+async fn proof(records: Records) {
     let store = store_on(pool(8).await, "steps").await;
+    // The ledger's primary key is what keeps the plain ledger step (dynalite) from
+    // writing twice; the database step needs none.
     let ledger = format!(
-        "CREATE TABLE \"{}\".ledger (key text NOT NULL, fence bigint NOT NULL, pid integer NOT NULL)",
+        "CREATE TABLE \"{}\".ledger (key text PRIMARY KEY, fence bigint NOT NULL, pid integer NOT NULL)",
         store.cleanup.0
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(ledger))
         .execute(store.pool())
         .await
         .unwrap();
-    let engine = Engine::new(store.store.clone());
+    let journal: Arc<dyn Store> = match &records {
+        Records::Postgres => Arc::new(store.store.clone()),
+        Records::Dynalite { endpoint, table } => {
+            let builder =
+                DynamoStore::builder(idem_dynamo::local_client(endpoint), table).check_ttl(false);
+            builder.create_table().await.expect("the table is created");
+            Arc::new(builder.build().await.expect("the store builds"))
+        }
+    };
+    let engine = idem_core::EngineBuilder::from_arc(journal.clone())
+        .build()
+        .unwrap();
     let (url, downstream) = serve().await;
     let mut kills = 0;
     for (point, journaled) in POINTS {
         let keys: Vec<String> = (0..KEYS).map(|k| format!("{point}-{k}")).collect();
-        let killed = run_worker(&store, &url, &keys, point).await;
+        let killed = run_worker(&store, &records, &url, &keys, point).await;
         assert_eq!(
             killed.exit, None,
             "{point}: the worker was killed by a signal"
@@ -166,7 +219,7 @@ async fn every_step_takes_effect_once_after_kills_at_every_point() {
         kills += keys.len();
         for key in &keys {
             let id = engine.record_id(NAMESPACE, key.as_str()).unwrap();
-            let record = idem_core::Store::read(&*store, &id).await.unwrap().unwrap();
+            let record = journal.read(&id).await.unwrap().unwrap();
             let names: Vec<&str> = record.steps.iter().map(|s| s.name.as_str()).collect();
             assert_eq!(
                 (record.state, names.as_slice()),
@@ -174,7 +227,7 @@ async fn every_step_takes_effect_once_after_kills_at_every_point() {
                 "{key}: the journal at the kill holds the steps finished before {point}"
             );
         }
-        let finished = run_worker(&store, &url, &keys, "none").await;
+        let finished = run_worker(&store, &records, &url, &keys, "none").await;
         assert_eq!(
             finished.exit,
             Some(0),
@@ -190,7 +243,7 @@ async fn every_step_takes_effect_once_after_kills_at_every_point() {
                 );
             }
             let id = engine.record_id(NAMESPACE, key.as_str()).unwrap();
-            let record = idem_core::Store::read(&*store, &id).await.unwrap().unwrap();
+            let record = journal.read(&id).await.unwrap().unwrap();
             assert_eq!(record.state, RecordState::Completed, "{key}");
             assert!(
                 record.steps.is_empty(),
