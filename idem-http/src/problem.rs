@@ -52,6 +52,15 @@ pub enum Problem {
     /// (heartbeats, deadlines) need; the handler did not run and the key is free. A
     /// server misconfiguration: a client cannot fix it by retrying.
     RuntimeMissing,
+    /// 500: an at-most-once step of the handler started under an earlier attempt and its
+    /// result was never journaled ([`Error::StepUncertain`]): it may or may not have
+    /// happened, so it was not run again. The server must reconcile it (the handler's
+    /// `Step::on_uncertain`, or an operator); a retry alone gets this answer again.
+    StepUncertain,
+    /// 500: a step of the handler is written so that it cannot be journaled
+    /// ([`Error::Step`]: a name used twice, a step inside a step, the lock-held form, a
+    /// value too large). A server bug: a client cannot fix it by retrying.
+    StepRefused,
 }
 
 impl Problem {
@@ -69,9 +78,11 @@ impl Problem {
             Problem::ResponseNotStored => StatusCode::GONE,
             Problem::EncodingNotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Problem::StoreUnavailable | Problem::HandlerStopped => StatusCode::SERVICE_UNAVAILABLE,
-            Problem::RecordUnreadable | Problem::HandlerPanicked | Problem::RuntimeMissing => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Problem::RecordUnreadable
+            | Problem::HandlerPanicked
+            | Problem::RuntimeMissing
+            | Problem::StepUncertain
+            | Problem::StepRefused => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -94,6 +105,8 @@ impl Problem {
             Problem::HandlerPanicked => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerPanicked",
             Problem::HandlerStopped => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.HandlerStopped",
             Problem::RuntimeMissing => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.RuntimeMissing",
+            Problem::StepUncertain => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.StepUncertain",
+            Problem::StepRefused => "https://docs.rs/idem-http/latest/idem_http/enum.Problem.html#variant.StepRefused",
         }
     }
 
@@ -116,6 +129,8 @@ impl Problem {
             Problem::RuntimeMissing => {
                 "The server runs the idempotency layer without a tokio runtime"
             }
+            Problem::StepUncertain => "A step of this request may or may not have happened",
+            Problem::StepRefused => "A step of the handler cannot be journaled",
         }
     }
 
@@ -156,6 +171,8 @@ impl From<&Error> for Problem {
             Error::InvalidKey { .. } => Problem::InvalidKey,
             Error::ResultNotStored { .. } => Problem::ResponseNotStored,
             Error::Decode { .. } => Problem::RecordUnreadable,
+            Error::StepUncertain { .. } => Problem::StepUncertain,
+            Error::Step { .. } => Problem::StepRefused,
             _ => Problem::StoreUnavailable,
         }
     }
@@ -282,6 +299,23 @@ mod tests {
                     digest: digest(),
                 },
                 Problem::ResponseNotStored,
+            ),
+            (
+                Error::StepUncertain {
+                    namespace: namespace(),
+                    digest: digest(),
+                    step: "charge".into(),
+                    step_key: "k".into(),
+                },
+                Problem::StepUncertain,
+            ),
+            (
+                Error::Step {
+                    namespace: namespace(),
+                    step: "charge".into(),
+                    reason: "twice".into(),
+                },
+                Problem::StepRefused,
             ),
             (
                 Error::Decode {
