@@ -163,6 +163,11 @@ impl Context {
         &self.inner.engine
     }
 
+    /// The attempt the body runs under, `None` for a body run unguarded.
+    pub(crate) fn attempt(&self) -> Option<&crate::store::Attempt> {
+        self.journal().map(Journal::attempt)
+    }
+
     /// The attempt's journal, `None` for a body run unguarded.
     pub(crate) fn journal(&self) -> Option<&Journal> {
         self.inner.journal.as_ref()

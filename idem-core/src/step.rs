@@ -60,6 +60,11 @@ impl JournalState {
 }
 
 impl Journal {
+    /// The attempt whose journal this is.
+    pub(crate) fn attempt(&self) -> &Attempt {
+        &self.attempt
+    }
+
     /// The journal of `attempt`, which took the key with its fence.
     pub(crate) fn new(
         engine: Engine,

@@ -43,8 +43,8 @@ impl Guard {
             Taken::Held(held) => held,
             Taken::Replayed(report) => return Ok(report),
         };
+        let attempt = held.attempt();
         let Held {
-            attempt,
             context,
             lease_until_ms,
         } = &held;

@@ -669,7 +669,7 @@ where
                 }
             }
             Slot::Held { guard, held, input } => {
-                let span = guard.span(&held.attempt);
+                let span = guard.span(held.attempt());
                 self.held(guard, held, input, (turn, next), completions)
                     .instrument(span)
                     .await
@@ -687,8 +687,8 @@ where
         (turn, next): Turn,
         completions: mpsc::UnboundedSender<Pending>,
     ) -> Result<BatchOutcome<T, E>, Caught> {
+        let attempt = held.attempt();
         let Held {
-            attempt,
             context,
             lease_until_ms,
         } = &held;

@@ -42,9 +42,18 @@ pub(super) struct Guard {
 
 /// A key this attempt holds, with the context its body runs under.
 pub(super) struct Held {
-    pub(super) attempt: Attempt,
     pub(super) context: Context,
     pub(super) lease_until_ms: u64,
+}
+
+impl Held {
+    /// The attempt that holds the key: kept once, in the context's journal (its steps
+    /// write under it).
+    pub(super) fn attempt(&self) -> &Attempt {
+        self.context
+            .attempt()
+            .expect("a held key's context has its attempt")
+    }
 }
 
 impl Guard {

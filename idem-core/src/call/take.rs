@@ -110,12 +110,11 @@ impl Guard {
             Some(Journal::new(
                 self.engine.clone(),
                 self.namespace.clone(),
-                attempt.clone(),
+                attempt,
                 self.holds_key,
             )),
         );
         Ok(Taken::Held(Held {
-            attempt,
             context,
             lease_until_ms,
         }))
