@@ -3,6 +3,14 @@
 //! before steps existed, the item size limit) and what it does not exercise (a refused
 //! journal write bringing the steps, a journal write sent twice, the engine's requests
 //! per step).
+//!
+//! Mutations these tests and the conformance suite were run against (each failed them,
+//! on dynalite and on moto): the journal's condition without the fence
+//! (`stale_journal_refused` and the refused-journal case here fail); complete without
+//! `REMOVE steps` (`complete_empties_the_journal`, `model_sequences`); decoding that
+//! keeps a name's first entry instead of its last (`journal_writes_steps_by_name`,
+//! `model_sequences`); the takeover removing `steps` (`journal_survives_takeover`,
+//! `model_sequences`).
 
 mod common;
 
