@@ -40,7 +40,7 @@ pub struct Location {
     /// DynamoDB: an attribute name other than the default, as `FIELD=NAME`, once per
     /// attribute the application's store renames (`AttributeNames`): id, expiration,
     /// in_progress_expiration, status, data, validation, owner, fence, outcome, format,
-    /// codec.
+    /// codec, steps.
     #[arg(long = "attribute", value_name = "FIELD=NAME")]
     pub attributes: Vec<String>,
     /// DynamoDB: Powertools' sort-key layout, as `SORT_ATTRIBUTE=PARTITION_VALUE`: every
@@ -73,9 +73,10 @@ impl Location {
                 "outcome" => &mut names.outcome,
                 "format" => &mut names.format,
                 "codec" => &mut names.codec,
+                "steps" => &mut names.steps,
                 other => {
                     return Err(CliError::usage(format!(
-                        "--attribute: no field `{other}`; the fields are id, expiration, in_progress_expiration, status, data, validation, owner, fence, outcome, format, codec"
+                        "--attribute: no field `{other}`; the fields are id, expiration, in_progress_expiration, status, data, validation, owner, fence, outcome, format, codec, steps"
                     )))
                 }
             };

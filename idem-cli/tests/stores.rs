@@ -744,6 +744,7 @@ async fn dynamo_renamed_on(endpoint: &str) {
         data: "payload".into(),
         fence: "token".into(),
         in_progress_expiration: "lease_end".into(),
+        steps: "journal".into(),
         ..Default::default()
     };
     let builder = idem_dynamo::DynamoStore::builder(client.clone(), &table)
@@ -759,6 +760,7 @@ async fn dynamo_renamed_on(endpoint: &str) {
         "data=payload",
         "fence=token",
         "in_progress_expiration=lease_end",
+        "steps=journal",
     ];
     let mut args = vec![
         "--store",
