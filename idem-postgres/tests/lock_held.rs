@@ -773,3 +773,153 @@ async fn statements_per_first_call_and_per_duplicate() {
     assert_eq!(held, (3, 2), "BEGIN not counted");
     assert_eq!(leased, (3, 1), "BEGIN not counted");
 }
+
+/// The lock-held form and the journal: a hold keeps the journal of the record it takes
+/// (a clock-lease attempt's, released), the held attempt journals in its transaction
+/// (conditioned on the fence the row keeps while held, as its completion is), and the
+/// completion of the held key (`complete_held`) empties the journal with its commit.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_hold_keeps_the_journal_and_the_held_completion_empties_it() {
+    use idem_core::store::{
+        Attempt, Begin, Codec, Completion, Hold, Outcome, State, StepRecord, Transaction as _,
+        Written,
+    };
+    use idem_core::Store as _;
+
+    let store = store("heldjournal").await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let id = idem_core::testkit::fresh_id("heldjournal");
+    let request = |owner: &str| Begin {
+        id: id.clone(),
+        owner: owner.to_owned(),
+        now_ms,
+        lease_until_ms: now_ms + 30_000,
+        expires_at_s: (now_ms + 30_000) / 1000 + 3600,
+        fingerprint: None,
+    };
+    let step = |name: &str| StepRecord {
+        name: name.into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(vec![0xff, b'1'].into()),
+        codec: Codec::Bytes,
+    };
+    let Written::Applied(fence) = store.begin(&request("plain")).await.unwrap() else {
+        panic!("the plain begin applies")
+    };
+    let plain = Attempt {
+        id: id.clone(),
+        owner: "plain".into(),
+        fence,
+    };
+    assert_eq!(
+        store.journal(&plain, &step("s1")).await.unwrap(),
+        Written::Applied(())
+    );
+    assert_eq!(store.release(&plain).await.unwrap(), Written::Applied(()));
+
+    let mut tx = PgTransaction::open(&store.store, None).await.unwrap();
+    let Hold::Taken(held_fence) = tx.hold(&request("held"), None).await.unwrap() else {
+        panic!("the hold takes the released key")
+    };
+    let held = Attempt {
+        id: id.clone(),
+        owner: "held".into(),
+        fence: held_fence,
+    };
+    assert_eq!(
+        tx.journal(&held, &step("s2")).await.unwrap(),
+        Written::Applied(())
+    );
+    assert_eq!(
+        tx.complete(
+            &held,
+            &Completion {
+                now_ms,
+                expires_at_s: now_ms / 1000 + 3600,
+                outcome: Outcome::Ok,
+                data: Some(b"1".to_vec().into()),
+                codec: Codec::Json,
+            }
+        )
+        .await
+        .unwrap(),
+        Written::Applied(())
+    );
+    assert_eq!(
+        store.read(&id).await.unwrap().unwrap().steps,
+        [step("s1")],
+        "the committed record until the commit"
+    );
+    tx.commit().await.unwrap();
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.fence, record.steps.clone()),
+        (State::Completed, held_fence, vec![])
+    );
+}
+
+/// Before its completion, the held attempt's journal shows in its own transaction with
+/// the kept entry first; a rolled-back hold leaves the journal as it was.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
+    use idem_core::store::{Attempt, Begin, Hold, StepRecord, Transaction as _, Written};
+    use idem_core::Store as _;
+
+    let store = store("heldjournalrb").await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let id = idem_core::testkit::fresh_id("heldjournalrb");
+    let request = |owner: &str| Begin {
+        id: id.clone(),
+        owner: owner.to_owned(),
+        now_ms,
+        lease_until_ms: now_ms + 30_000,
+        expires_at_s: (now_ms + 30_000) / 1000 + 3600,
+        fingerprint: None,
+    };
+    let Written::Applied(fence) = store.begin(&request("plain")).await.unwrap() else {
+        panic!("the plain begin applies")
+    };
+    let plain = Attempt {
+        id: id.clone(),
+        owner: "plain".into(),
+        fence,
+    };
+    store
+        .journal(&plain, &StepRecord::started("s1"))
+        .await
+        .unwrap();
+    store.release(&plain).await.unwrap();
+    let mut tx = PgTransaction::open(&store.store, None).await.unwrap();
+    let Hold::Taken(held_fence) = tx.hold(&request("held"), None).await.unwrap() else {
+        panic!("the hold takes the released key")
+    };
+    let held = Attempt {
+        id: id.clone(),
+        owner: "held".into(),
+        fence: held_fence,
+    };
+    tx.journal(&held, &StepRecord::started("s2")).await.unwrap();
+    let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT step_names FROM {} WHERE id = $1",
+        store.table()
+    )))
+    .bind(&id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(names, ["s1", "s2"]);
+    tx.rollback().await.unwrap();
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.owner.as_str(), record.steps.clone()),
+        ("plain", vec![StepRecord::started("s1")])
+    );
+}

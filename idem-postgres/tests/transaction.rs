@@ -440,3 +440,121 @@ async fn an_engine_over_another_store_is_a_configuration_error_before_anything_r
     }
     let _ = IGNORE;
 }
+
+/// A database step (`Transaction::journal`): its rows and its journal entry commit
+/// together or not at all; while its transaction is open, a begin taking the key over
+/// waits for it and then finds the entry; a stale attempt's journal in a transaction is
+/// refused with the current record, journal included.
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server that scripts/test checks"]
+async fn a_database_step_s_rows_and_its_journal_entry_commit_together() {
+    use idem_core::store::{Codec, StepRecord};
+    use idem_core::testkit::{fresh_id, LEASE_MS, T0};
+
+    let store = ledger_store("dbstep").await;
+    let schema = store.cleanup.0.clone();
+    let id = fresh_id("dbstep");
+    let Written::Applied(fence) = store.begin(&begin_at(&id, "a", T0, None)).await.unwrap() else {
+        panic!("the begin applies")
+    };
+    let a = attempt(&id, "a", fence);
+    let step = |name: &str, value: &str| StepRecord {
+        name: name.into(),
+        outcome: Some(Outcome::Ok),
+        data: Some(value.as_bytes().to_vec().into()),
+        codec: Codec::Json,
+    };
+    let steps = |store: &TestStore, id: &str| {
+        let store = store.store.clone();
+        let id = id.to_owned();
+        async move { store.read(&id).await.unwrap().unwrap().steps.clone() }
+    };
+
+    // Rolled back: neither the row nor the entry.
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
+    insert_ledger_row(&schema, "s1", &mut tx, fence)
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.journal(&a, &step("s1", "1")).await.unwrap(),
+        Written::Applied(())
+    );
+    assert_eq!(steps(&store, &id).await, [], "not seen before the commit");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        (ledger_rows(&store, "s1").await, steps(&store, &id).await),
+        (0, vec![])
+    );
+
+    // Committed: both.
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
+    insert_ledger_row(&schema, "s1", &mut tx, fence)
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.journal(&a, &step("s1", "1")).await.unwrap(),
+        Written::Applied(())
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (ledger_rows(&store, "s1").await, steps(&store, &id).await),
+        (1, vec![step("s1", "1")])
+    );
+
+    // Journaled, not yet committed, when the lease has lapsed: the takeover waits for
+    // the commit and keeps the entry.
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
+    insert_ledger_row(&schema, "s2", &mut tx, fence)
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.journal(&a, &step("s2", "2")).await.unwrap(),
+        Written::Applied(())
+    );
+    let takeover = tokio::spawn({
+        let store = store.store.clone();
+        let late = begin_at(&id, "b", T0 + LEASE_MS + 1, None);
+        async move { store.begin(&late).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "the takeover waits for the step's commit"
+    );
+    tx.commit().await.unwrap();
+    let fence_b = match takeover.await.unwrap() {
+        Written::Applied(fence_b) => fence_b,
+        other => panic!("expected the takeover to apply, got {other:?}"),
+    };
+    let both = vec![step("s1", "1"), step("s2", "2")];
+    assert_eq!(steps(&store, &id).await, both);
+
+    // A stale attempt's database step: refused with b's record and the journal; its
+    // transaction then rolls back its rows.
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
+    insert_ledger_row(&schema, "s3", &mut tx, fence)
+        .await
+        .unwrap();
+    match tx.journal(&a, &step("s3", "3")).await.unwrap() {
+        Written::Refused(Some(current)) => {
+            assert_eq!((current.owner.as_str(), current.fence), ("b", fence_b));
+            assert_eq!(current.steps, both);
+        }
+        other => panic!("expected a refusal with the current record, got {other:?}"),
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(ledger_rows(&store, "s3").await, 0);
+
+    // The transactional completion empties the journal with the commit.
+    let b = attempt(&id, "b", fence_b);
+    let mut tx = PgTransaction::open(&store, None).await.unwrap();
+    let done = completion_at(T0 + LEASE_MS + 2, Outcome::Ok, Some("\"done\""));
+    assert_eq!(tx.complete(&b, &done).await.unwrap(), Written::Applied(()));
+    assert_eq!(steps(&store, &id).await, both, "emptied only at the commit");
+    tx.commit().await.unwrap();
+    let record = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.steps.clone()),
+        (State::Completed, vec![])
+    );
+}
