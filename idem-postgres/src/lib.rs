@@ -73,9 +73,15 @@
 //!     data           text,                 -- the recorded value or error, JSON
 //!     data_bytes     bytea,                -- the recorded value, codec bytes
 //!     format         integer NOT NULL,
-//!     codec          text    NOT NULL      -- json | bytes
+//!     codec          text    NOT NULL,     -- json | bytes
+//!     step_names     text[],               -- the journal of steps: one element per
+//!     step_outcomes  text[],               --   step, in first-write order; ok | err |
+//!     step_codecs    text[],               --   NULL while started; json | bytes;
+//!     step_data      bytea[]               --   the step's data as it is
 //! );
-//! ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS data_bytes bytea;
+//! ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS data_bytes bytea,
+//!     ADD COLUMN IF NOT EXISTS step_names text[], ADD COLUMN IF NOT EXISTS step_outcomes text[],
+//!     ADD COLUMN IF NOT EXISTS step_codecs text[], ADD COLUMN IF NOT EXISTS step_data bytea[];
 //! CREATE INDEX IF NOT EXISTS "idem_records_expires_at_s" ON "idem_records" (expires_at_s);
 //! CREATE SEQUENCE IF NOT EXISTS "idem_records_fence";  -- the lock-held form's fences
 //! ```
@@ -88,6 +94,17 @@
 //! the sequence, and no body runs; plain calls and the default clock-lease form are not
 //! affected. Turn it on only once no process of an older build runs against the table:
 //! the two forms on one key can hand out equal fences (§3.6 of `docs/protocol.md`).
+//!
+//! ## Upgrading a table made before steps
+//! The journal of steps (`Context::step`) is kept in the record's row, in the four
+//! `step_*` arrays, which tables made by earlier builds lack. As for the bytes codec
+//! below: run the new version's [`PgStore::migrate`] (or its `ALTER TABLE ... ADD COLUMN
+//! IF NOT EXISTS`, a catalogue change, no rewrite) **before** deploying it: on a table
+//! without the columns every statement of the new version fails with a permanent store
+//! error naming the statement, and no body runs. Rows written before read with an empty
+//! journal; earlier builds ignore the columns. A record an earlier build completes keeps
+//! whatever journal its row had (that build does not know to empty it), so a begin that
+//! takes over a completed row starts with an empty journal, whatever the row holds.
 //!
 //! ## Upgrading a table made before the bytes codec
 //! A value that serializes as bytes (`bytes::Bytes`, `Vec<u8>`, an `idem-http`
@@ -120,6 +137,21 @@
 //!   cannot give is one the snapshot never saw: when two begins race on a new key, the
 //!   loser's insert waits for the winner's, and then reads the row in a second
 //!   statement (only that race costs a second round trip).
+//!
+//! # The journal of steps
+//! A step's entry ([`Store::journal`](idem_core::Store::journal)) is one statement:
+//! complete's `UPDATE ... WHERE` the attempt holds the row, assigning the step's
+//! elements of the four arrays at its name's position, or one past the end (so an entry
+//! is replaced in place, or appended). Every statement that returns the record (a read,
+//! a refused write) returns its journal, from the same row version; begin keeps it,
+//! every completion sets the arrays to `NULL` in its own update. In a
+//! [`PgTransaction`] (a database step) the same statement runs on the body's
+//! transaction, so the step's rows and its entry commit together, or neither does. Why
+//! arrays in the row and not `jsonb` or a child table: bytes stay `bytea`, never base64,
+//! and a refused write's row, read `FOR UPDATE`, is the newest committed version with
+//! its own journal (a child table's rows would come from the statement's older
+//! snapshot, and each completion would cost a `DELETE` on it). A journal past
+//! PostgreSQL's 1 GB field is refused with a permanent store error saying so.
 //!
 //! # Batches
 //! A [`Batch`](idem_core::Batch) (or an `idem-lambda` handler) of N keys costs two
