@@ -234,7 +234,7 @@ async fn a_table_from_before_steps_is_migrated_and_its_records_read_with_no_step
         Written::Applied(())
     );
     let journaled = store.read(&running).await.unwrap().unwrap();
-    assert_eq!(journaled.steps, [step.clone()]);
+    assert_eq!(journaled.steps, [step]);
     assert_eq!(
         idem_core::store::Record {
             steps: Vec::new(),
