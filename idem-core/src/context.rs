@@ -43,6 +43,9 @@ struct Inner {
     engine: Engine,
     /// The attempt's journal of steps; `None` for a body run unguarded.
     journal: Option<Journal>,
+    /// The names of the steps an unguarded body ran (a guarded one's are in its
+    /// journal).
+    unguarded_steps: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -77,6 +80,7 @@ impl Context {
                 clock,
                 engine,
                 journal,
+                unguarded_steps: Default::default(),
             }),
             step: None,
         }
@@ -121,10 +125,12 @@ impl Context {
     /// pass it downstream as an idempotency key. Empty only for a body run without a key
     /// ([`Call::optional_key`](crate::Call::optional_key)).
     ///
-    /// Inside a [step](Context::step), the step's own token instead
-    /// ([`key::step_token`](crate::key::step_token) of the key's token and the step's
-    /// name): what a step sends downstream has a key of its own, the same in every
-    /// attempt, so a step run again after a crash sends the same key.
+    /// The context of a [step](Context::step) (what [`Context::current`] answers inside
+    /// it) has the step's own token instead ([`key::step_token`](crate::key::step_token)
+    /// of the key's token and the step's name): what a step sends downstream has a key
+    /// of its own, the same in every attempt, so a step run again after a crash sends
+    /// the same key. The context the body was handed keeps the key's token, also inside
+    /// a step: take the step's from [`Context::current`].
     pub fn token(&self) -> &str {
         match &self.step {
             Some(step) => &step.token,
@@ -156,6 +162,16 @@ impl Context {
                 token,
             })),
         }
+    }
+
+    /// Claims `name` for a step of this unguarded body: `false` when it was used.
+    pub(crate) fn claim_step_name(&self, name: &str) -> bool {
+        let mut names = self
+            .inner
+            .unguarded_steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        names.insert(name.to_owned())
     }
 
     /// The engine the call runs on.

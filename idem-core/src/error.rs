@@ -139,8 +139,8 @@ pub enum Error {
     #[error(
         "step `{step}` of `{namespace}` (digest {digest}) started under an earlier attempt and \
          its result was never journaled, so it was not run again (it is at most once): ask the \
-         downstream system by the step's key ({step_key}) whether it happened, and resume with \
-         Step::on_uncertain"
+         downstream system whether it happened, by the key the step sent (derived from the step \
+         token {step_key}), and resume with Step::on_uncertain"
     )]
     StepUncertain {
         /// The call's namespace.
@@ -149,8 +149,10 @@ pub enum Error {
         digest: String,
         /// The step's name.
         step: String,
-        /// The step's token, the key it sent downstream
-        /// ([`Context::token`](crate::Context::token) inside the step).
+        /// The step's token ([`key::step_token`](crate::key::step_token); what
+        /// [`Context::current`](crate::Context::current)'s token was inside the step).
+        /// What the step sent downstream derives from it: through `idem-http`'s
+        /// middleware, `idem_http::downstream_key(step_key, label)`.
         step_key: String,
     },
 

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::call::{store_call, ErrorPolicy, Namespace, NoErrorReplay, ReplayErrors};
-use crate::codec::{self, Encoded};
+use crate::codec;
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -100,16 +100,22 @@ type Reconcile<'a, T, E> = Box<
 /// record (under the attempt's fence: a stale attempt is refused, as its completion
 /// would be) and returns it; a later attempt of the same record (the first crashed,
 /// lost its lease, or failed with an error its policy released) gets the journaled value
-/// back without running the future. Inside the step, [`Context::token`] is the step's
-/// own token, which `idem-http`'s client middleware sends downstream: a step run again
-/// because its result was never journaled sends the same key.
+/// back without running the future. Inside the step, [`Context::current`] answers the
+/// step's context, whose [`token`](Context::token) is the step's own (the context the
+/// body was handed keeps the body's): `idem-http`'s client middleware sends it
+/// downstream, so a step run again because its result was never journaled sends the
+/// same key, and two steps never share one.
 ///
 /// What a crash leaves, by default: a step whose value was journaled never runs again;
 /// a step that ran but was not journaled runs again in the next attempt, with the same
 /// key (at least once, with a key). [`at_most_once`](Step::at_most_once) journals that
 /// the step started before it runs, and a later attempt that finds it started but not
 /// finished does not run it: [`Error::StepUncertain`], or the decision of
-/// [`on_uncertain`](Step::on_uncertain).
+/// [`on_uncertain`](Step::on_uncertain). That includes an at-most-once step whose
+/// future returned an error its policy does not journal: its effect may have happened
+/// before the error, so the step stays started, and the next attempt finds it uncertain
+/// (journal the errors that mean "nothing happened" with
+/// [`replay_errors`](Step::replay_errors), or reconcile).
 ///
 /// A step's error is not journaled by default (the next attempt runs the step again),
 /// as the body's is not; [`replay_errors`](Step::replay_errors) journals the errors a
@@ -130,8 +136,8 @@ type Reconcile<'a, T, E> = Box<
 ///     .run(|ctx| async move {
 ///         let charge: String = ctx
 ///             .step("charge", async {
-///                 // Send ctx.token() here as the payment API's idempotency key:
-///                 // inside the step it is the step's own.
+///                 // Send Context::current().unwrap().token() here as the payment
+///                 // API's idempotency key: inside the step it is the step's own.
 ///                 charges.fetch_add(1, Ordering::SeqCst);
 ///                 Ok::<_, Error>("ch_1".to_string())
 ///             })
@@ -207,7 +213,7 @@ impl<'a, T, E, F, P> Step<'a, T, E, F, P> {
     /// downstream) and asks the downstream system whether the effect happened. `Ok(Some)`
     /// is the step's value (journaled, and the step does not run); `Ok(None)` says it did
     /// not happen, and the step runs; an error fails the step, and the journal is left
-    /// as it is.
+    /// as it is. Makes the step [`at_most_once`](Step::at_most_once).
     pub fn on_uncertain<R, Fut>(mut self, reconcile: R) -> Self
     where
         R: FnOnce(String) -> Fut + Send + 'a,
@@ -269,14 +275,21 @@ where
             errors,
             reconcile,
         } = self;
-        let Some(context) = context.filter(|context| context.journal().is_some()) else {
+        // Outside any body: nothing to journal, nothing to scope.
+        let Some(context) = context else {
             return future.await;
         };
         let run = Run {
             context: &context,
             name: &name,
         };
-        run.check(context.journal().expect("checked above"))?;
+        let Some(journal) = context.journal() else {
+            // Unguarded (no key, a disabled engine): no journal, but the same names and
+            // the same step token, so what the step sends downstream keeps its key.
+            run.claim_unguarded()?;
+            return context.in_step(&name).scope(future).await;
+        };
+        run.check(journal)?;
         let entry = run.entry().await?;
         let plan = protocol::step_plan(entry.as_ref(), at_most_once);
         tracing::debug!(target: "idem", namespace = %context.namespace(), digest = %context.digest(),
@@ -296,8 +309,8 @@ where
                 };
                 match reconcile(step_key).await? {
                     Some(value) => {
-                        let (entry, encoded) = run.value_entry(&value)?;
-                        run.write(entry, Some(encoded)).await?;
+                        let entry = run.value_entry(&value)?;
+                        run.write(entry).await?;
                         Ok(value)
                     }
                     None => run.execute(future, &errors).await,
@@ -305,7 +318,12 @@ where
             }
             StepPlan::Run { mark_started } => {
                 if mark_started {
-                    run.write(StepRecord::started(name.as_str()), None).await?;
+                    // Not marked started under a lease that may be lost: it would be
+                    // uncertain without having run.
+                    if context.lease_lost() {
+                        return Err(run.lease_lost().into());
+                    }
+                    run.write(StepRecord::started(name.as_str())).await?;
                 }
                 run.execute(future, &errors).await
             }
@@ -336,12 +354,14 @@ impl Run<'_> {
         }
     }
 
-    fn lease_lost(&self, value: Option<Encoded>) -> Error {
+    /// The error of a step whose attempt lost its lease. It carries no value: a step's
+    /// value is not the body's, which [`Error::lost_value`] decodes.
+    fn lease_lost(&self) -> Error {
         self.context.mark_lost();
         Error::LeaseLost {
             namespace: self.context.namespace().to_owned(),
             digest: self.context.digest().to_owned(),
-            value,
+            value: None,
         }
     }
 
@@ -367,6 +387,22 @@ impl Run<'_> {
     /// Refuses a step inside another step, and a step where the key is held by the
     /// body's transaction (the lock-held form: no journal survives its rollback).
     fn check(&self, journal: &Journal) -> Result<(), Error> {
+        self.check_nesting()?;
+        if journal.holds_key {
+            return Err(self.refused(
+                "the key is held by the body's own transaction (PostgreSQL's lock-held form, \
+                 run_in_transaction on a lock_held(true) store), whose rollback after a crash \
+                 undoes every step with the body, so there is no journal to keep: run a body \
+                 with steps with run (not run_in_transaction), or on a store in the \
+                 clock-lease form (the default)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a step inside another step.
+    fn check_nesting(&self) -> Result<(), Error> {
         // A step of this context, or of the context the task runs in (a clone of the
         // body's context used inside another step).
         let outer = self
@@ -380,15 +416,26 @@ impl Run<'_> {
                  other, in the body"
             )));
         }
-        if journal.holds_key {
-            return Err(self.refused(
-                "the key is held by the body's own transaction (PostgreSQL's lock-held form), \
-                 whose rollback after a crash undoes every step with the body, so there is no \
-                 journal to keep: run a body with steps in the clock-lease form (the default)"
-                    .to_owned(),
-            ));
+        Ok(())
+    }
+
+    /// The checks of an unguarded step (no journal): not nested, and its name not used
+    /// before in this body, as a guarded step's, so that code that runs unguarded runs
+    /// guarded too.
+    fn claim_unguarded(&self) -> Result<(), Error> {
+        self.check_nesting()?;
+        if !self.context.claim_step_name(self.name) {
+            return Err(self.repeated());
         }
         Ok(())
+    }
+
+    fn repeated(&self) -> Error {
+        self.refused(
+            "the name is used twice in this attempt: give each step its own name (steps in a \
+             loop an index, `format!(\"mail-{i}\")`)"
+                .to_owned(),
+        )
     }
 
     /// Refuses an entry that would take the journal past the store's data limit.
@@ -406,8 +453,9 @@ impl Run<'_> {
         if others + entry.data_len() > max {
             return Err(self.refused(format!(
                 "its value is {} bytes and the journal already holds {others}; the store \
-                 keeps at most {max} with the record: return a smaller value (an id), and \
-                 keep the rest elsewhere",
+                 keeps at most {max} with the record, so the step ran but its result is not \
+                 journaled (the next attempt runs it again, with the same key): return a \
+                 smaller value (an id), and keep the rest elsewhere",
                 entry.data_len()
             )));
         }
@@ -420,11 +468,7 @@ impl Run<'_> {
         let journal = self.attempt_journal();
         let mut state = journal.state.lock().await;
         if state.used.contains(self.name) {
-            return Err(self.refused(
-                "the name is used twice in this attempt: give each step its own name (steps in \
-                 a loop an index, `format!(\"mail-{i}\")`)"
-                    .to_owned(),
-            ));
+            return Err(self.repeated());
         }
         if state.entries.is_none() {
             let read = store_call(
@@ -437,7 +481,7 @@ impl Run<'_> {
             .map_err(|error| self.store_error("read", error))?;
             match protocol::journal_of(read.as_deref(), &journal.attempt) {
                 Some(steps) => state.entries = Some(steps.to_vec()),
-                None => return Err(self.lease_lost(None)),
+                None => return Err(self.lease_lost()),
             }
         }
         state.used.insert(self.name.to_owned());
@@ -493,13 +537,13 @@ impl Run<'_> {
         P: ErrorPolicy<E>,
     {
         if self.context.lease_lost() {
-            return Err(self.lease_lost(None).into());
+            return Err(self.lease_lost().into());
         }
         let ended = self.context.in_step(self.name).scope(future).await;
         match ended {
             Ok(value) => {
-                let (entry, encoded) = self.value_entry(&value)?;
-                self.write(entry, Some(encoded)).await?;
+                let entry = self.value_entry(&value)?;
+                self.write(entry).await?;
                 Ok(value)
             }
             Err(error) => {
@@ -512,7 +556,7 @@ impl Run<'_> {
                     };
                     // The step's own error is what the body gets; a failure to journal it
                     // only means the next attempt runs the step again.
-                    if let Err(journal_error) = self.write(entry, None).await {
+                    if let Err(journal_error) = self.write(entry).await {
                         tracing::warn!(target: "idem", namespace = %self.context.namespace(),
                             digest = %self.context.digest(), step = %self.name,
                             error = %journal_error, "the step's error was not journaled");
@@ -524,24 +568,20 @@ impl Run<'_> {
     }
 
     /// The journal entry of the step's value, and the value encoded.
-    fn value_entry<T: Serialize + DeserializeOwned>(
-        &self,
-        value: &T,
-    ) -> Result<(StepRecord, Encoded), Error> {
+    fn value_entry<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<StepRecord, Error> {
         let encoded = codec::encode(value)
             .map_err(|e| self.refused(format!("its value does not encode: {e}")))?;
         let entry = StepRecord {
             name: self.name.to_owned(),
             outcome: Some(Outcome::Ok),
-            data: Some(encoded.data.clone()),
-            codec: encoded.codec.clone(),
+            data: Some(encoded.data),
+            codec: encoded.codec,
         };
-        Ok((entry, encoded))
+        Ok(entry)
     }
 
-    /// Writes `entry` into the record's journal under the attempt's fence. `value` is
-    /// what a lost lease hands back in [`Error::LeaseLost`].
-    async fn write(&self, entry: StepRecord, value: Option<Encoded>) -> Result<(), Error> {
+    /// Writes `entry` into the record's journal under the attempt's fence.
+    async fn write(&self, entry: StepRecord) -> Result<(), Error> {
         self.check_size(&entry).await?;
         let journal = self.attempt_journal();
         let written = store_call(
@@ -562,7 +602,7 @@ impl Run<'_> {
                     digest = %self.context.digest(), step = %self.name,
                     fence = journal.attempt.fence, current_fence,
                     "the step's journal was refused: another attempt holds the key");
-                Err(self.lease_lost(value))
+                Err(self.lease_lost())
             }
         }
     }
@@ -578,7 +618,7 @@ impl Context {
     ///
     /// The journal write has the condition of every journal write (the attempt still
     /// holds the key): a stale attempt's step is rolled back and the call gets
-    /// [`Error::LeaseLost`] with the step's value. A commit whose answer is lost is a
+    /// [`Error::LeaseLost`] (with no value: the step's is not the body's). A commit whose answer is lost is a
     /// store error; whether it went through, the next attempt reads in the journal. A
     /// `body` error rolls the transaction back and is returned, never journaled. The
     /// name follows [`Context::step`]'s rules, and inside the step
@@ -604,7 +644,12 @@ impl Context {
                 operation: "open",
                 source: e,
             })?;
-            let value = body(&mut tx).await?;
+            Run {
+                context: self,
+                name,
+            }
+            .claim_unguarded()?;
+            let value = self.in_step(name).scope(body(&mut tx)).await?;
             tx.commit().await.map_err(|e| Error::Store {
                 namespace: self.namespace().to_owned(),
                 operation: "commit",
@@ -630,7 +675,7 @@ impl Context {
             StepPlan::Run { .. } => {}
         }
         if self.lease_lost() {
-            return Err(run.lease_lost(None).into());
+            return Err(run.lease_lost().into());
         }
         let mut tx = Tx::open(store, None)
             .await
@@ -646,7 +691,7 @@ impl Context {
                 return Err(error);
             }
         };
-        let (entry, encoded) = run.value_entry(&value)?;
+        let entry = run.value_entry(&value)?;
         run.check_size(&entry).await?;
         let written = store_call(
             &journal.engine,
@@ -664,7 +709,7 @@ impl Context {
         };
         if let JournalAnswer::LeaseLost { .. } = answer {
             let _ = tx.rollback().await;
-            return Err(run.lease_lost(Some(encoded)).into());
+            return Err(run.lease_lost().into());
         }
         store_call(&journal.engine, &journal.namespace, "commit", tx.commit())
             .await

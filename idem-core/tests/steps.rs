@@ -430,7 +430,7 @@ async fn a_repeated_or_nested_step_is_refused_before_it_runs() {
 }
 
 #[tokio::test]
-async fn a_stale_attempt_cannot_journal_and_gets_lease_lost_with_the_steps_value() {
+async fn a_stale_attempt_cannot_journal_and_gets_lease_lost() {
     let (store, clock, engine) = setup();
     let gate = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
@@ -462,7 +462,10 @@ async fn a_stale_attempt_cannot_journal_and_gets_lease_lost_with_the_steps_value
     release.notify_one();
     let error = stale.await.unwrap().unwrap_err();
     assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
-    assert_eq!(error.lost_value::<String>().unwrap().unwrap(), "stale");
+    assert!(
+        error.lost_value::<String>().is_none(),
+        "a step's value is not the body's: a lost lease in a step carries none"
+    );
     let record = stored(&store, &engine, "k").await;
     assert_eq!((record.fence, record.outcome), (2, Some(Outcome::Ok)));
     assert_eq!(record.data.as_deref(), Some(&b"\"fresh\""[..]));
@@ -511,22 +514,50 @@ async fn one_store_call_per_step_and_none_for_a_body_without_steps() {
 }
 
 #[tokio::test]
-async fn steps_of_an_unguarded_body_run_as_plain_futures() {
+async fn steps_of_an_unguarded_body_run_without_a_journal_but_keep_their_keys_and_names() {
     let engine = Engine::builder(MemoryStore::new())
         .disabled(true)
         .build()
         .unwrap();
-    let value = Call::new(NS, "k")
+    let runs = &AtomicUsize::new(0);
+    let (tokens, repeated) = Call::new(NS, "k")
         .engine(&engine)
         .run(|ctx| async move {
-            ctx.step("a", async { Ok::<_, Error>(1) }).await?;
-            ctx.step("a", async { Ok::<_, Error>(2) }).await
+            let token = |n: usize| {
+                runs.fetch_add(n, Ordering::SeqCst);
+                Ok::<_, Error>(Context::current().unwrap().token().to_owned())
+            };
+            let a = ctx.step("a", async { token(1) }).await?;
+            let b = ctx.step("b", async { token(1) }).await?;
+            let repeated = ctx.step("a", async { token(100) }).await;
+            let repeated = repeated.err().map(|e| e.to_string());
+            Ok::<_, Error>(((ctx.token().to_owned(), a, b), repeated))
         })
         .await
         .unwrap();
-    assert_eq!(value, 2, "no journal: nothing to refuse or replay");
+    let (outside, a, b) = tokens;
+    assert_eq!(
+        outside,
+        digest(&engine, "k"),
+        "a disabled engine keeps the key's token"
+    );
+    assert_eq!(
+        (a, b),
+        (step_token(&outside, "a"), step_token(&outside, "b"))
+    );
+    assert!(
+        repeated
+            .as_deref()
+            .is_some_and(|e| e.contains("step `a`") && e.contains("twice")),
+        "{repeated:?}"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "no journal, but no repeated name either"
+    );
     let outside = idem_core::step("free", async { Ok::<_, Error>(5) })
         .await
         .unwrap();
-    assert_eq!(outside, 5);
+    assert_eq!(outside, 5, "outside any body a step is its future");
 }
