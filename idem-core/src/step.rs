@@ -403,6 +403,10 @@ impl Run<'_> {
 
     /// Refuses a step inside another step.
     fn check_nesting(&self) -> Result<(), Error> {
+        if self.name.contains('\0') {
+            // PostgreSQL's text cannot hold it: refused on every store alike.
+            return Err(self.refused("its name contains a NUL character".to_owned()));
+        }
         // A step of this context, or of the context the task runs in (a clone of the
         // body's context used inside another step).
         let outer = self

@@ -426,6 +426,19 @@ async fn a_repeated_or_nested_step_is_refused_before_it_runs() {
         matches!(&nested, Err(Error::Step { reason, .. }) if reason.contains("nest")),
         "{nested:?}"
     );
+    let nul = call(&engine, "nul")
+        .run(|ctx| async move {
+            ctx.step("a\0b", async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(1)
+            })
+            .await
+        })
+        .await;
+    assert!(
+        matches!(&nul, Err(Error::Step { reason, .. }) if reason.contains("NUL")),
+        "{nul:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
