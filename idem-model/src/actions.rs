@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use idem_core::store::{Attempt, Begin, Completion, Hold, Record, Renewal, Written};
+use idem_core::store::{Attempt, Begin, Completion, Hold, Record, Renewal, StepRecord, Written};
 use stateright::Model;
 
 use crate::{Protocol, World, TICK_MS};
@@ -52,6 +52,13 @@ pub enum Op {
     Read,
     /// The lock-held form: open the body's transaction and take the key in it.
     Hold(Begin),
+    /// Journal a step's result (`Store::journal`).
+    Journal(Attempt, StepRecord),
+    /// A database step's transaction: its journal entry written in it
+    /// (`Transaction::journal`) and committed with the step's effect, or rolled back
+    /// with it when refused (one request: the entry's row lock is held until the
+    /// commit, so nothing else writes the record in between).
+    StepTransaction(Attempt, StepRecord),
 }
 
 /// The store's answer to a request.
@@ -67,6 +74,9 @@ pub enum Answer {
     Read(Option<Arc<Record>>),
     /// To a hold.
     Hold(Hold),
+    /// To a journal write (or a database step's transaction: applied means
+    /// committed).
+    Journal(Written<()>),
     /// A statement of a transaction that no longer exists failed (the lock-held form:
     /// the server ended its session).
     Failed,
@@ -96,6 +106,14 @@ pub enum Action {
     Beat(usize),
     /// The body ends, with `Ok` or `Err`.
     BodyEnds(usize, bool),
+    /// The body's next step: the journal's read (before the attempt's first step),
+    /// or the step's effect (a plain step), or its transaction sent (a database
+    /// step).
+    Step(usize),
+    /// A plain step that ran sends its journal write.
+    Journal(usize),
+    /// The caller gives up on its step's request (store timeout): the step fails.
+    GiveUpStep(usize),
     /// The caller's process crashes; the event is redelivered to a new one.
     Crash(usize),
     /// The caller pauses.
@@ -150,6 +168,9 @@ impl Protocol {
                     if *ok { "Ok" } else { "Err" }
                 )
             }
+            Action::Step(i) => format!("{} runs its next step", who(*i)),
+            Action::Journal(i) => format!("{} sends its step's journal write", who(*i)),
+            Action::GiveUpStep(i) => format!("{} gives up waiting for its step", who(*i)),
             Action::Crash(i) => format!("{} crashes", who(*i)),
             Action::Pause(i) => format!("{} pauses", who(*i)),
             Action::Resume(i) => format!("{} resumes", who(*i)),
@@ -162,11 +183,17 @@ impl Protocol {
         let record = match after.as_ref().and_then(|w| w.record.as_ref()) {
             None => "none".to_owned(),
             Some(r) => format!(
-                "{} {} fence {} lease until {}s",
+                "{} {} fence {} lease until {}s{}",
                 r.state,
                 r.owner,
                 r.fence,
-                r.lease_until_ms / TICK_MS
+                r.lease_until_ms / TICK_MS,
+                if r.steps.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = r.steps.iter().map(|e| e.name.as_str()).collect();
+                    format!(" journal [{}]", names.join(", "))
+                }
             ),
         };
         format!("t={} {step}; record: {record}", world.now)
@@ -183,6 +210,8 @@ fn describe_op(op: &Op) -> String {
         Op::Commit(_) => "commit".to_owned(),
         Op::Read => "read".to_owned(),
         Op::Hold(_) => "hold (in a new transaction)".to_owned(),
+        Op::Journal(_, step) => format!("journal of {}", step.name),
+        Op::StepTransaction(_, step) => format!("database step {} (journal and commit)", step.name),
     }
 }
 
@@ -196,7 +225,11 @@ impl Op {
     pub(crate) fn is_transactional(&self) -> bool {
         matches!(
             self,
-            Op::CompleteInTransaction(..) | Op::Commit(_) | Op::Read | Op::Hold(_)
+            Op::CompleteInTransaction(..)
+                | Op::Commit(_)
+                | Op::Read
+                | Op::Hold(_)
+                | Op::StepTransaction(..)
         )
     }
 }

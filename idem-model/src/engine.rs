@@ -2,13 +2,14 @@
 //! its requests and reads their answers with the engine's own functions).
 
 use idem_core::protocol::{
-    self, BeginAnswer, CommitFate, CompleteAnswer, ExtendAnswer, BEGIN_TRIES,
+    self, BeginAnswer, CommitFate, CompleteAnswer, ExtendAnswer, JournalAnswer, StepPlan,
+    BEGIN_TRIES,
 };
-use idem_core::store::{Attempt, Codec, Outcome, State, Written};
+use idem_core::store::{Attempt, Codec, Outcome, State, StepRecord, Written};
 use idem_core::Encoded;
 
-use crate::state::ID;
-use crate::{Answer, End, Message, Op, Payload, Phase, Protocol, World};
+use crate::state::{step_index, step_name, ID};
+use crate::{Answer, End, Message, Op, Payload, Phase, Protocol, Stage, Steps, World};
 
 impl Protocol {
     pub(crate) fn send(&self, world: &mut World, index: usize, op: Op) -> (u8, u64) {
@@ -186,6 +187,9 @@ impl Protocol {
                         world.seen.runs.push((index, generation));
                         let caller = &mut world.callers[index];
                         caller.ran = true;
+                        // An attempt with fence 1 took a key that had no record: it has
+                        // no journal to read (the engine skips the read).
+                        let known = (self.bounds.steps > 0 && fence == 1).then(Vec::new);
                         caller.phase = Phase::Running {
                             fence,
                             lease_until_ms,
@@ -193,6 +197,10 @@ impl Protocol {
                             lost: false,
                             extend: None,
                             ended: None,
+                            steps: Steps {
+                                known,
+                                ..Steps::default()
+                            },
                         };
                     }
                     BeginAnswer::Held { fence, .. } => self.send_release(world, index, fence),
@@ -205,6 +213,12 @@ impl Protocol {
                     }
                     BeginAnswer::Again => self.end(world, index, End::StoreError),
                 }
+            }
+            (Phase::Running { .. }, Answer::Read(record)) => {
+                self.journal_read(world, index, record)
+            }
+            (Phase::Running { .. }, Answer::Journal(written)) => {
+                self.journal_answer(world, index, written)
             }
             (
                 Phase::Running {
@@ -369,6 +383,166 @@ impl Protocol {
     pub(crate) fn is_current(world: &World, message: &Message) -> bool {
         let caller = &world.callers[message.caller];
         caller.generation == message.generation
-            && caller.awaiting().map(|(seq, _)| seq) == Some(message.seq)
+            && (caller.awaiting().map(|(seq, _)| seq) == Some(message.seq)
+                || caller.step_awaiting().map(|(seq, _)| seq) == Some(message.seq))
+    }
+
+    /// The body ends with `ok`: the attempt completes or releases, once a heartbeat in
+    /// flight settled.
+    pub(crate) fn body_ends(&self, world: &mut World, index: usize, ok: bool) {
+        match &mut world.callers[index].phase {
+            Phase::Running {
+                extend: Some(_),
+                ended,
+                ..
+            } => *ended = Some(ok),
+            Phase::Running { fence, .. } => {
+                let fence = *fence;
+                self.finish(world, index, fence, ok)
+            }
+            phase => unreachable!("the body ends in {phase:?}"),
+        }
+    }
+
+    /// The running attempt's steps, to change them.
+    fn steps_of(world: &mut World, index: usize) -> &mut Steps {
+        match &mut world.callers[index].phase {
+            Phase::Running { steps, .. } => steps,
+            phase => unreachable!("a step in {phase:?}"),
+        }
+    }
+
+    /// The entry a run of step `done` journals: its value.
+    fn entry(done: u8) -> StepRecord {
+        StepRecord {
+            name: step_name(done),
+            outcome: Some(Outcome::Ok),
+            data: Some(format!("{done}").into_bytes().into()),
+            codec: Codec::Json,
+        }
+    }
+
+    /// The body's next step, as `idem_core::step` runs it: the journal read once per
+    /// attempt before its first step (`protocol::journal_of`), the plan
+    /// (`protocol::step_plan`), the engine's lease check (`Context::lease_lost`), then
+    /// the step's effect (a plain step) or its transaction (a database step).
+    pub(crate) fn step(&self, world: &mut World, index: usize) {
+        let now = world.now;
+        let caller = &world.callers[index];
+        let Phase::Running {
+            fence,
+            lease_until_ms,
+            lost,
+            steps,
+            ..
+        } = caller.phase.clone()
+        else {
+            unreachable!("a step outside the body")
+        };
+        let Some(known) = &steps.known else {
+            let (seq, sent_at) = self.send(world, index, Op::Read);
+            Self::steps_of(world, index).stage = Stage::Reading { seq, sent_at };
+            return;
+        };
+        let name = step_name(steps.done);
+        match protocol::step_plan(known.iter().find(|e| e.name == name), false) {
+            StepPlan::Replay => {
+                world.seen.step_replayed = true;
+                Self::steps_of(world, index).done += 1;
+            }
+            StepPlan::Uncertain => unreachable!("no step of the model is at most once"),
+            StepPlan::Run { .. } => {
+                if lost || !protocol::lease_is_live(caller.now_ms(now), lease_until_ms) {
+                    // The step fails with `LeaseLost` before it runs.
+                    return self.body_ends(world, index, false);
+                }
+                if self.bounds.transactional {
+                    let attempt = Self::attempt(world, index, fence);
+                    let op = Op::StepTransaction(attempt, Self::entry(steps.done));
+                    let (seq, sent_at) = self.send(world, index, op);
+                    Self::steps_of(world, index).stage = Stage::Journaling { seq, sent_at };
+                } else {
+                    let held = world
+                        .record
+                        .as_ref()
+                        .is_some_and(|r| r.is_held_by(&Self::attempt(world, index, fence)));
+                    let fenced = held || !world.callers[index].faulted;
+                    Self::step_effect(world, steps.done as usize, fenced);
+                    Self::steps_of(world, index).stage = Stage::Ran;
+                }
+            }
+        }
+    }
+
+    /// A plain step that ran sends its journal write.
+    pub(crate) fn send_journal(&self, world: &mut World, index: usize) {
+        let Phase::Running { fence, steps, .. } = &world.callers[index].phase else {
+            unreachable!("a journal write outside the body")
+        };
+        let (fence, entry) = (*fence, Self::entry(steps.done));
+        let attempt = Self::attempt(world, index, fence);
+        let (seq, sent_at) = self.send(world, index, Op::Journal(attempt, entry));
+        Self::steps_of(world, index).stage = Stage::Journaling { seq, sent_at };
+    }
+
+    /// The step failed (a store error, or a lease lost): the body returns its error.
+    pub(crate) fn step_fails(&self, world: &mut World, index: usize, lost: bool) {
+        if lost {
+            // `Context::mark_lost`: the lease is lost, the engine knows it.
+            let caller = &mut world.callers[index];
+            caller.told_lost = true;
+            if let Phase::Running { lost, .. } = &mut caller.phase {
+                *lost = true;
+            }
+        }
+        Self::steps_of(world, index).stage = Stage::Ready;
+        self.body_ends(world, index, false);
+    }
+
+    /// The journal's read came back: the attempt works from the record's steps while it
+    /// holds it ([`protocol::journal_of`]); otherwise its lease is lost.
+    fn journal_read(
+        &self,
+        world: &mut World,
+        index: usize,
+        record: Option<std::sync::Arc<idem_core::store::Record>>,
+    ) {
+        let Phase::Running { fence, .. } = &world.callers[index].phase else {
+            unreachable!()
+        };
+        let attempt = Self::attempt(world, index, *fence);
+        match protocol::journal_of(record.as_deref(), &attempt) {
+            Some(entries) => {
+                let steps = Self::steps_of(world, index);
+                steps.known = Some(entries.to_vec());
+                steps.stage = Stage::Ready;
+            }
+            None => self.step_fails(world, index, true),
+        }
+    }
+
+    /// The answer to the step's journal write (or its database transaction), read with
+    /// [`protocol::after_journal`].
+    fn journal_answer(&self, world: &mut World, index: usize, written: Written<()>) {
+        let Phase::Running { fence, steps, .. } = &world.callers[index].phase else {
+            unreachable!()
+        };
+        let entry = Self::entry(steps.done);
+        let attempt = Self::attempt(world, index, *fence);
+        if matches!(&written, Written::Refused(Some(r)) if r.shows_journal_by(&attempt, &entry)) {
+            world.seen.reconciled = true;
+        }
+        match protocol::after_journal(written, &attempt, &entry) {
+            JournalAnswer::Journaled => {
+                let steps = Self::steps_of(world, index);
+                let known = steps.known.get_or_insert_with(Vec::new);
+                debug_assert_eq!(step_index(&entry.name), steps.done as usize);
+                known.retain(|e| e.name != entry.name);
+                known.push(entry);
+                steps.done += 1;
+                steps.stage = Stage::Ready;
+            }
+            JournalAnswer::LeaseLost { .. } => self.step_fails(world, index, true),
+        }
     }
 }

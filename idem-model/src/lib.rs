@@ -53,5 +53,5 @@ mod variant;
 pub use actions::{Action, Answer, Message, Op, Payload};
 pub use model::Protocol;
 pub use scenarios::{suite, Bounds, Scenario};
-pub use state::{Caller, End, Faults, Phase, Seen, World, TICK_MS};
+pub use state::{Caller, End, Faults, Phase, Seen, Stage, Steps, World, TICK_MS};
 pub use variant::Variant;

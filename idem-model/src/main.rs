@@ -5,10 +5,11 @@
 //! the deeper one), prints the states explored and every property's result, and exits
 //! non-zero if an invariant fails, or if an example that some scenario should reach is
 //! reached by none. With `--variant first-beat-from-body-start`,
-//! `--variant extend-after-release`, `--variant settle-by-read-only` or `--variant
-//! fence-from-row`, explores that faulty variant in the base bounds (in a transaction
-//! for the third, held by the transaction for the last) and prints the shortest
-//! counterexample of each invariant it breaks. `--bounds` explores
+//! `--variant extend-after-release`, `--variant settle-by-read-only`, `--variant
+//! fence-from-row`, `--variant journal-without-fence` or `--variant begin-clears-steps`,
+//! explores that faulty variant in the base bounds (in a transaction for the third, held
+//! by the transaction for the fourth, with one step for the last two) and prints the
+//! shortest counterexample of each invariant it breaks. `--bounds` explores
 //! one scenario of your own instead (`--bounds crashes=1,horizon_ticks=9`).
 
 use std::collections::BTreeMap;
@@ -38,10 +39,13 @@ fn main() -> ExitCode {
                 Some("extend-after-release") => variant.extend_after_release = true,
                 Some("settle-by-read-only") => variant.settle_by_read_only = true,
                 Some("fence-from-row") => variant.fence_from_row = true,
+                Some("journal-without-fence") => variant.journal_without_fence = true,
+                Some("begin-clears-steps") => variant.begin_clears_steps = true,
                 other => {
                     eprintln!(
                         "unknown variant {other:?}: first-beat-from-body-start, extend-after-release, \
-                         settle-by-read-only or fence-from-row"
+                         settle-by-read-only, fence-from-row, journal-without-fence or \
+                         begin-clears-steps"
                     );
                     return ExitCode::from(2);
                 }
@@ -69,6 +73,12 @@ fn main() -> ExitCode {
             name: "held by the transaction, no fault",
             bounds: Bounds::base().with("lock_held=1").expect("valid bounds"),
         }],
+        (None, false) if variant.journal_without_fence || variant.begin_clears_steps => {
+            vec![Scenario {
+                name: "one step, no fault",
+                bounds: Bounds::base().with("steps=1").expect("valid bounds"),
+            }]
+        }
         (None, false) => vec![Scenario {
             name: "no fault",
             bounds: Bounds::base(),

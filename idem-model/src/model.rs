@@ -4,7 +4,8 @@
 use stateright::{Model, Property};
 
 use crate::{
-    Action, Bounds, Caller, End, Faults, Message, Op, Payload, Phase, Seen, Variant, World, TICK_MS,
+    Action, Bounds, Caller, End, Faults, Message, Op, Payload, Phase, Seen, Stage, Variant, World,
+    TICK_MS,
 };
 
 /// The model: bounds and a variant.
@@ -127,10 +128,21 @@ impl Model for Protocol {
             }
             match &caller.phase {
                 Phase::Idle => actions.push(Action::Start(i)),
-                Phase::Running { ended: None, .. } => {
-                    actions.push(Action::BodyEnds(i, true));
-                    actions.push(Action::BodyEnds(i, false));
-                }
+                Phase::Running {
+                    ended: None, steps, ..
+                } => match steps.stage {
+                    // The body ends between two steps: with `Ok` once all ran.
+                    Stage::Ready => {
+                        if steps.done < b.steps {
+                            actions.push(Action::Step(i));
+                        } else {
+                            actions.push(Action::BodyEnds(i, true));
+                        }
+                        actions.push(Action::BodyEnds(i, false));
+                    }
+                    Stage::Ran => actions.push(Action::Journal(i)),
+                    Stage::Reading { .. } | Stage::Journaling { .. } => {}
+                },
                 Phase::Done(end)
                     if caller.redeliveries > 0 && !matches!(end, End::Ran | End::Replayed) =>
                 {
@@ -141,6 +153,11 @@ impl Model for Protocol {
             if let Some((_, sent_at)) = caller.awaiting() {
                 if world.now >= sent_at + b.timeout_ticks {
                     actions.push(Action::GiveUp(i));
+                }
+            }
+            if let Some((_, sent_at)) = caller.step_awaiting() {
+                if world.now >= sent_at + b.timeout_ticks {
+                    actions.push(Action::GiveUpStep(i));
                 }
             }
             if matches!(&caller.phase, Phase::Running { lost: false, extend: None, ended: None, next_beat_ms, .. }
@@ -265,6 +282,7 @@ impl Model for Protocol {
                     fence,
                     lease_until_ms,
                     lost,
+                    steps,
                     ..
                 } = caller.phase.clone()
                 else {
@@ -281,20 +299,16 @@ impl Model for Protocol {
                     lost,
                     extend: Some((renewal, seq, sent_at)),
                     ended: None,
+                    steps,
                 };
             }
-            Action::BodyEnds(i, ok) => match &mut world.callers[i].phase {
-                Phase::Running {
-                    extend: Some(_),
-                    ended,
-                    ..
-                } => *ended = Some(ok),
-                Phase::Running { fence, .. } => {
-                    let fence = *fence;
-                    self.finish(&mut world, i, fence, ok)
-                }
-                _ => unreachable!(),
-            },
+            Action::BodyEnds(i, ok) => self.body_ends(&mut world, i, ok),
+            Action::Step(i) => self.step(&mut world, i),
+            Action::Journal(i) => self.send_journal(&mut world, i),
+            Action::GiveUpStep(i) => {
+                world.callers[i].faulted = true;
+                self.step_fails(&mut world, i, false);
+            }
             Action::Crash(i) => {
                 world.faults.crashes -= 1;
                 let caller = &world.callers[i];
@@ -332,6 +346,8 @@ impl Model for Protocol {
             }
             Action::Expire => {
                 world.record = None;
+                // The journal goes with the record: a new lifetime for the steps.
+                Self::steps_lifetime_ends(&mut world);
                 // Fences restart after a deletion (`docs/protocol.md` §1).
                 world.seen.last_fence = 0;
                 if world.seen.completed.take().is_some() {

@@ -109,6 +109,36 @@ pub(crate) fn properties() -> Vec<Property<Protocol>> {
             "held by the transaction, a paused holder whose session was ended fails to commit",
             |_, world: &World| world.seen.killed_statement_failed,
         ),
+        Property::always(
+            "steps, a journaled step never runs again in its record's lifetime (by a holder or a healthy attempt)",
+            |_, world: &World| !world.seen.rerun_journaled,
+        ),
+        Property::always(
+            "steps, a journal write is applied only for the attempt holding the record",
+            |_, world: &World| !world.seen.stale_journal,
+        ),
+        Property::always(
+            "steps, database steps commit at most one effect per step per record lifetime",
+            |protocol: &Protocol, world: &World| {
+                !protocol.bounds.transactional || world.seen.step_effects.iter().all(|&n| n <= 1)
+            },
+        ),
+        Property::sometimes(
+            "steps, a later attempt replays a journaled step",
+            |_, world: &World| world.seen.step_replayed,
+        ),
+        Property::sometimes(
+            "steps, a plain step whose journal write never landed runs again",
+            |_, world: &World| world.seen.step_repeated,
+        ),
+        Property::sometimes(
+            "steps, a stale attempt with a fault runs a plain step its successor journaled",
+            |_, world: &World| world.seen.stale_step_ran,
+        ),
+        Property::sometimes(
+            "steps, a stale attempt's journal write is refused",
+            |_, world: &World| world.seen.stale_journal_refused,
+        ),
         Property::sometimes("a lost answer is reconciled", |_, world: &World| {
             world.seen.reconciled
         }),

@@ -51,6 +51,14 @@ pub struct Bounds {
     /// (`idle_in_transaction_session_timeout`): its transaction is rolled back, and its
     /// statements fail once it resumes. Only with `lock_held`.
     pub kills: u8,
+    /// Steps in every body (`Context::step`), run in order before it ends with `Ok`
+    /// (it may end with `Err` between two): each reads the journal once per attempt
+    /// (not with fence 1), runs unless its entry is finished (`protocol::step_plan`),
+    /// and journals its result under the attempt's fence. With `transactional`, they
+    /// are database steps (`Context::transaction_step`): the step's effect and its
+    /// journal entry commit together, or neither. Not with `lock_held` (refused there).
+    /// 0: no steps, the model without them.
+    pub steps: u8,
 }
 
 impl Bounds {
@@ -74,6 +82,7 @@ impl Bounds {
             transactional: false,
             lock_held: false,
             kills: 0,
+            steps: 0,
         }
     }
 
@@ -111,11 +120,20 @@ impl Bounds {
                     _ => return Err("lock_held is 0 or 1".to_owned()),
                 },
                 "kills" => self.kills = small()?,
+                "steps" => match number {
+                    0..=7 => self.steps = number as u8,
+                    _ => return Err("steps is at most 7".to_owned()),
+                },
                 other => return Err(format!("unknown bound `{other}`")),
             }
         }
         // The lock-held form is a transactional form.
         self.transactional |= self.lock_held;
+        if self.lock_held && self.steps > 0 {
+            return Err(
+                "steps are refused in the lock-held form: no steps with lock_held".to_owned(),
+            );
+        }
         Ok(self)
     }
 
@@ -170,6 +188,25 @@ pub fn suite(deep: bool) -> Vec<Scenario> {
         (
             "in a transaction, a late answer",
             "transactional=1,delays=1",
+        ),
+        // Steps (one per body: two, or a horizon of 7 ticks, multiply the states by
+        // three to five). With no fault, requests that wait already let a stale
+        // attempt journal late.
+        (
+            "one step, a crash (between the step and its journal write, among others)",
+            "steps=1,crashes=1,horizon_ticks=5",
+        ),
+        (
+            "one step, a pause (a zombie journaling late)",
+            "steps=1,pauses=1,horizon_ticks=6",
+        ),
+        (
+            "one step, a lost message and a resent request (a lost journal answer)",
+            "steps=1,losses=1,resends=1,horizon_ticks=6",
+        ),
+        (
+            "one database step, in a transaction, a crash",
+            "transactional=1,steps=1,crashes=1,horizon_ticks=5",
         ),
         // PostgreSQL's lock-held form. No redelivery: with one per caller, a lost
         // message alone explores for more than five minutes.

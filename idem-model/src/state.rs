@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use idem_core::protocol;
-use idem_core::store::{Begin, Record, Renewal};
+use idem_core::store::{Begin, Record, Renewal, StepRecord};
 
 use crate::Message;
 
@@ -110,6 +110,8 @@ pub enum Phase {
         extend: Option<(Renewal, u8, u64)>,
         /// The body ended (`Some(ok)`) while a heartbeat was in flight.
         ended: Option<bool>,
+        /// Its steps ([`Bounds::steps`](crate::Bounds::steps)).
+        steps: Steps,
     },
     /// Complete sent.
     Completing {
@@ -152,6 +154,65 @@ pub enum Phase {
     },
     /// The call returned.
     Done(End),
+}
+
+/// A body's steps as its attempt runs them, in order (`Bounds::steps`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Steps {
+    /// The steps this attempt has finished (run and journaled, or replayed).
+    pub done: u8,
+    /// The record's journal as the attempt knows it: `None` until read (an attempt
+    /// with fence 1 has none to read), then with the entries it journaled since.
+    pub known: Option<Vec<StepRecord>>,
+    /// Where the next step stands.
+    pub stage: Stage,
+}
+
+/// Where an attempt's next step stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Not started.
+    #[default]
+    Ready,
+    /// The journal's read sent (before the attempt's first step), request `seq`.
+    Reading {
+        /// Which request.
+        seq: u8,
+        /// When, in real ticks.
+        sent_at: u64,
+    },
+    /// A plain step: its effect happened, its journal write is not sent yet.
+    Ran,
+    /// The journal write sent (for a database step, the step's transaction with its
+    /// journal entry and commit), request `seq`.
+    Journaling {
+        /// Which request.
+        seq: u8,
+        /// When, in real ticks.
+        sent_at: u64,
+    },
+}
+
+impl Steps {
+    /// The request the step waits for, and when it was sent.
+    pub(crate) fn awaiting(&self) -> Option<(u8, u64)> {
+        match self.stage {
+            Stage::Reading { seq, sent_at } | Stage::Journaling { seq, sent_at } => {
+                Some((seq, sent_at))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The name of step `index` in the model's bodies.
+pub(crate) fn step_name(index: u8) -> String {
+    format!("s{index}")
+}
+
+/// The index of the step named `name`.
+pub(crate) fn step_index(name: &str) -> usize {
+    name[1..].parse().expect("a model step's name")
 }
 
 /// What a call returned.
@@ -233,6 +294,27 @@ pub struct Seen {
     /// Lock-held: a statement of a session the server ended failed (the holder woke
     /// up).
     pub killed_statement_failed: bool,
+    /// Steps: per step, its effects in the current record's lifetime (a plain step's
+    /// runs, a database step's commits).
+    pub step_effects: Vec<u8>,
+    /// Steps: the steps (bits) with a finished entry written in the current record's
+    /// lifetime.
+    pub journaled: u8,
+    /// Steps: a step ran (or a database step committed) after its entry was journaled
+    /// in the same record lifetime, by an attempt holding the record or with no fault.
+    pub rerun_journaled: bool,
+    /// Steps: a journal write was applied for an attempt that did not hold the record
+    /// (not the last one begun, or not its owner and fence).
+    pub stale_journal: bool,
+    /// Steps: a stale attempt with a fault ran a plain step its successor had
+    /// journaled (the effect is outside the store: only its journal write is fenced).
+    pub stale_step_ran: bool,
+    /// Steps: a step ran again in a record lifetime (its journal write never landed).
+    pub step_repeated: bool,
+    /// Steps: an attempt replayed a step an earlier attempt journaled.
+    pub step_replayed: bool,
+    /// Steps: a refused journal write of a stale attempt.
+    pub stale_journal_refused: bool,
 }
 
 impl Caller {
@@ -260,6 +342,15 @@ impl Caller {
         }
     }
 
+    /// The request the body's current step waits for (beside a heartbeat, which runs
+    /// on its own), and when it was sent.
+    pub(crate) fn step_awaiting(&self) -> Option<(u8, u64)> {
+        match &self.phase {
+            Phase::Running { steps, .. } => steps.awaiting(),
+            _ => None,
+        }
+    }
+
     /// Whether the engine would do something now that time must wait for: a heartbeat
     /// due, or a request it must give up on.
     pub(crate) fn is_due(&self, now: u64, timeout: u64) -> bool {
@@ -267,6 +358,11 @@ impl Caller {
             return false;
         }
         if let Some((_, sent_at)) = self.awaiting() {
+            if now >= sent_at + timeout {
+                return true;
+            }
+        }
+        if let Some((_, sent_at)) = self.step_awaiting() {
             if now >= sent_at + timeout {
                 return true;
             }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use idem_core::protocol;
-use idem_core::store::{Attempt, Hold, State, Written};
+use idem_core::store::{Attempt, Hold, State, StepRecord, Written};
+
+use crate::state::step_index;
 
 use crate::{Answer, Op, Phase, Protocol, World, TICK_MS};
 
@@ -49,7 +51,74 @@ impl Protocol {
             // The completed record's lifetime ends with it.
             world.seen.runs.clear();
             world.seen.effects = 0;
+            Self::steps_lifetime_ends(world);
         }
+    }
+
+    /// The record's lifetime ends (deleted, or a completed record taken over): its
+    /// steps' effects and journal are counted afresh.
+    pub(crate) fn steps_lifetime_ends(world: &mut World) {
+        world.seen.step_effects.clear();
+        world.seen.journaled = 0;
+    }
+
+    /// A step's effect happens (a plain step runs, a database step commits): noted for
+    /// the properties. `fenced`: the attempt holds the record, or has no fault (a plain
+    /// step's effect is outside the store, and only the journal write is fenced: a
+    /// stale attempt with a fault may still run a step its successor journaled, and
+    /// then is refused its journal write).
+    pub(crate) fn step_effect(world: &mut World, index: usize, fenced: bool) {
+        let seen = &mut world.seen;
+        if seen.journaled & (1 << index) != 0 {
+            if fenced {
+                seen.rerun_journaled = true;
+            } else {
+                seen.stale_step_ran = true;
+            }
+        }
+        if seen.step_effects.len() <= index {
+            seen.step_effects.resize(index + 1, 0);
+        }
+        if seen.step_effects[index] > 0 {
+            seen.step_repeated = true;
+        }
+        seen.step_effects[index] += 1;
+    }
+
+    /// The store applies `attempt`'s journal write of `entry` ([`protocol::journal`], or
+    /// the faulty variant's): whether the writer held the record is noted, and a
+    /// database step's effect commits with it.
+    fn journal(
+        &self,
+        world: &mut World,
+        attempt: &Attempt,
+        entry: &StepRecord,
+        transaction: bool,
+    ) -> Answer {
+        let held = world.record.as_ref().is_some_and(|r| {
+            r.state == State::InProgress && r.owner == attempt.owner && r.fence == attempt.fence
+        }) && world.seen.last_begin_owner.as_deref() == Some(attempt.owner.as_str());
+        let written = self.variant.journal(world.record.as_mut(), attempt, entry);
+        match &written {
+            Written::Applied(()) => {
+                if !held {
+                    world.seen.stale_journal = true;
+                }
+                let index = step_index(&entry.name);
+                if transaction {
+                    Self::step_effect(world, index, true);
+                }
+                if entry.is_finished() {
+                    world.seen.journaled |= 1 << index;
+                }
+            }
+            Written::Refused(_) => {
+                if !held {
+                    world.seen.stale_journal_refused = true;
+                }
+            }
+        }
+        Answer::Journal(written)
     }
 
     /// The lock-held form's hold by `from`: busy while another transaction holds the
@@ -119,7 +188,8 @@ impl Protocol {
                                 world.seen.took_over_after_crash = true;
                             }
                         }
-                        world.record = Some(Arc::new(request.record(*fence)));
+                        let begun = self.variant.begun(world.record.as_deref(), request, *fence);
+                        world.record = Some(Arc::new(begun));
                         world.seen.last_begin_owner = Some(request.owner.clone());
                         world.seen.released = false;
                     }
@@ -192,6 +262,8 @@ impl Protocol {
                 }
             },
             Op::Read => Answer::Read(world.record.clone()),
+            Op::Journal(attempt, entry) => self.journal(world, attempt, entry, false),
+            Op::StepTransaction(attempt, entry) => self.journal(world, attempt, entry, true),
             Op::Release(attempt) => {
                 let written = protocol::release(world.record.as_mut(), attempt);
                 if let Written::Applied(()) = written {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use idem_core::protocol::{self, Terms};
-use idem_core::store::{Attempt, Begin, Record, Renewal, Written};
+use idem_core::store::{Attempt, Begin, Record, Renewal, State, StepRecord, Written};
 
 /// Switches that put back a defect found by review, to show the checker finds it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,6 +27,14 @@ pub struct Variant {
     /// a plain begin does), without the sequence: the increment is rolled back with an
     /// attempt that fails or crashes, and the next holder acts under the same fence.
     pub fence_from_row: bool,
+    /// Apply a step's journal write to any record in progress, without the held
+    /// condition ([`Record::is_held_by`]: the attempt's owner and fence): a stale
+    /// attempt's write lands in its successor's journal.
+    pub journal_without_fence: bool,
+    /// Begin writes a fresh record without the journal of the record's lifetime (not
+    /// [`protocol::begun`]): an attempt that takes the key over runs again the steps
+    /// its predecessors journaled.
+    pub begin_clears_steps: bool,
 }
 
 impl Variant {
@@ -36,6 +44,8 @@ impl Variant {
         extend_after_release: false,
         settle_by_read_only: false,
         fence_from_row: false,
+        journal_without_fence: false,
+        begin_clears_steps: false,
     };
 
     /// When the first heartbeat is due for a lease ending at `lease_until_ms` and a body
@@ -85,6 +95,42 @@ impl Variant {
     }
 }
 
+impl Variant {
+    /// Journal as the store applies it: [`protocol::journal`], or, in the faulty
+    /// variant, on any record in progress.
+    pub fn journal(
+        &self,
+        record: Option<&mut Arc<Record>>,
+        attempt: &Attempt,
+        step: &StepRecord,
+    ) -> Written<()> {
+        if !self.journal_without_fence {
+            return protocol::journal(record, attempt, step);
+        }
+        match record {
+            Some(record) if record.state == State::InProgress => {
+                let record = Arc::make_mut(record);
+                match record.steps.iter_mut().find(|e| e.name == step.name) {
+                    Some(entry) => *entry = step.clone(),
+                    None => record.steps.push(step.clone()),
+                }
+                Written::Applied(())
+            }
+            other => Written::Refused(other.map(|record| record.clone())),
+        }
+    }
+
+    /// The record an applied begin writes: [`protocol::begun`] (the journal kept), or,
+    /// in the faulty variant, [`Begin::record`] alone.
+    pub fn begun(&self, current: Option<&Record>, request: &Begin, fence: u64) -> Record {
+        if self.begin_clears_steps {
+            request.record(fence)
+        } else {
+            protocol::begun(current, request, fence)
+        }
+    }
+}
+
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let faults: Vec<&str> = [
@@ -101,6 +147,11 @@ impl fmt::Display for Variant {
                 self.fence_from_row,
                 "a held key's fence from the row without the sequence",
             ),
+            (
+                self.journal_without_fence,
+                "a journal write without the held condition",
+            ),
+            (self.begin_clears_steps, "begin clears the journal"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))

@@ -21,6 +21,16 @@ fn transactional() -> Bounds {
     bounds().with("transactional=1,ttl_ticks=9").unwrap()
 }
 
+/// One step in every body.
+fn steps() -> Bounds {
+    bounds().with("steps=1").unwrap()
+}
+
+/// One database step in every body, in a transaction, a TTL past the horizon.
+fn database_steps() -> Bounds {
+    transactional().with("steps=1").unwrap()
+}
+
 /// Held by the transaction (PostgreSQL's lock-held form), a TTL past the horizon.
 fn lock_held() -> Bounds {
     bounds().with("lock_held=1,ttl_ticks=9").unwrap()
@@ -62,6 +72,127 @@ fn the_code_s_rules_break_no_invariant_in_a_transaction() {
 #[test]
 fn the_code_s_rules_break_no_invariant_held_by_the_transaction() {
     assert_eq!(broken_in(lock_held(), Variant::FIXED), Vec::<&str>::new());
+}
+
+#[test]
+fn the_code_s_rules_break_no_invariant_with_steps() {
+    assert_eq!(broken_in(steps(), Variant::FIXED), Vec::<&str>::new());
+}
+
+#[test]
+fn the_code_s_rules_break_no_invariant_with_database_steps() {
+    assert_eq!(
+        broken_in(database_steps(), Variant::FIXED),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn a_journal_write_without_the_held_condition_is_found() {
+    let found = broken_in(
+        steps(),
+        Variant {
+            journal_without_fence: true,
+            ..Variant::FIXED
+        },
+    );
+    assert!(
+        found
+            .contains(&"steps, a journal write is applied only for the attempt holding the record"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_begin_that_clears_the_journal_is_found() {
+    let found = broken_in(
+        steps(),
+        Variant {
+            begin_clears_steps: true,
+            ..Variant::FIXED
+        },
+    );
+    assert_eq!(
+        found,
+        vec!["steps, a journaled step never runs again in its record's lifetime (by a holder or a healthy attempt)"]
+    );
+    let found = broken_in(
+        database_steps(),
+        Variant {
+            begin_clears_steps: true,
+            ..Variant::FIXED
+        },
+    );
+    assert!(
+        found.contains(
+            &"steps, database steps commit at most one effect per step per record lifetime"
+        ),
+        "{found:?}"
+    );
+}
+
+/// The faulty journal is the code's but on a record in progress held by another
+/// attempt (another owner or fence), where it applies and the code refuses.
+#[test]
+fn the_faulty_journal_differs_from_the_code_only_on_another_attempt_s_record() {
+    let faulty = Variant {
+        journal_without_fence: true,
+        ..Variant::FIXED
+    };
+    let at = attempt("model#key", "c0g0", 3);
+    let step = idem_core::store::StepRecord {
+        name: "s0".to_owned(),
+        outcome: Some(idem_core::store::Outcome::Ok),
+        data: Some(b"0".to_vec().into()),
+        codec: idem_core::store::Codec::Json,
+    };
+    let mut differs = 0;
+    for record in records(&at) {
+        let others = record.as_ref().is_some_and(|r| {
+            r.state == idem_core::store::State::InProgress
+                && (r.owner != at.owner || r.fence != at.fence)
+        });
+        let (mut mine, mut code, mut fixed) = (record.clone(), record.clone(), record.clone());
+        let by_variant = faulty.journal(mine.as_mut(), &at, &step);
+        let by_code = protocol::journal(code.as_mut(), &at, &step);
+        assert_eq!(Variant::FIXED.journal(fixed.as_mut(), &at, &step), by_code);
+        if others {
+            assert_eq!(by_variant, Written::Applied(()));
+            assert!(matches!(by_code, Written::Refused(_)));
+            differs += 1;
+        } else {
+            assert_eq!((by_variant, mine), (by_code, code), "{record:?}");
+        }
+    }
+    assert!(differs > 0);
+}
+
+/// The faulty begin is the code's but for the journal: the same record, with no steps.
+#[test]
+fn the_faulty_begin_differs_from_the_code_only_in_the_journal() {
+    let faulty = Variant {
+        begin_clears_steps: true,
+        ..Variant::FIXED
+    };
+    let at = attempt("model#key", "c0g0", 3);
+    let request = begin_at(&at.id, "c1g0", T0 + LEASE_MS, None);
+    let mut with_steps = begin_at(&at.id, &at.owner, T0, None).record(at.fence);
+    with_steps
+        .steps
+        .push(idem_core::store::StepRecord::started("s0"));
+    for current in [None, Some(with_steps)] {
+        let by_code = protocol::begun(current.as_ref(), &request, 4);
+        assert_eq!(Variant::FIXED.begun(current.as_ref(), &request, 4), by_code);
+        let mine = faulty.begun(current.as_ref(), &request, 4);
+        assert!(mine.steps.is_empty());
+        assert_eq!(
+            mine,
+            idem_core::store::Record {
+                steps: Vec::new(),
+                ..by_code
+            }
+        );
+    }
 }
 
 #[test]
