@@ -31,6 +31,13 @@
 //! crashed caller's when the database notices, a paused one's when the server's
 //! timeout does ([`Bounds::kills`]). A hold that meets the lock is busy or waits.
 //!
+//! With [`Bounds::steps`], every body runs steps (`Context::step`, §3.7): the journal
+//! read once per attempt ([`protocol::journal_of`]), each step planned with
+//! [`protocol::step_plan`], a plain step's effect then its journal write as a request
+//! the store applies with [`protocol::journal`] (read back with
+//! [`protocol::after_journal`]); in a transaction they are database steps, whose
+//! effect and journal entry commit together.
+//!
 //! `docs/protocol.md` (§8) lists the properties, the bounds CI checks and what the model
 //! leaves out.
 
