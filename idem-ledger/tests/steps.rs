@@ -1,15 +1,17 @@
 //! Steps survive kills (`docs/protocol.md` §3.7): `steps-worker` processes run a
-//! three-step body for 20 keys each (`charge`: a downstream POST with the step's key,
-//! `ledger`: a database step whose row commits with its journal entry, `notify`: a
-//! second POST) and are SIGKILLed with every key at one kill point: before, inside
-//! (the effect done, its result not journaled) and after each step, and between the last
-//! step and the completion. A second worker then finishes the same keys. For every key:
-//! the journal at the kill holds exactly the steps finished before the point, no
-//! journaled step runs again, every downstream effect happens once (one key per step,
-//! the step's own, sent again by a re-run of an unjournaled step), one ledger row, and
-//! the record ends completed with an empty journal. On PostgreSQL (the journal and the
-//! ledger in one database: the ledger step is a database step) and on dynalite (the
-//! journal in DynamoDB: the ledger step is an insert keyed by the order, a plain step).
+//! three-step body (`charge`: a downstream POST with the step's key, `ledger`: a
+//! database step whose row commits with its journal entry, `notify`: a second POST) and
+//! are SIGKILLed at one kill point: before, inside (the effect done, its result not
+//! journaled) and after each step, and between the last step and the completion. Each
+//! kill is a process of its own holding one key at the point: 20 kills per point by
+//! default (`IDEM_STEPS_KILLS=N` for a deeper run), a few processes at a time. A second
+//! worker then finishes the point's keys. For every key: the journal at the kill holds
+//! exactly the steps finished before the point, no journaled step runs again, every
+//! downstream effect happens once (one key per step, the step's own, sent again by a
+//! re-run of an unjournaled step), one ledger row, and the record ends completed with an
+//! empty journal. On PostgreSQL (the journal and the ledger in one database: the ledger
+//! step is a database step) and on dynalite (the journal in DynamoDB: the ledger step is
+//! an insert keyed by the order, a plain step).
 
 #[path = "../../idem-postgres/tests/common/mod.rs"]
 mod common;
@@ -32,8 +34,21 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const NAMESPACE: &str = "steps::order";
-/// Keys per kill point: each is one kill at that point.
-const KEYS: usize = 20;
+/// Kills per kill point in CI: each a worker process of its own, killed with its one key
+/// at the point.
+const KILLS: usize = 20;
+/// Killed workers running at once (the machine has two cores).
+const AT_ONCE: usize = 4;
+
+/// Kills per point: `IDEM_STEPS_KILLS`, or [`KILLS`].
+fn kills_per_point() -> usize {
+    match std::env::var("IDEM_STEPS_KILLS") {
+        Ok(n) => n.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            panic!("IDEM_STEPS_KILLS={n}: a count of kills per point, at least 1")
+        }),
+        Err(_) => KILLS,
+    }
+}
 
 /// The kill points, and the steps journaled when a body stands at each.
 const POINTS: [(&str, &[&str]); 7] = [
@@ -101,58 +116,67 @@ enum Records {
     Dynalite { endpoint: String, table: String },
 }
 
-/// Starts a worker on `keys`, reads its lines, and SIGKILLs it once every key has
-/// reached `stop` (or lets it finish when `stop` is `none`).
-async fn run_worker(
-    store: &TestStore,
-    records: &Records,
-    url: &str,
-    keys: &[String],
-    stop: &str,
-) -> Printed {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_steps-worker"));
-    if let Records::Dynalite { endpoint, table } = records {
-        command
-            .env("STEPS_STORE", "dynamo")
-            .env("STEPS_DYNAMO", endpoint)
-            .env("STEPS_TABLE", table);
-    }
-    let mut child = command
-        .env("STEPS_URL", common::url())
-        .env("STEPS_SCHEMA", &store.cleanup.0)
-        .env("STEPS_KEYS", keys.join(","))
-        .env("STEPS_DOWNSTREAM", url)
-        .env("STEPS_STOP", stop)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the worker starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Printed::default();
-    let mut at_stop = BTreeSet::new();
-    while let Some(line) = lines.next_line().await.expect("the worker's stdout") {
-        let words: Vec<&str> = line.split(' ').collect();
-        match words.as_slice() {
-            ["AT", key, point] if *point == stop => {
-                at_stop.insert(key.to_string());
-                if at_stop.len() == keys.len() {
-                    child.start_kill().expect("SIGKILL");
-                    break;
-                }
-            }
-            ["RUN", key, step, _fence] => printed
-                .runs
-                .entry(key.to_string())
-                .or_default()
-                .push(step.to_string()),
-            ["RESULT", key, outcome] => {
-                printed.results.insert(key.to_string(), outcome.to_string());
-            }
-            _ => {}
+/// What every worker of one proof is started with: the environment naming the store,
+/// the schema and the counting server.
+#[derive(Clone)]
+struct Workers {
+    env: Arc<Vec<(&'static str, String)>>,
+}
+
+impl Workers {
+    fn new(store: &TestStore, records: &Records, url: &str) -> Self {
+        let mut env = vec![
+            ("STEPS_URL", common::url()),
+            ("STEPS_SCHEMA", store.cleanup.0.clone()),
+            ("STEPS_DOWNSTREAM", url.to_owned()),
+        ];
+        if let Records::Dynalite { endpoint, table } = records {
+            env.push(("STEPS_STORE", "dynamo".to_owned()));
+            env.push(("STEPS_DYNAMO", endpoint.clone()));
+            env.push(("STEPS_TABLE", table.clone()));
         }
+        Workers { env: Arc::new(env) }
     }
-    printed.exit = child.wait().await.expect("the worker is reaped").code();
-    printed
+
+    /// Starts a worker on `keys`, reads its lines, and SIGKILLs it once every key has
+    /// reached `stop` (or lets it finish when `stop` is `none`).
+    async fn run(self, keys: Vec<String>, stop: String) -> Printed {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steps-worker"));
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut child = command
+            .env("STEPS_KEYS", keys.join(","))
+            .env("STEPS_STOP", &stop)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Printed::default();
+        let mut at_stop = BTreeSet::new();
+        while let Some(line) = lines.next_line().await.expect("the worker's stdout") {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["AT", key, point] if *point == stop => {
+                    at_stop.insert(key.to_string());
+                    if at_stop.len() == keys.len() {
+                        child.start_kill().expect("SIGKILL");
+                        break;
+                    }
+                }
+                ["RUN", key, step, _fence] => printed
+                    .runs
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(step.to_string()),
+                ["RESULT", key, outcome] => {
+                    printed.results.insert(key.to_string(), outcome.to_string());
+                }
+                _ => {}
+            }
+        }
+        printed.exit = child.wait().await.expect("the worker is reaped").code();
+        printed
+    }
 }
 
 async fn ledger_rows(store: &TestStore, key: &str) -> i64 {
@@ -204,19 +228,29 @@ async fn proof(records: Records) {
         .build()
         .unwrap();
     let (url, downstream) = serve().await;
+    let workers = Workers::new(&store, &records, &url);
+    let per_point = kills_per_point();
     let mut kills = 0;
     for (point, journaled) in POINTS {
-        let keys: Vec<String> = (0..KEYS).map(|k| format!("{point}-{k}")).collect();
-        let killed = run_worker(&store, &records, &url, &keys, point).await;
-        assert_eq!(
-            killed.exit, None,
-            "{point}: the worker was killed by a signal"
-        );
-        assert!(
-            killed.results.is_empty(),
-            "{point}: no delivery ended before the kill"
-        );
-        kills += keys.len();
+        let keys: Vec<String> = (0..per_point).map(|k| format!("{point}-{k}")).collect();
+        for group in keys.chunks(AT_ONCE) {
+            let running: Vec<_> = group
+                .iter()
+                .map(|key| tokio::spawn(workers.clone().run(vec![key.clone()], point.to_owned())))
+                .collect();
+            for (key, worker) in group.iter().zip(running) {
+                let killed = worker.await.expect("the worker's reader does not panic");
+                assert_eq!(
+                    killed.exit, None,
+                    "{key}: the worker was killed by a signal"
+                );
+                assert!(
+                    killed.results.is_empty(),
+                    "{key}: the delivery did not end before the kill"
+                );
+                kills += 1;
+            }
+        }
         for key in &keys {
             let id = engine.record_id(NAMESPACE, key.as_str()).unwrap();
             let record = journal.read(&id).await.unwrap().unwrap();
@@ -227,7 +261,7 @@ async fn proof(records: Records) {
                 "{key}: the journal at the kill holds the steps finished before {point}"
             );
         }
-        let finished = run_worker(&store, &records, &url, &keys, "none").await;
+        let finished = workers.clone().run(keys.clone(), "none".to_owned()).await;
         assert_eq!(
             finished.exit,
             Some(0),
@@ -274,10 +308,10 @@ async fn proof(records: Records) {
             }
         }
     }
-    assert_eq!(kills, POINTS.len() * KEYS);
+    assert_eq!(kills, POINTS.len() * per_point);
     eprintln!(
-        "steps proof: {kills} kills at {} points, {} keys completed; every step's effect once",
+        "steps proof: {kills} worker processes SIGKILLed, {per_point} at each of {} points; \
+         {kills} keys completed; every step's effect once",
         POINTS.len(),
-        kills
     );
 }
