@@ -64,7 +64,10 @@
 //!   A live lease (a body that may still be running) is refused unless `--force`. After
 //!   a forced release, a body still running keeps its fence: it may still record its
 //!   outcome, until a new call takes the key over (with fence + 1), which fences it
-//!   off.
+//!   off. The record's journal of steps is kept, as the holder's own release keeps
+//!   it: the next call gets the finished steps' values back and does not run them again
+//!   (an at-most-once step found started still answers `StepUncertain`). `idem inspect`
+//!   shows the journal (each step's name, `ok`, `err` or `started`, and its size).
 //! - **Completed**: the contract has no write that frees a completed record: `release`,
 //!   `complete` and `extend` need a record in progress, and `begin` refuses a live one.
 //!   But `begin`'s condition is "free at the request's `now`", and the store never reads

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use idem_cli::ops::{self, Filter, RecordView};
+use idem_cli::ops::{self, Filter};
 use idem_cli::{key, output, CliError, Location, Target};
 use idem_core::store::State;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -143,11 +143,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let id = record_id(record, secret_file)?;
             let target = Target::connect(&cli.location).await?;
             let now = ops::now_ms();
-            let view = RecordView::new(&ops::inspect(&target, &id).await?, now);
+            let inspected = ops::Inspected::new(&ops::inspect(&target, &id).await?, now);
             if cli.json {
-                println!("{}", json(&view));
+                println!("{}", json(&inspected));
             } else {
-                print!("{}", output::record_table(&view, now));
+                print!("{}", output::inspected_table(&inspected, now));
             }
         }
         Command::List { state, older_than } => {

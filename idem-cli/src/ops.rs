@@ -75,6 +75,52 @@ impl RecordView {
     }
 }
 
+/// One step of a record's journal as the CLI shows it: its name, how far it got and
+/// the size of its journaled value (the value itself is not shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepView {
+    /// The step's name.
+    pub name: String,
+    /// `ok` or `err` (the step finished with a value or a journaled error), or
+    /// `started` (an at-most-once step that started and never journaled its result: the
+    /// next attempt answers `StepUncertain` for it).
+    pub state: String,
+    /// The size of the journaled value or error, in bytes, when there is one.
+    pub bytes: Option<usize>,
+}
+
+/// What `idem inspect` shows: the record, and its journal of steps (empty for a body
+/// without steps and for every completed record, whose completion emptied it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inspected {
+    /// The record's fields.
+    #[serde(flatten)]
+    pub record: RecordView,
+    /// The journal, in the order its steps were first written.
+    pub steps: Vec<StepView>,
+}
+
+impl Inspected {
+    /// The view of `record` and its journal at `now_ms`.
+    pub fn new(record: &Record, now_ms: u64) -> Self {
+        Inspected {
+            record: RecordView::new(record, now_ms),
+            steps: record
+                .steps
+                .iter()
+                .map(|step| StepView {
+                    name: step.name.clone(),
+                    state: step
+                        .outcome
+                        .map_or("started", |outcome| outcome.as_str())
+                        .to_owned(),
+                    bytes: step.data.as_ref().map(|data| data.len()),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Reads the record `id` (strongly consistent, through [`Store::read`]); no record is
 /// an [`ErrorKind::NotFound`] error naming the id and where it was looked for.
 pub async fn inspect(target: &Target, id: &str) -> Result<Record, CliError> {

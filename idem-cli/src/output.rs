@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::ops::{Forgotten, RecordView};
+use crate::ops::{Forgotten, Inspected, RecordView};
 
 /// An epoch-millisecond instant in RFC 3339 (UTC), with how far it is from `now_ms`.
 pub fn instant_ms(ms: u64, now_ms: u64) -> String {
@@ -65,6 +65,26 @@ pub fn record_table(view: &RecordView, now_ms: u64) -> String {
     let mut out = String::new();
     for (field, value) in rows {
         out.push_str(&format!("{field:<13} {value}\n"));
+    }
+    out
+}
+
+/// What `inspect` shows as `field  value` lines: the record, then its journal of
+/// steps, a line each (`-` when it has none).
+pub fn inspected_table(inspected: &Inspected, now_ms: u64) -> String {
+    let mut out = record_table(&inspected.record, now_ms);
+    if inspected.steps.is_empty() {
+        out.push_str(&format!("{:<13} -\n", "steps"));
+    }
+    for (i, step) in inspected.steps.iter().enumerate() {
+        let label = if i == 0 { "steps" } else { "" };
+        let size = step
+            .bytes
+            .map_or_else(String::new, |n| format!(" ({n} bytes)"));
+        out.push_str(&format!(
+            "{label:<13} {}: {}{size}\n",
+            step.name, step.state
+        ));
     }
     out
 }

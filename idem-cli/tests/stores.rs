@@ -89,6 +89,11 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     assert_eq!(shown["outcome"], "ok");
     assert_eq!(shown["outcome_bytes"], 1, "the value `1`");
     assert_eq!(shown["live"], true);
+    assert_eq!(
+        shown["steps"],
+        serde_json::json!([]),
+        "a completion empties the journal"
+    );
 
     let forgotten = ops::forget(target, &id, false, ops::now_ms())
         .await
@@ -174,6 +179,62 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     let runs2 = AtomicU32::new(0);
     assert_eq!(charge(engine, &key2, &runs2).await, fence + 1);
     assert_eq!(runs2.load(Ordering::SeqCst), 1);
+
+    // A body that failed after one step and inside an at-most-once one: released, its
+    // journal kept; inspect shows the journal, forget keeps it.
+    let key3 = unique("steps");
+    let key3_json = serde_json::to_string(&key3).unwrap();
+    let failed = Call::new(NS, &key3)
+        .engine(engine)
+        .run(|ctx| async move {
+            ctx.step("charge", async { Ok::<_, Error>("ch_1".to_owned()) })
+                .await?;
+            ctx.step("mail", async {
+                Err::<u32, _>(Error::Config("the mail server refused".into()))
+            })
+            .at_most_once()
+            .await
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Config(_))), "{failed:?}");
+    let id3 = key::record_id(NS, &key3_json, None).unwrap();
+    let mut args = store_args.to_vec();
+    args.extend(["--json", "inspect", "--id", &id3]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["state"], "INPROGRESS");
+    assert_eq!(
+        shown["steps"],
+        serde_json::json!([
+            {"name": "charge", "state": "ok", "bytes": 6},
+            {"name": "mail", "state": "started", "bytes": null},
+        ]),
+        "the journal, `\"ch_1\"` and the at-most-once step that never finished"
+    );
+    let mut args = store_args.to_vec();
+    args.extend(["inspect", "--id", &id3]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("steps         charge: ok (6 bytes)\n              mail: started\n"),
+        "{table}"
+    );
+    let mut args = store_args.to_vec();
+    args.extend(["forget", "--id", &id3]);
+    let output = idem(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let forgotten = ops::inspect(target, &id3).await.unwrap();
+    assert_eq!(
+        forgotten
+            .steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["charge", "mail"],
+        "forget keeps the journal of a record in progress"
+    );
 
     // A value recorded as bytes (codec `bytes`): its size is listed too.
     let blob = unique("blob");
