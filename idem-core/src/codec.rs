@@ -9,6 +9,7 @@
 //! The probe gives up at the first other call, so for any other value it costs one
 //! failed call before the JSON encoding.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::Bytes;
@@ -33,6 +34,50 @@ impl Encoded {
     /// decode.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
         decode(&self.codec, &self.data)
+    }
+}
+
+thread_local! {
+    /// The data of the bytes-codec record this thread is decoding, if any: what
+    /// [`replayed_bytes`] shares.
+    static DECODING: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// Inside a `Deserialize` run by the replay of a value recorded as bytes
+/// ([`Codec::Bytes`]): the part of the record's data that `slice` (borrowed from the
+/// deserializer, e.g. in `Visitor::visit_bytes`) points into, as a [`Bytes`] sharing the
+/// record's buffer, without a copy. `None` anywhere else (JSON, a slice that is not part
+/// of the record, outside a replay): copy then.
+///
+/// For a type that keeps a large part of a recorded byte string, such as a recorded
+/// HTTP response's body: a replay then costs no copy of it. The shared part keeps the
+/// record's whole buffer alive for as long as it lives.
+///
+/// ```
+/// use bytes::Bytes;
+/// // Outside a replay there is nothing to share: the caller copies.
+/// let body = b"not a record".as_slice();
+/// let kept = idem_core::replayed_bytes(body).unwrap_or_else(|| Bytes::copy_from_slice(body));
+/// assert_eq!(kept, body);
+/// ```
+pub fn replayed_bytes(slice: &[u8]) -> Option<Bytes> {
+    DECODING.with_borrow(|decoding| {
+        let data = decoding.as_ref()?;
+        let start = data.as_ptr() as usize;
+        let at = slice.as_ptr() as usize;
+        (!slice.is_empty() && at >= start && at + slice.len() <= start + data.len())
+            .then(|| data.slice_ref(slice))
+    })
+}
+
+/// Puts back the data decoded before (none, unless a decode runs inside another's
+/// `Deserialize`) when a decode ends, unwinding too.
+struct Decoding(Option<Bytes>);
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        DECODING.with_borrow_mut(|decoding| *decoding = before);
     }
 }
 
@@ -81,11 +126,16 @@ pub(crate) fn encode_json(json: String) -> Encoded {
     }
 }
 
-/// Decodes a record's `data` written with `codec`; the error says why not.
-pub(crate) fn decode<T: DeserializeOwned>(codec: &Codec, data: &[u8]) -> Result<T, String> {
+/// Decodes a record's `data` written with `codec`; the error says why not. A bytes
+/// value's `Deserialize` can share parts of `data` through [`replayed_bytes`].
+pub(crate) fn decode<T: DeserializeOwned>(codec: &Codec, data: &Bytes) -> Result<T, String> {
     match codec {
         Codec::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
-        Codec::Bytes => T::deserialize(Raw(data)).map_err(|e| e.to_string()),
+        Codec::Bytes => {
+            let before = DECODING.replace(Some(data.clone()));
+            let _restore = Decoding(before);
+            T::deserialize(Raw(data)).map_err(|e| e.to_string())
+        }
         Codec::Unknown(name) => Err(format!(
             "the record uses codec `{name}`, which this build cannot read"
         )),

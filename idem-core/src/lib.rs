@@ -125,6 +125,7 @@ pub use call::{
     ReplayErrors, Report, Source, DEFAULT_BATCH_CONCURRENCY,
 };
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use codec::replayed_bytes;
 pub use codec::Encoded;
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};

@@ -504,7 +504,8 @@ impl Run<'_> {
         E: From<Error>,
         P: ErrorPolicy<E>,
     {
-        let data = entry.data.as_deref().unwrap_or_default();
+        let empty = bytes::Bytes::new();
+        let data = entry.data.as_ref().unwrap_or(&empty);
         match entry.outcome {
             Some(Outcome::Ok) => codec::decode(&entry.codec, data).map_err(|e| {
                 self.decode_error(format!("the journaled value does not decode: {e}"))

@@ -185,3 +185,61 @@ async fn a_value_that_would_not_read_back_from_its_bytes_is_recorded_as_json() {
     let (record, _) = recorded("plain", vec![1u8, 2, 255]).await;
     assert_eq!(record.codec, Codec::Bytes);
 }
+
+/// A byte string whose `Deserialize` keeps the replayed record's bytes without copying
+/// them, through `idem_core::replayed_bytes`, as idem-http's recorded responses do.
+#[derive(Debug, Clone, PartialEq)]
+struct Shared(Bytes);
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Shared;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Shared, E> {
+                Ok(Shared(
+                    idem_core::replayed_bytes(bytes)
+                        .unwrap_or_else(|| Bytes::copy_from_slice(bytes)),
+                ))
+            }
+        }
+        deserializer.deserialize_bytes(Visit)
+    }
+}
+
+#[tokio::test]
+async fn a_replay_can_share_the_records_bytes_and_only_during_its_decode() {
+    let (engine, store) = engine();
+    let value = Shared(Bytes::from(vec![7u8; 4096]));
+    let run = || {
+        Call::new(NS, "shared")
+            .engine(&engine)
+            .run(|_| async { Ok::<_, Error>(value.clone()) })
+    };
+    assert_eq!(run().await.unwrap(), value);
+    let record = stored(&engine, &store, "shared").await;
+    assert_eq!(record.codec, Codec::Bytes);
+    let data = record.data.as_ref().unwrap();
+    let replayed = run().await.unwrap();
+    assert_eq!(replayed, value);
+    assert_eq!(
+        replayed.0.as_ptr_range(),
+        data.as_ptr_range(),
+        "the replayed value is the record's own bytes"
+    );
+    // Outside a decode, nothing is shared, not even the record's bytes.
+    assert!(
+        idem_core::replayed_bytes(data).is_none(),
+        "the record's bytes are not shared once its decode ended"
+    );
+    assert!(idem_core::replayed_bytes(&value.0).is_none());
+}

@@ -121,7 +121,10 @@ impl<'de> Visitor<'de> for RecordedVisitor {
             Head::Response { status, headers } => Recorded::Response {
                 status,
                 headers,
-                body: Bytes::copy_from_slice(body),
+                // A replay shares the body with the record (no copy of it); a frame
+                // read from anywhere else is copied.
+                body: idem_core::replayed_bytes(body)
+                    .unwrap_or_else(|| Bytes::copy_from_slice(body)),
             },
             Head::TooLarge { status } => Recorded::TooLarge { status },
             Head::BodyFailed { status } => Recorded::BodyFailed { status },

@@ -115,3 +115,71 @@ async fn a_response_recorded_in_the_earlier_json_form_still_replays() {
         "an old record is replayed, never re-run"
     );
 }
+
+/// A replay shares the recorded body with the record (`idem_core::replayed_bytes`): the
+/// replayed body's bytes are the record's own, not a copy. Checked in process, through
+/// the layer as a tower service, since only there can the body's address be compared
+/// with the record's (the loopback tests above check the bytes a client receives).
+#[tokio::test]
+async fn a_replayed_body_is_the_records_own_bytes_not_a_copy() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt};
+
+    let store = Arc::new(MemoryStore::new());
+    let engine = EngineBuilder::from_arc(store.clone()).build().unwrap();
+    let body = Bytes::from(binary(256 * 1024));
+    let handler = {
+        let body = body.clone();
+        tower::service_fn(move |_: http::Request<Full<Bytes>>| {
+            let body = body.clone();
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body))) }
+        })
+    };
+    let guarded = IdempotencyLayer::new(engine.clone())
+        .global_keys()
+        .layer(handler);
+    /// One request through the layer: whether it was a replay, and its body.
+    async fn send<S, B>(service: S) -> (bool, Bytes)
+    where
+        S: tower::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Debug,
+    {
+        let request = http::Request::post("/blobs")
+            .header("idempotency-key", "shared")
+            .body(Full::from("{}"))
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        (
+            replayed,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+    let (replayed, first) = send(guarded.clone()).await;
+    assert!(!replayed);
+    assert_eq!(first, body);
+    // The layer records from its own task once the body has gone out.
+    let id = engine.record_id("http", "shared").unwrap();
+    let mut record = None;
+    for _ in 0..5000 {
+        record = store.read(&id).await.unwrap().filter(|r| r.data.is_some());
+        if record.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let record = record.expect("the response is recorded within 5 s");
+    let data = record.data.as_ref().unwrap();
+    let (replayed, again) = send(guarded.clone()).await;
+    assert!(replayed);
+    assert_eq!(again, body);
+    let recorded = data.as_ptr_range();
+    let shown = again.as_ptr_range();
+    assert!(
+        recorded.start <= shown.start && shown.end <= recorded.end,
+        "the replayed body lies in the record's buffer ({recorded:?}), not in a copy ({shown:?})"
+    );
+}

@@ -37,7 +37,7 @@ impl Guard {
         let data = || {
             record
                 .data
-                .as_deref()
+                .as_ref()
                 .ok_or_else(|| self.decode_error("the completed record holds no data"))
         };
         self.outcome(CallOutcome::Replayed, "replayed the recorded outcome");
