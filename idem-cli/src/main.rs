@@ -44,7 +44,8 @@ struct RecordArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show one record: state, fence, owner, lease, expiry, outcome size.
+    /// Show one record: state, fence, owner, lease, expiry, outcome size, and its journal
+    /// of steps (name, ok/err/started, size).
     Inspect {
         #[command(flatten)]
         record: RecordArg,

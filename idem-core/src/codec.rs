@@ -43,11 +43,12 @@ thread_local! {
     static DECODING: RefCell<Option<Bytes>> = const { RefCell::new(None) };
 }
 
-/// Inside a `Deserialize` run by the replay of a value recorded as bytes
-/// ([`Codec::Bytes`]): the part of the record's data that `slice` (borrowed from the
-/// deserializer, e.g. in `Visitor::visit_bytes`) points into, as a [`Bytes`] sharing the
-/// record's buffer, without a copy. `None` anywhere else (JSON, a slice that is not part
-/// of the record, outside a replay): copy then.
+/// Inside a `Deserialize` run while idem decodes a value recorded as bytes
+/// ([`Codec::Bytes`]: a replay, a journaled step, [`Encoded::decode`]): the part of the
+/// record's data that `slice` (borrowed from the deserializer, e.g. in
+/// `Visitor::visit_bytes`) points into, as a [`Bytes`] sharing the record's buffer,
+/// without a copy. `None` anywhere else (JSON, an empty slice, a slice that is not part
+/// of the record, outside such a decode): copy then.
 ///
 /// For a type that keeps a large part of a recorded byte string, such as a recorded
 /// HTTP response's body: a replay then costs no copy of it. The shared part keeps the
@@ -61,13 +62,18 @@ thread_local! {
 /// assert_eq!(kept, body);
 /// ```
 pub fn replayed_bytes(slice: &[u8]) -> Option<Bytes> {
-    DECODING.with_borrow(|decoding| {
-        let data = decoding.as_ref()?;
-        let start = data.as_ptr() as usize;
-        let at = slice.as_ptr() as usize;
-        (!slice.is_empty() && at >= start && at + slice.len() <= start + data.len())
-            .then(|| data.slice_ref(slice))
-    })
+    // `try_with`: a thread tearing down its thread-locals shares nothing, never panics.
+    DECODING
+        .try_with(|decoding| {
+            let decoding = decoding.borrow();
+            let data = decoding.as_ref()?;
+            let start = data.as_ptr() as usize;
+            let at = slice.as_ptr() as usize;
+            (!slice.is_empty() && at >= start && at + slice.len() <= start + data.len())
+                .then(|| data.slice_ref(slice))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Puts back the data decoded before (none, unless a decode runs inside another's
@@ -77,7 +83,7 @@ struct Decoding(Option<Bytes>);
 impl Drop for Decoding {
     fn drop(&mut self) {
         let before = self.0.take();
-        DECODING.with_borrow_mut(|decoding| *decoding = before);
+        let _ = DECODING.try_with(|decoding| *decoding.borrow_mut() = before);
     }
 }
 
@@ -132,8 +138,10 @@ pub(crate) fn decode<T: DeserializeOwned>(codec: &Codec, data: &Bytes) -> Result
     match codec {
         Codec::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
         Codec::Bytes => {
-            let before = DECODING.replace(Some(data.clone()));
-            let _restore = Decoding(before);
+            // Where the thread-local is gone (a thread tearing down), nothing is shared.
+            let _restore = DECODING
+                .try_with(|decoding| Decoding(decoding.replace(Some(data.clone()))))
+                .ok();
             T::deserialize(Raw(data)).map_err(|e| e.to_string())
         }
         Codec::Unknown(name) => Err(format!(
