@@ -46,13 +46,18 @@ async fn post_key(url: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// The record of `key` once it holds the response: the layer records from its own task
+/// once the body has gone out, just after the client has read it.
 async fn record(store: &MemoryStore, engine: &Engine, key: &str) -> Arc<Record> {
     let id = engine.record_id("http", key).unwrap();
-    store
-        .read(&id)
-        .await
-        .unwrap()
-        .expect("the response is recorded")
+    for _ in 0..5000 {
+        let read = store.read(&id).await.unwrap();
+        if let Some(record) = read.filter(|r| r.data.is_some()) {
+            return record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the response to {key} was not recorded within 5 s")
 }
 
 #[tokio::test]
@@ -161,17 +166,7 @@ async fn a_replayed_body_is_the_records_own_bytes_not_a_copy() {
     let (replayed, first) = send(guarded.clone()).await;
     assert!(!replayed);
     assert_eq!(first, body);
-    // The layer records from its own task once the body has gone out.
-    let id = engine.record_id("http", "shared").unwrap();
-    let mut record = None;
-    for _ in 0..5000 {
-        record = store.read(&id).await.unwrap().filter(|r| r.data.is_some());
-        if record.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    let record = record.expect("the response is recorded within 5 s");
+    let record = record(&store, &engine, "shared").await;
     let data = record.data.as_ref().unwrap();
     let (replayed, again) = send(guarded.clone()).await;
     assert!(replayed);
