@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use idem_core::key;
+use idem_core::RecordId;
 
 use crate::error::CliError;
 
@@ -28,7 +29,7 @@ pub fn record_id(
     namespace: &str,
     key_json: &str,
     secret: Option<&[u8]>,
-) -> Result<String, CliError> {
+) -> Result<RecordId, CliError> {
     key::check_namespace(namespace).map_err(CliError::usage)?;
     let value: serde_json::Value = serde_json::from_str(key_json).map_err(|e| {
         CliError::usage(format!(
@@ -40,10 +41,8 @@ pub fn record_id(
             "the key `{key_json}` is refused as the engine refuses it: {e}"
         ))
     })?;
-    Ok(key::id_from_digest(
-        namespace,
-        &key::digest(namespace, &canonical, secret),
-    ))
+    key::id_from_digest(namespace, &key::digest(namespace, &canonical, secret))
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 /// Where the secret comes from: the environment variable [`SECRET_VARIABLE`], or the
@@ -155,6 +154,7 @@ mod tests {
         // The frozen format, computed independently (idem-core/tests/golden.rs).
         assert!(record_id("ns", r#""abc""#, None)
             .unwrap()
+            .to_string()
             .starts_with("ns#"));
         assert_ne!(
             record_id("ns", r#""abc""#, None).unwrap(),

@@ -111,9 +111,11 @@ fn main() -> ExitCode {
 fn record_id(
     record: &RecordArg,
     secret_file: Option<&std::path::Path>,
-) -> Result<String, CliError> {
+) -> Result<idem_core::RecordId, CliError> {
     match (&record.id, &record.namespace, &record.key) {
-        (Some(id), _, _) => Ok(id.clone()),
+        (Some(id), _, _) => id
+            .parse::<idem_core::RecordId>()
+            .map_err(|e| CliError::usage(e.to_string())),
         (None, Some(namespace), Some(key_json)) => {
             let secret = key::secret_from_env(secret_file)?;
             key::record_id(namespace, key_json, secret.as_deref())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use idem_core::store::{ceil_secs, Attempt, Begin, Record, State, Written};
+use idem_core::store::{ceil_secs, Attempt, Begin, Owner, Record, RecordId, State, Written};
 use idem_core::Store;
 use idem_dynamo::KeyLayout;
 use idem_redis::RedisConnection;
@@ -61,11 +61,11 @@ impl RecordView {
     /// The view of `record` at `now_ms`.
     pub fn new(record: &Record, now_ms: u64) -> Self {
         RecordView {
-            id: record.id.clone(),
+            id: record.id.to_string(),
             state: record.state.as_str().to_owned(),
             live: record.is_live(now_ms),
             fence: record.fence,
-            owner: record.owner.clone(),
+            owner: record.owner.to_string(),
             lease_until_ms: record.lease_until_ms,
             expires_at_s: record.expires_at_s,
             outcome: record.outcome.map(|o| o.as_str().to_owned()),
@@ -123,14 +123,14 @@ impl Inspected {
 
 /// Reads the record `id` (strongly consistent, through [`Store::read`]); no record is
 /// an [`ErrorKind::NotFound`] error naming the id and where it was looked for.
-pub async fn inspect(target: &Target, id: &str) -> Result<Record, CliError> {
+pub async fn inspect(target: &Target, id: &RecordId) -> Result<Record, CliError> {
     match target.store().read(id).await? {
         Some(record) => Ok(Arc::unwrap_or_clone(record)),
         None => Err(not_found(target, id)),
     }
 }
 
-fn not_found(target: &Target, id: &str) -> CliError {
+fn not_found(target: &Target, id: &RecordId) -> CliError {
     CliError::new(
         ErrorKind::NotFound,
         format!(
@@ -171,7 +171,7 @@ pub struct Forgotten {
 /// [`ErrorKind::Refused`] error showing the record as it is now.
 pub async fn forget(
     target: &Target,
-    id: &str,
+    id: &RecordId,
     force: bool,
     now_ms: u64,
 ) -> Result<Forgotten, CliError> {
@@ -192,13 +192,13 @@ pub async fn forget(
                 ));
             }
             let attempt = Attempt {
-                id: id.to_owned(),
-                owner: record.owner.clone(),
+                id: id.clone(),
+                owner: record.owner,
                 fence: record.fence,
             };
             match store.release(&attempt).await? {
                 Written::Applied(()) => Ok(Forgotten {
-                    id: id.to_owned(),
+                    id: id.to_string(),
                     action: "released",
                     fence: record.fence,
                     note: record.lease_is_live(now_ms).then(|| {
@@ -211,10 +211,10 @@ pub async fn forget(
         }
         State::Completed => {
             let at = now_ms.max(record.expires_at_s.saturating_mul(1000));
-            let owner = format!("idem-cli-forget-{}", uuid::Uuid::new_v4());
+            let owner = Owner::random();
             let begin = Begin {
-                id: id.to_owned(),
-                owner: owner.clone(),
+                id: id.clone(),
+                owner,
                 now_ms: at,
                 // A lease that ends 1 ms after the record would have expired anyway: if
                 // the release below never happens, the key is held no longer than it was.
@@ -229,7 +229,7 @@ pub async fn forget(
                 Written::Refused(current) => return Err(changed(id, current.as_deref(), now_ms)),
             };
             let attempt = Attempt {
-                id: id.to_owned(),
+                id: id.clone(),
                 owner,
                 fence,
             };
@@ -244,7 +244,7 @@ pub async fn forget(
                 )
             });
             Ok(Forgotten {
-                id: id.to_owned(),
+                id: id.to_string(),
                 action: "taken_over_and_released",
                 before,
                 fence,
@@ -254,7 +254,7 @@ pub async fn forget(
     }
 }
 
-fn changed(id: &str, current: Option<&Record>, now_ms: u64) -> CliError {
+fn changed(id: &RecordId, current: Option<&Record>, now_ms: u64) -> CliError {
     let now = match current {
         None => "there is no record now".to_owned(),
         Some(r) => {
@@ -484,11 +484,12 @@ async fn scan_redis(
         })?;
         for key in keys {
             progress.inc(1);
-            let Some(id) = key.strip_prefix(prefix) else {
+            // A key that is not a record id is not one of idem's records.
+            let Some(Ok(id)) = key.strip_prefix(prefix).map(str::parse::<RecordId>) else {
                 continue;
             };
             // A key may expire between SCAN and the read.
-            if let Some(record) = store.read(id).await? {
+            if let Some(record) = store.read(&id).await? {
                 let view = RecordView::new(&record, now_ms);
                 if filter.accepts(&view, now_ms) {
                     out.push(view);

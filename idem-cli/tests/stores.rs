@@ -17,6 +17,14 @@ mod common;
 
 const NS: &str = "cli::charge";
 
+/// A well-formed record id of no record, for the commands that fail before they read it.
+const ANY_ID: &str = "a#0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A record id the CLI printed or was given, read back.
+fn rid(id: &str) -> idem_core::RecordId {
+    id.parse().expect("a record id")
+}
+
 fn postgres_url() -> String {
     std::env::var("IDEM_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
@@ -70,9 +78,9 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     let key_json = serde_json::to_string(&key).unwrap();
     let runs = AtomicU32::new(0);
     assert_eq!(charge(engine, &key, &runs).await, 1);
-    let id = key::record_id(NS, &key_json, None).unwrap();
-    assert_eq!(id, engine.record_id(NS, &key).unwrap());
-    let record = ops::inspect(target, &id).await.unwrap();
+    let id = key::record_id(NS, &key_json, None).unwrap().to_string();
+    assert_eq!(id, engine.record_id(NS, &key).unwrap().to_string());
+    let record = ops::inspect(target, &rid(&id)).await.unwrap();
     assert_eq!((record.state, record.fence), (State::Completed, 1));
     assert!(record.is_live(ops::now_ms()));
     assert_eq!(charge(engine, &key, &runs).await, 1, "replayed");
@@ -95,12 +103,12 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
         "a completion empties the journal"
     );
 
-    let forgotten = ops::forget(target, &id, false, ops::now_ms())
+    let forgotten = ops::forget(target, &rid(&id), false, ops::now_ms())
         .await
         .unwrap();
     assert_eq!(forgotten.action, "taken_over_and_released");
     assert_eq!(forgotten.fence, 2);
-    let record = ops::inspect(target, &id).await.unwrap();
+    let record = ops::inspect(target, &rid(&id)).await.unwrap();
     assert_eq!(record.state, State::InProgress);
     assert_eq!((record.fence, record.lease_until_ms), (2, 0));
     assert_eq!((&record.outcome, &record.data), (&None, &None));
@@ -141,11 +149,11 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
         })
     };
     let fence = running.await.unwrap();
-    let id2 = key::record_id(NS, &key2_json, None).unwrap();
-    let record = ops::inspect(target, &id2).await.unwrap();
+    let id2 = key::record_id(NS, &key2_json, None).unwrap().to_string();
+    let record = ops::inspect(target, &rid(&id2)).await.unwrap();
     assert_eq!((record.state, record.fence), (State::InProgress, fence));
     assert!(record.lease_is_live(ops::now_ms()));
-    let refused = ops::forget(target, &id2, false, ops::now_ms())
+    let refused = ops::forget(target, &rid(&id2), false, ops::now_ms())
         .await
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused);
@@ -160,7 +168,7 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("live lease"));
     assert_eq!(
-        ops::inspect(target, &id2).await.unwrap(),
+        ops::inspect(target, &rid(&id2)).await.unwrap(),
         record,
         "untouched"
     );
@@ -170,7 +178,7 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     args.extend(["forget", "--force", NS, &key2_json]);
     let output = idem(&args);
     assert!(output.status.success(), "{}", stderr(&output));
-    let released = ops::inspect(target, &id2).await.unwrap();
+    let released = ops::inspect(target, &rid(&id2)).await.unwrap();
     assert_eq!(
         (released.state, released.fence, released.lease_until_ms),
         (State::InProgress, fence, 0)
@@ -197,7 +205,7 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
         })
         .await;
     assert!(matches!(failed, Err(Error::Config(_))), "{failed:?}");
-    let id3 = key::record_id(NS, &key3_json, None).unwrap();
+    let id3 = key::record_id(NS, &key3_json, None).unwrap().to_string();
     let mut args = store_args.to_vec();
     args.extend(["--json", "inspect", "--id", &id3]);
     let output = idem(&args);
@@ -225,7 +233,7 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     args.extend(["forget", "--id", &id3]);
     let output = idem(&args);
     assert!(output.status.success(), "{}", stderr(&output));
-    let forgotten = ops::inspect(target, &id3).await.unwrap();
+    let forgotten = ops::inspect(target, &rid(&id3)).await.unwrap();
     assert_eq!(
         forgotten
             .steps
@@ -243,7 +251,9 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
         .run(|_| async { Ok::<_, Error>(bytes::Bytes::from_static(b"\x00\xffpdf")) })
         .await
         .unwrap();
-    let blob_id = key::record_id(NS, &serde_json::to_string(&blob).unwrap(), None).unwrap();
+    let blob_id = key::record_id(NS, &serde_json::to_string(&blob).unwrap(), None)
+        .unwrap()
+        .to_string();
 
     // Listing finds them by state.
     let all = ops::list(
@@ -279,10 +289,12 @@ async fn scenario(target: &Target, engine: &Engine, store_args: &[&str]) {
     // in-progress record released long ago passes --older-than.
     assert!(!found.iter().any(|v| v.id == id2));
     let crashed = unique("crashed");
-    let crashed_id = key::record_id(NS, &serde_json::to_string(&crashed).unwrap(), None).unwrap();
+    let crashed_id = key::record_id(NS, &serde_json::to_string(&crashed).unwrap(), None)
+        .unwrap()
+        .to_string();
     let begin = idem_core::store::Begin {
-        id: crashed_id.clone(),
-        owner: "crashed-owner".into(),
+        id: rid(&crashed_id),
+        owner: idem_core::store::Owner::from_u128(0xc4a5),
         now_ms: ops::now_ms() - 3_600_000,
         lease_until_ms: ops::now_ms() - 3_000_000,
         expires_at_s: ops::now_ms() / 1000 + 600,
@@ -376,8 +388,8 @@ async fn postgres_purges_expired_records() {
     let store = postgres_store(&table).await;
     // A record that expired long ago, as the engine writes one.
     let begin = idem_core::store::Begin {
-        id: "cli::old#x".into(),
-        owner: "o".into(),
+        id: idem_core::RecordId::new("cli::old", [1; 32]),
+        owner: idem_core::store::Owner::from_u128(0x0),
         now_ms: 1_000,
         lease_until_ms: 2_000,
         expires_at_s: 3,
@@ -394,7 +406,13 @@ async fn postgres_purges_expired_records() {
     let output = idem(&["--store", &url, "--table", &table, "purge", "--expired"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 1"));
-    assert_eq!(store.read("cli::old#x").await.unwrap(), None);
+    assert_eq!(
+        store
+            .read(&idem_core::RecordId::new("cli::old", [1; 32]))
+            .await
+            .unwrap(),
+        None
+    );
     let live = engine.record_id(NS, "live").unwrap();
     assert!(store.read(&live).await.unwrap().is_some());
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}", store.table())))
@@ -423,7 +441,7 @@ async fn postgres_errors_name_the_table_and_the_server() {
         "idem_no_such_table",
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("no table"), "{}", stderr(&output));
@@ -433,7 +451,7 @@ async fn postgres_errors_name_the_table_and_the_server() {
         "postgres://postgres@127.0.0.1:1/test",
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -446,7 +464,7 @@ async fn postgres_errors_name_the_table_and_the_server() {
         "postgres://u:hunter2@127.0.0.1:1/test",
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
 }
@@ -467,7 +485,7 @@ async fn postgres_missing_permission_is_named() {
     let separator = if url.contains('?') { '&' } else { '?' };
     let as_role = format!("{url}{separator}options=-c%20role%3D{role}");
     let inspect = idem(&[
-        "--store", &as_role, "--table", &table, "inspect", "--id", "a#b",
+        "--store", &as_role, "--table", &table, "inspect", "--id", ANY_ID,
     ]);
     let list = idem(&["--store", &as_role, "--table", &table, "list"]);
     // SELECT granted, UPDATE not: reading works, forgetting does not.
@@ -669,7 +687,7 @@ async fn redis_cluster() {
     for key in &keys {
         let id = engine.record_id(NS, key).unwrap();
         assert!(
-            listed.iter().any(|v| v["id"] == id.as_str()),
+            listed.iter().any(|v| v["id"] == id.to_string().as_str()),
             "{key} ({id}) is listed"
         );
     }
@@ -684,9 +702,25 @@ async fn redis_cluster() {
     );
 }
 
+/// An `--id` that is not a record id is a usage error that says the form, before any
+/// connection is made (the store here does not answer).
+#[test]
+fn a_malformed_id_is_a_usage_error() {
+    for bad in ["a#b", "no-hash", &format!("#{}", &ANY_ID[2..])] {
+        let output = idem(&["--store", "redis://127.0.0.1:1", "inspect", "--id", bad]);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is not a record id")
+                && stderr(&output).contains("64 lowercase hex digits"),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
+}
+
 #[test]
 fn redis_unreachable_is_named() {
-    let output = idem(&["--store", "redis://127.0.0.1:1", "inspect", "--id", "a#b"]);
+    let output = idem(&["--store", "redis://127.0.0.1:1", "inspect", "--id", ANY_ID]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("cannot connect to Redis"),
@@ -775,7 +809,7 @@ async fn dynamo_on(endpoint: &str) {
         endpoint,
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains(&missing), "{}", stderr(&output));
@@ -868,7 +902,7 @@ async fn dynamo_renamed_on(endpoint: &str) {
         endpoint,
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("pk"), "{}", stderr(&output));
@@ -880,7 +914,7 @@ async fn dynamo_renamed_on(endpoint: &str) {
         "fense=token",
         "inspect",
         "--id",
-        "a#b",
+        ANY_ID,
     ]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
@@ -923,7 +957,7 @@ fn an_option_of_another_store_is_refused() {
         (vec!["--store", "table", "--sort-key", "sk"], "--sort-key"),
     ] {
         let mut args = args.clone();
-        args.extend(["inspect", "--id", "a#b"]);
+        args.extend(["inspect", "--id", ANY_ID]);
         let output = idem(&args);
         assert_eq!(
             output.status.code(),

@@ -121,12 +121,13 @@ fn overhead(c: &mut Criterion) {
 
     // A key held by another attempt with a lease that outlasts the benchmark.
     let (engine, store) = fresh_engine();
-    let id = idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, b"8", None));
+    let id = idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, b"8", None))
+        .expect("a record id");
     let now = idem_core::Clock::now_ms(engine.clock().as_ref());
     runtime
         .block_on(store.begin(&Begin {
             id,
-            owner: "holder".into(),
+            owner: idem_core::store::Owner::from_u128(7),
             now_ms: now,
             lease_until_ms: now + Duration::from_secs(3600).as_millis() as u64,
             expires_at_s: now / 1000 + 7200,

@@ -18,6 +18,7 @@ use quick_cache::sync::Cache as Entries;
 use quick_cache::Weighter;
 
 use crate::error::Error;
+use crate::key::RecordId;
 use crate::store::{Record, State};
 
 /// The settings of an engine's local cache of completed records: bounded by entries
@@ -68,8 +69,8 @@ impl LocalCache {
         self
     }
 
-    /// At most this many bytes: the record's id, owner, fingerprint and data, and the
-    /// record itself (at least 1).
+    /// At most this many bytes: the record itself, its fingerprint and data, and its id
+    /// as the entry's key (at least 1).
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
@@ -113,23 +114,23 @@ struct Weight {
     floor: u64,
 }
 
-impl Weighter<String, Arc<Cached>> for Weight {
-    fn weight(&self, id: &String, cached: &Arc<Cached>) -> u64 {
+impl Weighter<RecordId, Arc<Cached>> for Weight {
+    fn weight(&self, _id: &RecordId, cached: &Arc<Cached>) -> u64 {
         let record = &cached.record;
-        let text = id.len()
-            + record.id.len()
-            + record.owner.len()
-            + record.codec.as_str().len()
+        let text = record.codec.as_str().len()
             + record.fingerprint.as_ref().map_or(0, String::len)
             + record.data.as_ref().map_or(0, |data| data.len());
-        let bytes = (std::mem::size_of::<Cached>() + text) as u64;
+        let bytes = (std::mem::size_of::<RecordId>()
+            + std::mem::size_of::<Cached>()
+            + std::mem::size_of::<Record>()
+            + text) as u64;
         bytes.max(self.floor)
     }
 }
 
 /// The engine's cache: completed records by id.
 pub(crate) struct Cache {
-    entries: Entries<String, Arc<Cached>, Weight>,
+    entries: Entries<RecordId, Arc<Cached>, Weight>,
     max_age_ms: u64,
 }
 
@@ -144,7 +145,7 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     /// The completed record with `id`, if cached and still trusted at `now_ms`.
-    pub(crate) fn get(&self, id: &str, now_ms: u64) -> Option<Arc<Cached>> {
+    pub(crate) fn get(&self, id: &RecordId, now_ms: u64) -> Option<Arc<Cached>> {
         let cached = self.entries.get(id)?;
         if now_ms < cached.until_ms {
             return Some(cached);

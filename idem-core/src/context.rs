@@ -1,6 +1,6 @@
 //! What the body can read about its own attempt.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::cache::{Cache, LocalCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::key;
+use crate::key::{self, Namespace, RecordId};
 use crate::store::Store;
 
 static GLOBAL: OnceLock<Engine> = OnceLock::new();
@@ -194,7 +194,7 @@ impl Engine {
 
     /// The record id of a canonical key in `namespace`: `{namespace}#{digest}`, the
     /// digest as [`digest`](Engine::digest) computes it.
-    pub(crate) fn id(&self, namespace: &str, canonical: &[u8]) -> String {
+    pub(crate) fn id(&self, namespace: &Namespace, canonical: &[u8]) -> RecordId {
         key::record_id(namespace, canonical, self.inner.secret.as_deref())
     }
 
@@ -205,19 +205,19 @@ impl Engine {
     /// # use idem_core::{Engine, MemoryStore};
     /// let engine = Engine::new(MemoryStore::new());
     /// let id = engine.record_id("orders::create", "req-1").unwrap();
-    /// assert!(id.starts_with("orders::create#"));
+    /// assert!(id.to_string().starts_with("orders::create#"));
     /// ```
     pub fn record_id<K: Serialize + ?Sized>(
         &self,
         namespace: &str,
         key: &K,
-    ) -> Result<String, Error> {
+    ) -> Result<RecordId, Error> {
         key::check_namespace(namespace).map_err(Error::Config)?;
         let canonical = key::canonical_key(key).map_err(|e| Error::InvalidKey {
             namespace: namespace.to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(self.id(namespace, &canonical))
+        Ok(self.id(&Namespace::from(namespace), &canonical))
     }
 }
 

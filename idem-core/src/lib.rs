@@ -130,6 +130,7 @@ pub use codec::Encoded;
 pub use context::Context;
 pub use engine::{Defaults, Engine, EngineBuilder, DISABLED_VARIABLE};
 pub use error::Error;
+pub use key::RecordId;
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
 pub use step::{step, Step};
 pub use store::{Isolation, Store};

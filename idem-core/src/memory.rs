@@ -9,10 +9,10 @@ use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::protocol;
-use crate::store::Record;
 use crate::store::{
     Attempt, Begin, Completion, Limits, Renewal, StepRecord, Store, StoreError, Written,
 };
+use crate::store::{Record, RecordId};
 
 /// The number of records a [`MemoryStore`] holds by default.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -68,24 +68,30 @@ impl Records {
         self.table.len()
     }
 
-    fn get(&self, id: &str) -> Option<&Arc<Record>> {
-        let hash = self.hasher.hash_one(id);
-        self.table.find(hash, |record| record.id == id)
+    /// The hash a record is found by: its digest's, which already tells keys apart (the
+    /// namespace is compared, not hashed).
+    fn hash(&self, id: &RecordId) -> u64 {
+        self.hasher.hash_one(id.digest())
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut Arc<Record>> {
-        let hash = self.hasher.hash_one(id);
-        self.table.find_mut(hash, |record| record.id == id)
+    fn get(&self, id: &RecordId) -> Option<&Arc<Record>> {
+        let hash = self.hash(id);
+        self.table.find(hash, |record| record.id == *id)
+    }
+
+    fn get_mut(&mut self, id: &RecordId) -> Option<&mut Arc<Record>> {
+        let hash = self.hash(id);
+        self.table.find_mut(hash, |record| record.id == *id)
     }
 
     /// Puts `record` in place of the one with its id, if any.
     fn insert(&mut self, record: Record) {
+        let hash = self.hash(&record.id);
         let hasher = &self.hasher;
-        let hash = hasher.hash_one(record.id.as_str());
         match self.table.entry(
             hash,
             |held| held.id == record.id,
-            |held| hasher.hash_one(held.id.as_str()),
+            |held| hasher.hash_one(held.id.digest()),
         ) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
@@ -101,9 +107,9 @@ impl Records {
         }
     }
 
-    fn remove(&mut self, id: &str) {
-        let hash = self.hasher.hash_one(id);
-        if let Ok(held) = self.table.find_entry(hash, |record| record.id == id) {
+    fn remove(&mut self, id: &RecordId) {
+        let hash = self.hash(id);
+        if let Ok(held) = self.table.find_entry(hash, |record| record.id == *id) {
             held.remove();
         }
     }
@@ -123,7 +129,7 @@ impl Records {
     fn shrink_to(&mut self, capacity: usize) {
         let hasher = &self.hasher;
         self.table
-            .shrink_to(capacity, |record| hasher.hash_one(record.id.as_str()));
+            .shrink_to(capacity, |record| hasher.hash_one(record.id.digest()));
     }
 }
 
@@ -362,11 +368,11 @@ impl Store for MemoryStore {
         self.update(attempt, |record| protocol::journal(record, attempt, step))
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         Ok(self.lock().records.get(id).cloned())
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.lock().records.remove(id);
         Ok(())
     }

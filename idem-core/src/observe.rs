@@ -6,7 +6,7 @@
 //! only their digest). A `&'static` namespace, as the attribute gives, is borrowed into
 //! the label, not copied.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 use std::time::Duration;
 
 /// How a call ended, as the `outcome` field of events and the `outcome` label of

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::codec::Encoded;
 use crate::store::{
-    ceil_secs, Attempt, Begin, Codec, Completion, Hold, Outcome, Record, Renewal, State,
-    StepRecord, Written,
+    ceil_secs, Attempt, Begin, Codec, Completion, Hold, Outcome, Owner, Record, RecordId, Renewal,
+    State, StepRecord, Written,
 };
 
 // The store's side: one conditional write per transition, atomic in the store.
@@ -65,7 +65,7 @@ pub fn complete(
         record.data = completion.data.clone();
         record.codec = completion.codec.clone();
         record.expires_at_s = completion.expires_at_s;
-        record.steps = Vec::new();
+        record.steps.clear();
     })
 }
 
@@ -77,13 +77,8 @@ pub fn journal(
     attempt: &Attempt,
     step: &StepRecord,
 ) -> Written<()> {
-    write_if(current, attempt, Record::is_held_by, |record| match record
-        .steps
-        .iter_mut()
-        .find(|entry| entry.name == step.name)
-    {
-        Some(entry) => *entry = step.clone(),
-        None => record.steps.push(step.clone()),
+    write_if(current, attempt, Record::is_held_by, |record| {
+        record.steps.write(step.clone())
     })
 }
 
@@ -186,7 +181,7 @@ pub fn after_begin(written: Written<u64>, request: &Begin) -> BeginAnswer {
             fence,
             lease_until_ms: request.lease_until_ms,
         },
-        Written::Refused(Some(record)) if record.shows_begin_by(&request.owner) => {
+        Written::Refused(Some(record)) if record.shows_begin_by(request.owner) => {
             BeginAnswer::Held {
                 fence: record.fence,
                 lease_until_ms: record.lease_until_ms,
@@ -481,10 +476,16 @@ pub struct Terms {
 impl Terms {
     /// The begin `owner` sends at `now_ms`: a lease until `now + lease`, the record kept
     /// until `lease_until + ttl` (rounded up to seconds).
-    pub fn begin(&self, id: &str, owner: &str, now_ms: u64, fingerprint: Option<String>) -> Begin {
+    pub fn begin(
+        &self,
+        id: &RecordId,
+        owner: Owner,
+        now_ms: u64,
+        fingerprint: Option<String>,
+    ) -> Begin {
         let mut request = Begin {
-            id: id.to_owned(),
-            owner: owner.to_owned(),
+            id: id.clone(),
+            owner,
             now_ms,
             lease_until_ms: 0,
             expires_at_s: 0,

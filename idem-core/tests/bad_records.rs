@@ -32,7 +32,8 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
     )
         .prop_map(|(state, outcome, data, format, codec, fingerprint, live)| {
             let id =
-                idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, br#""k""#, None));
+                idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, br#""k""#, None))
+                    .expect("a record id");
             let now = ManualClock::default().now_ms();
             let (lease_until_ms, expires_at_s) = if live {
                 (now + 30_000, now / 1000 + 3600)
@@ -42,7 +43,7 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
             let record = Record {
                 id,
                 state,
-                owner: "someone-else".into(),
+                owner: idem_core::store::Owner::from_u128(7),
                 fence: 3,
                 lease_until_ms,
                 expires_at_s,
@@ -51,7 +52,7 @@ fn record() -> impl Strategy<Value = (Record, bool)> {
                 data,
                 format,
                 codec,
-                steps: Vec::new(),
+                steps: idem_core::store::Steps::new(),
             };
             (record, live)
         })

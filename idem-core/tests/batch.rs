@@ -34,7 +34,7 @@ async fn hold_elsewhere(store: &Counted, engine: &Engine, key: &str) -> u64 {
     let now = engine.clock().now_ms();
     let holder = Begin {
         id: engine.record_id(NS, key).unwrap(),
-        owner: "elsewhere".into(),
+        owner: idem_core::store::Owner::from_u128(7),
         now_ms: now,
         lease_until_ms: now + 60_000,
         expires_at_s: now / 1000 + 3600,

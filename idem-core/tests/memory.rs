@@ -68,11 +68,11 @@ async fn an_in_progress_record_is_kept_while_its_lease_could_matter() {
         .unwrap();
     // A crashed attempt: its record is in progress, its lease lapses after 30 s, and it
     // stays a ttl beyond that, so fencing stays monotonic.
-    let id = idem_core::key::id_from_digest("memory::bound", "crashed");
+    let id = idem_core::RecordId::new("memory::bound", [7; 32]);
     let begun = store
         .begin(&idem_core::store::Begin {
             id: id.clone(),
-            owner: "crashed".into(),
+            owner: idem_core::store::Owner::from_u128(7),
             now_ms: clock_now(&clock),
             lease_until_ms: clock_now(&clock) + 30_000,
             expires_at_s: idem_core::store::ceil_secs(clock_now(&clock) + 30_000 + 60_000),

@@ -6,13 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::protocol::*;
-use idem_core::store::{Attempt, Codec, Hold, Outcome, Record, Written};
+use idem_core::store::{Attempt, Codec, Hold, Outcome, Owner, Record, RecordId, Written};
 use idem_core::Encoded;
+
+/// The one key these rules are applied to.
+fn id() -> RecordId {
+    RecordId::new("ns", [1; 32])
+}
+
+/// An owner named by a test: distinct names, distinct owners.
+fn owner(name: &str) -> Owner {
+    Owner::from_u128(name.bytes().fold(0, |n, b| n << 8 | u128::from(b)))
+}
 
 fn attempt(fence: u64) -> Attempt {
     Attempt {
-        id: "ns#key".to_owned(),
-        owner: "me".to_owned(),
+        id: id(),
+        owner: owner("me"),
         fence,
     }
 }
@@ -22,7 +32,12 @@ fn in_progress(fence: u64, lease_until_ms: u64) -> Arc<Record> {
         lease_ms: 1000,
         ttl_ms: 1000,
     }
-    .begin("ns#key", "me", lease_until_ms.saturating_sub(1000), None)
+    .begin(
+        &id(),
+        owner("me"),
+        lease_until_ms.saturating_sub(1000),
+        None,
+    )
     .record(fence);
     Arc::new(record)
 }
@@ -107,7 +122,7 @@ fn begin_at_10s(owner: &str) -> idem_core::store::Begin {
         lease_ms: 1000,
         ttl_ms: 1000,
     }
-    .begin("ns#key", owner, 10_000, None)
+    .begin(&id(), self::owner(owner), 10_000, None)
 }
 
 #[test]

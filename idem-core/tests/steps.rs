@@ -35,7 +35,7 @@ fn setup() -> (Faulty, ManualClock, Engine) {
 /// The key's digest: its record id after the namespace.
 fn digest(engine: &Engine, key: &str) -> String {
     let id = engine.record_id(NS, key).unwrap();
-    id[NS.len() + 1..].to_owned()
+    id.digest_hex().to_string()
 }
 
 fn call(engine: &Engine, key: &str) -> Call {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use idem_core::store::{
     async_trait, Attempt, Begin, Completion, Limits, Renewal, Store, StoreError, Written,
 };
-use idem_core::{Call, Clock, EngineBuilder, Error, ManualClock, MemoryStore, Sleep};
+use idem_core::{Call, Clock, EngineBuilder, Error, ManualClock, MemoryStore, RecordId, Sleep};
 use tokio::sync::{oneshot, Mutex, Notify};
 
 const NS: &str = "tests::timing";
@@ -45,10 +45,13 @@ impl Store for Slow {
         self.clock.sleep(self.latency).await;
         self.inner.release(a).await
     }
-    async fn read(&self, id: &str) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
+    async fn read(
+        &self,
+        id: &RecordId,
+    ) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
         self.inner.read(id).await
     }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.inner.delete(id).await
     }
 }
@@ -233,10 +236,13 @@ impl Store for LateExtend {
     async fn release(&self, a: &Attempt) -> Result<Written<()>, StoreError> {
         self.inner.release(a).await
     }
-    async fn read(&self, id: &str) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
+    async fn read(
+        &self,
+        id: &RecordId,
+    ) -> Result<Option<Arc<idem_core::store::Record>>, StoreError> {
         self.inner.read(id).await
     }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.inner.delete(id).await
     }
 }

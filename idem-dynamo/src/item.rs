@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
-use idem_core::store::{Codec, Outcome, Record, State, StepRecord, StoreError, FORMAT};
+use idem_core::store::{Codec, Outcome, Owner, Record, State, StepRecord, StoreError, FORMAT};
 
 use crate::names::AttributeNames;
 use crate::requests::{data_value, s};
@@ -164,9 +164,9 @@ pub(crate) fn decode(
         }
     };
     Ok(Record {
-        id: id.to_owned(),
+        id: id.clone(),
         state,
-        owner: required_string(&names.owner)?.clone(),
+        owner: Owner::from_stored(required_string(&names.owner)?),
         fence: number(&names.fence)?,
         lease_until_ms: number(&names.in_progress_expiration)?,
         expires_at_s: number(&names.expiration)?,
@@ -176,7 +176,7 @@ pub(crate) fn decode(
         format: u32::try_from(format)
             .map_err(|_| malformed(&names.format, "a format number out of range"))?,
         codec,
-        steps: decode_steps(item.get(&names.steps), |what| malformed(&names.steps, what))?,
+        steps: decode_steps(item.get(&names.steps), |what| malformed(&names.steps, what))?.into(),
     })
 }
 
@@ -304,7 +304,8 @@ mod tests {
         /// another kind of error.
         #[test]
         fn any_item_decodes_or_is_malformed(item in item()) {
-            let context = Context { operation: "read", id: "ns#d", table: "idem" };
+            let id = idem_core::RecordId::new("ns", [0xd; 32]);
+            let context = Context { operation: "read", id: &id, table: "idem" };
             match decode(&AttributeNames::default(), context, &item) {
                 Ok(record) => {
                     // Only what the item holds comes back.

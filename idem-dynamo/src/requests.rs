@@ -16,7 +16,9 @@ use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use idem_core::store::{Attempt, Begin, Codec, Completion, Renewal, State, StepRecord, FORMAT};
+use idem_core::store::{
+    Attempt, Begin, Codec, Completion, RecordId, Renewal, State, StepRecord, FORMAT,
+};
 
 use crate::item;
 
@@ -84,7 +86,7 @@ fn held_by(names: &AttributeNames, expression: &mut Expression, attempt: &Attemp
     let status = expression.name("#status", &names.status);
     let in_progress = expression.value(":inprogress", s(State::InProgress.as_str()));
     let owner = expression.name("#owner", &names.owner);
-    let owner_value = expression.value(":owner", s(attempt.owner.as_str()));
+    let owner_value = expression.value(":owner", s(attempt.owner.to_string()));
     let fence = expression.name("#fence", &names.fence);
     let fence_value = expression.value(":fence", n(attempt.fence));
     format!("{status} = {in_progress} AND {owner} = {owner_value} AND {fence} = {fence_value}")
@@ -119,7 +121,7 @@ fn attempt_fields(names: &AttributeNames, e: &mut Expression, request: &Begin) -
     let status = e.name("#status", &names.status);
     let in_progress = e.value(":inprogress", s(State::InProgress.as_str()));
     let owner = e.name("#owner", &names.owner);
-    let owner_value = e.value(":owner", s(request.owner.as_str()));
+    let owner_value = e.value(":owner", s(request.owner.to_string()));
     let lease = e.name("#lease", &names.in_progress_expiration);
     let lease_value = e.value(":lease", n(request.lease_until_ms));
     let expiration = e.name("#expiration", &names.expiration);
@@ -285,10 +287,11 @@ pub(crate) fn release(names: &AttributeNames, attempt: &Attempt) -> Update {
 impl DynamoStore {
     /// The item key of a record id: `{prefix}{id}` in the partition key, or in sort-key
     /// mode the static partition value and `{prefix}{id}` in the sort key.
-    fn key(&self, id: &str) -> HashMap<String, AttributeValue> {
+    fn key(&self, id: &RecordId) -> HashMap<String, AttributeValue> {
+        use std::fmt::Write as _;
         let mut stored = String::with_capacity(self.prefix.len() + id.len());
         stored.push_str(&self.prefix);
-        stored.push_str(id);
+        write!(stored, "{id}").expect("a String takes every write");
         match &self.layout {
             KeyLayout::PartitionKey => HashMap::from([(self.names.id.clone(), s(stored))]),
             KeyLayout::SortKey {
@@ -302,7 +305,7 @@ impl DynamoStore {
     }
 
     /// The `UpdateItem` of a transition on `id`, the old item asked for on refusal.
-    pub(crate) fn update_item(&self, id: &str, request: Update) -> UpdateItemFluentBuilder {
+    pub(crate) fn update_item(&self, id: &RecordId, request: Update) -> UpdateItemFluentBuilder {
         let (names, values) = request.expression.into_parts();
         self.client
             .update_item()
@@ -317,7 +320,7 @@ impl DynamoStore {
     }
 
     /// Read: one strongly consistent `GetItem`.
-    pub(crate) fn get_item(&self, id: &str) -> GetItemFluentBuilder {
+    pub(crate) fn get_item(&self, id: &RecordId) -> GetItemFluentBuilder {
         self.client
             .get_item()
             .table_name(&self.table)
@@ -326,7 +329,7 @@ impl DynamoStore {
     }
 
     /// Delete: one unconditional `DeleteItem`.
-    pub(crate) fn delete_item(&self, id: &str) -> DeleteItemFluentBuilder {
+    pub(crate) fn delete_item(&self, id: &RecordId) -> DeleteItemFluentBuilder {
         self.client
             .delete_item()
             .table_name(&self.table)

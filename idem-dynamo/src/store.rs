@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::Client;
 use idem_core::store::{
     Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, StoreError, Written,
 };
-use idem_core::Store;
+use idem_core::{RecordId, Store};
 
 use crate::item::decode;
 use crate::names::{AttributeNames, KeyLayout};
@@ -80,7 +80,7 @@ impl DynamoStore {
     }
 
     /// What an error of `operation` on `id` names.
-    fn context<'a>(&'a self, operation: &'static str, id: &'a str) -> Context<'a> {
+    fn context<'a>(&'a self, operation: &'static str, id: &'a RecordId) -> Context<'a> {
         Context {
             operation,
             id,
@@ -92,7 +92,7 @@ impl DynamoStore {
     /// (the old item in the response, or one consistent read when the server sent none).
     async fn update(
         &self,
-        id: &str,
+        id: &RecordId,
         request: Update,
     ) -> Result<Written<UpdateItemOutput>, StoreError> {
         let context = self.context(request.operation, id);
@@ -148,7 +148,7 @@ impl DynamoStore {
     }
 
     /// A write whose answer holds nothing to read: applied or refused.
-    async fn write(&self, id: &str, request: Update) -> Result<Written<()>, StoreError> {
+    async fn write(&self, id: &RecordId, request: Update) -> Result<Written<()>, StoreError> {
         Ok(self.update(id, request).await?.map(|_| ()))
     }
 
@@ -193,7 +193,7 @@ fn item_too_large<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) ->
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub operation: &'static str,
-    pub id: &'a str,
+    pub id: &'a RecordId,
     pub table: &'a str,
 }
 
@@ -305,11 +305,11 @@ impl Store for DynamoStore {
         self.write(&attempt.id, request).await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         self.get(self.context("read", id)).await
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.delete_item(id)
             .send()
             .await

@@ -61,7 +61,7 @@ const PERMANENT: &[(u16, Option<&str>)] = &[
 ];
 
 async fn kind_of_each_write(store: &DynamoStore) -> Vec<(&'static str, StoreErrorKind)> {
-    let id = "tests::classes#0".to_owned();
+    let id = idem_core::testkit::test_id("tests::classes#0");
     let held = attempt(&id, "a", 1);
     vec![
         (

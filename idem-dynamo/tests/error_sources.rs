@@ -17,7 +17,7 @@ use idem_core::Store;
 use idem_dynamo::DynamoStore;
 use serde_json::{json, Value};
 
-const ID: &str = "orders::create#0123";
+const ID: &str = "orders::create#0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A store over table `idem` whose client answers each request with the next of
 /// `answers`.
@@ -112,11 +112,17 @@ async fn a_throttled_request_names_its_operation_and_keeps_the_sdk_error() {
     assert_names(&error, "release", Some("UpdateItem"));
     assert_source::<UpdateItemError>(&error);
 
-    let error = scripted(vec![throttled()]).read(ID).await.unwrap_err();
+    let error = scripted(vec![throttled()])
+        .read(&idem_core::testkit::test_id(ID))
+        .await
+        .unwrap_err();
     assert_names(&error, "read", Some("GetItem"));
     assert_source::<GetItemError>(&error);
 
-    let error = scripted(vec![throttled()]).delete(ID).await.unwrap_err();
+    let error = scripted(vec![throttled()])
+        .delete(&idem_core::testkit::test_id(ID))
+        .await
+        .unwrap_err();
     assert_names(&error, "delete", Some("DeleteItem"));
     assert_source::<DeleteItemError>(&error);
     assert_eq!(error.kind(), StoreErrorKind::Transient);
@@ -172,7 +178,7 @@ async fn a_malformed_item_names_the_operation_and_the_attribute() {
 
     // In a read.
     let error = scripted(vec![(200, json!({"Item": malformed_item()}))])
-        .read(ID)
+        .read(&idem_core::testkit::test_id(ID))
         .await
         .unwrap_err();
     assert_malformed(&error, "read");

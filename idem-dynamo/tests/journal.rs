@@ -48,12 +48,15 @@ fn bytes(name: &str, data: Vec<u8>) -> StepRecord {
 }
 
 /// The item of `id` as stored, by a raw consistent GetItem.
-async fn raw_item(store: &DynamoStore, id: &str) -> HashMap<String, AttributeValue> {
+async fn raw_item(
+    store: &DynamoStore,
+    id: &idem_core::RecordId,
+) -> HashMap<String, AttributeValue> {
     store
         .client()
         .get_item()
         .table_name(store.table())
-        .key(&store.names().id, AttributeValue::S(id.to_owned()))
+        .key(&store.names().id, AttributeValue::S(id.to_string()))
         .consistent_read(true)
         .send()
         .await
@@ -71,13 +74,13 @@ fn n(value: u64) -> AttributeValue {
 }
 
 /// Puts an item as the version before steps wrote it: no `steps` attribute.
-async fn put_old_item(store: &DynamoStore, id: &str, completed: bool) {
+async fn put_old_item(store: &DynamoStore, id: &idem_core::RecordId, completed: bool) {
     let mut put = store
         .client()
         .put_item()
         .table_name(store.table())
-        .item("id", s(id))
-        .item("owner", s("a"))
+        .item("id", s(&id.to_string()))
+        .item("owner", s(&idem_core::testkit::owner("a").to_string()))
         .item("fence", n(3))
         .item("in_progress_expiration", n(T0 + 30_000))
         .item("expiration", n(T0 / 1000 + 3_600));
@@ -191,7 +194,10 @@ async fn a_refused_journal_brings_the_steps_and_a_resent_one_is_one_entry(server
     match store.journal(&stale, &value("s3", "3")).await.unwrap() {
         Written::Refused(Some(record)) => {
             assert_eq!(record.steps, vec![s1.clone(), s2.clone()]);
-            assert_eq!((record.owner.as_str(), record.fence), ("a", fence));
+            assert_eq!(
+                (record.owner, record.fence),
+                (idem_core::testkit::owner("a"), fence)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -233,7 +239,9 @@ async fn a_journal_past_the_item_size_is_a_clear_permanent_error(server: Server)
     assert_eq!(error.kind(), StoreErrorKind::Permanent, "{error}");
     let message = error.to_string();
     assert!(
-        message.contains("journal") && message.contains("too large") && message.contains(&id),
+        message.contains("journal")
+            && message.contains("too large")
+            && message.contains(&id.to_string()),
         "{message}"
     );
     let record = store.read(&id).await.unwrap().unwrap();

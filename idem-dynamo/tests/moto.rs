@@ -244,7 +244,7 @@ async fn malformed_and_newer_records_are_decode_errors_and_the_body_never_runs()
     ];
     let runs = AtomicUsize::new(0);
     for (key, mut record) in records {
-        record.insert("id".into(), s(&id(key)));
+        record.insert("id".into(), s(&id(key).to_string()));
         client(Server::Moto, None)
             .put_item()
             .table_name(&table)

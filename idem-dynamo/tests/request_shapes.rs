@@ -144,7 +144,7 @@ async fn begin_on_a_new_key_is_one_lean_update_item() {
         body["ExpressionAttributeValues"],
         json!({
             ":inprogress": {"S": "INPROGRESS"},
-            ":owner": {"S": "owner-1"},
+            ":owner": {"S": idem_core::testkit::owner("owner-1").to_string()},
             ":one": {"N": "1"},
             ":lease": {"N": lease_until.to_string()},
             ":expiration": {"N": request_expiry(lease_until).to_string()},
@@ -420,7 +420,7 @@ async fn a_journal_write_is_one_conditional_append() {
 #[tokio::test]
 async fn reads_are_strongly_consistent_and_keys_follow_the_layout() {
     let (target, body) = captured(plain, |store| async move {
-        let _ = store.read(ID).await;
+        let _ = store.read(&idem_core::testkit::test_id(ID)).await;
     })
     .await;
     assert_eq!(target, "DynamoDB_20120810.GetItem");
@@ -430,7 +430,7 @@ async fn reads_are_strongly_consistent_and_keys_follow_the_layout() {
     let (_, body) = captured(
         |b| b.sort_key("sort_key", "idempotency#svc").prefix("svc/"),
         |store| async move {
-            let _ = store.read(ID).await;
+            let _ = store.read(&idem_core::testkit::test_id(ID)).await;
         },
     )
     .await;

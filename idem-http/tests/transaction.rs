@@ -386,7 +386,7 @@ async fn a_server_killed_mid_handler_leaves_no_row_and_the_retry_runs_once() {
 }
 
 /// The record id of a global key in the layer's namespace.
-fn record_id(store: &PgStore, key: &str) -> String {
+fn record_id(store: &PgStore, key: &str) -> idem_core::RecordId {
     Engine::new(store.clone())
         .record_id("http", key)
         .expect("a valid key")

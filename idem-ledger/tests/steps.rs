@@ -284,7 +284,7 @@ async fn proof(records: Records) {
                 "{key}: the completion empties the journal"
             );
             assert_eq!(ledger_rows(&store, key).await, 1, "{key}: one ledger row");
-            let token = &id[NAMESPACE.len() + 1..];
+            let token = &id.digest_hex().to_string();
             let requests = downstream.requests.lock().unwrap();
             for step in ["charge", "notify"] {
                 let sent = &requests[&(step.to_owned(), key.clone())];

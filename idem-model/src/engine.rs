@@ -8,7 +8,7 @@ use idem_core::protocol::{
 use idem_core::store::{Attempt, Codec, Outcome, State, StepRecord, Written};
 use idem_core::Encoded;
 
-use crate::state::{step_index, step_name, ID};
+use crate::state::{id, step_index, step_name};
 use crate::{Answer, End, Message, Op, Payload, Phase, Protocol, Stage, Steps, World};
 
 impl Protocol {
@@ -28,7 +28,7 @@ impl Protocol {
 
     pub(crate) fn attempt(world: &World, index: usize, fence: u64) -> Attempt {
         Attempt {
-            id: ID.to_owned(),
+            id: id(),
             owner: world.callers[index].owner(index),
             fence,
         }
@@ -39,7 +39,7 @@ impl Protocol {
         let request =
             self.bounds
                 .terms()
-                .begin(ID, &caller.owner(index), caller.now_ms(world.now), None);
+                .begin(&id(), caller.owner(index), caller.now_ms(world.now), None);
         // The lock-held form opens the body's transaction and takes the key in it.
         let op = if self.bounds.lock_held {
             Op::Hold(request.clone())
@@ -159,7 +159,7 @@ impl Protocol {
             (Phase::Beginning { request, tries, .. }, answer) => {
                 let meaning = match answer {
                     Answer::Begin(written) => {
-                        if matches!(&written, Written::Refused(Some(r)) if r.shows_begin_by(&request.owner))
+                        if matches!(&written, Written::Refused(Some(r)) if r.shows_begin_by(request.owner))
                         {
                             world.seen.reconciled = true;
                         }

@@ -359,7 +359,10 @@ impl Model for Protocol {
                 if let Some((index, generation, _)) = world.pending.take() {
                     // A crashed holder's session ended: its transaction is rolled back.
                     if self.bounds.lock_held && world.callers[index].generation != generation {
-                        world.seen.ended.push(format!("c{index}g{generation}"));
+                        world
+                            .seen
+                            .ended
+                            .push(crate::state::owner_of(index, generation));
                     }
                 }
             }

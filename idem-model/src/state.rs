@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use idem_core::protocol;
-use idem_core::store::{Begin, Record, Renewal, StepRecord};
+use idem_core::store::{Begin, Owner, Record, RecordId, Renewal, StepRecord};
+use idem_core::Namespace;
 
 use crate::Message;
 
@@ -13,8 +14,15 @@ use crate::Message;
 /// expiry (epoch seconds, rounded up) falls exactly on a tick.
 pub const TICK_MS: u64 = 1000;
 
-/// The one key every caller calls with.
-pub(crate) const ID: &str = "model#key";
+/// The owner of caller `index`'s attempt `generation`: one number per attempt.
+pub(crate) fn owner_of(index: usize, generation: u32) -> Owner {
+    Owner::from_u128((index as u128) << 32 | u128::from(generation))
+}
+
+/// The one key every caller calls with: namespace `model`, a fixed digest.
+pub(crate) fn id() -> RecordId {
+    RecordId::new(Namespace::fixed("model"), [0; 32])
+}
 
 /// The world: real time, the store's record, the callers, the messages in flight, the
 /// faults left to inject, and what an observer saw (for the properties).
@@ -242,13 +250,13 @@ pub struct Seen {
     /// record's lifetime began.
     pub runs: Vec<(usize, u32)>,
     /// The owner of the last begin the store applied.
-    pub last_begin_owner: Option<String>,
+    pub last_begin_owner: Option<Owner>,
     /// The completion the store holds: owner, fence and expiry (seconds).
-    pub completed: Option<(String, u64, u64)>,
+    pub completed: Option<(Owner, u64, u64)>,
     /// A release was applied and no begin since.
     pub released: bool,
     /// Owners of attempts that crashed, with the latest lease they asked for.
-    pub dead: Vec<(String, u64)>,
+    pub dead: Vec<(Owner, u64)>,
     /// A completed record was overwritten before it expired.
     pub overwritten_early: bool,
     /// A completion by an attempt other than the last one begun was applied.
@@ -281,7 +289,7 @@ pub struct Seen {
     pub fence_not_above: bool,
     /// Lock-held: owners of crashed attempts whose session the database ended (their
     /// transaction rolled back, its row lock released).
-    pub ended: Vec<String>,
+    pub ended: Vec<Owner>,
     /// Lock-held: a hold was answered busy by the transaction of an attempt whose
     /// session had ended, or refused by a live lease of a crashed attempt.
     pub held_past_session: bool,
@@ -318,8 +326,10 @@ pub struct Seen {
 }
 
 impl Caller {
-    pub(crate) fn owner(&self, index: usize) -> String {
-        format!("c{index}g{}", self.generation)
+    /// The owner of the caller's current attempt: its index and generation, as a
+    /// number (`0x{index}_{generation:08x}`), distinct per attempt.
+    pub(crate) fn owner(&self, index: usize) -> Owner {
+        owner_of(index, self.generation)
     }
 
     pub(crate) fn now_ms(&self, now: u64) -> u64 {

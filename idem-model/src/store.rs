@@ -97,7 +97,7 @@ impl Protocol {
     ) -> Answer {
         let held = world.record.as_ref().is_some_and(|r| {
             r.state == State::InProgress && r.owner == attempt.owner && r.fence == attempt.fence
-        }) && world.seen.last_begin_owner.as_deref() == Some(attempt.owner.as_str());
+        }) && world.seen.last_begin_owner == Some(attempt.owner);
         let written = self.variant.journal(world.record.as_mut(), attempt, entry);
         match &written {
             Written::Applied(()) => {
@@ -132,7 +132,7 @@ impl Protocol {
     ) -> Answer {
         let now_ms = world.now * TICK_MS;
         if let Some((index, generation, _)) = &world.pending {
-            let holder = format!("c{index}g{generation}");
+            let holder = crate::state::owner_of(*index, *generation);
             if world.seen.ended.contains(&holder) {
                 world.seen.held_past_session = true;
             }
@@ -153,7 +153,7 @@ impl Protocol {
                 self.takes_over(world, now_ms);
                 let held = protocol::held_record(request, fence);
                 world.pending = Some((from.0, from.1, Arc::new(held)));
-                world.seen.last_begin_owner = Some(request.owner.clone());
+                world.seen.last_begin_owner = Some(request.owner);
                 Answer::Hold(Hold::Taken(fence))
             }
             Written::Refused(current) => {
@@ -190,7 +190,7 @@ impl Protocol {
                         }
                         let begun = self.variant.begun(world.record.as_deref(), request, *fence);
                         world.record = Some(Arc::new(begun));
-                        world.seen.last_begin_owner = Some(request.owner.clone());
+                        world.seen.last_begin_owner = Some(request.owner);
                         world.seen.released = false;
                     }
                     Written::Refused(Some(current)) if current.state == State::InProgress => {
@@ -277,9 +277,9 @@ impl Protocol {
     /// What an observer sees when `attempt`'s completion becomes visible (applied, or
     /// committed in a transaction): the completion, and whether it was stale.
     fn completed(world: &mut World, attempt: &Attempt, expires_at_s: u64) {
-        if world.seen.last_begin_owner.as_deref() != Some(attempt.owner.as_str()) {
+        if world.seen.last_begin_owner != Some(attempt.owner) {
             world.seen.stale_completion = true;
         }
-        world.seen.completed = Some((attempt.owner.clone(), attempt.fence, expires_at_s));
+        world.seen.completed = Some((attempt.owner, attempt.fence, expires_at_s));
     }
 }

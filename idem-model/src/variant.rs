@@ -110,10 +110,7 @@ impl Variant {
         match record {
             Some(record) if record.state == State::InProgress => {
                 let record = Arc::make_mut(record);
-                match record.steps.iter_mut().find(|e| e.name == step.name) {
-                    Some(entry) => *entry = step.clone(),
-                    None => record.steps.push(step.clone()),
-                }
+                record.steps.write(step.clone());
                 Written::Applied(())
             }
             other => Written::Refused(other.map(|record| record.clone())),

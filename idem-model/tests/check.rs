@@ -139,7 +139,7 @@ fn the_faulty_journal_differs_from_the_code_only_on_another_attempt_s_record() {
         journal_without_fence: true,
         ..Variant::FIXED
     };
-    let at = attempt("model#key", "c0g0", 3);
+    let at = attempt(idem_core::RecordId::new("model", [0; 32]), "c0g0", 3);
     let step = idem_core::store::StepRecord {
         name: "s0".to_owned(),
         outcome: Some(idem_core::store::Outcome::Ok),
@@ -174,12 +174,14 @@ fn the_faulty_begin_differs_from_the_code_only_in_the_journal() {
         begin_clears_steps: true,
         ..Variant::FIXED
     };
-    let at = attempt("model#key", "c0g0", 3);
+    let at = attempt(idem_core::RecordId::new("model", [0; 32]), "c0g0", 3);
     let request = begin_at(&at.id, "c1g0", T0 + LEASE_MS, None);
-    let mut with_steps = begin_at(&at.id, &at.owner, T0, None).record(at.fence);
+    let mut with_steps = idem_core::testkit::TERMS
+        .begin(&at.id, at.owner, T0, None)
+        .record(at.fence);
     with_steps
         .steps
-        .push(idem_core::store::StepRecord::started("s0"));
+        .write(idem_core::store::StepRecord::started("s0"));
     for current in [None, Some(with_steps)] {
         let by_code = protocol::begun(current.as_ref(), &request, 4);
         assert_eq!(Variant::FIXED.begun(current.as_ref(), &request, 4), by_code);
@@ -188,7 +190,7 @@ fn the_faulty_begin_differs_from_the_code_only_in_the_journal() {
         assert_eq!(
             mine,
             idem_core::store::Record {
-                steps: Vec::new(),
+                steps: idem_core::store::Steps::new(),
                 ..by_code
             }
         );
@@ -218,7 +220,7 @@ fn the_faulty_hold_differs_from_the_code_only_in_its_fence() {
         fence_from_row: true,
         ..Variant::FIXED
     };
-    let at = attempt("model#key", "c0g0", 3);
+    let at = attempt(idem_core::RecordId::new("model", [0; 32]), "c0g0", 3);
     let request = begin_at(&at.id, "c1g0", T0 + LEASE_MS, None);
     let (mut applied, mut refused) = (0, 0);
     for record in records(&at) {
@@ -292,7 +294,9 @@ fn an_extend_that_renews_a_released_lease_is_found() {
 /// Records an extend may meet: absent, held and live, held and lapsed, held and
 /// released, completed, and another attempt's.
 fn records(at: &Attempt) -> Vec<Option<Arc<Record>>> {
-    let mut held = begin_at(&at.id, &at.owner, T0, None).record(at.fence);
+    let mut held = idem_core::testkit::TERMS
+        .begin(&at.id, at.owner, T0, None)
+        .record(at.fence);
     let mut out = vec![None, Some(held.clone())];
     held.lease_until_ms = T0 - 1;
     out.push(Some(held.clone()));
@@ -309,7 +313,7 @@ fn records(at: &Attempt) -> Vec<Option<Arc<Record>>> {
 
 #[test]
 fn the_faulty_extend_differs_from_the_code_only_on_a_released_lease() {
-    let at = attempt("model#key", "c0g0", 3);
+    let at = attempt(idem_core::RecordId::new("model", [0; 32]), "c0g0", 3);
     let renewal = renewal_at(T0 + 1_000);
     let faulty = Variant {
         extend_after_release: true,

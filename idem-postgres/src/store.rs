@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use idem_core::store::{
-    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StepRecord,
-    StoreError, Written, FORMAT,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Owner, Record, RecordId, Renewal, State,
+    StepRecord, StoreError, Written, FORMAT,
 };
 use idem_core::Store;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -305,8 +305,8 @@ impl PgStore {
         request: &'q Begin,
     ) -> Query<'q, Postgres, PgArguments> {
         self.query(sql)
-            .bind(request.id.as_str())
-            .bind(request.owner.as_str())
+            .bind(request.id.to_string())
+            .bind(request.owner.to_string())
             .bind(to_i64(request.now_ms))
             .bind(to_i64(request.lease_until_ms))
             .bind(to_i64(request.expires_at_s))
@@ -326,8 +326,8 @@ impl PgStore {
     ) -> Query<'q, Postgres, PgArguments> {
         let (text, bytes) = data_columns(completion);
         self.query(sql)
-            .bind(attempt.id.as_str())
-            .bind(attempt.owner.as_str())
+            .bind(attempt.id.to_string())
+            .bind(attempt.owner.to_string())
             .bind(to_i64(fence))
             .bind(completion.outcome.as_str())
             .bind(text)
@@ -338,7 +338,11 @@ impl PgStore {
 
     /// The answer of a write (`write_then_current`): applied with its fence, or refused
     /// with the current record.
-    pub(crate) fn answer(&self, id: &str, row: Option<PgRow>) -> Result<Written<u64>, StoreError> {
+    pub(crate) fn answer(
+        &self,
+        id: &RecordId,
+        row: Option<PgRow>,
+    ) -> Result<Written<u64>, StoreError> {
         let Some(row) = row else {
             return Ok(Written::Refused(None));
         };
@@ -354,7 +358,7 @@ impl PgStore {
 
     /// A record from its row; an error names the store, the table and the record, and
     /// keeps sqlx's error as its source.
-    fn decode(&self, id: &str, row: &PgRow) -> Result<Record, StoreError> {
+    fn decode(&self, id: &RecordId, row: &PgRow) -> Result<Record, StoreError> {
         let context = format!("PostgreSQL row of `{id}` in {}", self.inner.table);
         let malformed = |e: sqlx::Error| {
             StoreError::malformed(format!("{context} cannot be decoded: {e}")).with_source(e)
@@ -388,9 +392,9 @@ impl PgStore {
                 .map(Bytes::from),
         };
         Ok(Record {
-            id: id.to_owned(),
+            id: id.clone(),
             state,
-            owner: text("owner")?,
+            owner: Owner::from_stored(&text("owner")?),
             fence: number("fence")?,
             lease_until_ms: number("lease_until_ms")?,
             expires_at_s: number("expires_at_s")?,
@@ -401,7 +405,7 @@ impl PgStore {
                 StoreError::malformed(format!("{context}: the format is negative: {format}"))
             })?,
             codec,
-            steps: decode_steps(row, &context)?,
+            steps: decode_steps(row, &context)?.into(),
         })
     }
 
@@ -414,8 +418,8 @@ impl PgStore {
         step: &'q StepRecord,
     ) -> Query<'q, Postgres, PgArguments> {
         self.query(&self.inner.statements.journal)
-            .bind(attempt.id.as_str())
-            .bind(attempt.owner.as_str())
+            .bind(attempt.id.to_string())
+            .bind(attempt.owner.to_string())
             .bind(to_i64(fence))
             .bind(step.name.as_str())
             .bind(step.outcome.map(Outcome::as_str))
@@ -430,7 +434,8 @@ impl PgStore {
     async fn batch_answers(
         &self,
         operation: &'static str,
-        ids: &[&str],
+        ids: &[&RecordId],
+        texts: &[String],
         rows: Result<Vec<PgRow>, sqlx::Error>,
     ) -> Vec<Result<Written<u64>, StoreError>> {
         let rows = match rows {
@@ -447,8 +452,8 @@ impl PgStore {
             }
         }
         let mut answers = Vec::with_capacity(ids.len());
-        for id in ids {
-            answers.push(match self.answer(id, by_id.remove(*id)) {
+        for (id, text) in ids.iter().zip(texts) {
+            answers.push(match self.answer(id, by_id.remove(text)) {
                 Ok(Written::Refused(None)) => self.read(id).await.map(Written::Refused),
                 answer => answer,
             });
@@ -563,7 +568,7 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn from_i64(id: &str, name: &str, value: i64) -> Result<u64, StoreError> {
+pub(crate) fn from_i64(id: &RecordId, name: &str, value: i64) -> Result<u64, StoreError> {
     u64::try_from(value)
         .map_err(|_| StoreError::malformed(format!("column `{name}` of `{id}` is negative")))
 }
@@ -604,11 +609,11 @@ impl Store for PgStore {
         if let Err(error) = self.reserve_heartbeats().await {
             return error.for_each_item(requests.len());
         }
-        let ids = column(requests, |r| r.id.as_str());
+        let ids = column(requests, |r| r.id.to_string());
         let rows = self
             .query(&self.inner.statements.begin_batch)
             .bind(&ids)
-            .bind(column(requests, |r| r.owner.as_str()))
+            .bind(column(requests, |r| r.owner.to_string()))
             .bind(column(requests, |r| to_i64(r.now_ms)))
             .bind(column(requests, |r| to_i64(r.lease_until_ms)))
             .bind(column(requests, |r| to_i64(r.expires_at_s)))
@@ -617,7 +622,8 @@ impl Store for PgStore {
             .bind(Codec::Json.as_str())
             .fetch_all(&self.pool)
             .await;
-        self.batch_answers("begin_batch", &ids, rows).await
+        self.batch_answers("begin_batch", &column(requests, |r| &r.id), &ids, rows)
+            .await
     }
 
     /// One statement for every completion: the single complete's update over `unnest`,
@@ -629,12 +635,12 @@ impl Store for PgStore {
         if completions.is_empty() {
             return Vec::new();
         }
-        let ids = column(completions, |(a, _)| a.id.as_str());
+        let ids = column(completions, |(a, _)| a.id.to_string());
         let data = column(completions, |(_, c)| data_columns(c));
         let rows = self
             .query(&self.inner.statements.complete_batch)
             .bind(&ids)
-            .bind(column(completions, |(a, _)| a.owner.as_str()))
+            .bind(column(completions, |(a, _)| a.owner.to_string()))
             .bind(column(completions, |(a, _)| to_i64(a.fence)))
             .bind(column(completions, |(_, c)| c.outcome.as_str()))
             .bind(column(&data, |(text, _)| *text))
@@ -643,11 +649,16 @@ impl Store for PgStore {
             .bind(column(completions, |(_, c)| c.codec.as_str()))
             .fetch_all(&self.pool)
             .await;
-        self.batch_answers("complete_batch", &ids, rows)
-            .await
-            .into_iter()
-            .map(|answer| answer.map(|written| written.map(|_| ())))
-            .collect()
+        self.batch_answers(
+            "complete_batch",
+            &column(completions, |(a, _)| &a.id),
+            &ids,
+            rows,
+        )
+        .await
+        .into_iter()
+        .map(|answer| answer.map(|written| written.map(|_| ())))
+        .collect()
     }
 
     async fn complete(
@@ -672,8 +683,8 @@ impl Store for PgStore {
     ) -> Result<Written<()>, StoreError> {
         let query = self
             .query(&self.inner.statements.extend)
-            .bind(attempt.id.as_str())
-            .bind(attempt.owner.as_str())
+            .bind(attempt.id.to_string())
+            .bind(attempt.owner.to_string())
             .bind(to_i64(attempt.fence))
             .bind(to_i64(renewal.lease_until_ms))
             .bind(to_i64(renewal.expires_at_s));
@@ -697,16 +708,16 @@ impl Store for PgStore {
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let query = self
             .query(&self.inner.statements.release)
-            .bind(attempt.id.as_str())
-            .bind(attempt.owner.as_str())
+            .bind(attempt.id.to_string())
+            .bind(attempt.owner.to_string())
             .bind(to_i64(attempt.fence));
         self.held_write("release", attempt, &self.pool, query).await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         let row = self
             .query(&self.inner.statements.read)
-            .bind(id)
+            .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error("read", e))?;
@@ -714,9 +725,9 @@ impl Store for PgStore {
             .transpose()
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.query(&self.inner.statements.delete)
-            .bind(id)
+            .bind(id.to_string())
             .execute(&self.pool)
             .await
             .map_err(|e| self.error("delete", e))?;

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use idem_core::store::{Attempt, Begin, Completion, Outcome, Store, Written};
+use idem_core::store::{Attempt, Begin, Completion, Outcome, RecordId, Store, Written};
 use idem_core::testkit::{begin_at, completion_at, fresh_id, LEASE_MS, T0, TTL_MS};
 
 const TASKS: u64 = 8;
@@ -18,11 +18,11 @@ const TASKS: u64 = 8;
 #[ignore = "needs the PostgreSQL server that scripts/test checks"]
 async fn batches_sharing_keys_in_any_order_never_deadlock() {
     let store = Arc::new(common::store("batch_deadlock").await);
-    let ids: Arc<Vec<String>> = Arc::new((0..24).map(|_| fresh_id("deadlock")).collect());
+    let ids: Arc<Vec<RecordId>> = Arc::new((0..24).map(|_| fresh_id("deadlock")).collect());
     // Enough other rows that the planner reaches each key through the index, in
     // whatever order a statement lists it, rather than in the table's order.
     let filler: Vec<Begin> = (0..5000)
-        .map(|_| begin_at(&fresh_id("filler"), "filler", T0, None))
+        .map(|_| begin_at(fresh_id("filler"), "filler", T0, None))
         .collect();
     for answer in store.begin_batch(&filler).await {
         answer.unwrap();
@@ -73,14 +73,14 @@ async fn batches_sharing_keys_in_any_order_never_deadlock() {
                             }
                         };
                         let holder = if begin.now_ms == now {
-                            owner.as_str()
+                            idem_core::testkit::owner(&owner)
                         } else {
-                            "nobody"
+                            idem_core::testkit::owner("nobody")
                         };
                         completions.push((
                             Attempt {
                                 id: begin.id.clone(),
-                                owner: holder.into(),
+                                owner: holder,
                                 fence,
                             },
                             completion_at(now + 1, Outcome::Ok, Some("1")),
@@ -118,11 +118,11 @@ async fn batches_sharing_keys_in_any_order_never_deadlock() {
 #[ignore = "needs the PostgreSQL server that scripts/test checks"]
 async fn two_batches_of_the_same_keys_in_opposite_orders_both_answer() {
     let store = common::store("batch_opposite").await;
-    let mut ids: Vec<String> = (0..64).map(|_| fresh_id("opposite")).collect();
-    ids.sort();
+    let mut ids: Vec<RecordId> = (0..64).map(|_| fresh_id("opposite")).collect();
+    ids.sort_by_key(|id| id.to_string());
     for round in 0..20u64 {
         let now = T0 + round * 2 * (TTL_MS + LEASE_MS);
-        let begins = |owner: &str, ids: &mut dyn Iterator<Item = &String>| -> Vec<Begin> {
+        let begins = |owner: &str, ids: &mut dyn Iterator<Item = &RecordId>| -> Vec<Begin> {
             ids.map(|id| begin_at(id, owner, now, None)).collect()
         };
         let forward = begins("forward", &mut ids.iter());
@@ -147,7 +147,7 @@ async fn two_batches_of_the_same_keys_in_opposite_orders_both_answer() {
                 completions[side].push((
                     Attempt {
                         id: begin.id.clone(),
-                        owner: begin.owner.clone(),
+                        owner: begin.owner,
                         fence,
                     },
                     completion_at(now + 1, Outcome::Ok, Some("1")),

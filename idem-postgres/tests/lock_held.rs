@@ -624,11 +624,11 @@ async fn queued_holders_get_fences_in_the_order_they_take_the_key() {
             .unwrap()
             .as_millis() as u64
     };
-    let request = |id: &str, owner: &str| {
+    let request = |id: &idem_core::RecordId, owner: &str| {
         let now_ms = now_ms();
         Begin {
-            id: id.to_owned(),
-            owner: owner.to_owned(),
+            id: id.clone(),
+            owner: idem_core::testkit::owner(owner),
             now_ms,
             lease_until_ms: now_ms + 30_000,
             expires_at_s: (now_ms + 30_000) / 1000 + 3600,
@@ -643,7 +643,7 @@ async fn queued_holders_get_fences_in_the_order_they_take_the_key() {
     // A transaction whose hold waits for the key: the task that awaits it, returned once
     // it is seen waiting.
     #[allow(clippy::async_yields_async)]
-    let queued = |id: String, owner: &'static str| {
+    let queued = |id: idem_core::RecordId, owner: &'static str| {
         let store = store.store.clone();
         let request = request(&id, owner);
         async move {
@@ -680,7 +680,7 @@ async fn queued_holders_get_fences_in_the_order_they_take_the_key() {
     let mut inversions_seen = Vec::new();
     for path in ["update", "insert"] {
         for round in 0..20 {
-            let id = format!("{NS}#{path}-{round}");
+            let id = idem_core::testkit::test_id(&format!("{NS}#{path}-{round}"));
             if path == "update" {
                 // A committed row, released: free.
                 let begin = request(&id, "plain");
@@ -689,7 +689,7 @@ async fn queued_holders_get_fences_in_the_order_they_take_the_key() {
                 };
                 let attempt = Attempt {
                     id: id.clone(),
-                    owner: begin.owner.clone(),
+                    owner: begin.owner,
                     fence,
                 };
                 assert!(matches!(
@@ -795,7 +795,7 @@ async fn a_hold_keeps_the_journal_and_the_held_completion_empties_it() {
     let id = idem_core::testkit::fresh_id("heldjournal");
     let request = |owner: &str| Begin {
         id: id.clone(),
-        owner: owner.to_owned(),
+        owner: idem_core::testkit::owner(owner),
         now_ms,
         lease_until_ms: now_ms + 30_000,
         expires_at_s: (now_ms + 30_000) / 1000 + 3600,
@@ -812,7 +812,7 @@ async fn a_hold_keeps_the_journal_and_the_held_completion_empties_it() {
     };
     let plain = Attempt {
         id: id.clone(),
-        owner: "plain".into(),
+        owner: idem_core::testkit::owner("plain"),
         fence,
     };
     assert_eq!(
@@ -827,7 +827,7 @@ async fn a_hold_keeps_the_journal_and_the_held_completion_empties_it() {
     };
     let held = Attempt {
         id: id.clone(),
-        owner: "held".into(),
+        owner: idem_core::testkit::owner("held"),
         fence: held_fence,
     };
     assert_eq!(
@@ -857,7 +857,7 @@ async fn a_hold_keeps_the_journal_and_the_held_completion_empties_it() {
     tx.commit().await.unwrap();
     let record = store.read(&id).await.unwrap().unwrap();
     assert_eq!(
-        (record.state, record.fence, record.steps.clone()),
+        (record.state, record.fence, record.steps.to_vec()),
         (State::Completed, held_fence, vec![])
     );
 }
@@ -878,7 +878,7 @@ async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
     let id = idem_core::testkit::fresh_id("heldjournalrb");
     let request = |owner: &str| Begin {
         id: id.clone(),
-        owner: owner.to_owned(),
+        owner: idem_core::testkit::owner(owner),
         now_ms,
         lease_until_ms: now_ms + 30_000,
         expires_at_s: (now_ms + 30_000) / 1000 + 3600,
@@ -889,7 +889,7 @@ async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
     };
     let plain = Attempt {
         id: id.clone(),
-        owner: "plain".into(),
+        owner: idem_core::testkit::owner("plain"),
         fence,
     };
     store
@@ -903,7 +903,7 @@ async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
     };
     let held = Attempt {
         id: id.clone(),
-        owner: "held".into(),
+        owner: idem_core::testkit::owner("held"),
         fence: held_fence,
     };
     tx.journal(&held, &StepRecord::started("s2")).await.unwrap();
@@ -911,7 +911,7 @@ async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
         "SELECT step_names FROM {} WHERE id = $1",
         store.table()
     )))
-    .bind(&id)
+    .bind(id.to_string())
     .fetch_one(&mut *tx)
     .await
     .unwrap();
@@ -919,7 +919,10 @@ async fn a_rolled_back_hold_leaves_the_journal_as_it_was() {
     tx.rollback().await.unwrap();
     let record = store.read(&id).await.unwrap().unwrap();
     assert_eq!(
-        (record.owner.as_str(), record.steps.clone()),
-        ("plain", vec![StepRecord::started("s1")])
+        (record.owner, record.steps.to_vec()),
+        (
+            idem_core::testkit::owner("plain"),
+            vec![StepRecord::started("s1")]
+        )
     );
 }

@@ -31,11 +31,14 @@ async fn count(store: &TestStore) -> i64 {
 }
 
 /// A transaction holding the row of `id` locked, as a live call's would.
-async fn lock(store: &PgStore, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+async fn lock(
+    store: &PgStore,
+    id: &idem_core::RecordId,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut holder = store.pool().begin().await.unwrap();
     let statement = format!("SELECT 1 FROM {} WHERE id = $1 FOR UPDATE", store.table());
     sqlx::query(sqlx::AssertSqlSafe(statement))
-        .bind(id)
+        .bind(id.to_string())
         .execute(&mut *holder)
         .await
         .unwrap();
@@ -159,7 +162,7 @@ async fn a_row_that_cannot_be_decoded_is_a_decode_error_and_never_a_body_run() {
         // The store's own error names the store, the table and the record.
         let id = engine.record_id(NS, "bad").unwrap();
         let read = store.read(&id).await.unwrap_err().to_string();
-        for expected in ["PostgreSQL", store.table(), id.as_str()] {
+        for expected in ["PostgreSQL", store.table(), &id.to_string()] {
             assert!(read.contains(expected), "{corruption}: {expected}: {read}");
         }
         execute(
@@ -196,7 +199,7 @@ async fn a_value_over_the_size_limit_is_completed_as_not_stored() {
 
 /// The error an operation on `store` ends with.
 async fn begin_error(store: &PgStore) -> StoreError {
-    let request = begin_at(&fresh_id("errors"), "owner", now_ms(), None);
+    let request = begin_at(fresh_id("errors"), "owner", now_ms(), None);
     store.begin(&request).await.expect_err("the begin fails")
 }
 
@@ -471,7 +474,7 @@ async fn the_journal_keeps_every_byte_and_a_refused_journal_answers_with_the_ste
             "SELECT step_codecs, step_data FROM {} WHERE id = $1",
             store.table()
         )))
-        .bind(&id)
+        .bind(id.to_string())
         .fetch_one(store.pool())
         .await
         .unwrap();
@@ -496,7 +499,10 @@ async fn the_journal_keeps_every_byte_and_a_refused_journal_answers_with_the_ste
     };
     match store.journal(&a, &raw).await.unwrap() {
         Written::Refused(Some(current)) => {
-            assert_eq!((current.owner.as_str(), current.fence), ("b", fence_b));
+            assert_eq!(
+                (current.owner, current.fence),
+                (idem_core::testkit::owner("b"), fence_b)
+            );
             assert_eq!(current.steps, steps);
         }
         other => panic!("expected a refusal with the current record, got {other:?}"),
@@ -533,6 +539,9 @@ async fn a_journal_whose_columns_disagree_is_malformed() {
             StoreErrorKind::Malformed,
             "{corruption}: {error}"
         );
-        assert!(error.to_string().contains(&id), "{corruption}: {error}");
+        assert!(
+            error.to_string().contains(&id.to_string()),
+            "{corruption}: {error}"
+        );
     }
 }

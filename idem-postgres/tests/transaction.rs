@@ -176,7 +176,10 @@ async fn a_lost_lease_rolls_the_body_back_and_returns_lease_lost() {
         "nothing of the body persisted"
     );
     let record = store.read(&id).await.unwrap().unwrap();
-    assert_eq!((record.owner.as_str(), record.fence), ("other", 2));
+    assert_eq!(
+        (record.owner, record.fence),
+        (idem_core::testkit::owner("other"), 2)
+    );
 }
 
 /// A begin that meets a completion written but not yet committed waits for the commit
@@ -222,8 +225,8 @@ async fn a_begin_meeting_an_uncommitted_completion_waits_for_the_commit_and_sees
     match answer {
         Written::Refused(Some(record)) => {
             assert_eq!(
-                (record.state, record.owner.as_str()),
-                (State::Completed, "first")
+                (record.state, record.owner),
+                (State::Completed, idem_core::testkit::owner("first"))
             );
         }
         other => panic!("expected the completed record, got {other:?}"),
@@ -464,10 +467,10 @@ async fn a_database_step_s_rows_and_its_journal_entry_commit_together() {
         data: Some(value.as_bytes().to_vec().into()),
         codec: Codec::Json,
     };
-    let steps = |store: &TestStore, id: &str| {
+    let steps = |store: &TestStore, id: &idem_core::RecordId| {
         let store = store.store.clone();
-        let id = id.to_owned();
-        async move { store.read(&id).await.unwrap().unwrap().steps.clone() }
+        let id = id.clone();
+        async move { store.read(&id).await.unwrap().unwrap().steps.to_vec() }
     };
 
     // Rolled back: neither the row nor the entry.
@@ -537,7 +540,10 @@ async fn a_database_step_s_rows_and_its_journal_entry_commit_together() {
         .unwrap();
     match tx.journal(&a, &step("s3", "3")).await.unwrap() {
         Written::Refused(Some(current)) => {
-            assert_eq!((current.owner.as_str(), current.fence), ("b", fence_b));
+            assert_eq!(
+                (current.owner, current.fence),
+                (idem_core::testkit::owner("b"), fence_b)
+            );
             assert_eq!(current.steps, both);
         }
         other => panic!("expected a refusal with the current record, got {other:?}"),
@@ -554,7 +560,7 @@ async fn a_database_step_s_rows_and_its_journal_entry_commit_together() {
     tx.commit().await.unwrap();
     let record = store.read(&id).await.unwrap().unwrap();
     assert_eq!(
-        (record.state, record.steps.clone()),
+        (record.state, record.steps.to_vec()),
         (State::Completed, vec![])
     );
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::{BufMut as _, Bytes};
 use futures_util::future::join_all;
 use idem_core::store::{
-    Attempt, Begin, Codec, Completion, Limits, Outcome, Record, Renewal, State, StepRecord,
-    StoreError, Written,
+    Attempt, Begin, Codec, Completion, Limits, Outcome, Owner, Record, RecordId, Renewal, State,
+    StepRecord, StoreError, Written,
 };
 use idem_core::Store;
 use redis::{Cmd, RedisError, RedisWrite, ToRedisArgs, Value};
@@ -59,15 +59,12 @@ impl RedisStore {
     }
 
     /// The Redis key of a record id.
-    pub fn key(&self, id: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + id.len());
-        key.push_str(&self.prefix);
-        key.push_str(id);
-        key
+    pub fn key(&self, id: &RecordId) -> String {
+        format!("{}{id}", self.prefix)
     }
 
     /// The Redis key of a record id, as a command argument written in place.
-    fn key_arg<'a>(&'a self, id: &'a str) -> RecordKey<'a> {
+    fn key_arg<'a>(&'a self, id: &'a RecordId) -> RecordKey<'a> {
         RecordKey {
             prefix: &self.prefix,
             id,
@@ -75,7 +72,7 @@ impl RedisStore {
     }
 
     /// What an error of `operation` on `id` names.
-    fn context<'a>(&'a self, operation: &'static str, id: &'a str) -> Context<'a> {
+    fn context<'a>(&'a self, operation: &'static str, id: &'a RecordId) -> Context<'a> {
         Context {
             operation,
             id,
@@ -84,7 +81,7 @@ impl RedisStore {
     }
 
     /// `EVALSHA` of `script` on the record's key, its arguments still to add.
-    fn invocation(&self, script: &Lua, id: &str) -> Cmd {
+    fn invocation(&self, script: &Lua, id: &RecordId) -> Cmd {
         let mut command = redis::cmd("EVALSHA");
         command.arg(&script.hash).arg(1).arg(self.key_arg(id));
         command
@@ -158,7 +155,7 @@ impl RedisStore {
     fn batch_failed<R>(
         &self,
         operation: &'static str,
-        first: &str,
+        first: &RecordId,
         count: usize,
         error: RedisError,
     ) -> Vec<Result<R, StoreError>> {
@@ -170,7 +167,7 @@ impl RedisStore {
         // Numbers go as the redis crate writes them (decimal, no allocation).
         let mut invocation = self.invocation(&self.scripts.begin, &request.id);
         invocation
-            .arg(&request.owner)
+            .arg(request.owner.to_string())
             .arg(request.now_ms)
             .arg(request.lease_until_ms)
             .arg(request.expires_at_s)
@@ -207,7 +204,7 @@ impl RedisStore {
     fn complete_invocation(&self, attempt: &Attempt, completion: &Completion) -> Cmd {
         let mut invocation = self.invocation(&self.scripts.complete, &attempt.id);
         invocation
-            .arg(&attempt.owner)
+            .arg(attempt.owner.to_string())
             .arg(attempt.fence)
             .arg(completion.now_ms)
             .arg(completion.expires_at_s)
@@ -394,7 +391,7 @@ impl Write {
 #[derive(Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub operation: &'static str,
-    pub id: &'a str,
+    pub id: &'a RecordId,
     pub prefix: &'a str,
 }
 
@@ -422,14 +419,16 @@ impl Drop for WaitDone<'_> {
 /// into the command's argument: no key string is built first.
 struct RecordKey<'a> {
     prefix: &'a str,
-    id: &'a str,
+    id: &'a RecordId,
 }
 
 impl ToRedisArgs for RecordKey<'_> {
     fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
         let mut arg = out.bufmut_for_next_arg(self.prefix.len() + self.id.len());
         arg.put_slice(self.prefix.as_bytes());
-        arg.put_slice(self.id.as_bytes());
+        arg.put_slice(self.id.namespace().as_bytes());
+        arg.put_slice(b"#");
+        arg.put_slice(&self.id.digest_hex().to_ascii());
     }
 }
 
@@ -654,9 +653,9 @@ fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
         None => None,
     };
     Ok(Record {
-        id: id.to_owned(),
+        id: id.clone(),
         state,
-        owner: text(fields.owner, "owner")?,
+        owner: Owner::from_stored(&text(fields.owner, "owner")?),
         fence: number(fields.fence, "fence")?,
         lease_until_ms: number(fields.lease_until_ms, "lease_until_ms")?,
         expires_at_s: number(fields.expires_at_s, "expires_at_s")?,
@@ -666,7 +665,7 @@ fn decode(context: Context<'_>, fields: Fields) -> Result<Record, StoreError> {
         format: u32::try_from(number(fields.format, "format")?)
             .map_err(|_| StoreError::malformed(format!("{context}: the format is too large")))?,
         codec: Codec::from_stored(&text(fields.codec, "codec")?),
-        steps: journal(fields.steps),
+        steps: journal(fields.steps).into(),
     })
 }
 
@@ -794,7 +793,7 @@ impl Store for RedisStore {
     ) -> Result<Written<()>, StoreError> {
         let mut invocation = self.invocation(&self.scripts.extend, &attempt.id);
         invocation
-            .arg(&attempt.owner)
+            .arg(attempt.owner.to_string())
             .arg(attempt.fence)
             .arg(renewal.now_ms)
             .arg(renewal.lease_until_ms)
@@ -805,7 +804,7 @@ impl Store for RedisStore {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let mut invocation = self.invocation(&self.scripts.release, &attempt.id);
-        invocation.arg(&attempt.owner).arg(attempt.fence);
+        invocation.arg(attempt.owner.to_string()).arg(attempt.fence);
         self.held_write("release", attempt, &self.scripts.release, &invocation)
             .await
     }
@@ -833,7 +832,7 @@ impl Store for RedisStore {
         }
         let mut invocation = self.invocation(&self.scripts.journal, &attempt.id);
         invocation
-            .arg(&attempt.owner)
+            .arg(attempt.owner.to_string())
             .arg(attempt.fence)
             .arg(&step.name)
             .arg(pack_step(step));
@@ -851,7 +850,7 @@ impl Store for RedisStore {
         written
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         let context = self.context("read", id);
         let mut command = redis::cmd("HGETALL");
         command.arg(self.key_arg(id));
@@ -872,7 +871,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         let mut command = redis::cmd("DEL");
         command.arg(self.key_arg(id));
         self.connection
@@ -895,23 +894,28 @@ pub(crate) mod tests {
             .expect_err("an error reply")
     }
 
-    const CONTEXT: Context<'static> = Context {
-        operation: "complete",
-        id: "billing#0f3a",
-        prefix: "svc-a:",
-    };
+    static ID: std::sync::LazyLock<RecordId> =
+        std::sync::LazyLock::new(|| RecordId::new("billing", [0x0f; 32]));
+
+    fn context() -> Context<'static> {
+        Context {
+            operation: "complete",
+            id: &ID,
+            prefix: "svc-a:",
+        }
+    }
 
     /// Names the store, the operation, the record and the prefix.
     fn assert_named(error: &StoreError) {
         let message = error.to_string();
-        for expected in ["Redis", "complete", "billing#0f3a", "svc-a:"] {
+        for expected in ["Redis", "complete", "billing#0f0f0f", "svc-a:"] {
             assert!(message.contains(expected), "{expected}: {message}");
         }
     }
 
     #[test]
     fn a_redis_error_is_kept_as_the_source_and_the_message_names_store_operation_and_prefix() {
-        let error = store_error(CONTEXT, server_error("WRONGTYPE Operation against a key"));
+        let error = store_error(context(), server_error("WRONGTYPE Operation against a key"));
         assert_named(&error);
         let source = std::error::Error::source(&error).expect("the redis error is the source");
         let source = source
@@ -920,7 +924,7 @@ pub(crate) mod tests {
         assert_eq!(source.code(), Some("WRONGTYPE"));
 
         let dropped = store_error(
-            CONTEXT,
+            context(),
             RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
         );
         assert_named(&dropped);
@@ -947,7 +951,7 @@ pub(crate) mod tests {
             .flat_map(|(name, value)| [bulk(name), bulk(value)])
             .collect::<Vec<_>>()
         };
-        assert!(decode_fields(CONTEXT, fields("1", "1", "ok")).is_ok());
+        assert!(decode_fields(context(), fields("1", "1", "ok")).is_ok());
         let malformed = [
             fields("x", "1", "ok"),
             fields("1", "99999999999", "ok"),
@@ -958,12 +962,12 @@ pub(crate) mod tests {
             vec![bulk("state"), Value::BulkString(vec![0xff])],
         ];
         for fields in malformed {
-            let error = decode_fields(CONTEXT, fields).expect_err("malformed");
+            let error = decode_fields(context(), fields).expect_err("malformed");
             assert_eq!(error.kind(), StoreErrorKind::Malformed);
             assert_named(&error);
         }
         for answer in [Value::Int(3), Value::Array(vec![Value::Int(2)])] {
-            let error = RedisStore::answer(CONTEXT, answer).expect_err("unexpected");
+            let error = RedisStore::answer(context(), answer).expect_err("unexpected");
             assert_eq!(error.kind(), StoreErrorKind::Permanent);
             assert_named(&error);
         }
@@ -990,7 +994,7 @@ pub(crate) mod tests {
             let mut value = format!("{}:", position + 1).into_bytes();
             value.extend_from_slice(&pack_step(&entry));
             let field = [STEP_PREFIX, entry.name.as_bytes()].concat();
-            let read = unpack_step(CONTEXT, field, value).expect("reads back");
+            let read = unpack_step(context(), field, value).expect("reads back");
             assert_eq!(read, (position as u64 + 1, entry));
         }
     }
@@ -1010,7 +1014,7 @@ pub(crate) mod tests {
             "MASTERDOWN Link with MASTER is down",
             "READONLY You can't write against a read only replica.",
         ] {
-            let error = store_error(CONTEXT, server_error(reply));
+            let error = store_error(context(), server_error(reply));
             assert_eq!(error.kind(), StoreErrorKind::Transient, "{reply}");
         }
         for reply in [
@@ -1018,7 +1022,7 @@ pub(crate) mod tests {
             "ERR Error running script (call to f_0123): user_script:1: oops",
             "NOPERM this user has no permissions to run the 'evalsha' command",
         ] {
-            let error = store_error(CONTEXT, server_error(reply));
+            let error = store_error(context(), server_error(reply));
             assert_eq!(error.kind(), StoreErrorKind::Permanent, "{reply}");
         }
     }

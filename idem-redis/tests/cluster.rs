@@ -215,10 +215,10 @@ impl Store for Watched {
     ) -> Result<Written<()>, StoreError> {
         self.note(self.store.journal(attempt, step).await)
     }
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &idem_core::RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         self.note(self.store.read(id).await)
     }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &idem_core::RecordId) -> Result<(), StoreError> {
         self.note(self.store.delete(id).await)
     }
 }
@@ -404,7 +404,7 @@ fn a_node_without_the_scripts_gets_them_from_the_call_that_needs_them() {
             on::<()>(master.port, redis::cmd("SCRIPT").arg("FLUSH"));
             assert_eq!(cached(master.port), 0);
         }
-        let id = "billing#noscript";
+        let id = &idem_core::testkit::test_id("billing#noscript");
         let slot = cluster.slot_of(&store.key(id));
         let owner = masters
             .iter()
@@ -445,7 +445,7 @@ fn a_redirect_that_reaches_the_store_is_transient() {
             .build_unchecked();
         // A key of another master.
         let id = (0..)
-            .map(|n| format!("billing#{n}"))
+            .map(|n| idem_core::testkit::test_id(&format!("billing#{n}")))
             .find(|id| {
                 let slot = cluster.slot_of(&store.key(id));
                 !first.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))

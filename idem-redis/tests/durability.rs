@@ -128,15 +128,20 @@ async fn a_wait_short_of_replicas_is_logged_and_the_completion_still_counts() {
         "applied on the primary: it counts"
     );
     assert!(took >= Duration::from_millis(150), "WAIT waited: {took:?}");
-    let record = store.read("ns#short").await.unwrap().expect("recorded");
+    let record = store
+        .read(&idem_core::testkit::test_id("ns#short"))
+        .await
+        .unwrap()
+        .expect("recorded");
     assert_eq!(record.outcome, Some(Outcome::Ok));
     let text = logs.text();
+    let id = idem_core::testkit::test_id("ns#short").to_string();
     for expected in [
         "WARN",
         "WAIT 1 150",
         "acknowledged_replicas=0",
         "short:",
-        "ns#short",
+        id.as_str(),
         "counts",
     ] {
         assert!(text.contains(expected), "{expected}: {text}");
@@ -189,7 +194,7 @@ async fn wait_for_a_replica_that_is_there_is_met() {
     assert!(!logs.text().contains("WAIT"), "{}", logs.text());
     // WAIT 1 returned: the replica has the completion already.
     let state: Option<String> = redis::cmd("HGET")
-        .arg(store.key("ns#replicated"))
+        .arg(store.key(&idem_core::testkit::test_id("ns#replicated")))
         .arg("state")
         .query_async(&mut replica_connection)
         .await

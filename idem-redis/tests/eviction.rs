@@ -149,7 +149,7 @@ async fn a_record_that_vanished_under_its_holder_is_logged_with_the_eviction_pol
     let (logs, _guard) = Logs::capture();
     let now = SystemClock.now_ms();
 
-    let kept = "ns#kept";
+    let kept = &idem_core::testkit::test_id("ns#kept");
     assert_eq!(
         store.begin(&begin_at(kept, "a", now, None)).await.unwrap(),
         Written::Applied(1)
@@ -157,7 +157,7 @@ async fn a_record_that_vanished_under_its_holder_is_logged_with_the_eviction_pol
     store.release(&attempt(kept, "a", 1)).await.unwrap();
     assert!(!logs.text().contains("vanished"), "{}", logs.text());
 
-    let id = "ns#gone";
+    let id = &idem_core::testkit::test_id("ns#gone");
     assert_eq!(
         store.begin(&begin_at(id, "a", now, None)).await.unwrap(),
         Written::Applied(1)
@@ -182,11 +182,12 @@ async fn a_record_that_vanished_under_its_holder_is_logged_with_the_eviction_pol
     assert_eq!(store.release(&held).await.unwrap(), Written::Refused(None));
     let text = logs.text();
     assert_eq!(text.matches("vanished").count(), 2, "{text}");
+    let id = id.to_string();
     for expected in [
         "WARN",
         "idem",
         "maxmemory-policy allkeys-lru",
-        "ns#gone",
+        id.as_str(),
         "complete",
         "release",
     ] {

@@ -121,7 +121,7 @@ async fn a_connection_killed_mid_call_is_a_transient_error_and_the_next_call_wor
 async fn the_server_expires_records_at_the_later_of_lease_and_ttl() {
     let _beside = SERVER_WIDE.read().await;
     let store = store("expiry").await;
-    let id = format!("{NS}#expiry");
+    let id = idem_core::testkit::test_id(&format!("{NS}#expiry"));
     let key = store.key(&id);
     let now = SystemClock.now_ms();
     let lease_until_ms = now + 3_000;
@@ -356,7 +356,7 @@ async fn hash(key: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
 async fn the_journal_is_a_field_per_step_in_the_records_hash_and_the_completion_removes_it() {
     let _beside = SERVER_WIDE.read().await;
     let store = store("journal-layout").await;
-    let id = "tests::redis#journal-layout";
+    let id = &idem_core::testkit::test_id("tests::redis#journal-layout");
     let key = store.key(id);
     let now = SystemClock.now_ms();
     assert_eq!(
@@ -455,12 +455,13 @@ async fn a_record_written_before_steps_reads_as_an_empty_journal_and_takes_steps
         ("tests::redis#old-in-progress", "INPROGRESS", None),
         ("tests::redis#old-completed", "COMPLETED", Some("ok")),
     ] {
+        let id = &idem_core::testkit::test_id(id);
         let mut hset = redis::cmd("HSET");
         hset.arg(store.key(id))
             .arg("state")
             .arg(state)
             .arg("owner")
-            .arg("a")
+            .arg(idem_core::testkit::owner("a").to_string())
             .arg("fence")
             .arg("3")
             .arg("lease_until_ms")
@@ -483,12 +484,12 @@ async fn a_record_written_before_steps_reads_as_an_empty_journal_and_takes_steps
             .unwrap();
         let record = store.read(id).await.unwrap().unwrap();
         assert_eq!(
-            (record.fence, record.steps.clone()),
+            (record.fence, record.steps.to_vec()),
             (3, Vec::new()),
             "{id}"
         );
     }
-    let id = "tests::redis#old-in-progress";
+    let id = &idem_core::testkit::test_id("tests::redis#old-in-progress");
     let step = entry("s1", Some(Outcome::Ok), Some(b"1"), Codec::Json);
     assert_eq!(
         store.journal(&attempt(id, "a", 3), &step).await.unwrap(),
@@ -506,7 +507,7 @@ async fn a_record_written_before_steps_reads_as_an_empty_journal_and_takes_steps
 async fn a_refused_journal_write_returns_the_record_with_its_steps() {
     let _beside = SERVER_WIDE.read().await;
     let store = store("journal-refused").await;
-    let id = "tests::redis#journal-refused";
+    let id = &idem_core::testkit::test_id("tests::redis#journal-refused");
     let now = SystemClock.now_ms();
     store.begin(&begin_at(id, "a", now, None)).await.unwrap();
     let a = attempt(id, "a", 1);
@@ -525,7 +526,10 @@ async fn a_refused_journal_write_returns_the_record_with_its_steps() {
         panic!("a stale journal write is refused with the record");
     };
     let current: &Record = &current;
-    assert_eq!((current.owner.as_str(), current.fence), ("b", 2));
+    assert_eq!(
+        (current.owner, current.fence),
+        (idem_core::testkit::owner("b"), 2)
+    );
     assert_eq!(current.steps, vec![s1.clone()]);
     assert_eq!(store.read(id).await.unwrap().unwrap().steps, vec![s1]);
 }
@@ -545,7 +549,7 @@ async fn a_journal_entry_over_the_size_limit_is_a_permanent_error() {
             .await
             .unwrap(),
     );
-    let id = "tests::redis#journal-size";
+    let id = &idem_core::testkit::test_id("tests::redis#journal-size");
     store
         .begin(&begin_at(id, "a", SystemClock.now_ms(), None))
         .await
@@ -573,7 +577,7 @@ async fn a_journal_entry_over_the_size_limit_is_a_permanent_error() {
 async fn a_step_field_that_cannot_be_read_is_a_decode_error() {
     let _beside = SERVER_WIDE.read().await;
     let store = store("journal-malformed").await;
-    let id = "tests::redis#journal-malformed";
+    let id = &idem_core::testkit::test_id("tests::redis#journal-malformed");
     store
         .begin(&begin_at(id, "a", SystemClock.now_ms(), None))
         .await

@@ -2,7 +2,7 @@
 //! take the key, open the destination, run the body under the kept lease, then record
 //! its value, or discard its writes and finish its failure.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;

@@ -29,6 +29,7 @@ use super::Namespace;
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::key::RecordId;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
 use crate::protocol;
@@ -285,7 +286,7 @@ impl<I, P> Batch<I, P> {
         let mut repeats: Vec<Option<oneshot::Receiver<bool>>> =
             items.iter().map(|_| None).collect();
         let mut groups = Vec::with_capacity(items.len());
-        let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+        let mut seen: HashMap<RecordId, usize> = HashMap::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
         for (index, Item { key, group, input }) in items.into_iter().enumerate() {
             groups.push(group);
@@ -710,7 +711,7 @@ where
                 Ok(BatchOutcome::Failed(
                     Error::LeaseLost {
                         namespace: guard.namespace.to_string(),
-                        digest: guard.digest().to_owned(),
+                        digest: guard.digest().to_string(),
                         value: None,
                     }
                     .into(),

@@ -4,7 +4,7 @@
 //! [`Call::run_in_transaction`](super::Call::run_in_transaction)). The one path of a
 //! call ([`attempt`](super::attempt)) differs only in this.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 
 use std::time::Duration;
 

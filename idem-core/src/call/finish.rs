@@ -248,7 +248,7 @@ impl Guard {
                 observe::call(&self.namespace, CallOutcome::LeaseLost);
                 Err(Error::LeaseLost {
                     namespace: self.namespace.to_string(),
-                    digest: self.digest().to_owned(),
+                    digest: self.digest().to_string(),
                     value: encoded,
                 }
                 .into())
@@ -362,7 +362,7 @@ impl Guard {
         };
         let attempt = Attempt {
             id: request.id.clone(),
-            owner: request.owner.clone(),
+            owner: request.owner,
             fence,
         };
         let completion = self.terms().completion(self.clock_now(), outcome, data);

@@ -9,7 +9,7 @@
 //! [`settle`](super::settle) settles a commit whose answer was lost, and
 //! [`attempt`](super::attempt) runs them in order.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::key::DigestHex;
 use crate::observe::{self, CallOutcome};
 use crate::protocol::Terms;
 use crate::store::{Attempt, Begin, Isolation, StoreError, StoreErrorKind};
@@ -57,9 +58,9 @@ impl Held {
 }
 
 impl Guard {
-    /// The key's digest (the attempt's token): the record id after its namespace.
-    pub(super) fn digest(&self) -> &str {
-        &self.request.id[self.namespace.len() + 1..]
+    /// The key's digest (the attempt's token), as hex digits.
+    pub(super) fn digest(&self) -> DigestHex<'_> {
+        self.request.id.digest_hex()
     }
 
     /// The span of an attempt: the body's own events carry its namespace, digest and
@@ -112,7 +113,7 @@ impl Guard {
     pub(super) fn decode_error(&self, reason: impl Into<String>) -> Error {
         Error::Decode {
             namespace: self.namespace.to_string(),
-            digest: self.digest().to_owned(),
+            digest: self.digest().to_string(),
             reason: reason.into(),
         }
     }

@@ -15,7 +15,6 @@ mod destination;
 mod finish;
 mod guard;
 mod heartbeat;
-mod namespace;
 mod policy;
 mod replay;
 mod report;
@@ -38,9 +37,9 @@ use crate::store::{Isolation, Transaction};
 use destination::{Destination, InStore};
 use settings::{Resolved, Settings};
 
+pub use crate::key::Namespace;
 pub use batch::{Batch, BatchOutcome, DEFAULT_BATCH_CONCURRENCY};
 pub(crate) use guard::store_call;
-pub use namespace::Namespace;
 pub use policy::{Described, ErrorPolicy, NoErrorReplay, ReplayErrors};
 pub use report::{Report, Source};
 

@@ -1,7 +1,7 @@
 //! A call's settings, resolved: the engine's defaults fill the gaps, every setting is
 //! checked, and the key is encoded into the attempt's begin. Nothing is written yet.
 
-use crate::call::Namespace;
+use crate::key::Namespace;
 use std::time::Duration;
 
 use super::guard::Guard;
@@ -10,7 +10,7 @@ use crate::engine::{check_timing, Engine};
 use crate::error::Error;
 use crate::key::{self, KeyError};
 use crate::observe::{self, CallOutcome};
-use crate::store::{Begin, Isolation};
+use crate::store::{Begin, Isolation, Owner};
 
 /// What a call was given, before the engine's defaults fill the gaps.
 pub(super) struct Settings {
@@ -24,15 +24,6 @@ pub(super) struct Settings {
     pub(super) wait: Option<Duration>,
     pub(super) optional_key: bool,
     pub(super) isolation: Option<Isolation>,
-}
-
-/// A fresh attempt's owner: a random UUID as 32 lowercase hex digits.
-fn new_owner() -> String {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4()
-        .simple()
-        .encode_lower(&mut buffer)
-        .to_owned()
 }
 
 /// What a call's settings resolve to.
@@ -134,7 +125,7 @@ impl Settings {
         // The times are set when it is sent.
         let request = Begin {
             id,
-            owner: new_owner(),
+            owner: Owner::random(),
             now_ms: 0,
             lease_until_ms: 0,
             expires_at_s: 0,

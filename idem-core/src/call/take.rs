@@ -82,7 +82,7 @@ impl Guard {
         };
         let attempt = Attempt {
             id: self.request.id.clone(),
-            owner: self.request.owner.clone(),
+            owner: self.request.owner,
             fence,
         };
         if !protocol::lease_is_live(self.clock_now(), lease_until_ms) {
@@ -103,7 +103,7 @@ impl Guard {
         }
         let context = Context::new(
             self.namespace.clone(),
-            self.digest().to_owned(),
+            self.digest().to_string(),
             fence,
             lease_until_ms,
             self.engine.clone(),
@@ -144,7 +144,7 @@ impl Guard {
                 self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
                 Err(Error::PayloadMismatch {
                     namespace: self.namespace.to_string(),
-                    digest: self.digest().to_owned(),
+                    digest: self.digest().to_string(),
                 })
             }
             _ => Ok(()),
@@ -269,7 +269,7 @@ impl Guard {
         self.outcome(CallOutcome::InProgress, "another attempt holds the key");
         Error::InProgress {
             namespace: self.namespace.to_string(),
-            digest: self.digest().to_owned(),
+            digest: self.digest().to_string(),
             lease_until_ms,
         }
     }

@@ -4,6 +4,8 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 
+use super::{InvalidRecordId, Namespace, RecordId};
+
 /// The 64-character lowercase hex digest of a canonical key within a namespace:
 /// SHA-256 of `namespace || 0x00 || canonical`, or HMAC-SHA-256 keyed with `secret`.
 ///
@@ -14,25 +16,22 @@ use sha2::{Digest as _, Sha256};
 /// assert_ne!(d, digest("billing::charge", br#""req-1""#, Some(b"secret")));
 /// ```
 pub fn digest(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> String {
-    let mut out = String::with_capacity(64);
-    push_digest(&mut out, namespace, canonical, secret);
-    out
+    let mut hex = [0u8; 64];
+    lower_hex(&digest_bytes(namespace, canonical, secret), &mut hex);
+    std::str::from_utf8(&hex)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
-/// Appends [`digest`]'s 64 hex digits to `out`.
-pub(crate) fn push_digest(
-    out: &mut String,
-    namespace: &str,
-    canonical: &[u8],
-    secret: Option<&[u8]>,
-) {
+/// [`digest`]'s 32 bytes, before they are written as hex.
+pub(crate) fn digest_bytes(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> [u8; 32] {
     match secret {
         None => {
             let mut hasher = Sha256::new();
             hasher.update(namespace.as_bytes());
             hasher.update([0u8]);
             hasher.update(canonical);
-            push_lower_hex(out, &hasher.finalize());
+            hasher.finalize().into()
         }
         Some(secret) => {
             // HMAC accepts keys of any length, so this cannot fail.
@@ -41,14 +40,11 @@ pub(crate) fn push_digest(
             mac.update(namespace.as_bytes());
             mac.update(&[0u8]);
             mac.update(canonical);
-            push_lower_hex(out, &mac.finalize().into_bytes());
+            mac.finalize().into_bytes().into()
         }
     }
 }
 
-/// Appends a digest as lowercase hex digits, two per byte from a table, written into a
-/// buffer on the stack and appended at once (a `char` pushed at a time costs ten times
-/// as much).
 /// A step's token: `hex(SHA-256(token || 0x00 || step))`, the attempt's token (the
 /// key's digest) and the step's name. [`Context::token`](crate::Context::token) answers
 /// it inside the step, so what the step sends downstream carries a key of its own, the
@@ -59,17 +55,23 @@ pub fn step_token(token: &str, step: &str) -> String {
     hasher.update([0u8]);
     hasher.update(step.as_bytes());
     let mut out = String::with_capacity(64);
-    push_lower_hex(&mut out, &hasher.finalize());
+    push_lower_hex(&mut out, &hasher.finalize().into());
     out
 }
 
-fn push_lower_hex(out: &mut String, digest: &[u8]) {
+// A digest as lowercase hex digits, two per byte from a table, written into a buffer on
+// the stack and appended at once (a `char` pushed at a time costs ten times as much).
+fn push_lower_hex(out: &mut String, digest: &[u8; 32]) {
     let mut hex = [0u8; 64];
+    lower_hex(digest, &mut hex);
+    out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+}
+
+/// Writes a digest's 64 lowercase hex digits into `hex`.
+pub(super) fn lower_hex(digest: &[u8; 32], hex: &mut [u8; 64]) {
     for (pair, &byte) in hex.chunks_exact_mut(2).zip(digest) {
         pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
-    let hex = &hex[..2 * digest.len().min(32)];
-    out.push_str(std::str::from_utf8(hex).expect("hex digits are ASCII"));
 }
 
 /// Lowercase hex digits, by value.
@@ -100,24 +102,31 @@ pub fn check_namespace(namespace: &str) -> Result<(), String> {
     }
 }
 
-/// The record id of a digest within a namespace: `{namespace}#{digest}`. A store may
-/// put a prefix of its own in front when it writes. Operators who have a key, not its
-/// digest, use [`Engine::record_id`](crate::Engine::record_id), which digests it with
-/// the engine's secret.
-pub fn id_from_digest(namespace: &str, digest: &str) -> String {
-    let mut id = String::with_capacity(namespace.len() + 1 + digest.len());
-    id.push_str(namespace);
-    id.push('#');
-    id.push_str(digest);
-    id
+/// The record id of a digest, given as its 64 lowercase hex digits, within a namespace:
+/// `{namespace}#{digest}` written out. A store may put a prefix of its own in front when
+/// it writes. Operators who have a key, not its digest, use
+/// [`Engine::record_id`](crate::Engine::record_id), which digests it with the engine's
+/// secret.
+///
+/// ```
+/// # use idem_core::key::id_from_digest;
+/// let id = id_from_digest("orders::create", &"0f".repeat(32)).unwrap();
+/// assert_eq!(id.to_string(), format!("orders::create#{}", "0f".repeat(32)));
+/// assert!(id_from_digest("orders::create", "not-hex").is_err());
+/// ```
+pub fn id_from_digest(namespace: &str, digest: &str) -> Result<RecordId, InvalidRecordId> {
+    format!("{namespace}#{digest}").parse()
 }
 
-/// [`id_from_digest`] of [`digest`], written in one buffer; the digest is the part
-/// after `namespace.len() + 1` bytes.
-pub(crate) fn record_id(namespace: &str, canonical: &[u8], secret: Option<&[u8]>) -> String {
-    let mut id = String::with_capacity(namespace.len() + 1 + 64);
-    id.push_str(namespace);
-    id.push('#');
-    push_digest(&mut id, namespace, canonical, secret);
-    id
+/// The [`RecordId`] of a canonical key within `namespace`, its digest as [`digest`]
+/// computes it.
+pub(crate) fn record_id(
+    namespace: &Namespace,
+    canonical: &[u8],
+    secret: Option<&[u8]>,
+) -> RecordId {
+    RecordId::new(
+        namespace.clone(),
+        digest_bytes(namespace, canonical, secret),
+    )
 }

@@ -17,9 +17,13 @@ mod canonical;
 mod digest;
 mod direct;
 mod error;
+mod id;
+mod namespace;
 mod serializer;
 
 pub use canonical::{canonical_json, canonical_key};
 pub(crate) use digest::record_id;
 pub use digest::{check_namespace, digest, id_from_digest, step_token};
 pub use error::KeyError;
+pub use id::{DigestHex, InvalidRecordId, RecordId};
+pub use namespace::Namespace;

@@ -25,6 +25,7 @@
 //! retries nothing but a begin whose refusal showed a free record.
 
 mod error;
+mod owner;
 mod record;
 
 use std::any::Any;
@@ -34,7 +35,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use error::{StoreError, StoreErrorKind};
-pub use record::{ceil_secs, Codec, Outcome, Record, State, StepRecord, FORMAT};
+pub use owner::{InvalidOwner, Owner};
+pub use record::{ceil_secs, Codec, Outcome, Record, State, StepRecord, Steps, FORMAT};
+
+pub use crate::key::RecordId;
 
 /// The attribute [`Store`] is declared with, for implementing it.
 pub use async_trait::async_trait;
@@ -96,10 +100,10 @@ pub enum Hold {
 /// A request to take a key: see [`Store::begin`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Begin {
-    /// The record id, `{namespace}#{digest}`.
-    pub id: String,
-    /// The attempt's owner id.
-    pub owner: String,
+    /// The record id, `{namespace}#{digest}` written out.
+    pub id: RecordId,
+    /// The attempt's owner.
+    pub owner: Owner,
     /// The engine's clock, in epoch milliseconds: the record is free iff it is not live
     /// at this instant.
     pub now_ms: u64,
@@ -119,7 +123,7 @@ impl Begin {
         Record {
             id: self.id.clone(),
             state: State::InProgress,
-            owner: self.owner.clone(),
+            owner: self.owner,
             fence,
             lease_until_ms: self.lease_until_ms,
             expires_at_s: self.expires_at_s,
@@ -128,7 +132,7 @@ impl Begin {
             data: None,
             format: FORMAT,
             codec: Codec::Json,
-            steps: Vec::new(),
+            steps: Steps::new(),
         }
     }
 }
@@ -137,9 +141,9 @@ impl Begin {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attempt {
     /// The record id.
-    pub id: String,
-    /// The attempt's owner id, as given to [`Store::begin`].
-    pub owner: String,
+    pub id: RecordId,
+    /// The attempt's owner, as given to [`Store::begin`].
+    pub owner: Owner,
     /// The fencing number [`Store::begin`] returned.
     pub fence: u64,
 }
@@ -311,11 +315,11 @@ pub trait Store: Any + Send + Sync + 'static {
     }
 
     /// Reads the record with `id`, strongly consistent.
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError>;
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError>;
 
     /// Deletes the record with `id`, unconditionally. For operators: it resets fencing,
     /// so an attempt that still runs may see its fence number reused.
-    async fn delete(&self, id: &str) -> Result<(), StoreError>;
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError>;
 }
 
 /// A transaction of a store's database, shared by a body's own writes and its

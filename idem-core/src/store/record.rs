@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-use super::{Attempt, Renewal};
+use super::{Attempt, Owner, Renewal};
+use crate::key::RecordId;
 
 /// The record format this build writes. A record with a higher format was written by a
 /// newer version of idem and is refused with a decode error, never overwritten.
@@ -136,12 +137,13 @@ impl FromStr for Outcome {
 /// One key's record, as a store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
-    /// `{namespace}#{digest}` (without any prefix the store adds).
-    pub id: String,
+    /// The namespace and the key's digest; `{namespace}#{digest}` written out (without
+    /// any prefix the store adds).
+    pub id: RecordId,
     /// In progress or completed.
     pub state: State,
     /// The attempt that wrote the record: random per attempt, kept on completion.
-    pub owner: String,
+    pub owner: Owner,
     /// The fencing number: +1 at every successful begin, never reset while the record
     /// exists.
     pub fence: u64,
@@ -166,7 +168,95 @@ pub struct Record {
     /// Kept across takeovers and releases, emptied by the completion (a replay needs only
     /// the outcome). Empty for a body without steps, and in every record written before
     /// steps existed.
-    pub steps: Vec<StepRecord>,
+    pub steps: Steps,
+}
+
+/// A record's journal: its [`StepRecord`]s in the order they were first written. A
+/// slice of them to read; empty, it takes one pointer's room and no allocation (most
+/// records have no steps).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+// A box around the vector, so that a record without steps keeps one null pointer (8
+// bytes) instead of an empty vector (24) in every record held in memory.
+#[allow(clippy::box_collection)]
+pub struct Steps(Option<Box<Vec<StepRecord>>>);
+
+impl Steps {
+    /// No steps.
+    pub const fn new() -> Steps {
+        Steps(None)
+    }
+
+    /// Writes `step`: in place of the entry of the same name if there is one, appended
+    /// otherwise (what [`Store::journal`](super::Store::journal) writes).
+    pub fn write(&mut self, step: StepRecord) {
+        let entries = self.0.get_or_insert_with(Box::default);
+        match entries.iter_mut().find(|entry| entry.name == step.name) {
+            Some(entry) => *entry = step,
+            None => entries.push(step),
+        }
+    }
+
+    /// Removes every step.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl std::ops::Deref for Steps {
+    type Target = [StepRecord];
+
+    fn deref(&self) -> &[StepRecord] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl fmt::Debug for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl From<Vec<StepRecord>> for Steps {
+    fn from(steps: Vec<StepRecord>) -> Steps {
+        if steps.is_empty() {
+            Steps(None)
+        } else {
+            Steps(Some(Box::new(steps)))
+        }
+    }
+}
+
+impl FromIterator<StepRecord> for Steps {
+    fn from_iter<I: IntoIterator<Item = StepRecord>>(steps: I) -> Steps {
+        steps.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl<'a> IntoIterator for &'a Steps {
+    type Item = &'a StepRecord;
+    type IntoIter = std::slice::Iter<'a, StepRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq<Vec<StepRecord>> for Steps {
+    fn eq(&self, other: &Vec<StepRecord>) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<[StepRecord]> for Steps {
+    fn eq(&self, other: &[StepRecord]) -> bool {
+        **self == *other
+    }
+}
+
+impl<const N: usize> PartialEq<[StepRecord; N]> for Steps {
+    fn eq(&self, other: &[StepRecord; N]) -> bool {
+        **self == other[..]
+    }
 }
 
 /// One step of a guarded body, as the record's journal keeps it: what
@@ -251,7 +341,7 @@ impl Record {
     // it as applied.
 
     /// Whether this record is what a begin by `owner` writes: in progress, `owner`'s.
-    pub fn shows_begin_by(&self, owner: &str) -> bool {
+    pub fn shows_begin_by(&self, owner: Owner) -> bool {
         self.state == State::InProgress && self.owner == owner
     }
 

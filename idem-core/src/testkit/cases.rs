@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use super::{
-    attempt, begin_at, bytes_completion_at, completion_at, fresh_id, renewal_at, Model, LEASE_MS,
-    T0,
+    attempt, begin_at, bytes_completion_at, completion_at, fresh_id, owner, renewal_at, Model,
+    LEASE_MS, T0,
 };
 use crate::store::{
-    Attempt, Begin, Codec, Completion, Outcome, Record, State, StepRecord, Store, Written, FORMAT,
+    Attempt, Begin, Codec, Completion, Outcome, Record, RecordId, State, StepRecord, Steps, Store,
+    Written, FORMAT,
 };
 
 async fn acquire(store: &Arc<dyn Store>, request: &Begin) -> u64 {
@@ -31,7 +32,7 @@ async fn refused_begin(store: &Arc<dyn Store>, request: &Begin) -> Record {
     }
 }
 
-async fn read(store: &Arc<dyn Store>, id: &str) -> Record {
+async fn read(store: &Arc<dyn Store>, id: &RecordId) -> Record {
     store
         .read(id)
         .await
@@ -56,7 +57,7 @@ pub async fn begin_writes_every_field(store: Arc<dyn Store>) {
         Record {
             id: id.clone(),
             state: State::InProgress,
-            owner: "owner-a".into(),
+            owner: owner("owner-a"),
             fence: 1,
             lease_until_ms: request.lease_until_ms,
             expires_at_s: request.expires_at_s,
@@ -65,7 +66,7 @@ pub async fn begin_writes_every_field(store: Arc<dyn Store>) {
             data: None,
             format: FORMAT,
             codec: Codec::Json,
-            steps: Vec::new(),
+            steps: Steps::new(),
         }
     );
 }
@@ -83,7 +84,7 @@ pub async fn begin_refused_while_lease_live(store: Arc<dyn Store>) {
     acquire(&store, &first).await;
     for now in [T0, T0 + 1, first.lease_until_ms - 1] {
         let record = refused_begin(&store, &begin_at(&id, "b", now, None)).await;
-        assert_eq!(record.owner, "a");
+        assert_eq!(record.owner, owner("a"));
         assert_eq!(record.state, State::InProgress);
         assert_eq!(record.fence, 1);
     }
@@ -98,7 +99,7 @@ pub async fn begin_takes_over_at_lease_end_with_higher_fence(store: Arc<dyn Stor
     let second = begin_at(&id, "b", first.lease_until_ms, None);
     assert_eq!(acquire(&store, &second).await, 2);
     let record = read(&store, &id).await;
-    assert_eq!(record.owner, "b");
+    assert_eq!(record.owner, owner("b"));
     assert_eq!(record.fence, 2);
     assert_eq!(record.lease_until_ms, second.lease_until_ms);
     assert_eq!(record.expires_at_s, second.expires_at_s);
@@ -124,7 +125,7 @@ pub async fn completed_record_refuses_begin(store: Arc<dyn Store>) {
     assert_eq!(record.state, State::Completed);
     assert_eq!(record.outcome, Some(Outcome::Ok));
     assert_eq!(record.data.as_deref(), Some(&b"{\"group\":7}"[..]));
-    assert_eq!(record.owner, "a", "completion keeps the owner");
+    assert_eq!(record.owner, owner("a"), "completion keeps the owner");
     assert_eq!(record.fence, fence);
     assert_eq!(record.expires_at_s, done.expires_at_s);
 }
@@ -145,7 +146,7 @@ pub async fn begin_takes_over_after_record_expiry(store: Arc<dyn Store>) {
     assert!(acquire(&store, &again).await >= 1);
     let record = read(&store, &id).await;
     assert_eq!(record.state, State::InProgress);
-    assert_eq!(record.owner, "b");
+    assert_eq!(record.owner, owner("b"));
     assert_eq!(record.outcome, None, "begin removes the old outcome");
     assert_eq!(record.data, None, "begin removes the old data");
     assert_eq!(record.fingerprint.as_deref(), Some("fp"));
@@ -170,7 +171,7 @@ pub async fn fingerprint_returned_in_both_states(store: Arc<dyn Store>) {
 }
 
 /// A lapsed lease taken over by `b`: returns the id and `b`'s record.
-async fn taken_over(store: &Arc<dyn Store>, case: &str) -> (String, Record) {
+async fn taken_over(store: &Arc<dyn Store>, case: &str) -> (RecordId, Record) {
     let id = fresh_id(case);
     let first = begin_at(&id, "a", T0, None);
     acquire(store, &first).await;
@@ -456,15 +457,15 @@ pub async fn concurrent_begins_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(*fence, 1);
     for record in refusals {
         let record = record.expect("a refusal carries the current record");
-        assert_eq!(&record.owner, winner);
+        assert_eq!(record.owner, owner(winner));
     }
 }
 
 /// Four keys in the four states a begin can meet (no record, in progress and live,
 /// completed, lapsed), each held by its own model: `Model`'s answers and records are
 /// what the single-record operations must give.
-async fn four_states(store: &Arc<dyn Store>, case: &str) -> (Vec<String>, Vec<Model>, u64) {
-    let ids: Vec<String> = ["absent", "live", "completed", "lapsed"]
+async fn four_states(store: &Arc<dyn Store>, case: &str) -> (Vec<RecordId>, Vec<Model>, u64) {
+    let ids: Vec<RecordId> = ["absent", "live", "completed", "lapsed"]
         .iter()
         .map(|state| fresh_id(&format!("{case}-{state}")))
         .collect();
@@ -491,7 +492,7 @@ async fn four_states(store: &Arc<dyn Store>, case: &str) -> (Vec<String>, Vec<Mo
 }
 
 /// Each record is the model's.
-async fn records_are_the_models(store: &Arc<dyn Store>, ids: &[String], models: &[Model]) {
+async fn records_are_the_models(store: &Arc<dyn Store>, ids: &[RecordId], models: &[Model]) {
     for (id, model) in ids.iter().zip(models) {
         assert_eq!(
             store.read(id).await.expect("read"),
@@ -522,7 +523,7 @@ pub async fn begin_batch_answers_as_begin_alone(store: Arc<dyn Store>) {
     }
     records_are_the_models(&store, &ids, &models).await;
     // A batch of one and an empty batch.
-    let one = begin_at(&fresh_id("begin-batch-one"), "batch", now, None);
+    let one = begin_at(fresh_id("begin-batch-one"), "batch", now, None);
     let answer = store.begin_batch(std::slice::from_ref(&one)).await;
     assert_eq!(answer.len(), 1);
     assert_eq!(
@@ -609,7 +610,7 @@ pub async fn journal_writes_steps_by_name(store: Arc<dyn Store>) {
     assert_eq!(after.steps, vec![charged, bytes, declined]);
     assert_eq!(
         Record {
-            steps: Vec::new(),
+            steps: Steps::new(),
             ..after
         },
         before,
@@ -675,7 +676,7 @@ pub async fn journal_survives_takeover(store: Arc<dyn Store>) {
         Written::Applied(())
     );
     let record = read(&store, &id).await;
-    assert_eq!((record.owner.as_str(), record.fence), ("c", fence_c));
+    assert_eq!((record.owner, record.fence), (owner("c"), fence_c));
     assert_eq!(record.steps, vec![s1, s2]);
 }
 

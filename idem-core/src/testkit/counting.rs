@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::store::{
-    async_trait, Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, Store,
+    async_trait, Attempt, Begin, Completion, Limits, Record, RecordId, Renewal, StepRecord, Store,
     StoreError, Written,
 };
 
@@ -90,11 +90,11 @@ impl<S: Store> Store for CountingStore<S> {
         self.count();
         self.inner.release(attempt).await
     }
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         self.count();
         self.inner.read(id).await
     }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.count();
         self.inner.delete(id).await
     }
@@ -140,10 +140,10 @@ impl<S: Store> Store for LoopingStore<S> {
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         self.0.release(attempt).await
     }
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         self.0.read(id).await
     }
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.0.delete(id).await
     }
     async fn journal(

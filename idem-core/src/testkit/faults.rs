@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::store::{
-    Attempt, Begin, Completion, Limits, Record, Renewal, StepRecord, Store, StoreError, Written,
+    Attempt, Begin, Completion, Limits, Owner, Record, RecordId, Renewal, StepRecord, Store,
+    StoreError, Written,
 };
 
 /// A store operation, to choose where a fault strikes.
@@ -73,12 +74,12 @@ pub struct FaultyStore<S> {
     faults: Mutex<HashMap<Operation, (Fault, Option<usize>)>>,
     down: AtomicBool,
     calls: [AtomicUsize; OPERATIONS],
-    refused_owners: Mutex<HashSet<String>>,
+    refused_owners: Mutex<HashSet<Owner>>,
     refused_count: watch::Sender<usize>,
     stalled: watch::Sender<bool>,
     limits: Option<Limits>,
     chaos: Mutex<Option<(Chaos, fastrand::Rng)>>,
-    applied_completions: Mutex<HashMap<String, usize>>,
+    applied_completions: Mutex<HashMap<RecordId, usize>>,
 }
 
 impl<S: Store> FaultyStore<S> {
@@ -127,7 +128,7 @@ impl<S: Store> FaultyStore<S> {
 
     /// How many completions of record `id` the inner store applied (whatever the
     /// caller was told).
-    pub fn applied_completions(&self, id: &str) -> usize {
+    pub fn applied_completions(&self, id: &RecordId) -> usize {
         let applied = self
             .applied_completions
             .lock()
@@ -267,7 +268,7 @@ impl<S: Store> Store for FaultyStore<S> {
                 .refused_owners
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if owners.insert(request.owner.clone()) {
+            if owners.insert(request.owner) {
                 self.refused_count.send_replace(owners.len());
             }
         }
@@ -316,11 +317,11 @@ impl<S: Store> Store for FaultyStore<S> {
             .await
     }
 
-    async fn read(&self, id: &str) -> Result<Option<Arc<Record>>, StoreError> {
+    async fn read(&self, id: &RecordId) -> Result<Option<Arc<Record>>, StoreError> {
         self.write(Operation::Read, || self.inner.read(id)).await
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.write(Operation::Delete, || self.inner.delete(id))
             .await
     }

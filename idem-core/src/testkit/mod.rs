@@ -46,7 +46,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::protocol::Terms;
-use crate::store::{Attempt, Begin, Completion, Outcome, Renewal, Store};
+use crate::store::{Attempt, Begin, Completion, Outcome, Owner, RecordId, Renewal, Store};
 
 /// A runtime for one case: multi-threaded, so racing tasks really run in parallel.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -79,11 +79,23 @@ pub const LEASE_MS: u64 = 30_000;
 /// The TTL the cases use, in milliseconds.
 pub const TTL_MS: u64 = 3_600_000;
 
-/// A record id no other case or run uses.
-pub fn fresh_id(case: &str) -> String {
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    format!("conformance::{case}#{a}{b}")
+/// A record id no other case or run uses: namespace `conformance::{case}`, a random
+/// digest.
+pub fn fresh_id(case: &str) -> RecordId {
+    let mut digest = [0u8; 32];
+    digest[..16].copy_from_slice(&uuid::Uuid::new_v4().as_u128().to_le_bytes());
+    digest[16..].copy_from_slice(&uuid::Uuid::new_v4().as_u128().to_le_bytes());
+    RecordId::new(format!("conformance::{case}"), digest)
+}
+
+/// The owner a case names `name` ("a", "b", ...): the same for the same name, distinct
+/// for distinct names (the first 16 bytes of the name's SHA-256).
+pub fn owner(name: &str) -> Owner {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Owner::from_u128(u128::from_be_bytes(bytes))
 }
 
 /// The kit's lease and TTL, from which its requests are computed as the engine
@@ -94,15 +106,63 @@ pub const TERMS: Terms = Terms {
 };
 
 /// A begin at `now` with the kit's lease and TTL, as the engine would compute it.
-pub fn begin_at(id: &str, owner: &str, now: u64, fingerprint: Option<&str>) -> Begin {
-    TERMS.begin(id, owner, now, fingerprint.map(str::to_owned))
+/// What the kit's helpers take as a record id: a [`RecordId`], or a text naming one
+/// ([`test_id`]).
+pub trait TestId {
+    /// The record id.
+    fn to_id(&self) -> RecordId;
 }
 
-/// The attempt `owner` holds with `fence`.
-pub fn attempt(id: &str, owner: &str, fence: u64) -> Attempt {
+impl TestId for RecordId {
+    fn to_id(&self) -> RecordId {
+        self.clone()
+    }
+}
+
+impl TestId for str {
+    fn to_id(&self) -> RecordId {
+        test_id(self)
+    }
+}
+
+impl TestId for String {
+    fn to_id(&self) -> RecordId {
+        test_id(self)
+    }
+}
+
+impl<T: TestId + ?Sized> TestId for &T {
+    fn to_id(&self) -> RecordId {
+        (**self).to_id()
+    }
+}
+
+/// The record id a test names with `text`: a written-out record id as it reads, or
+/// `namespace#name` with any name, whose digest is then the name's SHA-256 (the same
+/// for the same text).
+pub fn test_id(text: &str) -> RecordId {
+    use sha2::Digest as _;
+    text.parse().unwrap_or_else(|_| {
+        let (namespace, name) = text.rsplit_once('#').unwrap_or(("test", text));
+        RecordId::new(namespace, sha2::Sha256::digest(name.as_bytes()).into())
+    })
+}
+
+/// A begin at `now` by the owner named `owner` ([`owner()`]).
+pub fn begin_at(id: impl TestId, owner: &str, now: u64, fingerprint: Option<&str>) -> Begin {
+    TERMS.begin(
+        &id.to_id(),
+        self::owner(owner),
+        now,
+        fingerprint.map(str::to_owned),
+    )
+}
+
+/// The attempt the owner named `owner` ([`owner()`]) holds with `fence`.
+pub fn attempt(id: impl TestId, owner: &str, fence: u64) -> Attempt {
     Attempt {
-        id: id.to_owned(),
-        owner: owner.to_owned(),
+        id: id.to_id(),
+        owner: self::owner(owner),
         fence,
     }
 }
@@ -198,11 +258,11 @@ impl<S: Store, C: Send + Sync + 'static> Store for WithCleanup<S, C> {
     }
     async fn read(
         &self,
-        id: &str,
+        id: &crate::store::RecordId,
     ) -> Result<Option<Arc<crate::store::Record>>, crate::store::StoreError> {
         self.store.read(id).await
     }
-    async fn delete(&self, id: &str) -> Result<(), crate::store::StoreError> {
+    async fn delete(&self, id: &crate::store::RecordId) -> Result<(), crate::store::StoreError> {
         self.store.delete(id).await
     }
 }

@@ -30,7 +30,7 @@ impl Model {
         let written = protocol::begin(self.record.as_ref(), request);
         if let Written::Applied(fence) = written {
             let record = protocol::begun(self.record.as_deref(), request, fence);
-            assert!(record.shows_begin_by(&request.owner));
+            assert!(record.shows_begin_by(request.owner));
             self.record = Some(Arc::new(record));
         }
         written

@@ -8,7 +8,7 @@ use std::sync::Arc;
 /// The name a call's records are kept under: a function's name (`module::function`),
 /// unique per function, since two functions with one namespace share their keys.
 ///
-/// [`Call::new`](super::Call::new) takes anything that turns into one: a `&str`,
+/// [`Call::new`](crate::Call::new) takes anything that turns into one: a `&str`,
 /// `String`, `&String`, `Arc<str>`, `Box<str>` or `Cow<'static, str>`. A name known for
 /// the whole program is borrowed, never copied, through [`Namespace::fixed`] (what
 /// `#[idempotent]` passes) or a `Cow::Borrowed`; an `Arc<str>` is shared, not copied;
