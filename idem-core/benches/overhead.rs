@@ -12,9 +12,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use idem_core::store::Begin;
 use idem_core::testkit::floor::batched;
-use idem_core::{Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Store};
+use idem_core::{Call, Engine, EngineBuilder, Error, ManualClock, MemoryStore, Namespace, Store};
 
-const NS: &str = "bench::overhead";
+/// The namespace as `#[idempotent]` passes it: fixed for the program, never copied.
+const NS: Namespace = Namespace::fixed("bench::overhead");
 
 /// The function under guard: trivial, so what is measured is idem's overhead.
 async fn plain(order: u64) -> Result<u64, Error> {
@@ -121,7 +122,7 @@ fn overhead(c: &mut Criterion) {
 
     // A key held by another attempt with a lease that outlasts the benchmark.
     let (engine, store) = fresh_engine();
-    let id = idem_core::key::id_from_digest(NS, &idem_core::key::digest(NS, b"8", None))
+    let id = idem_core::key::id_from_digest(&NS, &idem_core::key::digest(&NS, b"8", None))
         .expect("a record id");
     let now = idem_core::Clock::now_ms(engine.clock().as_ref());
     runtime
