@@ -68,10 +68,11 @@ impl Records {
         self.table.len()
     }
 
-    /// The hash a record is found by: its digest's, which already tells keys apart (the
-    /// namespace is compared, not hashed).
+    /// The hash a record is found by: the first 8 bytes of its digest (SHA-256 output,
+    /// which already tells keys apart; the namespace is compared, not hashed), through
+    /// the map's seeded hasher.
     fn hash(&self, id: &RecordId) -> u64 {
-        self.hasher.hash_one(id.digest())
+        hash_of(&self.hasher, id)
     }
 
     fn get(&self, id: &RecordId) -> Option<&Arc<Record>> {
@@ -91,7 +92,7 @@ impl Records {
         match self.table.entry(
             hash,
             |held| held.id == record.id,
-            |held| hasher.hash_one(held.id.digest()),
+            |held| hash_of(hasher, &held.id),
         ) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
@@ -129,8 +130,16 @@ impl Records {
     fn shrink_to(&mut self, capacity: usize) {
         let hasher = &self.hasher;
         self.table
-            .shrink_to(capacity, |record| hasher.hash_one(record.id.digest()));
+            .shrink_to(capacity, |record| hash_of(hasher, &record.id));
     }
+}
+
+/// [`Records::hash`], for the closures that rehash what the map holds.
+fn hash_of(hasher: &DefaultHashBuilder, id: &RecordId) -> u64 {
+    let digest = id.digest();
+    hasher.hash_one(u64::from_le_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]))
 }
 
 impl MemoryStore {

@@ -711,7 +711,7 @@ where
                 Ok(BatchOutcome::Failed(
                     Error::LeaseLost {
                         namespace: guard.namespace.to_string(),
-                        digest: guard.digest().to_string(),
+                        digest: String::from(guard.digest()),
                         value: None,
                     }
                     .into(),

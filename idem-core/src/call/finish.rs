@@ -248,7 +248,7 @@ impl Guard {
                 observe::call(&self.namespace, CallOutcome::LeaseLost);
                 Err(Error::LeaseLost {
                     namespace: self.namespace.to_string(),
-                    digest: self.digest().to_string(),
+                    digest: String::from(self.digest()),
                     value: encoded,
                 }
                 .into())

@@ -113,7 +113,7 @@ impl Guard {
     pub(super) fn decode_error(&self, reason: impl Into<String>) -> Error {
         Error::Decode {
             namespace: self.namespace.to_string(),
-            digest: self.digest().to_string(),
+            digest: String::from(self.digest()),
             reason: reason.into(),
         }
     }

@@ -66,7 +66,7 @@ impl Guard {
                         .into()),
                     None => Err(Error::RecordedError {
                         namespace: self.namespace.to_string(),
-                        digest: self.digest().to_string(),
+                        digest: String::from(self.digest()),
                         data: data.to_owned(),
                     }
                     .into()),
@@ -74,7 +74,7 @@ impl Guard {
             }
             Some(Outcome::NotStored) => Err(Error::ResultNotStored {
                 namespace: self.namespace.to_string(),
-                digest: self.digest().to_string(),
+                digest: String::from(self.digest()),
             }
             .into()),
             None => Err(self

@@ -82,9 +82,17 @@ impl Settings {
             });
         }
         let defaults = *engine.defaults();
+        // The engine's own times were checked when it was built; a call's are checked
+        // here.
+        if ttl.is_some() || lease.is_some() {
+            check_timing(
+                ttl.unwrap_or(defaults.ttl),
+                lease.unwrap_or(defaults.lease),
+                defaults.store_timeout,
+            )?;
+        }
         let ttl = ttl.unwrap_or(defaults.ttl);
         let lease = lease.unwrap_or(defaults.lease);
-        check_timing(ttl, lease, defaults.store_timeout)?;
         key::check_namespace(&namespace).map_err(Error::Config)?;
         let invalid = |e: KeyError| Error::InvalidKey {
             namespace: namespace.to_string(),

@@ -103,7 +103,7 @@ impl Guard {
         }
         let context = Context::new(
             self.namespace.clone(),
-            self.digest().to_string(),
+            String::from(self.digest()),
             fence,
             lease_until_ms,
             self.engine.clone(),
@@ -144,7 +144,7 @@ impl Guard {
                 self.outcome(CallOutcome::PayloadMismatch, "same key, another payload");
                 Err(Error::PayloadMismatch {
                     namespace: self.namespace.to_string(),
-                    digest: self.digest().to_string(),
+                    digest: String::from(self.digest()),
                 })
             }
             _ => Ok(()),
@@ -269,7 +269,7 @@ impl Guard {
         self.outcome(CallOutcome::InProgress, "another attempt holds the key");
         Error::InProgress {
             namespace: self.namespace.to_string(),
-            digest: self.digest().to_string(),
+            digest: String::from(self.digest()),
             lease_until_ms,
         }
     }

@@ -93,7 +93,7 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 pub fn check_namespace(namespace: &str) -> Result<(), String> {
     if namespace.is_empty() {
         Err("a namespace must not be empty".into())
-    } else if namespace.contains('#') {
+    } else if namespace.as_bytes().contains(&b'#') {
         Err(format!(
             "`{namespace}` contains `#`, which separates the namespace from the digest in a record id; choose a name without it"
         ))

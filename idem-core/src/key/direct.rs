@@ -6,7 +6,6 @@
 //! below compare them).
 
 use std::fmt::Display;
-use std::io::Write as _;
 
 use serde::ser::{self, Impossible, Serialize};
 
@@ -57,8 +56,9 @@ struct Parts<'a> {
     count: usize,
 }
 
-fn int(out: &mut Vec<u8>, v: impl Display) -> Result<bool, Fallback> {
-    write!(out, "{v}").map_err(|_| Fallback)?;
+/// An integer in decimal, as `Display` writes it (`itoa`, without the formatter).
+fn int(out: &mut Vec<u8>, v: impl itoa::Integer) -> Result<bool, Fallback> {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     Ok(false)
 }
 

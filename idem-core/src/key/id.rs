@@ -93,6 +93,14 @@ impl DigestHex<'_> {
     }
 }
 
+/// The 64 hex digits as a `String`, written straight from the table (`to_string` would
+/// go through the formatter).
+impl From<DigestHex<'_>> for String {
+    fn from(hex: DigestHex<'_>) -> String {
+        String::from_utf8(hex.to_ascii().to_vec()).expect("hex digits are ASCII")
+    }
+}
+
 impl fmt::Display for DigestHex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hex = self.to_ascii();
@@ -173,6 +181,7 @@ mod tests {
         assert_eq!(text, format!("orders::create#{}", "ab".repeat(32)));
         assert_eq!(text.len(), id.len());
         assert_eq!(id.digest_hex().to_string(), "ab".repeat(32));
+        assert_eq!(String::from(id.digest_hex()), "ab".repeat(32));
         assert_eq!(text.parse::<RecordId>(), Ok(id));
     }
 
