@@ -21,8 +21,18 @@
 //! database can return it, otherwise from one strongly consistent read), or `None` when
 //! there is no record. Errors that a retry may cure (throttling, timeouts, a full
 //! in-memory store) are [`StoreErrorKind::Transient`]; the rest are permanent. Retry
-//! transport errors inside the store's client if it has a retry policy; the engine
-//! retries nothing but a begin whose refusal showed a free record.
+//! transport errors inside the store's client if it has a retry policy. The engine sends
+//! a begin again only when its refusal showed a free record, and a completion or a
+//! release again after a transient error: the same request, so a resend whose first
+//! send was applied meets the record that send wrote (`Record::shows_*`) and counts as
+//! applied.
+//!
+//! A database that keys records by text writes a [`RecordId`] out with its `Display`
+//! (`{namespace}#{digest}`, the digest as 64 lowercase hex digits; put any prefix of
+//! your own in front) and an [`Owner`] with its `Display` (32 lowercase hex digits);
+//! it reads them back with `RecordId`'s `FromStr` (or keeps the id it was asked for)
+//! and [`Owner::from_stored`], which reads any stored text. Conditions compare the
+//! stored owner text with the attempt's owner written out the same way.
 
 mod error;
 mod owner;
@@ -32,13 +42,13 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 pub use error::{StoreError, StoreErrorKind};
 pub use owner::{InvalidOwner, Owner};
 pub use record::{ceil_secs, Codec, Outcome, Record, State, StepRecord, Steps, FORMAT};
 
-pub use crate::key::RecordId;
+pub use crate::key::{InvalidRecordId, RecordId};
+/// The type of [`Record::data`] and [`Completion::data`], for implementing a store.
+pub use bytes::Bytes;
 
 /// The attribute [`Store`] is declared with, for implementing it.
 pub use async_trait::async_trait;
@@ -116,9 +126,11 @@ pub struct Begin {
 }
 
 impl Begin {
-    /// The record this begin writes when it is applied with `fence`: in progress, the
-    /// request's owner, lease, expiry and fingerprint, no outcome or data, this build's
-    /// format, codec JSON.
+    /// The record this begin writes on a key that has no record, applied with `fence`: in
+    /// progress, the request's owner, lease, expiry and fingerprint, no outcome or data,
+    /// this build's format, codec JSON, no steps. Over an existing (free) record, write
+    /// [`protocol::begun`](crate::protocol::begun) instead: it keeps the record's
+    /// journal.
     pub fn record(&self, fence: u64) -> Record {
         Record {
             id: self.id.clone(),
@@ -181,7 +193,9 @@ pub struct Renewal {
 /// What a store can hold. The engine checks both before it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The longest record id, in bytes, the store accepts (after any prefix of its own).
+    /// The longest record id, in bytes, the store accepts: the id written out
+    /// ([`RecordId::len`]), not counting any prefix the store puts in front of it (leave
+    /// room for that prefix within the database's own limit).
     pub max_id_bytes: usize,
     /// The largest encoded value or error, in bytes, the store can record. A larger one
     /// is completed as [`Outcome::NotStored`].
@@ -261,8 +275,9 @@ pub trait Store: Any + Send + Sync + 'static {
     ///
     /// **Returns** `Applied(())`, or `Refused(current record or None)`.
     ///
-    /// The default refuses with a permanent error: a store that keeps no journal runs
-    /// bodies without steps only.
+    /// Every store implements it: the conformance kit checks it, and a body with steps
+    /// needs it. The default refuses with a permanent error, so that a store written
+    /// before steps existed says so instead of dropping a journal.
     async fn journal(
         &self,
         attempt: &Attempt,

@@ -67,15 +67,15 @@ impl fmt::Debug for Owner {
 
 /// A text that is not an owner: see [`Owner`]'s [`FromStr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a record owner (32 hex digits)")]
+#[error("`{0}` is not a record owner (32 lowercase hex digits)")]
 pub struct InvalidOwner(String);
 
-/// Reads 32 hex digits (either case).
+/// Reads 32 lowercase hex digits, the form owners are written in.
 impl FromStr for Owner {
     type Err = InvalidOwner;
 
     fn from_str(text: &str) -> Result<Owner, InvalidOwner> {
-        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(InvalidOwner(text.to_owned()));
         }
         u128::from_str_radix(text, 16)
