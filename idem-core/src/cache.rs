@@ -115,9 +115,12 @@ struct Weight {
 }
 
 impl Weighter<RecordId, Arc<Cached>> for Weight {
-    fn weight(&self, _id: &RecordId, cached: &Arc<Cached>) -> u64 {
+    fn weight(&self, id: &RecordId, cached: &Arc<Cached>) -> u64 {
         let record = &cached.record;
-        let text = record.codec.as_str().len()
+        // The namespace's text: shared by the records of a fixed one, counted as if each
+        // entry kept its own copy (a namespace given as a `&str` is copied per call).
+        let text = id.namespace().len()
+            + record.codec.as_str().len()
             + record.fingerprint.as_ref().map_or(0, String::len)
             + record.data.as_ref().map_or(0, |data| data.len());
         let bytes = (std::mem::size_of::<RecordId>()
