@@ -167,7 +167,7 @@ impl RedisStore {
         // Numbers go as the redis crate writes them (decimal, no allocation).
         let mut invocation = self.invocation(&self.scripts.begin, &request.id);
         invocation
-            .arg(request.owner.to_string())
+            .arg(&request.owner.to_hex()[..])
             .arg(request.now_ms)
             .arg(request.lease_until_ms)
             .arg(request.expires_at_s)
@@ -204,7 +204,7 @@ impl RedisStore {
     fn complete_invocation(&self, attempt: &Attempt, completion: &Completion) -> Cmd {
         let mut invocation = self.invocation(&self.scripts.complete, &attempt.id);
         invocation
-            .arg(attempt.owner.to_string())
+            .arg(&attempt.owner.to_hex()[..])
             .arg(attempt.fence)
             .arg(completion.now_ms)
             .arg(completion.expires_at_s)
@@ -793,7 +793,7 @@ impl Store for RedisStore {
     ) -> Result<Written<()>, StoreError> {
         let mut invocation = self.invocation(&self.scripts.extend, &attempt.id);
         invocation
-            .arg(attempt.owner.to_string())
+            .arg(&attempt.owner.to_hex()[..])
             .arg(attempt.fence)
             .arg(renewal.now_ms)
             .arg(renewal.lease_until_ms)
@@ -804,7 +804,9 @@ impl Store for RedisStore {
 
     async fn release(&self, attempt: &Attempt) -> Result<Written<()>, StoreError> {
         let mut invocation = self.invocation(&self.scripts.release, &attempt.id);
-        invocation.arg(attempt.owner.to_string()).arg(attempt.fence);
+        invocation
+            .arg(&attempt.owner.to_hex()[..])
+            .arg(attempt.fence);
         self.held_write("release", attempt, &self.scripts.release, &invocation)
             .await
     }
@@ -832,7 +834,7 @@ impl Store for RedisStore {
         }
         let mut invocation = self.invocation(&self.scripts.journal, &attempt.id);
         invocation
-            .arg(attempt.owner.to_string())
+            .arg(&attempt.owner.to_hex()[..])
             .arg(attempt.fence)
             .arg(&step.name)
             .arg(pack_step(step));

@@ -49,6 +49,18 @@ impl Owner {
         Owner([(value >> 64) as u64, value as u64])
     }
 
+    /// The owner written out: 32 lowercase hex digits as ASCII bytes, from a table (what
+    /// `Display` writes, for a store that writes bytes, such as a command's argument).
+    pub fn to_hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.as_u128().to_be_bytes()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        hex
+    }
+
     /// The owner's number.
     pub const fn as_u128(self) -> u128 {
         (self.0[0] as u128) << 64 | self.0[1] as u128
@@ -57,7 +69,7 @@ impl Owner {
 
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.as_u128())
+        f.write_str(std::str::from_utf8(&self.to_hex()).expect("hex digits are ASCII"))
     }
 }
 
@@ -97,6 +109,8 @@ mod tests {
         let owner: Owner = text.parse().unwrap();
         assert_eq!(owner.as_u128(), uuid.as_u128());
         assert_eq!(owner.to_string(), text);
+        assert_eq!(owner.to_hex(), text.as_bytes());
+        assert_eq!(Owner::from_u128(0xab).to_string(), format!("{:032x}", 0xab));
         assert_eq!(Owner::from_stored(&text), owner);
         for bad in [
             "",
